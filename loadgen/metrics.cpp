@@ -1,0 +1,192 @@
+#include "metrics.hpp"
+
+#include <algorithm>
+#include <bit>
+#include <cmath>
+#include <fstream>
+#include <sstream>
+#include <sys/resource.h>
+#include <unistd.h>
+
+namespace loadgen {
+
+std::uint64_t OpenLoopSchedule::due_by(std::int64_t now_ns) const {
+  if (now_ns < start_ns_) return 0;
+  // Start from the floating-point estimate, then settle it against intended_ns() itself so
+  // the two never disagree by a rounding step.
+  auto k = static_cast<std::uint64_t>(static_cast<double>(now_ns - start_ns_) * rate_ / 1e9);
+  while (k > 0 && intended_ns(k - 1) > now_ns) --k;
+  while (intended_ns(k) <= now_ns) ++k;
+  return k;
+}
+
+LatencyRecorder::LatencyRecorder() : buckets_(bucket_of(INT64_MAX) + 1, 0) {}
+
+std::size_t LatencyRecorder::bucket_of(std::int64_t value) {
+  if (value < sub_buckets) return static_cast<std::size_t>(std::max<std::int64_t>(value, 0));
+  const int exponent = std::bit_width(static_cast<std::uint64_t>(value)) - 1;  // >= sub_bucket_bits
+  const int shift = exponent - sub_bucket_bits;
+  const std::int64_t sub = value >> shift;  // in [sub_buckets, 2 * sub_buckets)
+  return static_cast<std::size_t>(shift * sub_buckets + sub);
+}
+
+std::int64_t LatencyRecorder::bucket_low(std::size_t bucket) {
+  const auto b = static_cast<std::int64_t>(bucket);
+  if (b < sub_buckets) return b;
+  const std::int64_t shift = b / sub_buckets - 1;
+  const std::int64_t sub = b % sub_buckets + sub_buckets;
+  return sub << shift;
+}
+
+std::int64_t LatencyRecorder::bucket_high(std::size_t bucket) {
+  const auto b = static_cast<std::int64_t>(bucket);
+  if (b < sub_buckets) return b;
+  const std::int64_t shift = b / sub_buckets - 1;
+  const std::int64_t sub = b % sub_buckets + sub_buckets;
+  return ((sub + 1) << shift) - 1;
+}
+
+void LatencyRecorder::record(std::int64_t value) {
+  ++buckets_[bucket_of(value)];
+  ++count_;
+  max_ = std::max(max_, value);
+}
+
+void LatencyRecorder::merge(const LatencyRecorder& other) {
+  for (std::size_t i = 0; i < buckets_.size(); ++i) buckets_[i] += other.buckets_[i];
+  count_ += other.count_;
+  max_ = std::max(max_, other.max_);
+}
+
+std::int64_t LatencyRecorder::percentile(double q) const {
+  if (count_ == 0) return 0;
+  const auto rank = std::max<std::uint64_t>(1, static_cast<std::uint64_t>(std::ceil(q * static_cast<double>(count_))));
+  std::uint64_t seen = 0;
+  for (std::size_t i = 0; i < buckets_.size(); ++i) {
+    seen += buckets_[i];
+    if (seen >= rank) {
+      // The middle of the bucket halves the worst-case error; never report above the max.
+      const std::int64_t low = bucket_low(i), high = bucket_high(i);
+      return std::min(low + (high - low) / 2, max_);
+    }
+  }
+  return max_;
+}
+
+void SenderTrack::on_sequence(std::uint64_t seq) {
+  ++received;
+  if (seq >= next_expected) {
+    const std::uint64_t shift = seq - next_expected + 1;
+    window = shift >= 64 ? 0 : window << shift;
+    window |= 1;
+    next_expected = seq + 1;
+    return;
+  }
+  const std::uint64_t distance = next_expected - 1 - seq;
+  if (distance >= 64) {
+    ++reordered;  // too old to tell; a correct server never gets here
+  } else if ((window >> distance) & 1) {
+    ++duplicated;
+  } else {
+    window |= std::uint64_t{1} << distance;
+    ++reordered;
+  }
+}
+
+std::optional<double> least_squares_slope(const std::vector<double>& x, const std::vector<double>& y) {
+  const std::size_t n = std::min(x.size(), y.size());
+  if (n < 2) return std::nullopt;
+  double mean_x = 0, mean_y = 0;
+  for (std::size_t i = 0; i < n; ++i) {
+    mean_x += x[i];
+    mean_y += y[i];
+  }
+  mean_x /= static_cast<double>(n);
+  mean_y /= static_cast<double>(n);
+  double sxy = 0, sxx = 0;
+  for (std::size_t i = 0; i < n; ++i) {
+    sxy += (x[i] - mean_x) * (y[i] - mean_y);
+    sxx += (x[i] - mean_x) * (x[i] - mean_x);
+  }
+  if (sxx == 0) return std::nullopt;
+  return sxy / sxx;
+}
+
+std::optional<std::uint64_t> proc_field(const std::string& path, const std::string& key) {
+  std::ifstream in(path);
+  std::string line;
+  const std::string prefix = key + ":";
+  while (std::getline(in, line)) {
+    if (line.rfind(prefix, 0) != 0) continue;
+    std::istringstream fields(line.substr(prefix.size()));
+    std::uint64_t value = 0;
+    std::string unit;
+    if (!(fields >> value)) return std::nullopt;
+    fields >> unit;
+    return unit == "kB" ? value * 1024 : value;
+  }
+  return std::nullopt;
+}
+
+// TCP socket buffer memory of the whole system: "TCP: ... mem PAGES" in /proc/net/sockstat.
+static std::optional<std::uint64_t> tcp_socket_memory() {
+  std::ifstream in("/proc/net/sockstat");
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.rfind("TCP:", 0) != 0) continue;
+    std::istringstream fields(line.substr(4));
+    std::string name;
+    std::uint64_t value = 0;
+    while (fields >> name >> value)
+      if (name == "mem") return value * static_cast<std::uint64_t>(sysconf(_SC_PAGESIZE));
+  }
+  return std::nullopt;
+}
+
+MemorySample sample_memory(pid_t pid) {
+  MemorySample s;
+  if (pid > 0) {
+    const std::string dir = "/proc/" + std::to_string(pid) + "/";
+    s.rss_bytes = proc_field(dir + "status", "VmRSS");
+    s.vsz_bytes = proc_field(dir + "status", "VmSize");
+    s.threads = proc_field(dir + "status", "Threads");
+    s.pss_bytes = proc_field(dir + "smaps_rollup", "Pss");
+    s.anonymous_bytes = proc_field(dir + "smaps_rollup", "Anonymous");
+    if (!s.rss_bytes) s.rss_bytes = proc_field(dir + "smaps_rollup", "Rss");
+  }
+  s.mem_available_bytes = proc_field("/proc/meminfo", "MemAvailable");
+  s.kernel_stack_bytes = proc_field("/proc/meminfo", "KernelStack");
+  s.slab_bytes = proc_field("/proc/meminfo", "Slab");
+  s.sock_mem_bytes = tcp_socket_memory();
+  return s;
+}
+
+std::optional<CpuTimes> process_cpu(pid_t pid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
+  std::string stat;
+  if (!std::getline(in, stat)) return std::nullopt;
+  // The command name may hold spaces and parentheses; fields resume after the last ')'.
+  const auto close = stat.rfind(')');
+  if (close == std::string::npos) return std::nullopt;
+  std::istringstream fields(stat.substr(close + 1));
+  std::string field;
+  double ticks[2] = {0, 0};
+  for (int index = 3; fields >> field; ++index) {  // index: the field number in proc(5)
+    if (index == 14) ticks[0] = std::stod(field);
+    if (index == 15) {
+      ticks[1] = std::stod(field);
+      const auto hz = static_cast<double>(sysconf(_SC_CLK_TCK));
+      return CpuTimes{ticks[0] / hz, ticks[1] / hz};
+    }
+  }
+  return std::nullopt;
+}
+
+CpuTimes self_cpu() {
+  rusage usage{};
+  getrusage(RUSAGE_SELF, &usage);
+  auto seconds = [](const timeval& t) { return static_cast<double>(t.tv_sec) + static_cast<double>(t.tv_usec) / 1e6; };
+  return {seconds(usage.ru_utime), seconds(usage.ru_stime)};
+}
+
+}  // namespace loadgen

@@ -1,0 +1,106 @@
+// Measurement primitives: the open-loop schedule, the latency recorder, per-sender loss
+// tracking, the least-squares slope and /proc sampling. No I/O except /proc reads.
+#pragma once
+
+#include <array>
+#include <chrono>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <sys/types.h>
+#include <vector>
+
+namespace loadgen {
+
+using Clock = std::chrono::steady_clock;
+
+// Nanoseconds on the steady clock; chat lines carry this so any thread of this process
+// can compute latency from another thread's send time.
+inline std::int64_t to_ns(Clock::time_point t) {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(t.time_since_epoch()).count();
+}
+
+// The open-loop schedule of wrk2: send k is due at start + k / rate, whatever happened to
+// sends before it, so a stalled server shows up as latency and not as a lower send rate.
+class OpenLoopSchedule {
+ public:
+  OpenLoopSchedule(std::int64_t start_ns, double rate_per_s) : start_ns_(start_ns), rate_(rate_per_s) {}
+  // Intended send time of send number k (0-based).
+  std::int64_t intended_ns(std::uint64_t k) const {
+    return start_ns_ + static_cast<std::int64_t>(static_cast<double>(k) * 1e9 / rate_);
+  }
+  // How many sends are due at or before now_ns (i.e. the k of the first send not yet due).
+  std::uint64_t due_by(std::int64_t now_ns) const;
+
+ private:
+  std::int64_t start_ns_;
+  double rate_;
+};
+
+// Log-linear histogram of non-negative values (nanoseconds here): exact below 128, then
+// 128 sub-buckets per power of two, so a reported percentile is within 1/256 (< 0.4%) of
+// the true nearest-rank value. Fixed size, no allocation after construction.
+class LatencyRecorder {
+ public:
+  static constexpr int sub_bucket_bits = 7;
+  static constexpr std::int64_t sub_buckets = std::int64_t{1} << sub_bucket_bits;
+
+  LatencyRecorder();
+  void record(std::int64_t value);
+  void merge(const LatencyRecorder& other);
+  std::uint64_t count() const { return count_; }
+  std::int64_t max() const { return max_; }
+  // Nearest-rank percentile, q in (0, 1]; 0 when empty.
+  std::int64_t percentile(double q) const;
+
+  static std::size_t bucket_of(std::int64_t value);
+  static std::int64_t bucket_low(std::size_t bucket);
+  static std::int64_t bucket_high(std::size_t bucket);  // inclusive
+
+ private:
+  std::vector<std::uint64_t> buckets_;
+  std::uint64_t count_ = 0;
+  std::int64_t max_ = 0;
+};
+
+// Loss accounting for one (receiver, sender) pair. TCP and a correct server deliver a
+// sender's lines in order exactly once; anything else is counted. A 64-line window below
+// the next expected sequence number tells a late line (reordered) from a repeat
+// (duplicated); a line older than the window counts as reordered.
+struct SenderTrack {
+  std::uint64_t next_expected = 0;
+  std::uint64_t window = 0;  // bit i set: sequence next_expected - 1 - i was received
+  std::uint64_t received = 0;
+  std::uint64_t duplicated = 0;
+  std::uint64_t reordered = 0;
+
+  void on_sequence(std::uint64_t seq);
+  std::uint64_t unique_received() const { return received - duplicated; }
+};
+
+// Least-squares slope of y over x; nullopt when x has fewer than two distinct values.
+std::optional<double> least_squares_slope(const std::vector<double>& x, const std::vector<double>& y);
+
+// One reading of the server process and of the system, in bytes (or counts).
+struct MemorySample {
+  std::uint64_t clients = 0;
+  std::optional<std::uint64_t> rss_bytes, pss_bytes, anonymous_bytes, vsz_bytes, threads;
+  std::optional<std::uint64_t> mem_available_bytes, kernel_stack_bytes, slab_bytes, sock_mem_bytes;
+};
+
+// Reads /proc/PID/status, /proc/PID/smaps_rollup, /proc/meminfo, /proc/net/sockstat.
+// pid 0 samples the system only.
+MemorySample sample_memory(pid_t pid);
+
+struct CpuTimes {
+  double user_s = 0, sys_s = 0;
+};
+// User and system CPU seconds of a process (/proc/PID/stat); nullopt if it is gone.
+std::optional<CpuTimes> process_cpu(pid_t pid);
+// This process (getrusage), all threads.
+CpuTimes self_cpu();
+
+// Value of "key:" in a /proc file of "key: value [kB]" lines, in bytes if it had kB.
+std::optional<std::uint64_t> proc_field(const std::string& path, const std::string& key);
+
+}  // namespace loadgen
