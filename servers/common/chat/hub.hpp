@@ -72,6 +72,12 @@ class Hub {
     return {replies::unknown_command()};
   }
 
+  // Calls f(Session&) for every connection in a room, i.e. every one entered and not exited.
+  template <class F>
+  void for_each_session(F&& f) const {
+    rooms_.for_each_member([&](Participant& p) { f(static_cast<Session&>(p)); });
+  }
+
   Counters<Count>& counters() noexcept { return counters_; }
   std::string stats() const { return stats_line(variant_, counters_, rooms_.count()); }
   std::string_view variant() const noexcept { return variant_; }

@@ -55,6 +55,14 @@ class Rooms {
 
   std::size_t count() const noexcept { return rooms_.size(); }
 
+  // Calls f(Participant&) for every member of every room (e.g. to close them all).
+  template <class F>
+  void for_each_member(F&& f) const {
+    for (const auto& [name, room] : rooms_) {
+      for (Participant* member : room.members_) f(*member);
+    }
+  }
+
  private:
   struct Hash {
     using is_transparent = void;

@@ -1,0 +1,44 @@
+// The command line of loadgen, parsed once in main.cpp and read everywhere else.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <sys/types.h>
+#include <vector>
+
+namespace loadgen {
+
+enum class Mode { idle, broadcast, chat };
+
+struct Options {
+  Mode mode = Mode::idle;
+  // Common to every mode (SPEC §3).
+  std::string host = "127.0.0.1";
+  std::uint16_t port = 3000;
+  std::uint32_t clients = 100;
+  pid_t server_pid = 0;  // 0: no per-process memory or CPU figures
+  std::string json_path;
+  unsigned threads = 1;
+  unsigned connect_concurrency = 256;
+  std::string source_ips;  // "A.B.C.D" or "A.B.C.D-A.B.C.E"; empty: let the kernel choose
+  double connect_timeout_s = 10;
+  double drain_s = 5;
+  bool quiet = false;
+  // idle
+  unsigned steps = 5;
+  double hold_s = 2;
+  // broadcast
+  unsigned messages = 100;
+  double interval_ms = 10;
+  // broadcast and chat: bytes per line including its LF
+  unsigned size = 64;
+  // chat
+  unsigned room_size = 10;
+  std::vector<double> rates{10};
+  double duration_s = 5;
+  double warmup_s = 1;
+};
+
+const char* mode_name(Mode mode);
+
+}  // namespace loadgen

@@ -1,0 +1,46 @@
+// The JSON document and the human summary. Every key of SPEC §3 is created null by
+// make_report_skeleton(); a scenario fills what it measured.
+#pragma once
+
+#include <boost/json.hpp>
+#include <string>
+#include <vector>
+
+#include "metrics.hpp"
+#include "options.hpp"
+
+namespace loadgen {
+
+boost::json::object make_report_skeleton(const Options& options);
+
+// cpu, cores, kernel, compiler and flags, Boost, git commit, limits, CPU affinity.
+boost::json::object machine_info(pid_t server_pid);
+
+// {p50, p90, p99, p999, max, count} in microseconds; null when nothing was recorded.
+boost::json::value latency_json(const LatencyRecorder& recorder);
+boost::json::object memory_sample_json(const MemorySample& sample);
+// memory.per_connection from the steps: least-squares slopes in bytes per connection.
+boost::json::object per_connection_json(const std::vector<MemorySample>& steps);
+
+template <class T>
+boost::json::value optional_json(const std::optional<T>& value) {
+  return value ? boost::json::value(*value) : boost::json::value(nullptr);
+}
+
+void write_json_file(const std::string& path, const boost::json::object& report);
+std::string human_summary(const boost::json::object& report);
+
+// One line, redrawn in place, only on a terminal and unless --quiet.
+class Progress {
+ public:
+  explicit Progress(bool quiet);
+  void show(const std::string& text);
+  void finish();
+
+ private:
+  bool enabled_;
+  bool shown_ = false;
+  Clock::time_point last_{};
+};
+
+}  // namespace loadgen
