@@ -1,0 +1,122 @@
+// loadgen: drives a chat server (SPEC §1) and reports what it measured (SPEC §3).
+#include <CLI/CLI.hpp>
+#include <csignal>
+#include <cstdio>
+#include <fstream>
+#include <iostream>
+#include <sys/resource.h>
+
+#include "engine.hpp"
+#include "report.hpp"
+#include "scenarios.hpp"
+
+namespace {
+
+using namespace loadgen;
+
+void add_common_options(CLI::App& command, Options& o) {
+  command.add_option("--host", o.host, "server IPv4 address")->capture_default_str();
+  command.add_option("--port", o.port, "server port")->capture_default_str();
+  command.add_option("--clients", o.clients, "connections to open")->capture_default_str();
+  command.add_option("--server-pid", o.server_pid, "server process to sample (/proc/PID)");
+  command.add_option("--json", o.json_path, "write the JSON report to this file");
+  command.add_option("--threads", o.threads, "worker threads, each with its own connections")->capture_default_str()->check(CLI::Range(1u, 256u));
+  command.add_option("--connect-concurrency", o.connect_concurrency, "connects in flight at once")->capture_default_str()->check(CLI::Range(1u, 100000u));
+  command.add_option("--source-ips", o.source_ips, "source addresses, e.g. 127.0.0.1-127.0.0.8, spread over connections");
+  command.add_option("--connect-timeout-s", o.connect_timeout_s, "deadline of each connect or join phase")->capture_default_str();
+  command.add_option("--drain-s", o.drain_s, "deadline for lines still in flight after sending stops")->capture_default_str();
+  command.add_flag("--quiet", o.quiet, "no progress line");
+}
+
+// Says up front what will cap the run, so a short run is not a surprise.
+std::vector<std::string> preflight(const Options& o) {
+  std::vector<std::string> warnings;
+  rlimit files{};
+  getrlimit(RLIMIT_NOFILE, &files);
+  if (files.rlim_cur < files.rlim_max) {
+    files.rlim_cur = files.rlim_max;  // ours to take; the hard limit is the real one
+    setrlimit(RLIMIT_NOFILE, &files);
+    getrlimit(RLIMIT_NOFILE, &files);
+  }
+  constexpr rlim_t spare = 16;  // stdio, epoll and eventfd per thread, /proc reads
+  if (o.clients + spare > files.rlim_cur)
+    warnings.push_back("fd limit " + std::to_string(files.rlim_cur) + " caps this run at about " +
+                       std::to_string(files.rlim_cur > spare ? files.rlim_cur - spare : 0) + " connections");
+  std::ifstream range_file("/proc/sys/net/ipv4/ip_local_port_range");
+  unsigned low = 0, high = 0;
+  if (range_file >> low >> high) {
+    std::size_t sources = 1;
+    if (!o.source_ips.empty()) sources = parse_address_range(o.source_ips).size();
+    const std::uint64_t ports = static_cast<std::uint64_t>(high - low + 1) * sources;
+    if (o.clients > ports)
+      warnings.push_back("port range " + std::to_string(low) + "-" + std::to_string(high) + " x " + std::to_string(sources) +
+                         " source address(es) gives " + std::to_string(ports) + " connections; use --source-ips");
+  }
+  if (o.server_pid > 0) {
+    std::ifstream limits("/proc/" + std::to_string(o.server_pid) + "/limits");
+    std::string line;
+    while (std::getline(limits, line)) {
+      if (line.rfind("Max open files", 0) != 0) continue;
+      std::istringstream fields(line.substr(14));
+      std::uint64_t soft = 0;
+      if (fields >> soft && o.clients + 8 > soft)
+        warnings.push_back("the server's fd limit " + std::to_string(soft) + " caps it below " + std::to_string(o.clients) + " clients");
+    }
+  }
+  return warnings;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  Options options;
+  CLI::App app{"loadgen: drives a chat server and measures it (idle | broadcast | chat)"};
+  app.require_subcommand(1);
+
+  auto* idle = app.add_subcommand("idle", "ramp connections in steps, hold, sample memory at each step");
+  add_common_options(*idle, options);
+  idle->add_option("--steps", options.steps, "ramp steps (after a baseline at 0 clients)")->capture_default_str()->check(CLI::Range(1u, 1000u));
+  idle->add_option("--hold-s", options.hold_s, "longest hold per step while memory settles")->capture_default_str();
+
+  auto* broadcast = app.add_subcommand("broadcast", "one sender, every other client receives each line");
+  add_common_options(*broadcast, options);
+  broadcast->add_option("--messages", options.messages, "lines to send")->capture_default_str()->check(CLI::Range(1u, 10000000u));
+  broadcast->add_option("--interval-ms", options.interval_ms, "open-loop interval between lines")->capture_default_str()->check(CLI::PositiveNumber);
+  broadcast->add_option("--size", options.size, "bytes per line, LF included")->capture_default_str();
+
+  auto* chat = app.add_subcommand("chat", "clients in rooms of K, each sending open-loop at a fixed rate");
+  add_common_options(*chat, options);
+  chat->add_option("--room-size", options.room_size, "clients per room")->capture_default_str()->check(CLI::Range(1u, 1000000u));
+  chat->add_option("--rate", options.rates, "lines per second per client; a list steps the load up in one run")
+      ->capture_default_str()->delimiter(',')->check(CLI::PositiveNumber);
+  chat->add_option("--duration-s", options.duration_s, "measured window per rate")->capture_default_str()->check(CLI::PositiveNumber);
+  chat->add_option("--warmup-s", options.warmup_s, "sending before the window, excluded from latency")->capture_default_str();
+  chat->add_option("--size", options.size, "bytes per line, LF included")->capture_default_str();
+
+  CLI11_PARSE(app, argc, argv);
+  options.mode = chat->parsed() ? Mode::chat : broadcast->parsed() ? Mode::broadcast : Mode::idle;
+  std::signal(SIGPIPE, SIG_IGN);  // a closed peer is an error code, not a death
+
+  try {
+    boost::json::object report = make_report_skeleton(options);
+    for (const auto& warning : preflight(options)) {
+      std::cerr << "loadgen: warning: " << warning << "\n";
+      report["warnings"].as_array().push_back(boost::json::value(warning));
+    }
+    Progress progress(options.quiet);
+    {
+      Engine engine(options);
+      switch (options.mode) {
+        case Mode::idle: run_idle(engine, report, progress); break;
+        case Mode::broadcast: run_broadcast(engine, report, progress); break;
+        case Mode::chat: run_chat(engine, report, progress); break;
+      }
+    }
+    if (!options.json_path.empty()) write_json_file(options.json_path, report);
+    std::cout << human_summary(report) << std::flush;
+  } catch (const std::exception& error) {
+    std::cerr << "loadgen: " << error.what() << "\n";
+    return 1;
+  }
+  return 0;
+}

@@ -1,0 +1,623 @@
+#include "scenarios.hpp"
+
+#include <charconv>
+#include <cmath>
+#include <map>
+#include <sstream>
+
+namespace loadgen {
+
+namespace json = boost::json;
+
+namespace {
+
+Clock::duration seconds(double s) { return std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(s)); }
+Clock::time_point from_ns(std::int64_t ns) { return Clock::time_point(std::chrono::duration_cast<Clock::duration>(std::chrono::nanoseconds(ns))); }
+constexpr std::int64_t late_send_ns = 1'000'000;  // a send more than 1 ms behind schedule is "late"
+
+// Per-connection send schedule of one phase: sends [0, total) of an open-loop schedule.
+struct SendPlan {
+  std::int64_t start_ns;
+  double rate;
+  std::uint64_t total;
+  std::int64_t window_start_ns;  // sends intended before this are warm-up
+};
+
+// Worker-side state of the phase in progress, set by the main thread between phases
+// (never while traffic flows), read by the handlers on the worker thread.
+struct Phase {
+  Mode mode = Mode::chat;
+  std::int64_t window_start_ns = 0, window_end_ns = INT64_MAX;
+  std::vector<std::int64_t> message_intended_ns;  // broadcast
+};
+
+// The send loop of one connection: everything due is sent now (a behind-schedule sender
+// catches up at once, each line still carrying its intended time), then sleep until the
+// next intended time.
+void send_due(Worker& worker, Connection& connection, const SendPlan& plan, std::uint64_t& done, OwnedCounter& sent_counter,
+              std::uint64_t& window_sent, unsigned size) {
+  if (connection.state != ConnectionState::open) return;
+  const OpenLoopSchedule schedule(plan.start_ns, plan.rate);
+  const std::int64_t now = to_ns(Clock::now());
+  const std::uint64_t due = std::min(schedule.due_by(now), plan.total);
+  for (; done < due; ++done) {
+    const std::int64_t intended = schedule.intended_ns(done);
+    if (now - intended > late_send_ns) ++worker.late_sends;
+    if (intended >= plan.window_start_ns) ++window_sent;
+    format_chat_line(worker.scratch, connection.id, connection.sent, intended, size);
+    if (!worker.send(connection, worker.scratch)) return;
+    ++connection.sent;
+    sent_counter.add();
+  }
+  if (done >= plan.total) return;
+  connection.send_timer->expires_at(from_ns(schedule.intended_ns(done)));
+  connection.send_timer->async_wait([&worker, &connection, &plan, &done, &sent_counter, &window_sent, size](const boost::system::error_code& error) {
+    if (!error) send_due(worker, connection, plan, done, sent_counter, window_sent, size);
+  });
+}
+
+// The sending side of one worker in the current phase, next to Worker's own counters.
+struct TrafficState {
+  SendPlan plan{};
+  OwnedCounter lines_sent;
+  std::uint64_t window_sent = 0;
+};
+
+std::map<std::string, std::string> parse_stats_reply(std::string_view line) {
+  std::map<std::string, std::string> values;
+  std::istringstream fields{std::string(line.substr(std::min<std::size_t>(line.size(), 7)))};
+  std::string field;
+  while (fields >> field) {
+    const auto eq = field.find('=');
+    if (eq != std::string::npos) values[field.substr(0, eq)] = field.substr(eq + 1);
+  }
+  return values;
+}
+
+// Handles every line received in broadcast and chat: replies, sync lines, chat lines.
+void handle_line(Worker& worker, Connection& connection, std::string_view line, std::int64_t now, const Phase& phase) {
+  if (line.starts_with('/') && !line.starts_with("//")) {
+    if (line.starts_with("/joined ")) {
+      if (!connection.joined) {
+        connection.joined = true;
+        worker.joined.add();
+      }
+    } else if (line.starts_with("/stats ")) {
+      worker.last_stats_reply.assign(line);
+      worker.stats_replies.add();
+    }
+    return;
+  }
+  if (line == "sync") {
+    if (!connection.joined) {
+      connection.joined = true;
+      worker.joined.add();
+    }
+    return;
+  }
+  const auto chat = parse_chat_line(line);
+  const std::uint32_t slot = chat ? chat->sender - connection.track_base : 0;
+  if (!chat || chat->sender < connection.track_base || slot >= connection.tracks.size() || !connection.joined) {
+    ++worker.unknown_lines;
+    return;
+  }
+  SenderTrack& track = connection.tracks[slot];
+  const std::uint64_t duplicates_before = track.duplicated;
+  track.on_sequence(chat->seq);
+  if (track.duplicated != duplicates_before) return;
+  worker.unique_deliveries.add();
+  const std::int64_t latency = now - chat->intended_ns;
+  if (chat->intended_ns >= phase.window_start_ns && chat->intended_ns < phase.window_end_ns) {
+    worker.latency.record(latency);
+    ++worker.window_deliveries;
+  }
+  if (phase.mode == Mode::broadcast && chat->seq < worker.message_receivers.size()) {
+    ++worker.message_receivers[chat->seq];
+    worker.message_last_arrival_ns[chat->seq] = std::max(worker.message_last_arrival_ns[chat->seq], now);
+  }
+}
+
+// Ramp to --clients in one step; fills "ramp" and "clients_connected".
+void ramp_all(Engine& engine, json::object& report, Progress& progress) {
+  const auto start = Clock::now();
+  engine.ramp_to(engine.options().clients, [&] {
+    progress.show("connecting: " + std::to_string(engine.open_connections()) + "/" + std::to_string(engine.options().clients));
+  });
+  const double elapsed = std::chrono::duration<double>(Clock::now() - start).count();
+  const auto connected = engine.open_connections();
+  report["ramp"] = json::object{{"seconds", elapsed}, {"connected", connected},
+                                {"connects_per_s", elapsed > 0 ? static_cast<double>(connected) / elapsed : 0.0}};
+}
+
+void sample_step(Engine& engine, std::vector<MemorySample>& steps, json::object& report) {
+  MemorySample sample = sample_memory(engine.options().server_pid);
+  sample.clients = engine.open_connections();
+  steps.push_back(sample);
+  auto& memory = report["memory"].as_object();
+  memory["steps"].as_array().push_back(memory_sample_json(sample));
+  memory["per_connection"] = per_connection_json(steps);
+}
+
+struct CpuWindow {
+  Clock::time_point wall;
+  std::optional<CpuTimes> server;
+  CpuTimes self;
+  static CpuWindow now(pid_t pid) { return {Clock::now(), pid > 0 ? process_cpu(pid) : std::nullopt, self_cpu()}; }
+};
+
+void fill_cpu(json::object& report, const CpuWindow& a, const CpuWindow& b, unsigned threads) {
+  const double window = std::chrono::duration<double>(b.wall - a.wall).count();
+  auto& cpu = report["cpu"].as_object();
+  if (a.server && b.server) {
+    cpu["server_user_s"] = b.server->user_s - a.server->user_s;
+    cpu["server_sys_s"] = b.server->sys_s - a.server->sys_s;
+  }
+  const double user = b.self.user_s - a.self.user_s, sys = b.self.sys_s - a.self.sys_s;
+  cpu["loadgen_user_s"] = user;
+  cpu["loadgen_sys_s"] = sys;
+  cpu["window_s"] = window;
+  // Above 90% of a core per loadgen thread, the result may measure the load generator.
+  const bool saturated = window > 0 && (user + sys) / window > 0.9 * threads;
+  cpu["loadgen_saturated"] = saturated;
+  if (saturated)
+    report["warnings"].as_array().push_back(json::value("loadgen used more than 90% of a core per thread during the measured window; "
+                                                        "the result may measure the load generator"));
+}
+
+void finish_common(Engine& engine, json::object& report) {
+  report["clients_connected"] = engine.open_connections();
+  if (const auto limit = engine.limit_hit()) report["limit_hit"] = *limit;
+}
+
+void warn(json::object& report, const std::string& text) { report["warnings"].as_array().push_back(json::value(text)); }
+
+// Ask the server for its counters on one open connection; nullopt if no reply in time.
+std::optional<std::map<std::string, std::string>> query_server_stats(Engine& engine) {
+  for (auto& worker : engine.workers()) {
+    std::uint64_t replies_before = 0;
+    bool sent = false;
+    worker->call([&] {
+      replies_before = worker->stats_replies.get();
+      for (auto& connection : worker->connections())
+        if (connection->state == ConnectionState::open && connection->joined) {
+          sent = worker->send(*connection, "/stats\n");
+          if (sent) break;
+        }
+    });
+    if (!sent) continue;
+    if (!wait_until(Clock::now() + std::chrono::seconds(2), [&] { return worker->stats_replies.get() > replies_before; }, nullptr))
+      return std::nullopt;
+    std::string reply;
+    worker->call([&] { reply = worker->last_stats_reply; });
+    return parse_stats_reply(reply);
+  }
+  return std::nullopt;
+}
+
+std::optional<std::uint64_t> stat_number(const std::optional<std::map<std::string, std::string>>& stats, const std::string& key) {
+  if (!stats) return std::nullopt;
+  const auto it = stats->find(key);
+  if (it == stats->end()) return std::nullopt;
+  try {
+    return std::stoull(it->second);
+  } catch (const std::exception&) {
+    return std::nullopt;
+  }
+}
+
+}  // namespace
+
+void format_chat_line(std::string& out, std::uint32_t sender, std::uint64_t seq, std::int64_t intended_ns, unsigned size) {
+  out.clear();
+  auto append = [&out](auto number) {
+    char digits[24];  // enough for any 64-bit integer
+    out.append(digits, std::to_chars(digits, digits + sizeof digits, number).ptr);
+    out.push_back(' ');
+  };
+  append(sender);
+  append(seq);
+  append(intended_ns);
+  if (out.size() + 1 < size) out.append(size - 1 - out.size(), 'x');
+  out.push_back('\n');
+}
+
+std::optional<ChatLine> parse_chat_line(std::string_view line) {
+  ChatLine chat{};
+  const char* p = line.data();
+  const char* end = line.data() + line.size();
+  auto field = [&](auto& value) {
+    const auto [next, error] = std::from_chars(p, end, value);
+    if (error != std::errc() || next == end || *next != ' ') return false;
+    p = next + 1;
+    return true;
+  };
+  if (!field(chat.sender) || !field(chat.seq) || !field(chat.intended_ns)) return std::nullopt;
+  return chat;
+}
+
+void run_idle(Engine& engine, json::object& report, Progress& progress) {
+  const Options& options = engine.options();
+  std::vector<MemorySample> steps;
+  const auto cpu_start = CpuWindow::now(options.server_pid);
+  sample_step(engine, steps, report);  // the baseline, before any client
+  const unsigned step_count = std::max(1u, options.steps);
+  double ramp_seconds = 0;
+  for (unsigned step = 1; step <= step_count; ++step) {
+    const auto target = static_cast<std::uint32_t>((static_cast<std::uint64_t>(options.clients) * step + step_count - 1) / step_count);
+    const auto step_start = Clock::now();
+    engine.ramp_to(target, [&] {
+      progress.show("step " + std::to_string(step) + "/" + std::to_string(step_count) + ": " +
+                    std::to_string(engine.open_connections()) + "/" + std::to_string(target) + " connected");
+    });
+    ramp_seconds += std::chrono::duration<double>(Clock::now() - step_start).count();
+    // Hold until memory settles: two equal readings 250 ms apart, or --hold-s.
+    const auto hold_end = Clock::now() + seconds(options.hold_s);
+    std::optional<std::uint64_t> previous;
+    while (Clock::now() < hold_end) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(250));
+      const auto reading = options.server_pid > 0 ? sample_memory(options.server_pid).rss_bytes : std::nullopt;
+      if (reading && previous && *reading == *previous) break;
+      previous = reading;
+    }
+    sample_step(engine, steps, report);
+    if (engine.limit_hit()) break;
+  }
+  progress.finish();
+  const auto connected = engine.open_connections();
+  report["ramp"] = json::object{{"seconds", ramp_seconds}, {"connected", connected},
+                                {"connects_per_s", ramp_seconds > 0 ? static_cast<double>(connected) / ramp_seconds : 0.0}};
+  fill_cpu(report, cpu_start, CpuWindow::now(options.server_pid), options.threads);
+  finish_common(engine, report);
+}
+
+namespace {
+
+// Shared by broadcast and chat: wait until every sent line has arrived everywhere it
+// should, or every connection is gone, or the drain deadline passed.
+void drain(Engine& engine, std::uint64_t expected_unique, Progress& progress) {
+  wait_until(
+      Clock::now() + seconds(engine.options().drain_s),
+      [&] { return engine.sum(&Worker::unique_deliveries) >= expected_unique || engine.open_connections() == 0; },
+      [&] { progress.show("draining: " + std::to_string(engine.sum(&Worker::unique_deliveries)) + "/" + std::to_string(expected_unique)); });
+}
+
+struct LossTotals {
+  std::uint64_t received = 0, unique = 0, duplicated = 0, reordered = 0, receivers_with_loss = 0;
+};
+
+}  // namespace
+
+void run_broadcast(Engine& engine, json::object& report, Progress& progress) {
+  const Options& options = engine.options();
+  std::vector<MemorySample> steps;
+  sample_step(engine, steps, report);
+  ramp_all(engine, report, progress);
+  sample_step(engine, steps, report);
+
+  const unsigned messages = options.messages;
+  Phase phase;
+  phase.mode = Mode::broadcast;
+  std::vector<TrafficState> traffic(engine.workers().size());
+  engine.for_each_worker([&](Worker& worker) {
+    worker.message_receivers.assign(messages, 0);
+    worker.message_last_arrival_ns.assign(messages, 0);
+    for (auto& connection : worker.connections()) connection->tracks.assign(connection->id == 0 ? 0 : 1, SenderTrack{});
+    worker.set_line_handler([&phase](Worker& w, Connection& c, std::string_view line, std::int64_t now) { handle_line(w, c, line, now, phase); });
+  });
+
+  // Sync: the server may register a connection some time after connect() returned; a
+  // receiver takes part once it has heard the sender, so no message goes to a receiver
+  // that was never in the room. Uses chat lines only, as the seed's server knows no commands.
+  Worker& sender_worker = engine.worker_of(0);
+  Connection* sender = nullptr;
+  sender_worker.call([&] {
+    sender = sender_worker.find(0);
+    if (sender && sender->state != ConnectionState::open) sender = nullptr;
+    if (sender) sender->joined = true;  // the sender never hears itself
+  });
+  std::uint64_t receivers = 0;
+  if (!sender) {
+    warn(report, "client 0 (the sender) is not connected; nothing to measure");
+  } else {
+    const auto sync_deadline = Clock::now() + seconds(options.connect_timeout_s);
+    auto last_sync = Clock::time_point{};
+    wait_until(sync_deadline, [&] { return engine.sum(&Worker::joined) + 1 >= engine.open_connections(); }, [&] {
+      if (Clock::now() - last_sync < std::chrono::milliseconds(50)) return;
+      last_sync = Clock::now();
+      asio::post(sender_worker.io(), [&] { sender_worker.send(*sender, "sync\n"); });
+      progress.show("sync: " + std::to_string(engine.sum(&Worker::joined)) + "/" + std::to_string(engine.open_connections() - 1) + " receivers");
+    });
+    // Lines relayed before the phase starts are drained with a short pause.
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    receivers = engine.sum(&Worker::joined);
+    if (receivers + 1 < engine.open_connections())
+      warn(report, std::to_string(engine.open_connections() - 1 - receivers) + " receivers never heard the sender before the deadline; left out");
+  }
+
+  const double rate = 1000.0 / options.interval_ms;
+  const std::int64_t start_ns = to_ns(Clock::now() + std::chrono::milliseconds(20));
+  const OpenLoopSchedule schedule(start_ns, rate);
+  const auto cpu_start = CpuWindow::now(options.server_pid);
+  std::uint64_t sends_done = 0;
+  if (sender) {
+    phase.window_start_ns = start_ns;
+    TrafficState& state = traffic[sender_worker.index()];
+    state.plan = SendPlan{start_ns, rate, messages, start_ns};
+    sender_worker.call([&] {
+      sender->send_timer = std::make_unique<asio::steady_timer>(sender_worker.io());
+      send_due(sender_worker, *sender, state.plan, sends_done, state.lines_sent, state.window_sent, options.size);
+    });
+    const auto send_end = from_ns(schedule.intended_ns(messages)) + std::chrono::seconds(1);
+    wait_until(send_end, [&] { return state.lines_sent.get() >= messages || engine.open_connections() == 0; }, [&] {
+      progress.show("broadcast: " + std::to_string(state.lines_sent.get()) + "/" + std::to_string(messages) + " sent");
+    });
+    drain(engine, messages * receivers, progress);
+  }
+  const auto cpu_end = CpuWindow::now(options.server_pid);
+  progress.finish();
+
+  // Merge: the workers are idle now (the sender is done or gone).
+  LatencyRecorder latency, completion;
+  std::vector<std::uint32_t> message_receivers(messages, 0);
+  std::vector<std::int64_t> last_arrival(messages, 0);
+  LossTotals loss;
+  std::uint64_t receivers_disconnected = 0, unknown = 0, late = 0;
+  engine.for_each_worker([&](Worker& worker) {
+    static std::mutex merge_mutex;
+    std::lock_guard lock(merge_mutex);
+    latency.merge(worker.latency);
+    unknown += worker.unknown_lines;
+    late += worker.late_sends;
+    for (unsigned m = 0; m < messages; ++m) {
+      message_receivers[m] += worker.message_receivers[m];
+      last_arrival[m] = std::max(last_arrival[m], worker.message_last_arrival_ns[m]);
+    }
+    for (auto& connection : worker.connections()) {
+      if (connection->id == 0 || !connection->joined) continue;
+      const SenderTrack& track = connection->tracks[0];
+      loss.received += track.received;
+      loss.unique += track.unique_received();
+      loss.duplicated += track.duplicated;
+      loss.reordered += track.reordered;
+      if (track.unique_received() < sends_done) ++loss.receivers_with_loss;
+      if (connection->state == ConnectionState::closed) ++receivers_disconnected;
+    }
+  });
+  std::uint64_t incomplete = 0;
+  for (unsigned m = 0; m < sends_done; ++m) {
+    if (receivers > 0 && message_receivers[m] == receivers)
+      completion.record(last_arrival[m] - schedule.intended_ns(m));
+    else
+      ++incomplete;
+  }
+  const std::uint64_t expected = sends_done * receivers;
+  report["latency_us"] = latency_json(latency);
+  json::value completion_json = nullptr;
+  if (completion.count() > 0) {
+    auto us = [&](double q) { return std::round(static_cast<double>(completion.percentile(q))) / 1000.0; };
+    completion_json = json::object{{"p50", us(0.5)}, {"p95", us(0.95)}, {"p99", us(0.99)},
+                                   {"max", static_cast<double>(completion.max()) / 1000.0}, {"count", completion.count()},
+                                   {"incomplete_messages", incomplete}};
+  }
+  report["broadcast_completion_us"] = completion_json;
+  report["lines"] = json::object{{"sent", sends_done}, {"delivered", loss.received}, {"expected", expected},
+                                 {"lost", expected - std::min(expected, loss.unique)}, {"duplicated", loss.duplicated},
+                                 {"reordered", loss.reordered}, {"receivers", receivers},
+                                 {"receivers_with_loss", loss.receivers_with_loss},
+                                 {"receivers_disconnected", receivers_disconnected}, {"unknown", unknown},
+                                 {"late_sends", late}, {"server_lines_out", nullptr}};
+  const double window = std::max(1e-9, std::chrono::duration<double>(cpu_end.wall - cpu_start.wall).count());
+  report["throughput"] = json::object{{"sent_per_s", static_cast<double>(sends_done) / window},
+                                      {"deliveries_per_s", static_cast<double>(loss.received) / window}};
+  fill_cpu(report, cpu_start, cpu_end, options.threads);
+  finish_common(engine, report);
+}
+
+void run_chat(Engine& engine, json::object& report, Progress& progress) {
+  const Options& options = engine.options();
+  std::vector<MemorySample> steps;
+  sample_step(engine, steps, report);
+  ramp_all(engine, report, progress);
+  sample_step(engine, steps, report);
+
+  const std::uint32_t room_size = std::max(1u, options.room_size);
+  const std::uint32_t attempted = engine.attempted();
+  Phase phase;
+  phase.mode = Mode::chat;
+  engine.for_each_worker([&](Worker& worker) {
+    worker.set_line_handler([&phase](Worker& w, Connection& c, std::string_view line, std::int64_t now) { handle_line(w, c, line, now, phase); });
+    for (auto& connection : worker.connections()) {
+      const std::uint32_t room = connection->id / room_size;
+      connection->track_base = room * room_size;
+      connection->tracks.assign(std::min(room_size, attempted - connection->track_base), SenderTrack{});
+      worker.send(*connection, "/join r" + std::to_string(room) + "\n");
+    }
+  });
+  const bool all_joined = wait_until(
+      Clock::now() + seconds(options.connect_timeout_s), [&] { return engine.sum(&Worker::joined) >= engine.open_connections(); },
+      [&] { progress.show("joining: " + std::to_string(engine.sum(&Worker::joined)) + "/" + std::to_string(engine.open_connections())); });
+  if (!all_joined) warn(report, "not every client got /joined before the deadline; those are left out");
+  const auto stats_before = query_server_stats(engine);
+
+  std::vector<TrafficState> traffic(engine.workers().size());
+  engine.for_each_worker([&](Worker& worker) {
+    for (auto& connection : worker.connections())
+      if (connection->joined && connection->state == ConnectionState::open)
+        connection->send_timer = std::make_unique<asio::steady_timer>(worker.io());
+  });
+
+  json::array rate_steps;
+  std::uint64_t sent_total = 0, planned_total = 0;
+  for (const double rate : options.rates) {
+    // The phase: warm-up then the measured window; each client starts at its own offset
+    // within one interval, so the load is spread rather than synchronised.
+    const std::int64_t start_ns = to_ns(Clock::now() + std::chrono::milliseconds(50));
+    phase.window_start_ns = start_ns + static_cast<std::int64_t>(options.warmup_s * 1e9);
+    phase.window_end_ns = phase.window_start_ns + static_cast<std::int64_t>(options.duration_s * 1e9);
+    std::vector<std::map<std::uint32_t, std::uint64_t>> done(engine.workers().size());
+    std::vector<std::map<std::uint32_t, SendPlan>> plans(engine.workers().size());
+    engine.for_each_worker([&](Worker& worker) {
+      worker.latency = LatencyRecorder();
+      worker.window_deliveries = 0;
+      worker.late_sends = 0;
+      TrafficState& state = traffic[worker.index()];
+      state.window_sent = 0;
+      auto& my_done = done[worker.index()];
+      auto& my_plans = plans[worker.index()];
+      std::uint64_t planned = 0;
+      for (auto& connection : worker.connections()) {
+        if (!connection->send_timer) continue;
+        const auto offset = static_cast<std::int64_t>(1e9 / rate * connection->id / std::max<std::uint32_t>(1, attempted));
+        const OpenLoopSchedule schedule(start_ns + offset, rate);
+        SendPlan plan{start_ns + offset, rate, schedule.due_by(phase.window_end_ns - 1), phase.window_start_ns};
+        my_plans[connection->id] = plan;
+        my_done[connection->id] = 0;
+        planned += plan.total;
+      }
+      state.plan.total = planned;
+      // std::map nodes are stable: each timer callback keeps references to its own entries.
+      for (auto& connection : worker.connections()) {
+        if (!connection->send_timer) continue;
+        send_due(worker, *connection, my_plans[connection->id], my_done[connection->id], state.lines_sent, state.window_sent, options.size);
+      }
+    });
+    const auto window_start = from_ns(phase.window_start_ns), window_end = from_ns(phase.window_end_ns);
+    auto show = [&] {
+      std::uint64_t delivered = engine.sum(&Worker::unique_deliveries);
+      progress.show("chat rate " + std::to_string(rate) + "/s: " + std::to_string(delivered) + " delivered, " +
+                    std::to_string(engine.open_connections()) + " connected");
+    };
+    wait_until(window_start, [] { return false; }, show);
+    const auto cpu_start = CpuWindow::now(options.server_pid);
+    wait_until(window_end, [] { return false; }, show);
+    const auto cpu_end = CpuWindow::now(options.server_pid);
+    // Senders that fell behind finish their last sends; then the totals are final.
+    std::uint64_t planned = 0;
+    for (const auto& state : traffic) planned += state.plan.total;
+    planned_total += planned;
+    auto lines_sent = [&] {
+      std::uint64_t total = 0;
+      for (const auto& state : traffic) total += state.lines_sent.get();
+      return total;
+    };
+    wait_until(Clock::now() + seconds(engine.options().drain_s),
+               [&] { return lines_sent() >= planned_total || engine.open_connections() == 0; }, show);
+
+    // Expected deliveries so far: each joined member of a room hears every line the other
+    // joined members sent, over the whole run (warm-up included).
+    std::map<std::uint32_t, std::pair<std::uint64_t, std::uint64_t>> rooms;  // room -> (members, lines sent)
+    engine.for_each_worker([&](Worker& worker) {
+      static std::mutex merge_mutex;
+      std::lock_guard lock(merge_mutex);
+      for (auto& connection : worker.connections()) {
+        if (!connection->send_timer) continue;
+        auto& room = rooms[connection->id / room_size];
+        room.first += 1;
+        room.second += connection->sent;
+      }
+    });
+    std::uint64_t expected = 0;
+    sent_total = 0;
+    for (const auto& [room, totals] : rooms) {
+      expected += (totals.first - 1) * totals.second;
+      sent_total += totals.second;
+    }
+    drain(engine, expected, progress);
+
+    LatencyRecorder latency;
+    std::uint64_t window_deliveries = 0, window_sent = 0, late = 0;
+    engine.for_each_worker([&](Worker& worker) {
+      // Stop any sender still behind; no further sends in this phase.
+      for (auto& connection : worker.connections())
+        if (connection->send_timer) connection->send_timer->cancel();
+      static std::mutex merge_mutex;
+      std::lock_guard lock(merge_mutex);
+      latency.merge(worker.latency);
+      window_deliveries += worker.window_deliveries;
+      window_sent += traffic[worker.index()].window_sent;
+      late += worker.late_sends;
+    });
+    json::object step{{"rate", rate},
+                      {"latency_us", latency_json(latency)},
+                      {"throughput", json::object{{"sent_per_s", static_cast<double>(window_sent) / options.duration_s},
+                                                  {"deliveries_per_s", static_cast<double>(window_deliveries) / options.duration_s}}},
+                      {"late_sends", late},
+                      {"expected_so_far", expected}};
+    fill_cpu(report, cpu_start, cpu_end, options.threads);
+    step["cpu"] = report["cpu"];
+    rate_steps.push_back(step);
+    report["latency_us"] = step["latency_us"];
+    report["throughput"] = step["throughput"];
+    if (engine.open_connections() == 0) break;
+  }
+  progress.finish();
+  const auto stats_after = query_server_stats(engine);
+
+  LossTotals loss;
+  std::uint64_t receivers = 0, receivers_disconnected = 0, unknown = 0;
+  std::map<std::uint32_t, std::pair<std::uint64_t, std::uint64_t>> rooms;
+  std::map<std::uint32_t, std::uint64_t> sent_by;
+  engine.for_each_worker([&](Worker& worker) {
+    static std::mutex merge_mutex;
+    std::lock_guard lock(merge_mutex);
+    unknown += worker.unknown_lines;
+    for (auto& connection : worker.connections()) {
+      if (!connection->send_timer) continue;
+      sent_by[connection->id] = connection->sent;
+      ++receivers;
+      if (connection->state == ConnectionState::closed) ++receivers_disconnected;
+      for (const auto& track : connection->tracks) {
+        loss.received += track.received;
+        loss.unique += track.unique_received();
+        loss.duplicated += track.duplicated;
+        loss.reordered += track.reordered;
+      }
+    }
+  });
+  // Per receiver expected = what the other joined members of its room sent.
+  std::uint64_t expected = 0;
+  std::map<std::uint32_t, std::uint64_t> room_sent;
+  std::map<std::uint32_t, std::uint64_t> room_members;
+  for (const auto& [id, sent] : sent_by) {
+    room_sent[id / room_size] += sent;
+    room_members[id / room_size] += 1;
+  }
+  for (const auto& [room, sent] : room_sent) expected += (room_members[room] - 1) * sent;
+  engine.for_each_worker([&](Worker& worker) {
+    static std::mutex merge_mutex;
+    std::lock_guard lock(merge_mutex);
+    for (auto& connection : worker.connections()) {
+      if (!connection->send_timer) continue;
+      std::uint64_t unique = 0;
+      for (const auto& track : connection->tracks) unique += track.unique_received();
+      if (unique < room_sent[connection->id / room_size] - connection->sent) ++loss.receivers_with_loss;
+    }
+  });
+
+  const auto out_before = stat_number(stats_before, "lines_out"), out_after = stat_number(stats_after, "lines_out");
+  const auto in_before = stat_number(stats_before, "lines_in"), in_after = stat_number(stats_after, "lines_in");
+  json::value server_lines_out = nullptr;
+  if (out_before && out_after) server_lines_out = *out_after - *out_before;
+  report["lines"] = json::object{{"sent", sent_total}, {"delivered", loss.received}, {"expected", expected},
+                                 {"lost", expected - std::min(expected, loss.unique)}, {"duplicated", loss.duplicated},
+                                 {"reordered", loss.reordered}, {"receivers", receivers},
+                                 {"receivers_with_loss", loss.receivers_with_loss},
+                                 {"receivers_disconnected", receivers_disconnected}, {"unknown", unknown},
+                                 {"server_lines_out", server_lines_out}};
+  if (stats_after) {
+    json::object server;
+    for (const auto& [key, value] : *stats_after) server[key] = value;
+    json::value lines_in_delta = nullptr;
+    if (in_before && in_after) lines_in_delta = *in_after - *in_before;
+    report["server_stats"] = json::object{{"after", server}, {"lines_in_delta", lines_in_delta}, {"lines_out_delta", server_lines_out}};
+    if (out_before && out_after && *out_after - *out_before != loss.received)
+      warn(report, "server lines_out delta " + std::to_string(*out_after - *out_before) + " differs from the " +
+                       std::to_string(loss.received) + " deliveries received");
+  } else {
+    warn(report, "the server did not answer /stats at the end; server_lines_out is null");
+  }
+  report["rate_steps"] = rate_steps;
+  finish_common(engine, report);
+}
+
+}  // namespace loadgen

@@ -1,0 +1,26 @@
+// The three modes of SPEC §3, each a sequence of phases driven from the main thread.
+#pragma once
+
+#include <boost/json.hpp>
+#include <optional>
+#include <string_view>
+
+#include "engine.hpp"
+#include "report.hpp"
+
+namespace loadgen {
+
+void run_idle(Engine& engine, boost::json::object& report, Progress& progress);
+void run_broadcast(Engine& engine, boost::json::object& report, Progress& progress);
+void run_chat(Engine& engine, boost::json::object& report, Progress& progress);
+
+// A chat line: "SENDER SEQ INTENDED_NS " padded with 'x' to `size` bytes including LF.
+void format_chat_line(std::string& out, std::uint32_t sender, std::uint64_t seq, std::int64_t intended_ns, unsigned size);
+struct ChatLine {
+  std::uint32_t sender;
+  std::uint64_t seq;
+  std::int64_t intended_ns;
+};
+std::optional<ChatLine> parse_chat_line(std::string_view line);
+
+}  // namespace loadgen

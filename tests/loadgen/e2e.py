@@ -1,0 +1,172 @@
+#!/usr/bin/python3
+"""End-to-end checks of loadgen against a real server on loopback.
+
+Usage: e2e.py CASE --loadgen PATH --server PATH
+Each case starts the server on --port 0, reads the port from its "listening on" line,
+runs loadgen with --json, and checks the report. Exit status 0 means the case passed.
+"""
+import argparse
+import json
+import os
+import resource
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+# Every key SPEC §3 requires in every report (values may be null when a mode cannot measure them).
+REQUIRED = {
+    "mode": None, "clients_requested": None, "clients_connected": None, "limit_hit": None,
+    "machine": ["cpu", "cores", "kernel", "compiler", "boost", "git_commit", "limits"],
+    "memory": ["steps", "per_connection"],
+    "latency_us": None, "lines": None, "throughput": None,
+    "cpu": ["server_user_s", "server_sys_s", "loadgen_user_s", "loadgen_sys_s"],
+    "broadcast_completion_us": None,
+}
+STEP_KEYS = ["clients", "rss_bytes", "pss_bytes", "vsz_bytes", "threads", "mem_available_bytes",
+             "kernel_stack_bytes", "slab_bytes", "sock_mem_bytes"]
+PER_CONNECTION_KEYS = ["rss_bytes", "pss_bytes", "vsz_bytes", "system_bytes"]
+LATENCY_KEYS = ["p50", "p90", "p99", "p999", "max", "count"]
+LINES_KEYS = ["sent", "delivered", "expected", "lost", "duplicated", "reordered"]
+
+
+def check(condition, what):
+    if not condition:
+        raise AssertionError(what)
+
+
+def start_server(path):
+    server = subprocess.Popen([path, "--port", "0"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    line = server.stdout.readline()  # the server prints it once it is ready
+    check(line.startswith("listening on "), "server did not announce itself: %r" % line)
+    port = int(line.split()[2].rsplit(":", 1)[1])
+    return server, port
+
+
+def run_loadgen(args, loadgen, port, server_pid, extra, timeout=30, preexec=None, during=None):
+    with tempfile.TemporaryDirectory() as tmp:
+        report_path = os.path.join(tmp, "report.json")
+        command = [loadgen, *extra, "--port", str(port), "--server-pid", str(server_pid),
+                   "--json", report_path, "--quiet"]
+        started = time.monotonic()
+        run = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=preexec)
+        if during:
+            during()
+        out, err = run.communicate(timeout=timeout)
+        elapsed = time.monotonic() - started
+        sys.stdout.write(out)
+        sys.stderr.write(err)
+        check(run.returncode == 0, "loadgen exited %d" % run.returncode)
+        with open(report_path) as f:
+            report = json.load(f)
+    check_schema(report)
+    return report, elapsed
+
+
+def check_schema(report):
+    for key, inner in REQUIRED.items():
+        check(key in report, "missing key %s" % key)
+        for sub in inner or []:
+            check(sub in report[key], "missing key %s.%s" % (key, sub))
+    for step in report["memory"]["steps"]:
+        for key in STEP_KEYS:
+            check(key in step, "missing memory.steps[].%s" % key)
+    for key in PER_CONNECTION_KEYS:
+        check(key in report["memory"]["per_connection"], "missing memory.per_connection.%s" % key)
+    for block, keys in (("latency_us", LATENCY_KEYS), ("lines", LINES_KEYS), ("throughput", ["sent_per_s", "deliveries_per_s"])):
+        if report[block] is not None:
+            for key in keys:
+                check(key in report[block], "missing %s.%s" % (block, key))
+
+
+def case_idle(loadgen, server, port):
+    report, _ = run_loadgen(None, loadgen, port, server.pid, ["idle", "--clients", "500", "--steps", "2", "--hold-s", "1"])
+    check(report["mode"] == "idle", "mode")
+    check(report["clients_connected"] == 500, "connected %s of 500" % report["clients_connected"])
+    check(report["limit_hit"] is None, "limit_hit %s" % report["limit_hit"])
+    steps = report["memory"]["steps"]
+    check([s["clients"] for s in steps] == [0, 250, 500], "steps %s" % [s["clients"] for s in steps])
+    per = report["memory"]["per_connection"]
+    check(per["rss_bytes"] is not None and per["rss_bytes"] > 0, "rss per connection %s" % per["rss_bytes"])
+    check(report["latency_us"] is None and report["lines"] is None, "idle measures no latency or lines")
+
+
+def case_broadcast(loadgen, server, port):
+    report, _ = run_loadgen(None, loadgen, port, server.pid,
+                            ["broadcast", "--clients", "100", "--messages", "50", "--interval-ms", "5", "--size", "100"])
+    lines = report["lines"]
+    check(report["clients_connected"] == 100, "connected")
+    check(lines["sent"] == 50 and lines["expected"] == 50 * 99, "sent/expected %s" % lines)
+    check(lines["lost"] == 0 and lines["delivered"] == lines["expected"], "loss %s" % lines)
+    check(lines["duplicated"] == 0 and lines["reordered"] == 0, "order %s" % lines)
+    check(report["latency_us"]["count"] == 50 * 99, "latency samples %s" % report["latency_us"])
+    completion = report["broadcast_completion_us"]
+    check(completion is not None and completion["count"] == 50, "completion %s" % completion)
+    check(completion["max"] >= completion["p50"] > 0, "completion order %s" % completion)
+
+
+def case_chat(loadgen, server, port):
+    report, _ = run_loadgen(None, loadgen, port, server.pid,
+                            ["chat", "--clients", "60", "--room-size", "7", "--rate", "20", "--duration-s", "1.5",
+                             "--warmup-s", "0.5", "--threads", "2"])
+    lines = report["lines"]
+    # 60 clients in rooms of 7: eight rooms of 7 and one of 4.
+    check(lines["sent"] > 0 and lines["lost"] == 0, "loss %s" % lines)
+    check(lines["delivered"] == lines["expected"], "delivered %s" % lines)
+    per_line = lines["sent"] / 60  # every client sent the same number of lines
+    check(lines["expected"] == round(per_line * (8 * 7 * 6 + 4 * 3)), "expected from room sizes %s" % lines)
+    check(lines["server_lines_out"] == lines["delivered"], "server lines_out %s" % lines)
+    check(report["server_stats"]["lines_in_delta"] == lines["sent"], "server lines_in %s" % report["server_stats"])
+    check(report["latency_us"]["count"] > 0, "latency")
+    check(report["cpu"]["server_user_s"] is not None, "server cpu")
+
+
+def case_server_killed(loadgen, server, port):
+    def kill_soon():
+        time.sleep(1.5)
+        server.send_signal(signal.SIGKILL)
+
+    report, elapsed = run_loadgen(None, loadgen, port, server.pid,
+                                  ["chat", "--clients", "40", "--room-size", "10", "--rate", "50", "--duration-s", "3",
+                                   "--warmup-s", "0", "--drain-s", "2"], during=kill_soon)
+    lines = report["lines"]
+    check(elapsed < 20, "took %.1f s" % elapsed)
+    check(lines["receivers_disconnected"] == 40, "disconnected %s" % lines)
+    check(lines["lost"] > 0, "loss counted %s" % lines)
+    check(lines["server_lines_out"] is None, "no /stats from a dead server")
+    check(report["clients_connected"] == 0, "connected %s" % report["clients_connected"])
+
+
+def case_fd_limit(loadgen, server, port):
+    def low_fd_limit():
+        resource.setrlimit(resource.RLIMIT_NOFILE, (200, 200))
+
+    report, _ = run_loadgen(None, loadgen, port, server.pid, ["idle", "--clients", "500", "--steps", "1", "--hold-s", "0.5"],
+                            preexec=low_fd_limit)
+    check(report["limit_hit"] is not None and report["limit_hit"].startswith("fd limit"), "limit_hit %s" % report["limit_hit"])
+    check(150 < report["clients_connected"] < 200, "connected %s" % report["clients_connected"])
+    check(any("fd limit" in w for w in report["warnings"]), "preflight warning %s" % report["warnings"])
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("case", choices=["idle", "broadcast", "chat", "server_killed", "fd_limit"])
+    parser.add_argument("--loadgen", required=True)
+    parser.add_argument("--server", required=True)
+    args = parser.parse_args()
+    server, port = start_server(args.server)
+    try:
+        globals()["case_" + args.case](args.loadgen, server, port)
+    finally:
+        if server.poll() is None:
+            server.terminate()
+            try:
+                server.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                server.kill()
+    print("PASS", args.case)
+
+
+if __name__ == "__main__":
+    main()

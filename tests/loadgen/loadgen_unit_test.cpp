@@ -1,0 +1,113 @@
+// Unit tests of loadgen's measurement primitives: the open-loop schedule, the latency
+// recorder against exact percentiles, loss tracking, the least-squares slope, and the
+// chat line format.
+#include <algorithm>
+#include <cmath>
+#include <gtest/gtest.h>
+#include <random>
+
+#include "metrics.hpp"
+#include "scenarios.hpp"
+
+using namespace loadgen;
+
+TEST(OpenLoopSchedule, IntendedTimesFollowTheRateWithoutDrift) {
+  const OpenLoopSchedule schedule(1'000, 3.0);  // 3 per second: 333333333.3 ns apart
+  EXPECT_EQ(schedule.intended_ns(0), 1'000);
+  EXPECT_EQ(schedule.intended_ns(3), 1'000 + 1'000'000'000);
+  // Each time is computed from the start, so no rounding error accumulates.
+  EXPECT_EQ(schedule.intended_ns(3'000'000), 1'000 + 1'000'000'000'000'000);
+}
+
+TEST(OpenLoopSchedule, DueByCountsSendsAtOrBeforeNow) {
+  const OpenLoopSchedule schedule(1'000'000, 1000.0);  // one per ms
+  EXPECT_EQ(schedule.due_by(0), 0u);
+  EXPECT_EQ(schedule.due_by(999'999), 0u);
+  EXPECT_EQ(schedule.due_by(1'000'000), 1u);
+  EXPECT_EQ(schedule.due_by(1'999'999), 1u);
+  EXPECT_EQ(schedule.due_by(2'000'000), 2u);
+  // A stalled sender that wakes late owes every send up to now: the open loop.
+  EXPECT_EQ(schedule.due_by(1'000'000 + 500'000'000), 501u);
+  for (std::uint64_t k = 0; k < 5000; ++k) {
+    EXPECT_EQ(schedule.due_by(schedule.intended_ns(k)), k + 1);
+    EXPECT_EQ(schedule.due_by(schedule.intended_ns(k) - 1), k);
+  }
+}
+
+TEST(LatencyRecorder, BucketsAreContiguousAndNarrow) {
+  for (std::size_t b = 0; b + 1 < LatencyRecorder::bucket_of(INT64_MAX); ++b) {
+    ASSERT_EQ(LatencyRecorder::bucket_high(b) + 1, LatencyRecorder::bucket_low(b + 1)) << b;
+    const auto low = LatencyRecorder::bucket_low(b), high = LatencyRecorder::bucket_high(b);
+    ASSERT_EQ(LatencyRecorder::bucket_of(low), b);
+    ASSERT_EQ(LatencyRecorder::bucket_of(high), b);
+    ASSERT_LE(static_cast<double>(high - low), static_cast<double>(low) / 128.0 + 1.0) << b;
+  }
+}
+
+TEST(LatencyRecorder, PercentilesWithinOnePercentOfExact) {
+  std::mt19937_64 random(42);
+  std::lognormal_distribution<double> distribution(12.0, 1.5);  // ~160 us median, long tail
+  std::vector<std::int64_t> values;
+  LatencyRecorder recorder;
+  for (int i = 0; i < 100'000; ++i) {
+    const auto v = static_cast<std::int64_t>(distribution(random));
+    values.push_back(v);
+    recorder.record(v);
+  }
+  std::sort(values.begin(), values.end());
+  for (const double q : {0.5, 0.9, 0.99, 0.999, 1.0}) {
+    // Nearest rank: the smallest value with at least q of the values at or below it.
+    const auto rank = static_cast<std::size_t>(std::ceil(q * static_cast<double>(values.size())));
+    const auto exact = static_cast<double>(values[rank - 1]);
+    EXPECT_NEAR(static_cast<double>(recorder.percentile(q)), exact, exact * 0.01) << "q=" << q;
+  }
+  EXPECT_EQ(recorder.max(), values.back());
+  EXPECT_EQ(recorder.count(), values.size());
+}
+
+TEST(LatencyRecorder, SmallValuesAreExactAndMergeAdds) {
+  LatencyRecorder a, b;
+  for (int v = 1; v <= 100; ++v) (v % 2 ? a : b).record(v);
+  a.merge(b);
+  EXPECT_EQ(a.count(), 100u);
+  EXPECT_EQ(a.percentile(0.5), 50);
+  EXPECT_EQ(a.percentile(0.99), 99);
+  EXPECT_EQ(a.max(), 100);
+}
+
+TEST(SenderTrack, CountsDuplicatesReorderingAndGaps) {
+  SenderTrack track;
+  for (std::uint64_t seq : {0, 1, 2, 4, 3, 3, 5, 0}) track.on_sequence(seq);
+  EXPECT_EQ(track.received, 8u);
+  EXPECT_EQ(track.duplicated, 2u);  // the second 3 and the second 0
+  EXPECT_EQ(track.reordered, 1u);   // 3 after 4
+  EXPECT_EQ(track.unique_received(), 6u);
+  SenderTrack gap;
+  for (std::uint64_t seq : {0, 1, 5}) gap.on_sequence(seq);  // 2, 3, 4 lost
+  EXPECT_EQ(gap.unique_received(), 3u);
+  EXPECT_EQ(gap.next_expected, 6u);
+}
+
+TEST(LeastSquaresSlope, ExactLineAndNoisyLine) {
+  EXPECT_DOUBLE_EQ(*least_squares_slope({0, 1, 2, 3}, {10, 13, 16, 19}), 3.0);
+  // Points symmetric around y = 2x: the fit is exact in slope.
+  EXPECT_NEAR(*least_squares_slope({0, 100, 200, 300}, {1, 199, 401, 599}), 2.0, 0.01);
+  EXPECT_FALSE(least_squares_slope({5, 5, 5}, {1, 2, 3}).has_value());
+  EXPECT_FALSE(least_squares_slope({1}, {1}).has_value());
+}
+
+TEST(ChatLine, RoundTripsAndPadsToSize) {
+  std::string line;
+  format_chat_line(line, 17, 123456, 987654321012345, 64);
+  EXPECT_EQ(line.size(), 64u);
+  EXPECT_EQ(line.back(), '\n');
+  const auto parsed = parse_chat_line(std::string_view(line).substr(0, line.size() - 1));
+  ASSERT_TRUE(parsed.has_value());
+  EXPECT_EQ(parsed->sender, 17u);
+  EXPECT_EQ(parsed->seq, 123456u);
+  EXPECT_EQ(parsed->intended_ns, 987654321012345);
+  format_chat_line(line, 1, 2, 3, 4);  // a size below the header: header only
+  EXPECT_EQ(line, "1 2 3 \n");
+  EXPECT_FALSE(parse_chat_line("hello world").has_value());
+  EXPECT_FALSE(parse_chat_line("/stats x=1").has_value());
+}
