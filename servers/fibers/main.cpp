@@ -1,0 +1,333 @@
+// chat-fibers: one Boost.Fiber per connection (docs/fibers.md, docs/protocol.md).
+//
+// Each connection is a fiber that reads a line, relays it and loops, in the blocking
+// style of chat-threads; the `yield` token makes each socket call suspend that fiber
+// only. Every fiber and the io_context share one thread (AsioScheduler), so the hub,
+// the rooms and every outbox need no lock, and nothing on a fiber's path may block the
+// thread: all socket I/O goes through the io_context.
+
+#include <array>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/signal_set.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/write.hpp>
+#include <boost/context/stack_traits.hpp>
+#include <boost/fiber/condition_variable.hpp>
+#include <boost/fiber/fiber.hpp>
+#include <boost/fiber/mutex.hpp>
+#include <boost/fiber/protected_fixedsize_stack.hpp>
+#include <boost/intrusive/list.hpp>
+#include <chat/backoff.hpp>
+#include <chat/hub.hpp>
+#include <chat/line_decoder.hpp>
+#include <chat/options.hpp>
+#include <chat/outbox.hpp>
+#include <cstdlib>
+#include <iostream>
+#include <memory>
+#include <mutex>
+#include <span>
+#include <string_view>
+
+#include "asio_scheduler.hpp"
+#include "yield.hpp"
+
+namespace {
+
+using boost::asio::ip::tcp;
+using boost::system::error_code;
+using chat::Outbox;
+
+constexpr std::string_view variant = "fibers";
+
+// Stack per fiber (docs/fibers.md, "Stack size"): the deepest path measured needs under
+// 8 KiB; the default doubles the minimum, which doubles that.
+constexpr std::size_t default_stack_size = 32 * 1024;
+constexpr std::size_t minimum_stack_size = 16 * 1024;
+
+// Bytes read at a time, on the connection fiber's stack: a page that an idle connection
+// never touches, since no byte arrives to be written into it.
+constexpr std::size_t read_buffer_size = 4096;
+// Messages handed to one writev.
+constexpr std::size_t gather_limit = 16;
+
+// ---------------------------------------------------------------------------- session
+
+// One connection. It lives on its own fiber's stack, so an idle connection costs its
+// stack pages and the socket, nothing else.
+struct Session : chat::Participant, boost::intrusive::list_base_hook<> {
+  Session(tcp::socket socket, std::size_t max_pending)
+      : socket(std::move(socket)), outbox(max_pending) {}
+
+  tcp::socket socket;
+  Outbox outbox;
+  boost::fibers::fiber writer;  // flushes the outbox while the peer's socket is full
+  bool writing = false;         // `writer` is running
+  bool closed = false;          // disconnected: deliver nothing more
+};
+
+// ----------------------------------------------------------------------------- server
+
+class Server {
+ public:
+  Server(boost::asio::io_context& io, const chat::ServerOptions& options, std::size_t stack_size)
+      : options_(options),
+        stacks_(stack_size),
+        acceptor_(io, tcp::endpoint(boost::asio::ip::make_address(options.bind), options.port)),
+        signals_(io, SIGINT, SIGTERM),
+        backoff_timer_(io) {}
+
+  std::uint16_t port() const { return acceptor_.local_endpoint().port(); }
+  std::string stats() const { return hub_.stats(); }
+
+  // Accepts until SIGINT or SIGTERM, then closes every connection and returns once all
+  // connection fibers have ended. Runs on the main fiber.
+  void run();
+
+ private:
+  void serve(tcp::socket socket);
+  void deliver(Session& receiver, chat::Message message, Outbox::Kind kind);
+  void write_now(Session& receiver);
+  void flush(Session& receiver);
+  std::size_t gather(Session& receiver, std::array<boost::asio::const_buffer, gather_limit>& out);
+  void sent(Session& receiver, std::size_t bytes);
+  void disconnect(Session& session);
+  void admit(tcp::socket socket);
+  void reject(tcp::socket& socket);
+  void stop();
+
+  chat::ServerOptions options_;
+  boost::fibers::protected_fixedsize_stack stacks_;
+  chat::Hub<Session> hub_{variant};
+  tcp::acceptor acceptor_;
+  boost::asio::signal_set signals_;
+  boost::asio::steady_timer backoff_timer_;
+  boost::intrusive::list<Session> sessions_;  // to close them all on shutdown
+  std::size_t connection_fibers_ = 0;         // started and not yet ended
+  boost::fibers::mutex ended_mutex_;
+  boost::fibers::condition_variable ended_;  // a connection fiber ended
+  bool stopping_ = false;
+};
+
+// ---------------------------------------------------------------------------- deliver
+
+// Queues `message` for `receiver` and writes what its socket takes right away. Runs on
+// the sender's fiber, often inside hub_.handle() while it walks a room: it must never
+// suspend, so it only ever does a non-blocking write.
+void Server::deliver(Session& receiver, chat::Message message, Outbox::Kind kind) {
+  if (receiver.closed) return;
+  if (!receiver.outbox.push(std::move(message), kind)) {
+    ++hub_.counters().slow_disconnects;  // over --max-pending
+    disconnect(receiver);
+    return;
+  }
+  if (!receiver.writing) write_now(receiver);
+}
+
+// Writer combining without waiting: the delivering fiber writes into the receiver's
+// socket buffer as long as it has room. What does not fit goes to a writer fiber of
+// the receiver's own, which waits (up to --write-timeout-ms per byte of progress), so a
+// slow receiver costs the sender nothing and the others no delay.
+void Server::write_now(Session& receiver) {
+  std::array<boost::asio::const_buffer, gather_limit> buffers;
+  while (!receiver.outbox.empty()) {
+    const std::size_t count = gather(receiver, buffers);
+    error_code ec;
+    sent(receiver, receiver.socket.write_some(std::span(buffers.data(), count), ec));
+    if (ec == boost::asio::error::would_block) break;
+    if (ec) {
+      disconnect(receiver);
+      return;
+    }
+  }
+  if (receiver.outbox.empty()) return;
+  try {
+    // The previous writer ended when it set writing = false and did not suspend since:
+    // this join() returns at once.
+    if (receiver.writer.joinable()) receiver.writer.join();
+    receiver.writer =
+        boost::fibers::fiber(std::allocator_arg, stacks_, [this, &receiver] { flush(receiver); });
+    receiver.writing = true;
+  } catch (const std::exception&) {
+    disconnect(receiver);  // no memory for a stack: this receiver cannot be served
+  }
+}
+
+// The writer fiber: writes until the outbox is empty or the receiver is gone.
+void Server::flush(Session& receiver) {
+  std::array<boost::asio::const_buffer, gather_limit> buffers;
+  while (!receiver.outbox.empty() && !receiver.closed) {
+    const std::size_t count = gather(receiver, buffers);
+    error_code ec;
+    sent(receiver, receiver.socket.async_write_some(
+                       std::span(buffers.data(), count),
+                       fiberio::yield.with_timeout(options_.write_timeout)[ec]));
+    if (ec == boost::asio::error::timed_out) ++hub_.counters().slow_disconnects;
+    if (ec) disconnect(receiver);
+  }
+  receiver.writing = false;
+}
+
+std::size_t Server::gather(Session& receiver,
+                           std::array<boost::asio::const_buffer, gather_limit>& out) {
+  std::array<std::string_view, gather_limit> views;
+  const std::size_t count = receiver.outbox.gather(views);
+  for (std::size_t i = 0; i < count; ++i) out[i] = boost::asio::buffer(views[i]);
+  return count;
+}
+
+void Server::sent(Session& receiver, std::size_t bytes) {
+  if (receiver.closed || bytes == 0) return;
+  hub_.counters().bytes_out += bytes;
+  hub_.counters().lines_out += receiver.outbox.consume(bytes);
+}
+
+// Drops the connection: the reader's pending read and the writer's pending write end
+// with operation_aborted, and each fiber then winds down.
+void Server::disconnect(Session& session) {
+  if (session.closed) return;
+  session.closed = true;
+  error_code ignored;
+  session.socket.close(ignored);  // first: no write may still use the messages cleared next
+  session.outbox.clear();
+}
+
+// ------------------------------------------------------------------------- connection
+
+// The connection's fiber: read a line, relay it, loop.
+void Server::serve(tcp::socket socket) {
+  Session session(std::move(socket), options_.max_pending);
+  error_code ec;
+  session.socket.non_blocking(true, ec);  // write_now() must never block the thread
+  sessions_.push_back(session);
+  hub_.enter(session);
+  if (stopping_) disconnect(session);  // accepted just before the signal
+
+  chat::LineDecoder decoder(options_.max_line);
+  std::array<char, read_buffer_size> buffer;
+  bool quit = false;  // /quit or a line too long: close once the output is written
+  while (!quit && !session.closed) {
+    const std::size_t n =
+        session.socket.async_read_some(boost::asio::buffer(buffer), fiberio::yield[ec]);
+    if (ec) break;
+    hub_.counters().bytes_in += n;
+    const auto status = decoder.feed({buffer.data(), n}, [&](std::string_view line) {
+      auto outcome = hub_.handle(session, line, [this](Session& receiver, const chat::Message& m) {
+        deliver(receiver, m, Outbox::Kind::chat);
+      });
+      if (outcome.reply) deliver(session, std::move(outcome.reply), Outbox::Kind::reply);
+      quit = outcome.quit;
+      return !quit && !session.closed;
+    });
+    if (status == chat::LineDecoder::Status::line_too_long) {
+      deliver(session, chat::replies::line_too_long(), Outbox::Kind::reply);
+      quit = true;
+    }
+  }
+
+  hub_.exit(session);                 // it receives nothing more
+  if (!quit) disconnect(session);     // the peer is gone: drop what is queued
+  if (session.writer.joinable()) session.writer.join();  // /quit: queued output first
+  if (!session.closed) {
+    session.socket.shutdown(tcp::socket::shutdown_send, ec);
+    disconnect(session);
+  }
+  sessions_.erase(sessions_.iterator_to(session));
+  {
+    std::lock_guard lock(ended_mutex_);
+    --connection_fibers_;
+  }
+  ended_.notify_all();
+}
+
+// ---------------------------------------------------------------------------- accept
+
+void Server::run() {
+  signals_.async_wait([this](error_code ec, int) {
+    if (!ec) stop();
+  });
+  chat::Backoff backoff;
+  while (!stopping_) {
+    error_code ec;
+    tcp::socket socket = acceptor_.async_accept(fiberio::yield[ec]);
+    if (ec) {
+      if (chat::is_resource_exhaustion(ec.value())) {
+        // Out of descriptors: wait (the timer, not a spin), serving everyone meanwhile.
+        backoff_timer_.expires_after(backoff.next());
+        backoff_timer_.async_wait(fiberio::yield[ec]);
+      }
+      continue;  // a peer that gave up (ECONNABORTED), or the signal closed the acceptor
+    }
+    backoff.reset();
+    admit(std::move(socket));
+  }
+  std::unique_lock lock(ended_mutex_);
+  ended_.wait(lock, [this] { return connection_fibers_ == 0; });
+}
+
+void Server::admit(tcp::socket socket) {
+  if (options_.max_clients != 0 && hub_.counters().clients >= options_.max_clients) {
+    reject(socket);
+    return;
+  }
+  try {
+    boost::fibers::fiber(std::allocator_arg, stacks_,
+                         [this, socket = std::move(socket)]() mutable { serve(std::move(socket)); })
+        .detach();
+    ++connection_fibers_;
+  } catch (const std::exception&) {
+    ++hub_.counters().rejected;  // no memory for a stack; the socket went with the fiber
+  }
+}
+
+// /error server-full, then close. The socket is fresh, so its buffer takes the reply.
+void Server::reject(tcp::socket& socket) {
+  error_code ec;
+  socket.non_blocking(true, ec);
+  hub_.counters().bytes_out += socket.write_some(boost::asio::buffer(*chat::replies::server_full()), ec);
+  ++hub_.counters().rejected;
+  socket.close(ec);
+}
+
+// SIGINT/SIGTERM (a handler on the dispatcher): stop accepting, drop every connection.
+void Server::stop() {
+  stopping_ = true;
+  error_code ignored;
+  acceptor_.close(ignored);
+  backoff_timer_.cancel();
+  for (Session& session : sessions_) disconnect(session);
+}
+
+}  // namespace
+
+// ------------------------------------------------------------------------------- main
+
+int main(int argc, char** argv) {
+  std::size_t stack_size = default_stack_size;
+  const chat::ServerOptions options =
+      chat::parse_server_options(argc, argv, variant, [&](CLI::App& app) {
+        chat::add_stack_size_option(app, stack_size, "default 32K, at least 16K");
+      });
+  if (stack_size < minimum_stack_size) {
+    std::cerr << "chat-fibers: --stack-size " << stack_size << " is below the minimum of "
+              << minimum_stack_size << " bytes (docs/fibers.md, \"Stack size\")\n";
+    return EXIT_FAILURE;
+  }
+  // Whole pages: the guard page below the stack must start on a page boundary.
+  const std::size_t page = boost::context::stack_traits::page_size();
+  stack_size = (stack_size + page - 1) / page * page;
+
+  auto io = std::make_shared<boost::asio::io_context>(1);
+  fiberio::use_asio_scheduler(io);
+  try {
+    Server server(*io, options, stack_size);
+    chat::announce_listening(options.bind, server.port(), variant);
+    server.run();
+    std::cerr << server.stats() << std::endl;
+  } catch (const std::exception& e) {  // e.g. the address is taken
+    std::cerr << "chat-fibers: " << e.what() << '\n';
+    return EXIT_FAILURE;
+  }
+  return EXIT_SUCCESS;
+}
