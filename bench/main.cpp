@@ -61,10 +61,12 @@ int main(int argc, char** argv) {
 
   benchmark::AddCustomContext("git_commit", MICROBENCH_GIT_COMMIT);
   benchmark::AddCustomContext("git_dirty", MICROBENCH_GIT_DIRTY);
-  benchmark::AddCustomContext("compiler", MICROBENCH_CXX_COMPILER " (" __VERSION__ ")");
+  benchmark::AddCustomContext("compiler", MICROBENCH_CXX_COMPILER);
   benchmark::AddCustomContext("build_type", MICROBENCH_BUILD_TYPE);
   benchmark::AddCustomContext("cxx_flags", MICROBENCH_CXX_FLAGS);
-  benchmark::AddCustomContext("boost_version", BOOST_LIB_VERSION);
+  benchmark::AddCustomContext("boost_version", std::to_string(BOOST_VERSION / 100000) + "." +
+                                                  std::to_string(BOOST_VERSION / 100 % 1000) +
+                                                  "." + std::to_string(BOOST_VERSION % 100));
   benchmark::AddCustomContext("smoke", smoke ? "true" : "false");
   benchmark::AddCustomContext("fiber_stack_bytes", std::to_string(fiber_stack));
   benchmark::AddCustomContext("small_thread_stack_bytes", std::to_string(small_thread_stack));
