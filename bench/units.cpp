@@ -28,12 +28,14 @@ void thread(benchmark::State& state, std::size_t stack_size) {
   }
 }
 
-// A fiber on this thread, launched and joined by the main fiber. Its stack comes from a
-// protected allocator (mmap + a guard page), as a thread's does, and is freed with it.
+// A fiber on this thread, launched and joined by the main fiber. Its stack comes from
+// Allocator and is freed with it: protected_fixedsize_stack (mmap + a guard page, as a
+// thread's stack; what chat-fibers uses) or fixedsize_stack (malloc, no guard page), so
+// the difference shows what the stack's system calls cost.
+template <class Allocator>
 void fiber(benchmark::State& state, std::size_t stack_size) {
   for (auto _ : state) {
-    boost::fibers::fiber fiber(std::allocator_arg,
-                               boost::fibers::protected_fixedsize_stack(stack_size), [] {});
+    boost::fibers::fiber fiber(std::allocator_arg, Allocator(stack_size), [] {});
     fiber.join();
   }
 }
@@ -75,8 +77,12 @@ void register_unit_benchmarks() {
   benchmark::RegisterBenchmark(("units/thread/stack:" + small).c_str(), thread,
                                small_thread_stack)
       ->UseRealTime();
-  benchmark::RegisterBenchmark(("units/fiber/stack:" + std::to_string(fiber_stack)).c_str(),
-                               fiber, fiber_stack)
+  const std::string fiber_name = "units/fiber/stack:" + std::to_string(fiber_stack);
+  benchmark::RegisterBenchmark((fiber_name + "/protected").c_str(),
+                               fiber<boost::fibers::protected_fixedsize_stack>, fiber_stack)
+      ->UseRealTime();
+  benchmark::RegisterBenchmark((fiber_name + "/fixedsize").c_str(),
+                               fiber<boost::fibers::fixedsize_stack>, fiber_stack)
       ->UseRealTime();
   benchmark::RegisterBenchmark("units/asio_post", posted_handler)->UseRealTime();
   benchmark::RegisterBenchmark("units/asio_co_spawn", coroutine)->UseRealTime();
