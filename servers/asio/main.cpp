@@ -54,8 +54,8 @@ class Session : public chat::Participant,
 
  private:
   void read();
-  void on_readable();
-  void finish();
+  bool on_readable();
+  bool finish();
   void write();
   void watch();
 
@@ -143,15 +143,16 @@ void Session::watch() {
 // ---- read: wait for readability, then read what is there into the shared buffer.
 void Session::read() {
   socket_.async_wait(Socket::wait_read, [self = shared_from_this()](error_code error) {
-    if (!error) self->on_readable();
+    if (!error && self->on_readable()) self->read();
   });
 }
 
-void Session::on_readable() {
-  if (stopped_) return;
+// Reads what is there and handles its lines. false: this session reads no more.
+bool Session::on_readable() {
+  if (stopped_) return false;
   error_code error;
   const std::size_t size = socket_.read_some(asio::buffer(shared_.read_buffer), error);
-  if (error == asio::error::would_block) return read();
+  if (error == asio::error::would_block) return true;
   if (error) return finish();  // end of stream or reset: flush what we can, then close
   shared_.hub.counters().bytes_in += size;
   const auto status = decoder_.feed({shared_.read_buffer.data(), size}, [this](auto line) {
@@ -165,16 +166,17 @@ void Session::on_readable() {
     deliver(chat::replies::line_too_long(), Kind::reply);
   }
   if (status != chat::LineDecoder::Status::ok) return finish();
-  read();
+  return true;
 }
 
 // /quit, a line too long or the end of the stream: receive nothing more, and close once
-// what is queued has been written.
-void Session::finish() {
-  if (stopped_) return;
+// what is queued has been written. Returns false: read no more.
+bool Session::finish() {
+  if (stopped_) return false;
   finishing_ = true;
   shared_.hub.exit(*this);
   if (!writing_) stop();
+  return false;
 }
 
 // ---- write: one writev of everything queued; wait for writability if it did not all go.

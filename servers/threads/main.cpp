@@ -3,11 +3,12 @@
 // Each connection's thread reads a line, relays it, loops. Relaying queues the one shared
 // message in each receiver's outbox under the room lock, and never touches a socket
 // there. Writing is "writer combining": whoever finds a receiver's outbox idle becomes
-// its writer and drains it after the room lock is released; others who deliver meanwhile
-// only queue. So no extra thread per connection, and a receiver that stops reading holds
-// up only the one thread writing to it, for at most --write-timeout-ms, after which it
-// is disconnected; senders that find its queue past --max-pending disconnect it at once.
-// docs/servers.md says why this design and not a writer thread per connection.
+// its writer and writes what the socket takes at once, after the room lock is released;
+// others who deliver meanwhile only queue. Only a receiver whose socket is full gets a
+// thread of its own, which waits for it (at most --write-timeout-ms without progress)
+// and ends when the queue is empty; senders that find its queue past --max-pending
+// disconnect it. So a connection costs one thread, not two, and a slow reader costs the
+// others nothing. docs/servers.md says why.
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -140,6 +141,30 @@ bool flush(Session& s, bool may_wait) {
   return true;
 }
 
+// Runs body(session) on a detached thread of --stack-size; false if the system has no
+// thread to give (EAGAIN).
+template <void (*body)(Session&)>
+bool spawn(const SessionPtr& session) {
+  pthread_attr_t attr;
+  pthread_attr_init(&attr);
+  pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+  if (stack_size != 0) pthread_attr_setstacksize(&attr, stack_size);
+  auto* arg = new SessionPtr(session);
+  const auto run = [](void* p) -> void* {
+    const std::unique_ptr<SessionPtr> owned(static_cast<SessionPtr*>(p));
+    body(**owned);
+    return nullptr;
+  };
+  pthread_t thread;
+  const int error = pthread_create(&thread, &attr, run, arg);
+  pthread_attr_destroy(&attr);
+  if (error != 0) delete arg;
+  return error == 0;
+}
+
+// The thread of a receiver that fell behind: waits for it and drains its queue.
+void drain(Session& s) { flush(s, true); }
+
 // Relays one line or runs one command. Returns false when the session should end.
 bool handle_line(Session& s, std::string_view line, std::vector<SessionPtr>& writers) {
   writers.clear();
@@ -150,9 +175,9 @@ bool handle_line(Session& s, std::string_view line, std::vector<SessionPtr>& wri
       if (enqueue(receiver, message, Outbox::Kind::chat)) writers.push_back(receiver.shared_from_this());
     });
   }
-  // Everyone who can take the line now gets it before anyone is waited for.
-  std::erase_if(writers, [](const SessionPtr& r) { return flush(*r, false); });
-  for (const SessionPtr& r : writers) flush(*r, true);
+  for (const SessionPtr& r : writers) {
+    if (!flush(*r, false) && !spawn<drain>(r)) flush(*r, true);  // no thread to spare: wait here
+  }
   if (outcome.reply && enqueue(s, outcome.reply, Outbox::Kind::reply)) flush(s, true);
   return !outcome.quit;
 }
@@ -175,8 +200,7 @@ void finish(Session& s) {
   ::close(s.fd);
 }
 
-void serve(const SessionPtr& session) {
-  Session& s = *session;
+void serve(Session& s) {
   std::vector<SessionPtr> writers;
   std::array<char, 4096> buffer;
   for (;;) {
@@ -198,12 +222,6 @@ void serve(const SessionPtr& session) {
   finish(s);
 }
 
-void* connection_thread(void* arg) {
-  std::unique_ptr<SessionPtr> session(static_cast<SessionPtr*>(arg));
-  serve(*session);
-  return nullptr;
-}
-
 // ---- accept loop ---------------------------------------------------------------------
 
 void reject(int fd) {
@@ -211,20 +229,6 @@ void reject(int fd) {
   (void)::send(fd, text.data(), text.size(), MSG_DONTWAIT | MSG_NOSIGNAL);
   ++hub.counters().rejected;
   ::close(fd);
-}
-
-// Starts a detached thread for the session; false if the system has no thread to give.
-bool start_thread(const SessionPtr& session) {
-  pthread_attr_t attr;
-  pthread_attr_init(&attr);
-  pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-  if (stack_size != 0) pthread_attr_setstacksize(&attr, stack_size);
-  auto* arg = new SessionPtr(session);
-  pthread_t thread;
-  const int error = pthread_create(&thread, &attr, connection_thread, arg);
-  pthread_attr_destroy(&attr);
-  if (error != 0) delete arg;
-  return error == 0;
 }
 
 void accept_loop(int listener, const std::atomic<bool>& stopping) {
@@ -251,7 +255,7 @@ void accept_loop(int listener, const std::atomic<bool>& stopping) {
     }
     if (!session) {
       reject(fd);
-    } else if (!start_thread(session)) {  // EAGAIN: out of threads or memory for a stack
+    } else if (!spawn<serve>(session)) {  // EAGAIN: out of threads or memory for a stack
       {
         std::lock_guard lock(room_mutex);
         hub.exit(*session);

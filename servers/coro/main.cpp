@@ -1,0 +1,291 @@
+// chat-coro: the chat server on Boost.Asio C++20 coroutines (stackless), one io_context,
+// one thread. The shape of Asio's cpp20 chat example: a session per connection with a
+// reader coroutine and a writer coroutine, one write in flight per session, everything
+// queued written by one writev.
+//
+// Idle memory is what this variant is judged on, so an idle session is one suspended
+// reader frame and nothing else: the reader waits for readability, then reads into one
+// buffer that every session shares; the writer and the write-timeout watchdog are spawned
+// only while output is pending, and end when it has been written.
+
+#include <array>
+#include <boost/asio.hpp>
+#include <boost/intrusive/list.hpp>
+#include <csignal>
+#include <exception>
+#include <iostream>
+#include <memory>
+#include <string_view>
+
+#include "chat/backoff.hpp"
+#include "chat/hub.hpp"
+#include "chat/line_decoder.hpp"
+#include "chat/net.hpp"
+#include "chat/options.hpp"
+#include "chat/outbox.hpp"
+
+namespace {
+
+namespace asio = boost::asio;
+using boost::system::error_code;
+using chat::net::Clock;
+using chat::net::Socket;
+using chat::net::Timer;
+using Executor = chat::net::Executor;
+template <class T = void>
+using Task = asio::awaitable<T, Executor>;
+// co_await x.async_op(deferred) yields a tuple whose first element is the error_code:
+// errors as values, since a closed peer is not exceptional. Deferred, not use_awaitable:
+// an awaitable operation is started from the awaiting frame itself, whereas use_awaitable
+// wraps each one in a coroutine frame of its own (kept for as long as it waits).
+constexpr auto deferred = asio::as_tuple(asio::deferred);
+using Kind = chat::Outbox::Kind;
+
+class Session;
+using Hub = chat::Hub<Session>;
+// Every open session, for shutdown; a session unlinks itself when it is destroyed.
+namespace bi = boost::intrusive;
+using SessionHook = bi::list_base_hook<bi::link_mode<bi::auto_unlink>>;
+using SessionList = bi::list<Session, bi::constant_time_size<false>>;
+
+struct Shared;
+
+// ---- session: one connection; a read step and a write step.
+class Session : public chat::Participant,
+                public SessionHook,
+                public std::enable_shared_from_this<Session> {
+ public:
+  Session(Shared& shared, Socket socket);
+  void start();
+
+  void deliver(const chat::Message& message, Kind kind);
+  // Closes the connection at once; whatever is queued is dropped.
+  void stop();
+
+ private:
+  // Each coroutine's frame holds a copy of `self` (coroutine parameters are copied
+  // into the frame, used or not), so the session lives as long as one of them runs.
+  Task<> read(std::shared_ptr<Session> self);
+  bool on_readable();
+  bool finish();
+  Task<> write(std::shared_ptr<Session> self);
+  Task<> watch(std::shared_ptr<Session> self);
+
+  Shared& shared_;
+  Socket socket_;
+  Timer watchdog_;  // write timeout; armed only while output is pending
+  chat::LineDecoder decoder_;
+  chat::Outbox outbox_;
+  Clock::time_point progress_{};  // when output became pending or the peer last took bytes
+  bool writing_ = false;          // the writer coroutine runs
+  bool watching_ = false;         // the watchdog coroutine runs
+  bool finishing_ = false;        // close once the outbox is written
+  bool stopped_ = false;
+};
+
+// What the sessions share. One thread runs everything, so nothing here is locked.
+struct Shared {
+  chat::ServerOptions options;
+  Hub hub{"coro"};
+  SessionList sessions;
+  // One read buffer for all: a session reads only once its socket is readable and hands
+  // the bytes to its LineDecoder before any other session runs.
+  std::array<char, 64 * 1024> read_buffer;
+};
+
+Session::Session(Shared& shared, Socket socket)
+    : shared_(shared),
+      socket_(std::move(socket)),
+      watchdog_(socket_.get_executor()),
+      decoder_(shared.options.max_line),
+      outbox_(shared.options.max_pending) {}
+
+void Session::start() {
+  chat::net::make_non_blocking(socket_);
+  shared_.sessions.push_back(*this);
+  shared_.hub.enter(*this);
+  asio::co_spawn(socket_.get_executor(), read(shared_from_this()), asio::detached);
+}
+
+void Session::stop() {
+  if (stopped_) return;
+  stopped_ = true;
+  error_code ignored;
+  socket_.close(ignored);  // the pending wait completes with operation_aborted
+  watchdog_.cancel();
+  outbox_.clear();
+  // Leave the room after the current step: stop() may run inside hub.handle(), which is
+  // walking that room's members.
+  asio::post(socket_.get_executor(), [self = shared_from_this()] { self->shared_.hub.exit(*self); });
+}
+
+// ---- deliver: queue a message; start the writer unless it runs.
+void Session::deliver(const chat::Message& message, Kind kind) {
+  if (stopped_) return;
+  if (!outbox_.push(message, kind)) {  // over --max-pending
+    ++shared_.hub.counters().slow_disconnects;
+    return stop();
+  }
+  if (writing_) return;
+  writing_ = true;
+  progress_ = Clock::now();
+  if (!watching_) asio::co_spawn(socket_.get_executor(), watch(shared_from_this()), asio::detached);
+  asio::co_spawn(socket_.get_executor(), write(shared_from_this()), asio::detached);
+}
+
+// The write timeout without re-arming a timer per write: when the timer fires it checks
+// when the peer last took bytes, and sleeps again for the rest of the timeout if it did.
+Task<> Session::watch(std::shared_ptr<Session> /*self*/) {
+  watching_ = true;
+  for (;;) {
+    watchdog_.expires_at(progress_ + shared_.options.write_timeout);
+    const auto [error] = co_await watchdog_.async_wait(deferred);
+    if (error || stopped_ || !writing_) break;
+    if (Clock::now() - progress_ >= shared_.options.write_timeout) {
+      ++shared_.hub.counters().slow_disconnects;
+      stop();
+      break;
+    }
+  }
+  watching_ = false;
+}
+
+// ---- read: wait for readability, then read what is there into the shared buffer.
+Task<> Session::read(std::shared_ptr<Session> /*self*/) {
+  for (;;) {
+    const auto [error] = co_await socket_.async_wait(Socket::wait_read, deferred);
+    if (error || !on_readable()) co_return;
+  }
+}
+
+// Reads what is there and handles its lines. false: this session reads no more.
+bool Session::on_readable() {
+  if (stopped_) return false;
+  error_code error;
+  const std::size_t size = socket_.read_some(asio::buffer(shared_.read_buffer), error);
+  if (error == asio::error::would_block) return true;
+  if (error) return finish();  // end of stream or reset: flush what we can, then close
+  shared_.hub.counters().bytes_in += size;
+  const auto status = decoder_.feed({shared_.read_buffer.data(), size}, [this](auto line) {
+    const auto outcome = shared_.hub.handle(*this, line, [](Session& receiver, auto& message) {
+      receiver.deliver(message, Kind::chat);
+    });
+    if (outcome.reply) deliver(outcome.reply, Kind::reply);
+    return !outcome.quit && !stopped_;
+  });
+  if (status == chat::LineDecoder::Status::line_too_long) {
+    deliver(chat::replies::line_too_long(), Kind::reply);
+  }
+  if (status != chat::LineDecoder::Status::ok) return finish();
+  return true;
+}
+
+// /quit, a line too long or the end of the stream: receive nothing more, and close once
+// what is queued has been written. Returns false: read no more.
+bool Session::finish() {
+  if (stopped_) return false;
+  finishing_ = true;
+  shared_.hub.exit(*this);
+  if (!writing_) stop();
+  return false;
+}
+
+// ---- write: one writev of everything queued; wait for writability if it did not all go.
+Task<> Session::write(std::shared_ptr<Session> /*self*/) {
+  // Write once the current step is over, so the lines it is still delivering to this
+  // session go out in the same writev.
+  co_await asio::post(socket_.get_executor(), deferred);
+  while (!stopped_) {
+    const error_code error = chat::net::write_queued(socket_, outbox_, shared_.hub.counters());
+    if (error && error != asio::error::would_block) co_return stop();  // the peer is gone
+    if (!error) progress_ = Clock::now();
+    if (outbox_.empty()) {
+      writing_ = false;
+      if (finishing_) stop();
+      co_return;
+    }
+    const auto [wait_error] = co_await socket_.async_wait(Socket::wait_write, deferred);
+    if (wait_error) co_return;
+  }
+}
+
+// ---- accept loop, and shutdown on SIGINT/SIGTERM.
+class Server {
+ public:
+  Server(asio::io_context& io, const chat::ServerOptions& options)
+      : io_(io),
+        acceptor_(chat::net::listen(io, options)),
+        backoff_timer_(io.get_executor()),
+        signals_(io, SIGINT, SIGTERM) {
+    shared_.options = options;
+    asio::co_spawn(io, wait_for_signal(), asio::detached);
+    asio::co_spawn(io, accept(), asio::detached);
+    chat::net::announce(acceptor_, "coro");
+  }
+
+ private:
+  Task<> wait_for_signal() {
+    const auto [error, number] = co_await signals_.async_wait(deferred);
+    if (!error) shutdown();
+  }
+
+  Task<> accept() {
+    for (;;) {
+      auto [error, socket] = co_await acceptor_.async_accept(deferred);
+      if (!acceptor_.is_open()) co_return;  // shut down
+      if (error && chat::is_resource_exhaustion(error.value())) {
+        // accept() would fail again at once: wait, keep serving, then try again.
+        backoff_timer_.expires_after(backoff_.next());
+        const auto [wait_error] = co_await backoff_timer_.async_wait(deferred);
+        if (wait_error) co_return;
+        continue;
+      }
+      if (!error) {
+        backoff_.reset();
+        admit(std::move(socket));
+      }
+      // other errors (e.g. the peer aborted) belong to that connection only
+    }
+  }
+
+  void admit(Socket socket) {
+    auto& counts = shared_.hub.counters();
+    if (shared_.options.max_clients != 0 && counts.clients >= shared_.options.max_clients) {
+      return chat::net::refuse(socket, counts);
+    }
+    std::make_shared<Session>(shared_, std::move(socket))->start();
+  }
+
+  void shutdown() {
+    error_code ignored;
+    acceptor_.close(ignored);
+    backoff_timer_.cancel();
+    for (Session& session : shared_.sessions) session.stop();
+    // After the sessions have left their rooms (stop() posts that): the final counters.
+    // Then nothing is left to run and io.run() returns.
+    asio::post(io_, [this] { std::cerr << shared_.hub.stats() << std::endl; });
+  }
+
+  asio::io_context& io_;
+  Shared shared_;
+  chat::net::Acceptor acceptor_;
+  Timer backoff_timer_;
+  chat::Backoff backoff_;
+  asio::basic_signal_set<Executor> signals_;
+};
+
+}  // namespace
+
+// ---- main
+int main(int argc, char** argv) {
+  const chat::ServerOptions options = chat::parse_server_options(argc, argv, "coro");
+  try {
+    asio::io_context io(1);  // one thread
+    Server server(io, options);
+    io.run();
+  } catch (const std::exception& error) {
+    std::cerr << "chat-coro: " << error.what() << std::endl;
+    return 1;
+  }
+  return 0;
+}

@@ -1,0 +1,391 @@
+// The conformance suite: every rule of docs/protocol.md (SPEC §1), checked against one
+// server executable over real sockets. tests/conformance/CMakeLists.txt runs it once per
+// variant; each test starts its own server on --port 0.
+
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/wait.h>
+
+#include <algorithm>
+#include <utility>
+#include <regex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "harness.hpp"
+
+namespace chat::test {
+namespace {
+
+// Connects `n` clients and makes sure the server has admitted all of them (their
+// sessions exist) before the test goes on: the last one's /stats round trip shows it.
+std::vector<Client> connect_all(const ServerProcess& server, std::size_t n) {
+  std::vector<Client> clients;
+  for (std::size_t i = 0; i < n; ++i) clients.emplace_back(server.port());
+  EXPECT_TRUE(eventually([&] { return stat_value(clients.back().stats(), "clients") == n; }));
+  return clients;
+}
+
+TEST(Conformance, AnnouncesListeningLine) {
+  ServerProcess server;
+  EXPECT_EQ(server.listening_line(),
+            "listening on 127.0.0.1:" + std::to_string(server.port()) + " variant=" + server_command().variant);
+}
+
+TEST(Conformance, RelaysToEveryOtherClientWithoutEcho) {
+  ServerProcess server;
+  auto c = connect_all(server, 3);
+  c[0].send_line("hello");
+  EXPECT_EQ(c[1].read_line(), "hello");
+  EXPECT_EQ(c[2].read_line(), "hello");
+  // Replies and deliveries to one client keep their order, so an echo would come first.
+  EXPECT_EQ(c[0].stats().at("variant"), server_command().variant);
+  EXPECT_TRUE(c[0].silent_for(100ms));
+}
+
+TEST(Conformance, KeepsEachSendersOrder) {
+  ServerProcess server;
+  auto c = connect_all(server, 3);
+  constexpr int kLines = 2000;
+  std::string burst;
+  for (int i = 0; i < kLines; ++i) {
+    burst += "line " + std::to_string(i) + "\n";
+    if (i % 300 == 299) {  // several writes of odd sizes, cut mid-line
+      c[0].send(burst.substr(0, burst.size() - 3));
+      burst.erase(0, burst.size() - 3);
+    }
+  }
+  c[0].send(burst);
+  for (int receiver = 1; receiver <= 2; ++receiver) {
+    for (int i = 0; i < kLines; ++i) {
+      ASSERT_EQ(c[receiver].read_line(), "line " + std::to_string(i)) << "receiver " << receiver;
+    }
+  }
+}
+
+TEST(Conformance, DropsOnlyTheCrBeforeLf) {
+  ServerProcess server;
+  auto c = connect_all(server, 2);
+  c[0].send("crlf\r\nmid\rdle\ntwo\r\r\n\r\n");
+  EXPECT_EQ(c[1].read_line(), "crlf");
+  EXPECT_EQ(c[1].read_line(), "mid\rdle");
+  EXPECT_EQ(c[1].read_line(), "two\r");
+  EXPECT_EQ(c[1].read_line(), "");
+}
+
+TEST(Conformance, RelaysEveryByteButLfUnchanged) {
+  ServerProcess server;
+  auto c = connect_all(server, 2);
+  std::string all;
+  for (int b = 0; b < 256; ++b) {
+    if (b != '\n' && b != '/') all.push_back(static_cast<char>(b));  // '/' first would be a command
+  }
+  const std::string invalid_utf8 = "\xc3\x28\xa0\xa1\xe2\x28\xa1\xf0\x28\x8c\xbc\xff\xfe";
+  c[0].send(all + "\n" + invalid_utf8 + "\n" + std::string(5, '\0') + "\n\n");
+  EXPECT_EQ(c[1].read_line(), all);
+  EXPECT_EQ(c[1].read_line(), invalid_utf8);
+  EXPECT_EQ(c[1].read_line(), std::string(5, '\0'));
+  EXPECT_EQ(c[1].read_line(), "");  // an empty line is a chat line too
+}
+
+TEST(Conformance, DoubleSlashLineIsChatRelayedVerbatim) {
+  ServerProcess server;
+  auto c = connect_all(server, 2);
+  c[0].send_line("//join elsewhere");
+  EXPECT_EQ(c[1].read_line(), "//join elsewhere");
+  EXPECT_EQ(stat_value(c[0].stats(), "lines_in"), 1u);  // counted as chat, not a command
+}
+
+TEST(Conformance, RoomsIsolate) {
+  ServerProcess server;
+  auto c = connect_all(server, 4);
+  c[0].send_line("/join blue");
+  EXPECT_EQ(c[0].read_line(), "/joined blue");
+  c[1].send_line("/join blue");
+  EXPECT_EQ(c[1].read_line(), "/joined blue");
+  c[0].send_line("to blue");
+  EXPECT_EQ(c[1].read_line(), "to blue");
+  c[2].send_line("to lobby");
+  EXPECT_EQ(c[3].read_line(), "to lobby");
+  // The lobby's line must not reach blue, nor blue's the lobby: the marker is next.
+  c[3].send_line("marker");
+  EXPECT_EQ(c[2].read_line(), "marker");
+  c[1].send_line("blue marker");
+  EXPECT_EQ(c[0].read_line(), "blue marker");
+  EXPECT_EQ(stat_value(c[0].stats(), "rooms"), 2u);
+  // Back to the lobby: blue is empty again after both leave, and is forgotten.
+  c[0].send_line("/join lobby");
+  EXPECT_EQ(c[0].read_line(), "/joined lobby");
+  c[1].send_line("/join lobby");
+  EXPECT_EQ(c[1].read_line(), "/joined lobby");
+  c[2].send_line("all here");
+  for (int i : {0, 1, 3}) EXPECT_EQ(c[i].read_line(), "all here");
+  EXPECT_EQ(stat_value(c[0].stats(), "rooms"), 1u);
+}
+
+TEST(Conformance, RejectsBadRoomNames) {
+  ServerProcess server;
+  auto c = connect_all(server, 2);
+  const std::string longest(64, 'x');
+  const std::vector<std::string> bad_names = {"/join",     "/join ",           "/join two words",
+                                              "/join a/b", "/join caf\xc3\xa9", "/join " + longest + "y"};
+  for (const std::string& bad : bad_names) {
+    c[0].send_line(bad);
+    EXPECT_EQ(c[0].read_line(), "/error bad-room") << bad;
+  }
+  c[1].send_line("still lobby");  // c[0] never left
+  EXPECT_EQ(c[0].read_line(), "still lobby");
+  c[0].send_line("/join " + longest);
+  EXPECT_EQ(c[0].read_line(), "/joined " + longest);
+  c[0].send_line("/join A-Za-z0-9._");
+  EXPECT_EQ(c[0].read_line(), "/joined A-Za-z0-9._");
+}
+
+TEST(Conformance, UnknownCommands) {
+  ServerProcess server;
+  Client c(server.port());
+  for (const char* bad : {"/", "/JOIN x", "/joinx", "/statsx", "/nick me", "/ join"}) {
+    c.send_line(bad);
+    EXPECT_EQ(c.read_line(), "/error unknown-command") << bad;
+  }
+}
+
+TEST(Conformance, StatsCountsWhatHappened) {
+  ServerProcess server;
+  auto c = connect_all(server, 3);
+  const std::string sent = "one\ntwo\n";
+  c[0].send(sent);
+  for (int i : {1, 2}) {
+    EXPECT_EQ(c[i].read_line(), "one");
+    EXPECT_EQ(c[i].read_line(), "two");
+  }
+  std::map<std::string, std::string> stats;
+  // lines_out counts completed writes, which may be booked just after the bytes arrive.
+  EXPECT_TRUE(eventually([&] {
+    stats = c[0].stats();
+    return stat_value(stats, "lines_out") == 4;
+  })) << "lines_out=" << stats["lines_out"];
+  for (const char* key : {"variant", "clients", "rooms", "lines_in", "lines_out", "bytes_in", "bytes_out",
+                          "slow_disconnects", "rejected"}) {
+    EXPECT_TRUE(stats.contains(key)) << key;
+  }
+  EXPECT_EQ(stats["variant"], server_command().variant);
+  EXPECT_EQ(stat_value(stats, "clients"), 3u);
+  EXPECT_EQ(stat_value(stats, "rooms"), 1u);
+  EXPECT_EQ(stat_value(stats, "lines_in"), 2u);
+  EXPECT_EQ(stat_value(stats, "slow_disconnects"), 0u);
+  EXPECT_EQ(stat_value(stats, "rejected"), 0u);
+  // Everything read, /stats lines included: connect_all sent one /stats, and c[0] sent
+  // the two lines and as many /stats as the loop above took (each 7 bytes).
+  const auto bytes_in = stat_value(stats, "bytes_in");
+  EXPECT_GE(bytes_in, 7 + sent.size() + 7);
+  EXPECT_EQ((bytes_in - sent.size()) % 7, 0u);
+  // Written: 2 lines to 2 receivers, plus the /stats replies before this one.
+  EXPECT_GE(stat_value(stats, "bytes_out"), 2 * sent.size());
+}
+
+TEST(Conformance, QuitClosesAfterQueuedOutput) {
+  ServerProcess server;
+  auto c = connect_all(server, 2);
+  c[0].send("/join room\n/quit\nignored after quit\n");
+  EXPECT_EQ(c[0].read_line(), "/joined room");
+  EXPECT_TRUE(c[0].closed_within(2s));
+  c[1].send_line("anyone?");
+  EXPECT_TRUE(eventually([&] { return stat_value(c[1].stats(), "clients") == 1; }));
+  EXPECT_EQ(stat_value(c[1].stats(), "lines_in"), 1u);  // the line after /quit was not taken
+}
+
+TEST(Conformance, LineTooLongClosesOnlyThatClient) {
+  ServerProcess server({"--max-line", "100"});
+  auto c = connect_all(server, 3);
+  c[0].send_line(std::string(100, 'a'));  // exactly max-line: fine
+  c[0].send(std::string(100, 'b') + "\r\n");  // the CR is not content
+  for (int i : {1, 2}) {
+    EXPECT_EQ(c[i].read_line(), std::string(100, 'a'));
+    EXPECT_EQ(c[i].read_line(), std::string(100, 'b'));
+  }
+  c[0].send_line(std::string(101, 'c'));  // one byte over
+  EXPECT_EQ(c[0].read_line(), "/error line-too-long");
+  EXPECT_TRUE(c[0].closed_within(2s));
+  // No LF at all: closed as soon as max-line is passed, not when a LF comes.
+  c[2].send(std::string(150, 'd'));
+  EXPECT_EQ(c[2].read_line(), "/error line-too-long");
+  EXPECT_TRUE(c[2].closed_within(2s));
+  Client late(server.port());
+  late.send_line("still serving");
+  EXPECT_EQ(c[1].read_line(), "still serving");
+  EXPECT_FALSE(c[1].read_line(200ms).has_value());  // the long lines were never relayed
+}
+
+// A receiver that never reads, with a small receive buffer so the server's queue for it
+// grows quickly. `flood` sends `lines` lines of `size` bytes from one client; `reader`
+// reads them all.
+struct SlowReaderScene {
+  explicit SlowReaderScene(ServerProcess& s) : server(s) {
+    // The watcher asks /stats from another room, so it does not receive the flood.
+    watcher.send_line("/join watch");
+    EXPECT_EQ(watcher.read_line(), "/joined watch");
+  }
+
+  ServerProcess& server;
+  Client sender{server.port()};
+  Client reader{server.port()};
+  Client slow{server.port(), {.receive_buffer = 4096}};
+  Client watcher{server.port()};
+
+  void flood(int lines, std::size_t size, std::chrono::milliseconds* longest_gap) {
+    const std::string payload(size, 'x');
+    std::thread writer([&] {
+      std::string batch;
+      for (int i = 0; i < lines; ++i) {
+        batch += std::to_string(i) + ":" + payload + "\n";
+        if (batch.size() > 65536) sender.send(std::exchange(batch, {}));
+      }
+      sender.send(batch);
+    });
+    auto last = Clock::now();
+    std::chrono::milliseconds gap{0};
+    for (int i = 0; i < lines; ++i) {
+      const auto line = reader.read_line(15s);
+      ASSERT_TRUE(line.has_value()) << "reader lost line " << i;
+      ASSERT_EQ(*line, std::to_string(i) + ":" + payload);
+      const auto now = Clock::now();
+      gap = std::max(gap, std::chrono::duration_cast<std::chrono::milliseconds>(now - last));
+      last = now;
+    }
+    writer.join();
+    if (longest_gap) *longest_gap = gap;
+  }
+};
+
+TEST(Conformance, ReceiverOverMaxPendingIsDisconnected) {
+  ServerProcess server({"--max-pending", "262144", "--write-timeout-ms", "60000"});
+  SlowReaderScene scene(server);
+  ASSERT_TRUE(eventually([&] { return stat_value(scene.watcher.stats(), "clients") == 4; }));
+  const auto rss_before = server.rss_bytes();
+  // 40 MB through the room; the slow receiver can hold a small part of it.
+  scene.flood(40000, 1000, nullptr);
+  EXPECT_TRUE(eventually([&] { return stat_value(scene.watcher.stats(), "slow_disconnects") == 1; }, 2s));
+  EXPECT_TRUE(scene.slow.closed_within(2s));
+  // Bounded memory: nowhere near the 40 MB that passed through.
+  const auto growth = static_cast<long long>(server.rss_bytes()) - static_cast<long long>(rss_before);
+  EXPECT_LT(growth, 16 << 20) << "server RSS grew by " << growth << " bytes";
+}
+
+TEST(Conformance, ReceiverThatTakesNothingTimesOut) {
+  // Far more pending allowed than the flood needs: only the timeout can end it.
+  ServerProcess server({"--max-pending", "268435456", "--write-timeout-ms", "1000"});
+  SlowReaderScene scene(server);
+  ASSERT_TRUE(eventually([&] { return stat_value(scene.watcher.stats(), "clients") == 4; }));
+  std::chrono::milliseconds longest_gap{0};
+  const auto start = Clock::now();
+  scene.flood(8000, 1000, &longest_gap);  // 8 MB, more than the slow socket's buffers
+  // Watched from outside: reading the slow socket would be progress.
+  EXPECT_TRUE(eventually([&] { return stat_value(scene.watcher.stats(), "slow_disconnects") == 1; }, 5s));
+  const auto took = Clock::now() - start;
+  EXPECT_TRUE(scene.slow.closed_within(2s));
+  // Delivery to the others may stall for the timeout at most (plus scheduling slack).
+  EXPECT_LT(longest_gap, 2500ms) << "the reader waited this long for one line";
+  EXPECT_LT(took, 8s);
+}
+
+TEST(Conformance, MaxClientsRefusesTheNext) {
+  ServerProcess server({"--max-clients", "2"});
+  auto c = connect_all(server, 2);
+  Client third(server.port());
+  EXPECT_EQ(third.read_line(), "/error server-full");
+  EXPECT_TRUE(third.closed_within(2s));
+  EXPECT_EQ(stat_value(c[0].stats(), "rejected"), 1u);
+  c[1].send_line("/quit");
+  EXPECT_TRUE(c[1].closed_within(2s));
+  EXPECT_TRUE(eventually([&] { return stat_value(c[0].stats(), "clients") == 1; }));
+  Client fourth(server.port());  // a place is free again
+  fourth.send_line("in");
+  EXPECT_EQ(c[0].read_line(), "in");
+}
+
+TEST(Conformance, ResetMidLineCostsOnlyThatClient) {
+  ServerProcess server;
+  auto c = connect_all(server, 3);
+  c[0].send("half a li");
+  c[0].reset();
+  EXPECT_TRUE(eventually([&] { return stat_value(c[1].stats(), "clients") == 2; }));
+  c[1].send_line("after");
+  EXPECT_EQ(c[2].read_line(), "after");
+  EXPECT_EQ(stat_value(c[2].stats(), "lines_in"), 1u);  // the half line was dropped
+}
+
+TEST(Conformance, HalfClosedClientLeavesQuietly) {
+  ServerProcess server;
+  auto c = connect_all(server, 3);
+  c[0].send_line("last words");
+  c[0].shutdown_write();
+  EXPECT_EQ(c[1].read_line(), "last words");
+  EXPECT_EQ(c[2].read_line(), "last words");
+  EXPECT_TRUE(c[0].closed_within(3s));
+  c[1].send_line("still here");
+  EXPECT_EQ(c[2].read_line(), "still here");
+}
+
+TEST(Conformance, TwoHundredClientsAtOnce) {
+  ServerProcess server;
+  constexpr std::size_t kClients = 200;
+  auto c = connect_all(server, kClients);
+  for (std::size_t i = 0; i < kClients; ++i) c[i].send_line("from " + std::to_string(i));
+  for (std::size_t i = 0; i < kClients; ++i) {
+    std::vector<bool> seen(kClients);
+    for (std::size_t k = 0; k + 1 < kClients; ++k) {
+      const auto line = c[i].read_line(10s);
+      ASSERT_TRUE(line.has_value()) << "client " << i << " got only " << k << " lines";
+      const auto from = std::stoul(line->substr(5));
+      ASSERT_LT(from, kClients);
+      EXPECT_NE(from, i) << "echo";
+      EXPECT_FALSE(seen[from]) << "duplicate";
+      seen[from] = true;
+    }
+  }
+}
+
+TEST(Conformance, SigtermStopsWithinTwoSecondsAndPrintsStats) {
+  ServerProcess server;
+  auto c = connect_all(server, 3);
+  c[0].send_line("before the end");
+  EXPECT_EQ(c[1].read_line(), "before the end");
+  EXPECT_EQ(c[2].read_line(), "before the end");
+  const auto start = Clock::now();
+  server.signal(SIGTERM);
+  const auto status = server.wait_exit(2s);
+  ASSERT_TRUE(status.has_value()) << "still running 2 s after SIGTERM";
+  EXPECT_LT(Clock::now() - start, 2s);
+  EXPECT_TRUE(WIFEXITED(*status)) << "killed by signal " << WTERMSIG(*status);
+  EXPECT_EQ(WEXITSTATUS(*status), 0);
+  for (auto& client : c) EXPECT_TRUE(client.closed_within(1s));
+  const std::string err = server.stderr_text();
+  EXPECT_TRUE(std::regex_search(err, std::regex("/stats variant=" + server_command().variant +
+                                                " .*lines_in=1 lines_out=2 ")))
+      << err;
+}
+
+TEST(Conformance, SigintStopsToo) {
+  ServerProcess server;
+  Client c(server.port());
+  server.signal(SIGINT);
+  const auto status = server.wait_exit(2s);
+  ASSERT_TRUE(status.has_value());
+  EXPECT_TRUE(WIFEXITED(*status) && WEXITSTATUS(*status) == 0);
+  EXPECT_TRUE(c.closed_within(1s));
+}
+
+}  // namespace
+}  // namespace chat::test
+
+int main(int argc, char** argv) {
+  const bool have_server = chat::test::parse_server_command(argc, argv);
+  testing::InitGoogleTest(&argc, argv);
+  if (!have_server && !testing::GTEST_FLAG(list_tests)) {
+    std::fprintf(stderr, "usage: %s [gtest flags] --variant NAME -- SERVER_COMMAND...\n", argv[0]);
+    return 2;
+  }
+  return RUN_ALL_TESTS();
+}

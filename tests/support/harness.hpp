@@ -1,0 +1,115 @@
+#pragma once
+// Test harness: a server process started from its command line and plain blocking TCP
+// clients with deadlines. Everything is real: real processes, real sockets on loopback.
+
+#include <sys/types.h>
+
+#include <chrono>
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace chat::test {
+
+using namespace std::chrono_literals;
+using Clock = std::chrono::steady_clock;
+
+// The server under test: the command after `--` on the test binary's command line
+// (e.g. `-- build/bin/chat-threads` or `-- /usr/bin/python3 servers/eventlet/chat_server.py`),
+// and the variant name it must announce (`--variant NAME`). Set once from main().
+struct ServerCommand {
+  std::vector<std::string> argv;
+  std::string variant;
+};
+ServerCommand& server_command();
+// Takes --variant NAME and `-- COMMAND...` out of argv; false if the command is missing.
+bool parse_server_command(int& argc, char** argv);
+
+class ServerProcess {
+ public:
+  // Starts the server with --port 0 plus `extra` options and waits (5 s at most) for its
+  // "listening on" line. Throws std::runtime_error if it does not come.
+  explicit ServerProcess(const std::vector<std::string>& extra = {});
+  ~ServerProcess();
+  ServerProcess(const ServerProcess&) = delete;
+  ServerProcess& operator=(const ServerProcess&) = delete;
+
+  std::uint16_t port() const { return port_; }
+  pid_t pid() const { return pid_; }
+  const std::string& listening_line() const { return listening_line_; }
+
+  // Sends a signal; wait_exit() then returns the exit status (as waitpid's), or nullopt
+  // if the process is still running after `timeout`.
+  void signal(int signo) const;
+  std::optional<int> wait_exit(std::chrono::milliseconds timeout);
+  // Everything the server has written to stderr so far.
+  std::string stderr_text() const;
+  // VmRSS from /proc/PID/status, in bytes.
+  std::size_t rss_bytes() const;
+  // User + system CPU seconds from /proc/PID/stat.
+  double cpu_seconds() const;
+
+ private:
+  pid_t pid_ = -1;
+  std::uint16_t port_ = 0;
+  std::string listening_line_;
+  std::string stderr_path_;
+  bool exited_ = false;
+};
+
+class Client {
+ public:
+  struct Options {
+    int receive_buffer = 0;  // SO_RCVBUF before connecting; 0 = the kernel's default
+  };
+  Client(std::uint16_t port, Options options);
+  explicit Client(std::uint16_t port) : Client(port, Options{}) {}
+  ~Client();
+  Client(Client&& other) noexcept;
+  Client& operator=(Client&&) = delete;
+
+  void send(std::string_view bytes);  // all of it, or throws
+  void send_line(std::string_view content) { send(std::string(content) + "\n"); }
+
+  // The next line without its LF, or nullopt if none arrived in time or the
+  // connection closed. An incomplete line stays buffered.
+  std::optional<std::string> read_line(std::chrono::milliseconds timeout = 3s);
+  // True if the server closed the connection (EOF or reset) within `timeout`; lines
+  // that arrive before the close are discarded.
+  bool closed_within(std::chrono::milliseconds timeout);
+  // True if nothing at all arrives within `window`.
+  bool silent_for(std::chrono::milliseconds window);
+
+  // Round trip: sends /stats and returns its key=value pairs (with "variant").
+  std::map<std::string, std::string> stats();
+
+  void shutdown_write();
+  // Closes with SO_LINGER 0: the peer gets a reset instead of a FIN.
+  void reset();
+  int fd() const { return fd_; }
+
+ private:
+  bool fill(Clock::time_point deadline);  // reads more; false on timeout or close
+  int fd_ = -1;
+  std::string buffer_;
+  bool eof_ = false;
+};
+
+// Polls `condition` every 10 ms until it holds or `timeout` passes; returns whether it held.
+template <class Condition>
+bool eventually(Condition condition, std::chrono::milliseconds timeout = 3s) {
+  const auto deadline = Clock::now() + timeout;
+  for (;;) {
+    if (condition()) return true;
+    if (Clock::now() >= deadline) return false;
+    struct timespec ts {0, 10'000'000};
+    nanosleep(&ts, nullptr);
+  }
+}
+
+std::uint64_t stat_value(const std::map<std::string, std::string>& stats, const std::string& key);
+
+}  // namespace chat::test

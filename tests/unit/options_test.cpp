@@ -1,0 +1,70 @@
+#include "chat/options.hpp"
+
+#include <gtest/gtest.h>
+
+#include <sys/wait.h>
+
+#include <CLI/CLI.hpp>
+#include <vector>
+
+#include "chat/backoff.hpp"
+
+namespace chat {
+namespace {
+
+ServerOptions parse(std::vector<std::string> args, std::size_t* stack = nullptr) {
+  args.insert(args.begin(), "chat-test");
+  std::vector<char*> argv;
+  for (auto& a : args) argv.push_back(a.data());
+  return parse_server_options(static_cast<int>(argv.size()), argv.data(), "test", [&](CLI::App& app) {
+    if (stack) add_stack_size_option(app, *stack, "test");
+  });
+}
+
+TEST(Options, DefaultsAreTheProtocols) {
+  const auto o = parse({});
+  EXPECT_EQ(o.bind, "127.0.0.1");
+  EXPECT_EQ(o.port, 3000);
+  EXPECT_EQ(o.max_line, 4096u);
+  EXPECT_EQ(o.max_pending, 1048576u);
+  EXPECT_EQ(o.write_timeout, std::chrono::milliseconds(5000));
+  EXPECT_EQ(o.max_clients, 0u);
+}
+
+TEST(Options, ParsesEveryOption) {
+  std::size_t stack = 0;
+  const auto o = parse({"--bind", "0.0.0.0", "--port", "0", "--max-line", "10", "--max-pending", "20",
+                        "--write-timeout-ms", "30", "--max-clients", "40", "--stack-size", "64K"},
+                       &stack);
+  EXPECT_EQ(o.bind, "0.0.0.0");
+  EXPECT_EQ(o.port, 0);
+  EXPECT_EQ(o.max_line, 10u);
+  EXPECT_EQ(o.max_pending, 20u);
+  EXPECT_EQ(o.write_timeout, std::chrono::milliseconds(30));
+  EXPECT_EQ(o.max_clients, 40u);
+  EXPECT_EQ(stack, 65536u);
+}
+
+bool failed(int status) { return WIFEXITED(status) && WEXITSTATUS(status) != 0; }
+
+TEST(OptionsDeathTest, BadValuesExitWithAnError) {
+  EXPECT_EXIT(parse({"--max-line", "0"}), failed, "max-line");
+  EXPECT_EXIT(parse({"--port", "70000"}), failed, "port");
+  EXPECT_EXIT(parse({"--write-timeout-ms", "-1"}), failed, "write-timeout-ms");
+  EXPECT_EXIT(parse({"--frobnicate"}), failed, "frobnicate");
+}
+
+TEST(Backoff, DoublesFromTenMillisecondsToOneSecondAndResets) {
+  Backoff b;
+  std::vector<long> waits;
+  for (int i = 0; i < 9; ++i) waits.push_back(static_cast<long>(b.next().count()));
+  EXPECT_EQ(waits, (std::vector<long>{10, 20, 40, 80, 160, 320, 640, 1000, 1000}));
+  b.reset();
+  EXPECT_EQ(b.next().count(), 10);
+  EXPECT_TRUE(is_resource_exhaustion(EMFILE));
+  EXPECT_TRUE(is_resource_exhaustion(ENFILE));
+  EXPECT_FALSE(is_resource_exhaustion(ECONNABORTED));
+}
+
+}  // namespace
+}  // namespace chat
