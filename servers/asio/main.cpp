@@ -51,22 +51,21 @@ class Session : public chat::Participant,
   void deliver(const chat::Message& message, Kind kind);
   // Closes the connection at once; whatever is queued is dropped.
   void stop();
+  // Disconnects a slow receiver: output pending and no byte taken for --write-timeout-ms.
+  void check_write_timeout(Clock::time_point now);
 
  private:
   void read();
   bool on_readable();
   bool finish();
   void write();
-  void watch();
 
   Shared& shared_;
   Socket socket_;
-  Timer watchdog_;  // write timeout; armed only while output is pending
   chat::LineDecoder decoder_;
   chat::Outbox outbox_;
   Clock::time_point progress_{};  // when output became pending or the peer last took bytes
   bool writing_ = false;          // a write step is scheduled or waiting for writability
-  bool watching_ = false;         // the watchdog is armed
   bool finishing_ = false;        // close once the outbox is written
   bool stopped_ = false;
 };
@@ -84,7 +83,6 @@ struct Shared {
 Session::Session(Shared& shared, Socket socket)
     : shared_(shared),
       socket_(std::move(socket)),
-      watchdog_(socket_.get_executor()),
       decoder_(shared.options.max_line),
       outbox_(shared.options.max_pending) {}
 
@@ -100,7 +98,6 @@ void Session::stop() {
   stopped_ = true;
   error_code ignored;
   socket_.close(ignored);  // the pending wait completes with operation_aborted
-  watchdog_.cancel();
   outbox_.clear();
   // Leave the room after the current step: stop() may run inside hub.handle(), which is
   // walking that room's members.
@@ -117,27 +114,15 @@ void Session::deliver(const chat::Message& message, Kind kind) {
   if (writing_) return;
   writing_ = true;
   progress_ = Clock::now();
-  watch();
   // Write once the current step is over, so the lines it is still delivering to this
   // session go out in the same writev.
   asio::post(socket_.get_executor(), [self = shared_from_this()] { self->write(); });
 }
 
-// The write timeout without re-arming a timer per write: when the timer fires it checks
-// when the peer last took bytes, and sleeps again for the rest of the timeout if it did.
-void Session::watch() {
-  if (watching_) return;
-  watching_ = true;
-  watchdog_.expires_at(progress_ + shared_.options.write_timeout);
-  watchdog_.async_wait([self = shared_from_this()](error_code error) {
-    self->watching_ = false;
-    if (error || self->stopped_ || !self->writing_) return;
-    if (Clock::now() - self->progress_ >= self->shared_.options.write_timeout) {
-      ++self->shared_.hub.counters().slow_disconnects;
-      return self->stop();
-    }
-    self->watch();
-  });
+void Session::check_write_timeout(Clock::time_point now) {
+  if (stopped_ || !writing_ || now - progress_ < shared_.options.write_timeout) return;
+  ++shared_.hub.counters().slow_disconnects;
+  stop();
 }
 
 // ---- read: wait for readability, then read what is there into the shared buffer.
@@ -195,19 +180,21 @@ void Session::write() {
   if (finishing_) stop();
 }
 
-// ---- accept loop, and shutdown on SIGINT/SIGTERM.
+// ---- accept loop, write-timeout sweep, and shutdown on SIGINT/SIGTERM.
 class Server {
  public:
   Server(asio::io_context& io, const chat::ServerOptions& options)
       : io_(io),
         acceptor_(chat::net::listen(io, options)),
         backoff_timer_(io.get_executor()),
+        sweep_timer_(io.get_executor()),
         signals_(io, SIGINT, SIGTERM) {
     shared_.options = options;
     signals_.async_wait([this](error_code error, int) {
       if (!error) shutdown();
     });
     accept();
+    sweep();
     chat::net::announce(acceptor_, "asio");
   }
 
@@ -231,6 +218,19 @@ class Server {
     });
   }
 
+  // The write timeout is one sweep over the sessions every tenth of it, not a timer per
+  // session: an idle session holds no timer, and no timer is re-armed per write. A
+  // stalled receiver goes at most a tenth of --write-timeout-ms late.
+  void sweep() {
+    sweep_timer_.expires_after(chat::net::sweep_interval(shared_.options));
+    sweep_timer_.async_wait([this](error_code error) {
+      if (error) return;  // shut down
+      const auto now = Clock::now();
+      for (Session& session : shared_.sessions) session.check_write_timeout(now);
+      sweep();
+    });
+  }
+
   void admit(Socket socket) {
     auto& counts = shared_.hub.counters();
     if (shared_.options.max_clients != 0 && counts.clients >= shared_.options.max_clients) {
@@ -243,6 +243,7 @@ class Server {
     error_code ignored;
     acceptor_.close(ignored);
     backoff_timer_.cancel();
+    sweep_timer_.cancel();
     for (Session& session : shared_.sessions) session.stop();
     // After the sessions have left their rooms (stop() posts that): the final counters.
     // Then nothing is left to run and io.run() returns.
@@ -253,6 +254,7 @@ class Server {
   Shared shared_;
   chat::net::Acceptor acceptor_;
   Timer backoff_timer_;
+  Timer sweep_timer_;
   chat::Backoff backoff_;
   asio::signal_set signals_;
 };

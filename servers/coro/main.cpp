@@ -61,6 +61,8 @@ class Session : public chat::Participant,
   void deliver(const chat::Message& message, Kind kind);
   // Closes the connection at once; whatever is queued is dropped.
   void stop();
+  // Disconnects a slow receiver: output pending and no byte taken for --write-timeout-ms.
+  void check_write_timeout(Clock::time_point now);
 
  private:
   // Each coroutine's frame holds a copy of `self` (coroutine parameters are copied
@@ -69,16 +71,13 @@ class Session : public chat::Participant,
   bool on_readable();
   bool finish();
   Task<> write(std::shared_ptr<Session> self);
-  Task<> watch(std::shared_ptr<Session> self);
 
   Shared& shared_;
   Socket socket_;
-  Timer watchdog_;  // write timeout; armed only while output is pending
   chat::LineDecoder decoder_;
   chat::Outbox outbox_;
   Clock::time_point progress_{};  // when output became pending or the peer last took bytes
   bool writing_ = false;          // the writer coroutine runs
-  bool watching_ = false;         // the watchdog coroutine runs
   bool finishing_ = false;        // close once the outbox is written
   bool stopped_ = false;
 };
@@ -96,7 +95,6 @@ struct Shared {
 Session::Session(Shared& shared, Socket socket)
     : shared_(shared),
       socket_(std::move(socket)),
-      watchdog_(socket_.get_executor()),
       decoder_(shared.options.max_line),
       outbox_(shared.options.max_pending) {}
 
@@ -112,7 +110,6 @@ void Session::stop() {
   stopped_ = true;
   error_code ignored;
   socket_.close(ignored);  // the pending wait completes with operation_aborted
-  watchdog_.cancel();
   outbox_.clear();
   // Leave the room after the current step: stop() may run inside hub.handle(), which is
   // walking that room's members.
@@ -129,25 +126,13 @@ void Session::deliver(const chat::Message& message, Kind kind) {
   if (writing_) return;
   writing_ = true;
   progress_ = Clock::now();
-  if (!watching_) asio::co_spawn(socket_.get_executor(), watch(shared_from_this()), asio::detached);
   asio::co_spawn(socket_.get_executor(), write(shared_from_this()), asio::detached);
 }
 
-// The write timeout without re-arming a timer per write: when the timer fires it checks
-// when the peer last took bytes, and sleeps again for the rest of the timeout if it did.
-Task<> Session::watch(std::shared_ptr<Session> /*self*/) {
-  watching_ = true;
-  for (;;) {
-    watchdog_.expires_at(progress_ + shared_.options.write_timeout);
-    const auto [error] = co_await watchdog_.async_wait(deferred);
-    if (error || stopped_ || !writing_) break;
-    if (Clock::now() - progress_ >= shared_.options.write_timeout) {
-      ++shared_.hub.counters().slow_disconnects;
-      stop();
-      break;
-    }
-  }
-  watching_ = false;
+void Session::check_write_timeout(Clock::time_point now) {
+  if (stopped_ || !writing_ || now - progress_ < shared_.options.write_timeout) return;
+  ++shared_.hub.counters().slow_disconnects;
+  stop();
 }
 
 // ---- read: wait for readability, then read what is there into the shared buffer.
@@ -209,17 +194,19 @@ Task<> Session::write(std::shared_ptr<Session> /*self*/) {
   }
 }
 
-// ---- accept loop, and shutdown on SIGINT/SIGTERM.
+// ---- accept loop, write-timeout sweep, and shutdown on SIGINT/SIGTERM.
 class Server {
  public:
   Server(asio::io_context& io, const chat::ServerOptions& options)
       : io_(io),
         acceptor_(chat::net::listen(io, options)),
         backoff_timer_(io.get_executor()),
+        sweep_timer_(io.get_executor()),
         signals_(io, SIGINT, SIGTERM) {
     shared_.options = options;
     asio::co_spawn(io, wait_for_signal(), asio::detached);
     asio::co_spawn(io, accept(), asio::detached);
+    asio::co_spawn(io, sweep(), asio::detached);
     chat::net::announce(acceptor_, "coro");
   }
 
@@ -248,6 +235,19 @@ class Server {
     }
   }
 
+  // The write timeout is one sweep over the sessions every tenth of it, not a timer per
+  // session: an idle session holds no timer, and no timer is re-armed per write. A
+  // stalled receiver goes at most a tenth of --write-timeout-ms late.
+  Task<> sweep() {
+    for (;;) {
+      sweep_timer_.expires_after(chat::net::sweep_interval(shared_.options));
+      const auto [error] = co_await sweep_timer_.async_wait(deferred);
+      if (error) co_return;  // shut down
+      const auto now = Clock::now();
+      for (Session& session : shared_.sessions) session.check_write_timeout(now);
+    }
+  }
+
   void admit(Socket socket) {
     auto& counts = shared_.hub.counters();
     if (shared_.options.max_clients != 0 && counts.clients >= shared_.options.max_clients) {
@@ -260,6 +260,7 @@ class Server {
     error_code ignored;
     acceptor_.close(ignored);
     backoff_timer_.cancel();
+    sweep_timer_.cancel();
     for (Session& session : shared_.sessions) session.stop();
     // After the sessions have left their rooms (stop() posts that): the final counters.
     // Then nothing is left to run and io.run() returns.
@@ -270,6 +271,7 @@ class Server {
   Shared shared_;
   chat::net::Acceptor acceptor_;
   Timer backoff_timer_;
+  Timer sweep_timer_;
   chat::Backoff backoff_;
   asio::basic_signal_set<Executor> signals_;
 };

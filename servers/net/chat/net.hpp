@@ -3,6 +3,7 @@
 // what an outbox owes with one non-blocking writev, refusing a client. The variants differ
 // only in how they wait (completion callbacks, coroutines, fibers); these steps never wait.
 
+#include <algorithm>
 #include <array>
 #include <boost/asio.hpp>
 #include <chrono>
@@ -69,6 +70,12 @@ inline boost::system::error_code write_queued(Socket& socket, Outbox& outbox, Co
   counts.bytes_out += written;
   counts.lines_out += outbox.consume(written);
   return {};
+}
+
+// How often a variant that sweeps its sessions for the write timeout does so: a tenth of
+// the timeout, so a stalled receiver is disconnected at most 10% late.
+inline std::chrono::milliseconds sweep_interval(const ServerOptions& options) {
+  return std::max(options.write_timeout / 10, std::chrono::milliseconds(1));
 }
 
 // A client over --max-clients: tell it why, best effort, and close it. Counted in rejected.
