@@ -97,6 +97,11 @@ int main(int argc, char** argv) {
   options.mode = chat->parsed() ? Mode::chat : broadcast->parsed() ? Mode::broadcast : Mode::idle;
   std::signal(SIGPIPE, SIG_IGN);  // a closed peer is an error code, not a death
 
+  // Spread big loopback runs over source addresses by default: one address has ~28k ports,
+  // and its ports' TIME_WAIT leftovers from earlier runs make connect() slow long before.
+  if (options.source_ips.empty() && options.clients > 1000 && options.host.rfind("127.", 0) == 0)
+    options.source_ips = "127.0.0.1-127.0.0." + std::to_string(1 + (options.clients - 1) / 5000);
+
   try {
     boost::json::object report = make_report_skeleton(options);
     for (const auto& warning : preflight(options)) {
