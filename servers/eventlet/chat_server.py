@@ -365,21 +365,22 @@ def parse_options(argv):
     return parsed
 
 
-def wait_for_signal():
-    """Returns on SIGINT or SIGTERM. Python runs signal handlers only between bytecodes,
-    and the hub may sleep in epoll for a minute, so the signal also writes to a pipe
-    that wakes this green thread."""
+def catch_stop_signals():
+    """Returns a descriptor that becomes readable on SIGINT or SIGTERM. Python runs signal
+    handlers only between bytecodes, and the hub may sleep in epoll for a minute, so the
+    signal must also write to a pipe that wakes a green thread."""
     read_end, write_end = os.pipe()
     os.set_blocking(write_end, False)
     signal.set_wakeup_fd(write_end)
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: None)
-    trampoline(read_end, read=True)
+    return read_end
 
 
 def main(argv):
     global options
     options = parse_options(argv)
+    stop_signals = catch_stop_signals()  # before "listening": a signal may follow it at once
     try:
         family, _, _, _, address = socket.getaddrinfo(
             options.bind, options.port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
@@ -393,7 +394,7 @@ def main(argv):
     print(f"listening on {shown}:{port} variant={VARIANT}", flush=True)
 
     acceptor = eventlet.spawn(accept_forever, server)
-    wait_for_signal()
+    trampoline(stop_signals, read=True)
 
     acceptor.kill()
     server.close()
