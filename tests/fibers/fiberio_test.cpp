@@ -130,6 +130,9 @@ TEST(Yield, ReportsErrorsInErrorCodeOrThrows) {
       error_code ec;
       pair.b.async_read_some(boost::asio::buffer(buffer), fiberio::yield[ec]);
       EXPECT_EQ(ec, boost::asio::error::eof);
+      // Not a second read after EOF: Asio 1.26 waits for a readiness edge that never
+      // comes. A closed socket fails at once.
+      pair.b.close();
       EXPECT_THROW(pair.b.async_read_some(boost::asio::buffer(buffer), fiberio::yield),
                    boost::system::system_error);
     });
