@@ -12,6 +12,7 @@
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
@@ -244,6 +245,8 @@ void accept_loop(int listener, const std::atomic<bool>& stopping) {
       continue;  // anything else (ECONNABORTED, EINTR, ...) concerns one peer only
     }
     backoff.reset();
+    const int on = 1;  // lines are small and latency counts: no Nagle delay
+    ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &on, sizeof on);
     auto session = std::make_shared<Session>(fd);
     {
       std::lock_guard lock(room_mutex);
