@@ -227,7 +227,8 @@ void serve(Session& s) {
 
 void reject(int fd) {
   const std::string& text = *chat::replies::server_full();
-  (void)::send(fd, text.data(), text.size(), MSG_DONTWAIT | MSG_NOSIGNAL);
+  const ssize_t written = ::send(fd, text.data(), text.size(), MSG_DONTWAIT | MSG_NOSIGNAL);
+  if (written > 0) hub.counters().bytes_out += static_cast<std::size_t>(written);
   ++hub.counters().rejected;
   ::close(fd);
 }
