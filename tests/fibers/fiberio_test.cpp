@@ -190,6 +190,25 @@ TEST(AsioScheduler, ManyFibersInterleave) {
   });
 }
 
+TEST(AsioScheduler, BusyFibersDoNotStarveTheIoContext) {
+  // A fiber that is always ready (it only yields) must not keep completions from
+  // running: the io_context gets a turn every round of the ready queue.
+  on_fiber_thread([](boost::asio::io_context& io) {
+    bool fired = false;
+    boost::asio::steady_timer timer(io, 10ms);
+    timer.async_wait([&](error_code) { fired = true; });
+    int rounds = 0;
+    boost::fibers::fiber busy([&] {
+      while (!fired && rounds < 10'000'000) {
+        ++rounds;
+        boost::this_fiber::yield();
+      }
+    });
+    busy.join();
+    EXPECT_TRUE(fired);
+  });
+}
+
 TEST(AsioScheduler, IdleSchedulerDoesNotSpin) {
   // For 2 s one fiber waits on an Asio timer and another sleeps on the fiber clock:
   // the thread must sleep in epoll_wait, not poll. A tolerant bound: a behaviour check,
