@@ -53,22 +53,33 @@ inline void announce(const Acceptor& acceptor, std::string_view variant) {
 // buffer is tied to a connection while it waits (see write_queued and the read steps).
 inline void make_non_blocking(Socket& socket) { socket.non_blocking(true); }
 
-// One writev of everything `outbox` owes (up to kMaxBuffers messages), without waiting.
-// Counts bytes_out and the chat lines it completed (lines_out). Returns would_block if the
-// socket took nothing; the caller waits for writability while !outbox.empty().
+// Writes what `outbox` owes without waiting: one writev of everything queued (up to
+// kMaxBuffers messages each; more writevs only if that many are queued and the socket
+// takes them all). Counts bytes_out and the chat lines it completed (lines_out). Returns
+// would_block if the socket took nothing; the caller waits for writability while
+// !outbox.empty().
 inline boost::system::error_code write_queued(Socket& socket, Outbox& outbox, Counts& counts) {
   // Scratch shared by every connection on the thread: a write never waits holding it.
-  constexpr std::size_t kMaxBuffers = 64;  // well under IOV_MAX (1024)
+  constexpr std::size_t kMaxBuffers = 256;  // under IOV_MAX (1024)
   thread_local std::array<std::string_view, kMaxBuffers> views;
   thread_local std::array<asio::const_buffer, kMaxBuffers> buffers;
-  const std::size_t count = outbox.gather(views);
-  for (std::size_t i = 0; i < count; ++i) buffers[i] = asio::buffer(views[i]);
-  boost::system::error_code error;
-  const std::size_t written =
-      socket.write_some(std::span<const asio::const_buffer>(buffers.data(), count), error);
-  if (error) return error;
-  counts.bytes_out += written;
-  counts.lines_out += outbox.consume(written);
+  bool wrote = false;
+  while (!outbox.empty()) {
+    const std::size_t count = outbox.gather(views);
+    std::size_t offered = 0;
+    for (std::size_t i = 0; i < count; ++i) {
+      buffers[i] = asio::buffer(views[i]);
+      offered += views[i].size();
+    }
+    boost::system::error_code error;
+    const std::size_t written =
+        socket.write_some(std::span<const asio::const_buffer>(buffers.data(), count), error);
+    if (error) return wrote && error == asio::error::would_block ? boost::system::error_code{} : error;
+    wrote = true;
+    counts.bytes_out += written;
+    counts.lines_out += outbox.consume(written);
+    if (written < offered) break;  // the socket is full: wait for writability
+  }
   return {};
 }
 
