@@ -46,9 +46,8 @@ constexpr std::string_view variant = "fibers";
 constexpr std::size_t default_stack_size = 32 * 1024;
 constexpr std::size_t minimum_stack_size = 16 * 1024;
 
-// Bytes read at a time, on the connection fiber's stack: a page that an idle connection
-// never touches, since no byte arrives to be written into it.
-constexpr std::size_t read_buffer_size = 4096;
+// Bytes read at a time. One buffer serves every connection (Server::read_buffer_).
+constexpr std::size_t read_buffer_size = 64 * 1024;
 // Messages handed to one writev.
 constexpr std::size_t gather_limit = 16;
 
@@ -99,6 +98,12 @@ class Server {
 
   chat::ServerOptions options_;
   boost::fibers::protected_fixedsize_stack stacks_;
+  // The one read buffer of all connections. Every fiber runs on this thread, and a fiber
+  // never suspends between reading into it and having handled every line read (deliver
+  // never suspends), so no two connections can use it at once; the decoder copies an
+  // unfinished line out. An idle connection thus holds no read buffer, on its stack or
+  // anywhere: it waits for readability first, and reads only then.
+  std::array<char, read_buffer_size> read_buffer_;
   chat::Hub<Session> hub_{variant};
   tcp::acceptor acceptor_;
   boost::asio::signal_set signals_;
@@ -199,20 +204,21 @@ void Server::disconnect(Session& session) {
 void Server::serve(tcp::socket socket) {
   Session session(std::move(socket), options_.max_pending);
   error_code ec;
-  session.socket.non_blocking(true, ec);  // write_now() must never block the thread
+  session.socket.non_blocking(true, ec);  // read_some(), write_now(): never block the thread
   sessions_.push_back(session);
   hub_.enter(session);
   if (stopping_) disconnect(session);  // accepted just before the signal
 
   chat::LineDecoder decoder(options_.max_line);
-  std::array<char, read_buffer_size> buffer;
   bool quit = false;  // /quit or a line too long: close once the output is written
   while (!quit && !session.closed) {
-    const std::size_t n =
-        session.socket.async_read_some(boost::asio::buffer(buffer), fiberio::yield[ec]);
+    session.socket.async_wait(tcp::socket::wait_read, fiberio::yield[ec]);
+    if (ec) break;
+    const std::size_t n = session.socket.read_some(boost::asio::buffer(read_buffer_), ec);
+    if (ec == boost::asio::error::would_block) continue;
     if (ec) break;
     hub_.counters().bytes_in += n;
-    const auto status = decoder.feed({buffer.data(), n}, [&](std::string_view line) {
+    const auto status = decoder.feed({read_buffer_.data(), n}, [&](std::string_view line) {
       auto outcome = hub_.handle(session, line, [this](Session& receiver, const chat::Message& m) {
         deliver(receiver, m, Outbox::Kind::chat);
       });
