@@ -10,7 +10,6 @@
 #include <utility>
 #include <regex>
 #include <string>
-#include <thread>
 #include <vector>
 
 #include "harness.hpp"
@@ -234,27 +233,27 @@ struct SlowReaderScene {
   Client slow{server.port(), {.receive_buffer = 4096}};
   Client watcher{server.port()};
 
+  // Sends in batches of 64 lines and lets the reader take each batch before the next,
+  // so a reader that keeps up is never over --max-pending; only `slow` falls behind.
   void flood(int lines, std::size_t size, std::chrono::milliseconds* longest_gap) {
     const std::string payload(size, 'x');
-    std::thread writer([&] {
-      std::string batch;
-      for (int i = 0; i < lines; ++i) {
-        batch += std::to_string(i) + ":" + payload + "\n";
-        if (batch.size() > 65536) sender.send(std::exchange(batch, {}));
-      }
-      sender.send(batch);
-    });
+    constexpr int kBatch = 64;
     auto last = Clock::now();
     std::chrono::milliseconds gap{0};
-    for (int i = 0; i < lines; ++i) {
-      const auto line = reader.read_line(15s);
-      ASSERT_TRUE(line.has_value()) << "reader lost line " << i;
-      ASSERT_EQ(*line, std::to_string(i) + ":" + payload);
-      const auto now = Clock::now();
-      gap = std::max(gap, std::chrono::duration_cast<std::chrono::milliseconds>(now - last));
-      last = now;
+    for (int first = 0; first < lines; first += kBatch) {
+      const int end = std::min(lines, first + kBatch);
+      std::string batch;
+      for (int i = first; i < end; ++i) batch += std::to_string(i) + ":" + payload + "\n";
+      sender.send(batch);
+      for (int i = first; i < end; ++i) {
+        const auto line = reader.read_line(15s);
+        ASSERT_TRUE(line.has_value()) << "reader lost line " << i;
+        ASSERT_EQ(*line, std::to_string(i) + ":" + payload);
+        const auto now = Clock::now();
+        gap = std::max(gap, std::chrono::duration_cast<std::chrono::milliseconds>(now - last));
+        last = now;
+      }
     }
-    writer.join();
     if (longest_gap) *longest_gap = gap;
   }
 };

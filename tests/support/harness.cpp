@@ -197,7 +197,7 @@ Client::~Client() {
 }
 
 Client::Client(Client&& other) noexcept
-    : fd_(std::exchange(other.fd_, -1)), buffer_(std::move(other.buffer_)), eof_(other.eof_) {}
+    : fd_(std::exchange(other.fd_, -1)), buffer_(std::move(other.buffer_)), start_(other.start_), eof_(other.eof_) {}
 
 void Client::send(std::string_view bytes) {
   while (!bytes.empty()) {
@@ -220,6 +220,10 @@ bool Client::fill(Clock::time_point deadline) {
     eof_ = true;
     return false;
   }
+  if (start_ > 0) {  // drop what was read before appending, not once per line
+    buffer_.erase(0, start_);
+    start_ = 0;
+  }
   buffer_.append(chunk, static_cast<std::size_t>(n));
   return true;
 }
@@ -227,10 +231,14 @@ bool Client::fill(Clock::time_point deadline) {
 std::optional<std::string> Client::read_line(std::chrono::milliseconds timeout) {
   const auto deadline = Clock::now() + timeout;
   for (;;) {
-    const auto lf = buffer_.find('\n');
+    const auto lf = buffer_.find('\n', start_);
     if (lf != std::string::npos) {
-      std::string line = buffer_.substr(0, lf);
-      buffer_.erase(0, lf + 1);
+      std::string line = buffer_.substr(start_, lf - start_);
+      start_ = lf + 1;
+      if (start_ == buffer_.size()) {
+        buffer_.clear();
+        start_ = 0;
+      }
       return line;
     }
     if (!fill(deadline)) return std::nullopt;
@@ -241,13 +249,14 @@ bool Client::closed_within(std::chrono::milliseconds timeout) {
   const auto deadline = Clock::now() + timeout;
   while (!eof_) {
     buffer_.clear();
+    start_ = 0;
     if (!fill(deadline) && !eof_) return false;
   }
   return true;
 }
 
 bool Client::silent_for(std::chrono::milliseconds window) {
-  if (!buffer_.empty()) return false;
+  if (start_ < buffer_.size()) return false;
   return !fill(Clock::now() + window) && !eof_;
 }
 

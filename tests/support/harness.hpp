@@ -94,7 +94,8 @@ class Client {
  private:
   bool fill(Clock::time_point deadline);  // reads more; false on timeout or close
   int fd_ = -1;
-  std::string buffer_;
+  std::string buffer_;  // received; [start_, size) not yet returned
+  std::size_t start_ = 0;
   bool eof_ = false;
 };
 
