@@ -87,7 +87,7 @@ Session::Session(Shared& shared, Socket socket)
       outbox_(shared.options.max_pending) {}
 
 void Session::start() {
-  chat::net::make_non_blocking(socket_);
+  chat::net::prepare(socket_);
   shared_.sessions.push_back(*this);
   shared_.hub.enter(*this);
   read();

@@ -51,7 +51,12 @@ inline void announce(const Acceptor& acceptor, std::string_view variant) {
 // Sockets are non-blocking for the program's own calls: a read or write that cannot go
 // on returns would_block, and the variant waits for readiness its own way. That way no
 // buffer is tied to a connection while it waits (see write_queued and the read steps).
-inline void make_non_blocking(Socket& socket) { socket.non_blocking(true); }
+// And no Nagle delay: lines are small, and latency is part of what is measured.
+inline void prepare(Socket& socket) {
+  socket.non_blocking(true);
+  boost::system::error_code ignored;  // a peer already gone shows up at the first read
+  socket.set_option(asio::ip::tcp::no_delay(true), ignored);
+}
 
 // Writes what `outbox` owes without waiting: one writev of everything queued (up to
 // kMaxBuffers messages each; more writevs only if that many are queued and the socket
@@ -92,7 +97,7 @@ inline std::chrono::milliseconds sweep_interval(const ServerOptions& options) {
 // A client over --max-clients: tell it why, best effort, and close it. Counted in rejected.
 inline void refuse(Socket& socket, Counts& counts) {
   boost::system::error_code ignored;
-  make_non_blocking(socket);
+  socket.non_blocking(true);
   counts.bytes_out += socket.write_some(asio::buffer(*replies::server_full()), ignored);
   socket.close(ignored);
   ++counts.rejected;
