@@ -1,0 +1,279 @@
+#!/usr/bin/python3
+"""Draws the plots of a results directory from its results.csv (and plan.json, if there)
+alone, so they can be redrawn without re-running: scripts/plot.py RESULTS_DIR.
+docs/methodology.md says how to read each one."""
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import results_lib as rl  # noqa: E402
+
+try:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+except ImportError as e:
+    sys.exit(f"plot.py: {e}: install Debian's python3-matplotlib (scripts/setup.sh) and run "
+             "with /usr/bin/python3")
+
+SEED_STACK = 8 * 1024 * 1024  # the seed: "an 8 MB stack" per thread (1 GiB at 128 users)
+KIB, MIB = 1024, 1024 * 1024
+
+
+def bytes_label(v, _pos=None):
+    for unit, size in [("GiB", 1 << 30), ("MiB", MIB), ("KiB", KIB)]:
+        if abs(v) >= size:
+            return f"{v / size:.4g} {unit}"
+    return f"{v:.4g} B"
+
+
+def bytes_axis(axis):
+    """Ticks at powers of 4 bytes (1 KiB, 4 KiB, ... 1 GiB), labelled in binary units."""
+    axis.set_major_locator(LogLocator(base=4))
+    axis.set_major_formatter(FuncFormatter(bytes_label))
+    axis.set_minor_formatter(NullFormatter())
+
+
+def errorbar(ax, pts, rows, config, **extra):
+    if not pts:
+        return
+    xs = [p[0] for p in pts]
+    ys = [p[1] for p in pts]
+    lo = [max(p[1] - p[2], 0) for p in pts]
+    hi = [max(p[3] - p[1], 0) for p in pts]
+    kw = rl.style(rows, config)
+    kw.update(extra)
+    ax.errorbar(xs, ys, yerr=[lo, hi], marker="o", markersize=3, capsize=2, **kw)
+
+
+def finish(fig, out, name, note=""):
+    if note:
+        fig.text(0.01, 0.005, note, fontsize=7, color="#555555")
+    fig.tight_layout(rect=(0, 0.03 if note else 0, 1, 1))
+    fig.savefig(out / name, dpi=110)
+    plt.close(fig)
+    print(f"plot.py: {out / name}")
+
+
+def positive(pts):
+    return [p for p in pts if p[1] > 0]
+
+
+def plot_memory_per_connection(rows, out, note):
+    fig, axes = plt.subplots(1, 2, figsize=(12, 5))
+    for ax, column, title in [(axes[0], "rss_per_conn_bytes", "server process (RSS)"),
+                              (axes[1], "system_per_conn_bytes", "whole machine")]:
+        for c in rl.configs_in(rows):
+            errorbar(ax, positive(rl.idle_series(rows, c, column)), rows, c)
+        ax.axhline(SEED_STACK, color="black", linestyle=":", linewidth=1.5,
+                   label="seed's claim: 8 MiB per thread")
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        bytes_axis(ax.yaxis)
+        ax.set_xlabel("idle connections (log)")
+        ax.set_ylabel("memory per connection (bytes, log)")
+        ax.set_title(f"Idle memory per connection: {title}")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=8)
+    finish(fig, out, "memory_per_connection.png",
+           "Per connection = (value at N − value at 0 clients) / N; median of repeats, bars min–max. " + note)
+
+
+def plot_server_memory(rows, out, note):
+    fig, ax = plt.subplots(figsize=(9, 5.5))
+    top = 0
+    for c in rl.configs_in(rows):
+        pts = rl.idle_series(rows, c, "rss_bytes")
+        errorbar(ax, pts, rows, c)
+        top = max([top] + [p[0] for p in pts])
+        if rl.variant_of(rows, c) == "threads":
+            vsz = rl.idle_series(rows, c, "vsz_bytes")
+            kw = rl.style(rows, c)
+            ax.plot([p[0] for p in vsz], [p[1] for p in vsz], color=kw["color"], linestyle="-.",
+                    marker="^", markersize=3, alpha=0.6, label=kw["label"] + " virtual size (VSZ)")
+    if top:
+        xs = [1, top]
+        ax.plot(xs, [x * SEED_STACK for x in xs], color="black", linestyle=":",
+                label="seed's claim: 8 MiB × clients")
+        ax.plot([128], [128 * SEED_STACK], "k*", markersize=9, label="seed: 1 GiB at 128 users")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    bytes_axis(ax.yaxis)
+    ax.set_xlabel("idle connections (log)")
+    ax.set_ylabel("server memory (bytes, log)")
+    ax.set_title("Server memory vs idle connections (RSS; VSZ for threads)")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    finish(fig, out, "server_memory.png", note)
+
+
+def plot_broadcast(rows, out, note):
+    fig, axes = plt.subplots(1, 3, figsize=(15, 5), sharey=True)
+    for ax, p in zip(axes, ["p50", "p95", "max"]):
+        for c in rl.configs_in(rows):
+            errorbar(ax, positive(rl.series(rows, c, "broadcast", f"completion_{p}_us")), rows, c)
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("clients in the room (log)")
+        ax.set_title(f"Broadcast completion {p}")
+        ax.grid(True, which="both", alpha=0.3)
+    axes[0].set_ylabel("send → last receiver has it (µs, log)")
+    axes[0].legend(fontsize=8)
+    finish(fig, out, "broadcast_latency.png",
+           "One sender, everyone else receives; per message, intended send time to the last arrival. " + note)
+
+
+def spectrum_rate(rows):
+    """The rate shown in the spectrum: the middle of the chat rate list."""
+    rates = sorted({rl.num(r["point"]) for r in rows if r["mode"] == "chat" and r["status"] == "ok"})
+    return rates[(len(rates) - 1) // 2] if rates else None
+
+
+def plot_spectrum(rows, out, note):
+    rate = spectrum_rate(rows)
+    fig, ax = plt.subplots(figsize=(9, 5.5))
+    cols = [(0.5, "latency_p50_us"), (0.9, "latency_p90_us"), (0.99, "latency_p99_us"),
+            (0.999, "latency_p999_us")]
+    clients = ""
+    for c in rl.configs_in(rows):
+        pts = []
+        for q, col in cols:
+            s = [p for p in rl.series(rows, c, "chat", col) if p[0] == rate]
+            if s:
+                pts.append((1 / (1 - q), s[0][1], s[0][2], s[0][3], s[0][4]))
+        errorbar(ax, pts, rows, c)
+        clients = clients or next((r["clients"] for r in rows if r["config"] == c and r["mode"] == "chat"
+                                   and r["status"] == "ok"), "")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xticks([2, 10, 100, 1000])
+    ax.set_xticklabels(["50%", "90%", "99%", "99.9%"])
+    ax.set_xlabel("percentile (x = 1/(1−p), log)")
+    ax.set_ylabel("delivery latency (µs, log)")
+    ax.set_title(f"Chat latency spectrum at {rate:g} lines/s per client, {clients} clients")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    finish(fig, out, "latency_spectrum.png",
+           "Latency from the intended send time of an open-loop schedule (no coordinated omission). " + note)
+
+
+def plot_throughput(rows, out, note):
+    fig, axes = plt.subplots(1, 2, figsize=(13, 5))
+    top, bottom = 0, float("inf")
+    for c in rl.configs_in(rows):
+        errorbar(axes[0], rl.series(rows, c, "chat", "deliveries_per_s", x="offered_deliveries_per_s"), rows, c)
+        errorbar(axes[1], positive(rl.series(rows, c, "chat", "server_cpu_per_delivery_us",
+                                             x="offered_deliveries_per_s")), rows, c)
+        offered = [rl.num(r["offered_deliveries_per_s"]) for r in rows
+                   if r["config"] == c and r["mode"] == "chat" and rl.num(r["offered_deliveries_per_s"])]
+        top, bottom = max([top] + offered), min([bottom] + offered)
+    if top:
+        axes[0].plot([bottom, top], [bottom, top], color="black", linestyle=":", label="offered (ideal)")
+    for ax in axes:
+        ax.set_xscale("log")
+        ax.set_xlabel("offered deliveries per second (log)")
+        ax.grid(True, which="both", alpha=0.3)
+    axes[0].set_yscale("log")
+    axes[0].set_ylabel("deliveries per second (log)")
+    axes[0].set_title("Chat throughput vs offered load")
+    axes[1].set_yscale("log")
+    axes[1].set_ylabel("server CPU per delivered line (µs, log)")
+    axes[1].set_title("Server CPU (user+sys) per delivered line")
+    axes[0].legend(fontsize=8)
+    finish(fig, out, "chat_throughput.png",
+           "Rooms of 10; offered deliveries = clients × rate × 9. Server on one core. " + note)
+
+
+def syscall_ceiling(rows):
+    """Lines/s one thread can write to loopback sockets, one line per write(): the best
+    of microbench's syscall/write points."""
+    best = [(rl.num(r["items_per_second"]), r["bench_name"]) for r in rows
+            if r["mode"] == "microbench" and r["status"] == "ok"
+            and r["bench_name"].startswith("syscall/write/") and rl.num(r["items_per_second"])]
+    return max(best) if best else (None, None)
+
+
+def best_deliveries(rows, config):
+    vals = [p[1] for mode in ["chat", "broadcast"] for p in rl.series(rows, config, mode, "deliveries_per_s")]
+    return max(vals) if vals else None
+
+
+def plot_ceiling(rows, out, note):
+    ceiling, name = syscall_ceiling(rows)
+    fig, ax = plt.subplots(figsize=(9, 5))
+    configs = [c for c in rl.configs_in(rows) if best_deliveries(rows, c)]
+    if ceiling and configs:
+        fractions = [best_deliveries(rows, c) / ceiling for c in configs]
+        bars = ax.bar(range(len(configs)), fractions,
+                      color=[rl.COLOURS[rl.variant_of(rows, c)] for c in configs])
+        for b, c in zip(bars, configs):
+            ax.annotate(f"{best_deliveries(rows, c):,.0f}/s", (b.get_x() + b.get_width() / 2, b.get_height()),
+                        ha="center", va="bottom", fontsize=8)
+        ax.axhline(1, color="black", linestyle=":", label=f"{name}: {ceiling:,.0f} lines/s")
+        ax.set_xticks(range(len(configs)))
+        ax.set_xticklabels(configs)
+        ax.legend(fontsize=8)
+    else:
+        ax.text(0.5, 0.5, "no microbench syscall ceiling or no chat/broadcast results",
+                ha="center", transform=ax.transAxes)
+    ax.set_ylabel("best deliveries/s ÷ syscall ceiling")
+    ax.set_title("Best measured deliveries per second as a fraction of one thread's write() ceiling")
+    ax.grid(True, axis="y", alpha=0.3)
+    finish(fig, out, "ceiling.png", "Best over chat rate steps and broadcast points (median of repeats). " + note)
+
+
+def plot_microbench(rows, out, note):
+    mb = [r for r in rows if r["mode"] == "microbench" and r["status"] == "ok"]
+    groups = [("units/", "real_time_ns", "create + join one unit (ns, log)", "Create"),
+              ("switch/", "real_time_ns", "one round trip = 2 switches (ns, log)", "Switch"),
+              ("memory/", "total_per_unit", "bytes per parked unit (log)", "Memory per unit")]
+    fig, axes = plt.subplots(1, 3, figsize=(17, 6))
+    for ax, (prefix, col, label, title) in zip(axes, groups):
+        sel = [r for r in mb if r["bench_name"].startswith(prefix) and (rl.num(r[col]) or 0) > 0]
+        names = [r["bench_name"][len(prefix):].replace("/real_time", "").replace("/iterations:1", "")
+                 for r in sel]
+        ax.barh(range(len(sel)), [rl.num(r[col]) for r in sel],
+                color=[rl.COLOURS[r["variant"]] for r in sel])
+        if prefix == "memory/":
+            ax.barh(range(len(sel)), [rl.num(r["rss_per_unit"]) or 0 for r in sel], color="none",
+                    edgecolor="black", hatch="//", label="of which process RSS")
+            bytes_axis(ax.xaxis)
+            ax.legend(fontsize=8)
+        ax.set_yticks(range(len(sel)))
+        ax.set_yticklabels(names, fontsize=7)
+        ax.set_xscale("log")
+        ax.set_xlabel(label)
+        ax.set_title(f"microbench: {title}")
+        ax.grid(True, axis="x", which="both", alpha=0.3)
+    finish(fig, out, "microbench.png", "Colour = the variant whose model the unit is; grey = system. " + note)
+
+
+def main():
+    if len(sys.argv) != 2:
+        sys.exit("usage: scripts/plot.py RESULTS_DIR")
+    out = Path(sys.argv[1])
+    rows = rl.read_csv(out / "results.csv")
+    note = ""
+    machine = out / "machine.json"
+    if machine.exists():
+        m = json.loads(machine.read_text())
+        note = f"{m.get('host', '')} {m.get('date', '')[:10]}, {m.get('cores')} cores, commit {str(m.get('git_commit', ''))[:8]}"
+    modes = {r["mode"] for r in rows if r["status"] == "ok"}
+    if "idle" in modes:
+        plot_memory_per_connection(rows, out, note)
+        plot_server_memory(rows, out, note)
+    if "broadcast" in modes:
+        plot_broadcast(rows, out, note)
+    if "chat" in modes:
+        plot_spectrum(rows, out, note)
+        plot_throughput(rows, out, note)
+    if modes & {"chat", "broadcast"}:
+        plot_ceiling(rows, out, note)
+    if "microbench" in modes:
+        plot_microbench(rows, out, note)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,266 @@
+"""The results directory's tidy CSV: its columns, how rows are made from loadgen's and
+microbench's JSON, and how plot.py and report.py read them back (medians over repeats).
+docs/methodology.md defines every column."""
+import csv
+import json
+import statistics
+from pathlib import Path
+
+VARIANTS = ["threads", "fibers", "asio", "coro", "eventlet"]
+# One colour per variant in every plot; a configuration with a non-default stack size
+# keeps its variant's colour and gets a dashed line.
+COLOURS = {"threads": "#d62728", "fibers": "#ff7f0e", "asio": "#1f77b4",
+           "coro": "#2ca02c", "eventlet": "#9467bd", "system": "#7f7f7f"}
+
+COLUMNS = [
+    # what was measured
+    "config", "variant", "stack_size", "mode", "point", "repeat", "status", "why", "json",
+    # idle/broadcast/chat: connections open (idle: at this step)
+    "clients",
+    # chat: offered load of this rate step
+    "rate_per_client", "offered_lines_per_s", "offered_deliveries_per_s",
+    # idle: server memory at this step, and per connection relative to the 0-client baseline
+    "rss_bytes", "pss_bytes", "vsz_bytes", "threads", "system_used_bytes",
+    "kernel_stack_bytes", "slab_bytes", "sock_mem_bytes",
+    "rss_per_conn_bytes", "vsz_per_conn_bytes", "system_per_conn_bytes",
+    # idle: loadgen's least-squares slopes over the whole ramp (same on every step row)
+    "rss_slope_bytes", "pss_slope_bytes", "vsz_slope_bytes", "system_slope_bytes",
+    "threads_slope",
+    # broadcast and chat: delivery latency (chat: this rate step's window), microseconds
+    "latency_p50_us", "latency_p90_us", "latency_p99_us", "latency_p999_us", "latency_max_us",
+    "latency_count",
+    # broadcast: time until the last receiver had each message, microseconds
+    "completion_p50_us", "completion_p95_us", "completion_p99_us", "completion_max_us",
+    "incomplete_messages",
+    # broadcast and chat (chat: this rate step)
+    "sent_per_s", "deliveries_per_s", "server_cpu_s", "loadgen_cpu_s", "window_s",
+    "server_cpu_per_delivery_us", "late_sends", "loadgen_saturated",
+    # broadcast and chat: the whole run's loss accounting (same on every rate step row)
+    "lines_sent", "lines_delivered", "lines_expected", "lines_lost", "lines_duplicated",
+    "lines_reordered", "receivers_disconnected", "server_lines_out",
+    # microbench
+    "bench_name", "real_time_ns", "cpu_time_ns", "items_per_second", "rss_per_unit",
+    "vsz_per_unit", "total_per_unit",
+]
+
+
+def failed_row(config, variant, stack, mode, point, repeat, why, json_path=""):
+    return {"config": config, "variant": variant, "stack_size": stack, "mode": mode,
+            "point": point, "repeat": repeat, "status": "failed", "why": why, "json": json_path}
+
+
+def _get(d, *keys):
+    for k in keys:
+        if d is None:
+            return None
+        d = d.get(k)
+    return d
+
+
+def _latency(row, lat):
+    for p in ["p50", "p90", "p99", "p999", "max"]:
+        row[f"latency_{p}_us"] = _get(lat, p)
+    row["latency_count"] = _get(lat, "count")
+
+
+def _lines(row, lines):
+    for k in ["sent", "delivered", "expected", "lost", "duplicated", "reordered"]:
+        row[f"lines_{k}"] = _get(lines, k)
+    row["receivers_disconnected"] = _get(lines, "receivers_disconnected")
+    row["server_lines_out"] = _get(lines, "server_lines_out")
+
+
+def _cpu(row, cpu, deliveries_per_s):
+    if not cpu:
+        return
+    user, system = cpu.get("server_user_s"), cpu.get("server_sys_s")
+    row["server_cpu_s"] = None if user is None else user + (system or 0)
+    row["loadgen_cpu_s"] = (cpu.get("loadgen_user_s") or 0) + (cpu.get("loadgen_sys_s") or 0)
+    row["window_s"] = cpu.get("window_s")
+    row["loadgen_saturated"] = cpu.get("loadgen_saturated")
+    delivered = (deliveries_per_s or 0) * (cpu.get("window_s") or 0)
+    if row["server_cpu_s"] is not None and delivered > 0:
+        row["server_cpu_per_delivery_us"] = row["server_cpu_s"] / delivered * 1e6
+
+
+def rows_from_report(config, variant, stack, mode, point, repeat, status, why, path, out_dir):
+    """Rows for one loadgen run: idle gives one per ramp step, broadcast one, chat one
+    per rate step. A failed run without a report gives one failed row."""
+    if path is None:
+        return [failed_row(config, variant, stack, mode, point, repeat, why)]
+    report = json.loads(Path(path).read_text())
+    base = {"config": config, "variant": variant, "stack_size": stack, "mode": mode,
+            "repeat": repeat, "status": status, "why": why,
+            "json": str(Path(path).relative_to(out_dir))}
+    rows = []
+    if mode == "idle":
+        steps = _get(report, "memory", "steps") or []
+        slope = _get(report, "memory", "per_connection") or {}
+        zero = steps[0] if steps and steps[0]["clients"] == 0 else None
+        for s in steps:
+            if s["clients"] == 0:
+                continue
+            row = dict(base, point=s["clients"], clients=s["clients"], status="ok", why="")
+            for k in ["rss_bytes", "pss_bytes", "vsz_bytes", "threads", "kernel_stack_bytes",
+                      "slab_bytes", "sock_mem_bytes"]:
+                row[k] = s.get(k)
+            if zero:
+                row["system_used_bytes"] = zero["mem_available_bytes"] - s["mem_available_bytes"]
+                n = s["clients"]
+                row["rss_per_conn_bytes"] = (s["rss_bytes"] - zero["rss_bytes"]) / n
+                row["vsz_per_conn_bytes"] = (s["vsz_bytes"] - zero["vsz_bytes"]) / n
+                row["system_per_conn_bytes"] = row["system_used_bytes"] / n
+            for k in ["rss", "pss", "vsz", "system"]:
+                row[f"{k}_slope_bytes"] = slope.get(f"{k}_bytes")
+            row["threads_slope"] = slope.get("threads")
+            rows.append(row)
+        if status != "ok" or not rows:
+            rows.append(dict(base, point=point, clients=report.get("clients_connected"),
+                             status="failed", why=why or "no ramp step reached"))
+        return rows
+    if mode == "broadcast":
+        row = dict(base, point=point, clients=report.get("clients_connected"))
+        _latency(row, report.get("latency_us"))
+        bc = report.get("broadcast_completion_us") or {}
+        for p in ["p50", "p95", "p99", "max"]:
+            row[f"completion_{p}_us"] = bc.get(p)
+        row["incomplete_messages"] = bc.get("incomplete_messages")
+        row["sent_per_s"] = _get(report, "throughput", "sent_per_s")
+        row["deliveries_per_s"] = _get(report, "throughput", "deliveries_per_s")
+        _cpu(row, report.get("cpu"), row["deliveries_per_s"])
+        row["late_sends"] = _get(report, "lines", "late_sends")
+        _lines(row, report.get("lines"))
+        return [row]
+    # chat: one row per rate step
+    clients = report.get("clients_connected") or 0
+    room = _get(report, "options", "room_size") or 1
+    for step in report.get("rate_steps") or []:
+        rate = step["rate"]
+        row = dict(base, point=rate, clients=clients, rate_per_client=rate,
+                   offered_lines_per_s=rate * clients,
+                   offered_deliveries_per_s=rate * clients * (min(room, clients) - 1))
+        _latency(row, step.get("latency_us"))
+        row["sent_per_s"] = _get(step, "throughput", "sent_per_s")
+        row["deliveries_per_s"] = _get(step, "throughput", "deliveries_per_s")
+        _cpu(row, step.get("cpu"), row["deliveries_per_s"])
+        row["late_sends"] = step.get("late_sends")
+        _lines(row, report.get("lines"))
+        rows.append(row)
+    if not rows:
+        rows.append(dict(base, point=point, status="failed", why=why or "no rate step in the report"))
+    return rows
+
+
+def bench_model(name):
+    """Which variant's model a micro-benchmark measures ('system' for syscalls, protocol)."""
+    if "thread" in name:
+        return "threads"
+    if "fiber" in name or "boost_context" in name:
+        return "fibers"
+    if "coroutine" in name or "co_spawn" in name:
+        return "coro"
+    if "asio" in name:
+        return "asio"
+    return "system"
+
+
+def rows_from_microbench(path, why):
+    path = Path(path)
+    if not path.exists():
+        return [failed_row("system", "system", "", "microbench", "", 1, why or "no report")]
+    rows = []
+    to_ns = {"ns": 1, "us": 1e3, "ms": 1e6, "s": 1e9}
+    for b in json.loads(path.read_text()).get("benchmarks", []):
+        if b.get("run_type", "iteration") != "iteration":
+            continue
+        model = bench_model(b["name"])
+        unit = to_ns.get(b.get("time_unit", "ns"), 1)
+        row = {"config": model, "variant": model, "stack_size": "", "mode": "microbench",
+               "point": b["name"], "repeat": 1, "bench_name": b["name"],
+               "status": "failed" if b.get("error_occurred") else "ok",
+               "why": b.get("error_message", ""), "json": "raw/microbench.json",
+               "real_time_ns": b.get("real_time", 0) * unit, "cpu_time_ns": b.get("cpu_time", 0) * unit}
+        for k in ["items_per_second", "rss_per_unit", "vsz_per_unit", "total_per_unit"]:
+            row[k] = b.get(k)
+        rows.append(row)
+    return rows
+
+
+def write_csv(path, rows):
+    tmp = Path(str(path) + ".tmp")
+    with open(tmp, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=COLUMNS, extrasaction="raise")
+        w.writeheader()
+        for r in rows:
+            w.writerow({k: ("" if r.get(k) is None else r.get(k)) for k in COLUMNS})
+    tmp.replace(path)
+
+
+# ---------------------------------------------------------------------------------------
+# Reading back
+
+def read_csv(path):
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def num(value):
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def configs_in(rows):
+    """Configurations in a stable order: variant order, default stack first."""
+    seen = {(r["variant"], r["stack_size"], r["config"]) for r in rows if r["variant"] in VARIANTS}
+    order = sorted(seen, key=lambda t: (VARIANTS.index(t[0]), t[1] != "", t[1]))
+    return [c for _, _, c in order]
+
+
+def variant_of(rows, config):
+    return next(r["variant"] for r in rows if r["config"] == config)
+
+
+def style(rows, config):
+    """matplotlib keyword arguments of a configuration's line."""
+    r = next(r for r in rows if r["config"] == config)
+    return {"color": COLOURS.get(r["variant"], "black"), "linestyle": "--" if r["stack_size"] else "-",
+            "label": config.replace("@", " stack ")}
+
+
+def series(rows, config, mode, column, x="point"):
+    """[(x, median, min, max, n)] over repeats of the ok rows of one configuration and mode."""
+    groups = {}
+    for r in rows:
+        if r["config"] == config and r["mode"] == mode and r["status"] == "ok":
+            xv, yv = num(r[x]), num(r[column])
+            if xv is not None and yv is not None:
+                groups.setdefault(xv, []).append(yv)
+    return [(xv, statistics.median(v), min(v), max(v), len(v)) for xv, v in sorted(groups.items())]
+
+
+def idle_series(rows, config, column):
+    """Idle rows come in steps whose client counts differ slightly between repeats when a
+    ramp stops short; group them by step index within each repeat instead of by count."""
+    by_repeat = {}
+    for r in rows:
+        if r["config"] == config and r["mode"] == "idle" and r["status"] == "ok":
+            by_repeat.setdefault(r["repeat"], []).append(r)
+    steps = {}
+    for rs in by_repeat.values():
+        rs.sort(key=lambda r: num(r["clients"]))
+        for i, r in enumerate(rs):
+            y = num(r[column])
+            if y is not None:
+                steps.setdefault(i, []).append((num(r["clients"]), y))
+    out = []
+    for i in sorted(steps):
+        xs = [x for x, _ in steps[i]]
+        ys = [y for _, y in steps[i]]
+        out.append((statistics.median(xs), statistics.median(ys), min(ys), max(ys), len(ys)))
+    return out
+
+
+def failures(rows):
+    return [r for r in rows if r["status"] != "ok"]

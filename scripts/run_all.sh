@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# One command from a fresh machine to a results directory people can cite (SPEC §4):
+# installs what is missing, builds Release, then runs the measurement matrix
+# (scripts/run_matrix.py), draws the plots (scripts/plot.py) and writes report.md
+# (scripts/report.py). Every option is run_matrix.py's (see --help), plus:
+#   --no-setup   do not run scripts/setup.sh (e.g. not root, everything installed)
+#   --no-build   use the binaries already in BUILD_DIR
+# BUILD_DIR (default build/) is the build tree used, as for scripts/build.sh.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+export BUILD_DIR=${BUILD_DIR:-$root/build}
+
+setup=1 build=1
+for arg in "$@"; do
+  case $arg in
+    --no-setup) setup=0 ;;
+    --no-build) build=0 ;;
+    -h|--help) exec /usr/bin/python3 "$root/scripts/run_matrix.py" --help ;;
+  esac
+done
+
+[ $setup = 1 ] && "$root/scripts/setup.sh"
+if [ $build = 1 ]; then
+  echo "run_all: building Release in $BUILD_DIR"
+  BUILD_TYPE=Release "$root/scripts/build.sh" >/dev/null
+fi
+
+# The exact command goes into machine.json.
+exec /usr/bin/python3 "$root/scripts/run_matrix.py" --command "$0 $*" "$@"

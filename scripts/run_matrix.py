@@ -1,0 +1,634 @@
+#!/usr/bin/python3
+"""Runs every server variant through one measurement matrix and writes a results directory.
+
+Called by scripts/run_all.sh after setup and build; can be run on its own. Layout of the
+output (docs/methodology.md defines every number):
+
+  OUT/machine.json   the machine, the build, the limits, the pinning, the exact command
+  OUT/plan.json      the matrix as planned (counts, rates, repeats, deadlines)
+  OUT/raw/*.json     one loadgen report per measurement, microbench's JSON
+  OUT/raw/*.log      each server's stderr (its final /stats) and loadgen's stdout
+  OUT/results.csv    tidy: one row per variant x mode x point x repeat
+  OUT/*.png, OUT/report.md   from scripts/plot.py and scripts/report.py (CSV/JSON only)
+
+Each measurement starts a fresh server pinned to CPU 0 and loadgen pinned to CPU 1.
+A measurement that fails (server did not start, deadline passed, loadgen error, limit
+hit before the point) is a row with status "failed" and its reason; the run goes on.
+"""
+import argparse
+import csv
+import datetime
+import json
+import os
+import platform
+import re
+import resource
+import selectors
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "scripts"))
+import results_lib  # noqa: E402  (scripts/ is not a package)
+
+SERVER_CPU, LOADGEN_CPU = "0", "1"
+FD_MARGIN = 100  # descriptors each process keeps for itself (listener, epoll, stdio, files)
+
+
+# ---------------------------------------------------------------------------------------
+# Configuration
+
+def env_default(name, default):
+    return os.environ.get("CHATBENCH_" + name, default)
+
+
+def int_list(text):
+    return [int(x) for x in str(text).split(",") if x]
+
+
+def float_list(text):
+    return [float(x) for x in str(text).split(",") if x]
+
+
+def parse_args():
+    p = argparse.ArgumentParser(
+        description="Run the chatbench matrix (SPEC §4). Every option also reads "
+                    "CHATBENCH_<NAME> from the environment, e.g. CHATBENCH_REPEATS=5.")
+    p.add_argument("--quick", action="store_true", default=env_default("QUICK", "") != "",
+                   help="smoke run: small counts, one repeat, microbench --smoke (< 2 min)")
+    p.add_argument("--variants", default=env_default("VARIANTS", ",".join(results_lib.VARIANTS)),
+                   help="comma-separated subset of " + ",".join(results_lib.VARIANTS))
+    p.add_argument("--out", default=env_default("OUT", ""),
+                   help="results directory (default results/<date>-<host>)")
+    p.add_argument("--repeats", type=int, default=env_default("REPEATS", None),
+                   help="repeats per point (default 3, quick 1)")
+    p.add_argument("--idle-max", type=int, default=env_default("IDLE_MAX", None),
+                   help="idle ramp target (default: what the machine's limits allow)")
+    p.add_argument("--idle-steps", type=int, default=env_default("IDLE_STEPS", None),
+                   help="idle ramp steps (default 10, quick 4)")
+    p.add_argument("--broadcast-clients", default=env_default("BROADCAST_CLIENTS", None),
+                   help="broadcast points (default 100,1000,5000,10000)")
+    p.add_argument("--broadcast-messages", type=int, default=env_default("BROADCAST_MESSAGES", None),
+                   help="messages per broadcast point (default 40, quick 10)")
+    p.add_argument("--broadcast-interval-ms", type=int,
+                   default=env_default("BROADCAST_INTERVAL_MS", "100"),
+                   help="time between broadcast messages (default 100)")
+    p.add_argument("--chat-clients", type=int, default=env_default("CHAT_CLIENTS", None),
+                   help="chat clients, in rooms of --room-size (default 1000, quick 100)")
+    p.add_argument("--room-size", type=int, default=env_default("ROOM_SIZE", "10"))
+    p.add_argument("--chat-rates", default=env_default("CHAT_RATES", None),
+                   help="lines/s per client, stepped up in one loadgen run "
+                        "(default 1,5,10,20,40,80,160)")
+    p.add_argument("--chat-duration-s", type=float, default=env_default("CHAT_DURATION_S", None),
+                   help="measured window per rate (default 2, quick 1)")
+    p.add_argument("--thread-small-stack", default=env_default("THREAD_SMALL_STACK", "64K"),
+                   help="extra idle runs of threads at this --stack-size ('' for none)")
+    p.add_argument("--fiber-big-stack", default=env_default("FIBER_BIG_STACK", "128K"),
+                   help="extra idle runs of fibers at this --stack-size ('' for none)")
+    p.add_argument("--modes", default=env_default("MODES", "idle,broadcast,chat,microbench"))
+    p.add_argument("--command", default=" ".join(sys.argv), help=argparse.SUPPRESS)
+    p.add_argument("--no-setup", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--no-build", action="store_true", help=argparse.SUPPRESS)
+    a = p.parse_args()
+
+    q = a.quick
+    a.repeats = int(a.repeats or (1 if q else 3))
+    a.idle_steps = int(a.idle_steps or (4 if q else 10))
+    a.broadcast_clients = int_list(a.broadcast_clients or ("50,200" if q else "100,1000,5000,10000"))
+    a.broadcast_messages = int(a.broadcast_messages or (10 if q else 40))
+    a.chat_clients = int(a.chat_clients or (100 if q else 1000))
+    a.chat_rates = float_list(a.chat_rates or ("5,20" if q else "1,5,10,20,40,80,160"))
+    a.chat_duration_s = float(a.chat_duration_s or (1 if q else 2))
+    a.variants = [v for v in a.variants.split(",") if v]
+    unknown = set(a.variants) - set(results_lib.VARIANTS)
+    if unknown:
+        p.error("unknown variant(s): " + ",".join(sorted(unknown)))
+    a.modes = [m for m in a.modes.split(",") if m]
+    return a
+
+
+# ---------------------------------------------------------------------------------------
+# The machine
+
+def read(path, default=""):
+    try:
+        return Path(path).read_text().strip()
+    except OSError:
+        return default
+
+
+def run_text(cmd, cwd=None):
+    try:
+        return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=20).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return ""
+
+
+def meminfo():
+    out = {}
+    for line in read("/proc/meminfo").splitlines():
+        key, value = line.split(":", 1)
+        out[key] = int(value.split()[0]) * 1024
+    return out
+
+
+def machine_limits():
+    nofile_soft, nofile_hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    low, high = (int(x) for x in read("/proc/sys/net/ipv4/ip_local_port_range").split())
+    return {
+        "ulimit_n_soft": nofile_soft,
+        "ulimit_n_hard": nofile_hard,
+        "ulimit_s_bytes": resource.getrlimit(resource.RLIMIT_STACK)[0],
+        "ip_local_port_range": [low, high],
+        "pid_max": int(read("/proc/sys/kernel/pid_max", "0")),
+        "threads_max": int(read("/proc/sys/kernel/threads-max", "0")),
+        "max_map_count": int(read("/proc/sys/vm/max_map_count", "0")),
+        "somaxconn": int(read("/proc/sys/net/core/somaxconn", "0")),
+        "tcp_mem_pages": read("/proc/sys/net/ipv4/tcp_mem"),
+        "mem_total_bytes": meminfo().get("MemTotal", 0),
+        "mem_available_bytes": meminfo().get("MemAvailable", 0),
+        "cores": os.cpu_count(),
+    }
+
+
+def idle_capacity(limits):
+    """The largest idle count every variant can reach, and each limit's own cap, so the
+    report can say which one binds. Each process needs one descriptor per connection;
+    threads need one task each (pid_max, threads-max) and two mappings (stack and its
+    guard page: max_map_count), as do fibers' protected stacks; memory is budgeted at a
+    generous 200 KiB per connection for both ends together."""
+    caps = {
+        "fd limit (ulimit -n hard, per process)": limits["ulimit_n_hard"] - FD_MARGIN,
+        "pid_max (a thread per connection)": limits["pid_max"] - 2000,
+        "threads-max": limits["threads_max"] - 2000,
+        "max_map_count (2 mappings per stack)": limits["max_map_count"] // 2 - 1000,
+        "memory (200 KiB per connection)": limits["mem_available_bytes"] // (200 * 1024),
+    }
+    binding = min(caps, key=caps.get)
+    target = caps[binding] // 1000 * 1000 if caps[binding] >= 2000 else caps[binding]
+    return target, binding, caps
+
+
+def cmake_cache(build_dir):
+    cache = {}
+    for line in read(Path(build_dir) / "CMakeCache.txt").splitlines():
+        m = re.match(r"^([A-Za-z_]+):[A-Z]+=(.*)$", line)
+        if m:
+            cache[m.group(1)] = m.group(2)
+    return cache
+
+
+def package_versions():
+    names = ["python3", "python3-eventlet", "python3-greenlet", "python3-matplotlib",
+             "python3-numpy", "libboost1.81-dev", "g++", "cmake", "libbenchmark-dev"]
+    out = {}
+    for n in names:
+        v = run_text(["dpkg-query", "-W", "-f=${Version}", n])
+        out[n] = v or None
+    return out
+
+
+def code_lines(directory):
+    """Non-blank lines that are not only a comment, in a directory's C++ and Python files."""
+    total = 0
+    for f in sorted(Path(directory).rglob("*")):
+        if f.suffix in (".cpp", ".hpp", ".py") and "__pycache__" not in f.parts:
+            comment = "#" if f.suffix == ".py" else "//"
+            total += sum(1 for line in f.read_text(errors="replace").splitlines()
+                         if line.strip() and not line.strip().startswith(comment))
+    return total
+
+
+def describe_machine(args, build_dir):
+    cache = cmake_cache(build_dir)
+    build_type = cache.get("CMAKE_BUILD_TYPE", "")
+    cpu = next((l.split(":", 1)[1].strip() for l in read("/proc/cpuinfo").splitlines()
+                if l.startswith("model name")), platform.processor())
+    boost = re.search(r'BOOST_LIB_VERSION "([^"]+)"', read("/usr/include/boost/version.hpp"))
+    return {
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "host": socket.gethostname(),
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "kernel": " ".join(platform.uname()[2:4]),
+        "os": read("/etc/debian_version") and "Debian " + read("/etc/debian_version"),
+        "compiler": run_text([cache.get("CMAKE_CXX_COMPILER", "c++"), "--version"]).splitlines()[0:1],
+        "compiler_flags": " ".join(x for x in [cache.get("CMAKE_CXX_FLAGS", ""),
+                                               cache.get("CMAKE_CXX_FLAGS_" + build_type.upper(), ""),
+                                               "-std=c++20 -Wall -Wextra -Wpedantic"] if x),
+        "build_type": build_type,
+        "build_dir": str(build_dir),
+        "boost": boost.group(1).replace("_", ".") if boost else None,
+        "python": platform.python_version(),
+        "packages": package_versions(),
+        "git_commit": run_text(["git", "rev-parse", "HEAD"], cwd=ROOT),
+        "git_dirty": run_text(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT) != "",
+        "limits": machine_limits(),
+        "pinning": {"server_cpus": SERVER_CPU, "loadgen_cpus": LOADGEN_CPU, "tool": "taskset -c"},
+        "loadavg_start": read("/proc/loadavg"),
+        "command": args.command,
+        "code_lines": dict({v: {"own": code_lines(ROOT / "servers" / v)} for v in results_lib.VARIANTS},
+                           shared={"common": code_lines(ROOT / "servers/common"),
+                                   "net": code_lines(ROOT / "servers/net")}),
+    }
+
+
+# ---------------------------------------------------------------------------------------
+# Servers
+
+class Config:
+    """One server configuration: a variant, possibly with a non-default stack size."""
+
+    def __init__(self, variant, stack=""):
+        self.variant, self.stack = variant, stack
+        self.name = variant + (f"@{stack}" if stack else "")
+
+    def command(self, build_dir):
+        if self.variant == "eventlet":
+            cmd = ["/usr/bin/python3", str(ROOT / "servers/eventlet/chat_server.py")]
+        else:
+            cmd = [str(Path(build_dir) / "bin" / f"chat-{self.variant}")]
+        cmd += ["--port", "0"]
+        if self.stack:
+            cmd += ["--stack-size", self.stack]
+        return ["taskset", "-c", SERVER_CPU] + cmd
+
+
+def raise_nofile():
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+class Server:
+    """A fresh server process; start() waits for its `listening on` line."""
+
+    def __init__(self, config, build_dir, log_path):
+        self.config, self.build_dir, self.log_path = config, build_dir, log_path
+        self.proc, self.port = None, None
+
+    def start(self, timeout_s=10):
+        self.log = open(self.log_path, "wb")
+        self.proc = subprocess.Popen(self.config.command(self.build_dir), stdout=subprocess.PIPE,
+                                     stderr=self.log, preexec_fn=raise_nofile)
+        sel = selectors.DefaultSelector()
+        sel.register(self.proc.stdout, selectors.EVENT_READ)
+        line = b""
+        deadline = time.monotonic() + timeout_s
+        while not line.endswith(b"\n"):
+            left = deadline - time.monotonic()
+            if left <= 0 or not sel.select(left):
+                raise RuntimeError(f"no 'listening on' line within {timeout_s} s")
+            chunk = os.read(self.proc.stdout.fileno(), 1)
+            if not chunk:
+                raise RuntimeError(f"server exited ({self.proc.wait()}) before listening")
+            line += chunk
+        m = re.match(rb"listening on [0-9.]+:(\d+) variant=(\S+)", line)
+        if not m:
+            raise RuntimeError(f"unexpected first line {line!r}")
+        self.port = int(m.group(1))
+        return self
+
+    def stop(self):
+        """SIGTERM, as a service manager would; returns a note if it did not exit 0 in 2 s."""
+        if not self.proc:
+            return ""
+        note = ""
+        if self.proc.poll() is not None:
+            note = f"server had exited with {self.proc.returncode}"
+        else:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                rc = self.proc.wait(timeout=5)
+                if rc != 0:
+                    note = f"server exited {rc} on SIGTERM"
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+                note = "server did not exit within 5 s of SIGTERM (killed)"
+        self.proc.stdout.close()
+        self.log.close()
+        return note
+
+
+def verify(config, build_dir, log_path):
+    """The verification step: two clients, one line relayed. Returns None or why not."""
+    server = Server(config, build_dir, log_path)
+    try:
+        server.start()
+        a = socket.create_connection(("127.0.0.1", server.port), timeout=5)
+        b = socket.create_connection(("127.0.0.1", server.port), timeout=5)
+        # A server may register a connection after connect() returns: wait until it
+        # counts both, so the test line cannot race the registration.
+        reply = b""
+        for _ in range(50):
+            b.sendall(b"/stats\n")
+            reply = b""
+            while not reply.endswith(b"\n"):
+                chunk = b.recv(4096)
+                if not chunk:
+                    return "server closed the connection on /stats"
+                reply += chunk
+            if b" clients=2 " in reply:
+                break
+            time.sleep(0.1)
+        else:
+            return f"/stats never showed 2 clients: {reply!r}"
+        a.sendall(b"verify 1 2 3\n")
+        got = b""
+        while not got.endswith(b"\n"):
+            chunk = b.recv(4096)
+            if not chunk:
+                return "receiver closed before the line arrived"
+            got += chunk
+        if got != b"verify 1 2 3\n":
+            return f"receiver got {got!r} instead of the line sent"
+        a.close()
+        b.close()
+        return None
+    except (OSError, RuntimeError) as e:
+        return f"{type(e).__name__}: {e}"
+    finally:
+        server.stop()
+
+
+# ---------------------------------------------------------------------------------------
+# Measurements
+
+class Measurement:
+    def __init__(self, config, mode, point, repeat, estimate_s, loadgen_args, deadline_s):
+        self.config, self.mode, self.point, self.repeat = config, mode, point, repeat
+        self.estimate_s, self.loadgen_args, self.deadline_s = estimate_s, loadgen_args, deadline_s
+
+    @property
+    def label(self):
+        return f"{self.config.name}-{self.mode}-{self.point}-r{self.repeat}"
+
+
+def plan(args, target, variants):
+    """The matrix, repeat-major so that drift of the machine spreads over all variants."""
+    configs = [Config(v) for v in variants]
+    extra = []
+    if "threads" in variants and args.thread_small_stack:
+        extra.append(Config("threads", args.thread_small_stack))
+    if "fibers" in variants and args.fiber_big_stack:
+        extra.append(Config("fibers", args.fiber_big_stack))
+    hold = 1 if args.quick else 2
+    out = []
+    for r in range(1, args.repeats + 1):
+        if "idle" in args.modes:
+            for c in configs + extra:
+                slow = 3 if c.variant == "eventlet" else 1
+                est = (2 + args.idle_steps * 0.6 + target / 4000) * slow
+                out.append(Measurement(c, "idle", target, r, est,
+                                       ["idle", "--clients", target, "--steps", args.idle_steps,
+                                        "--hold-s", hold],
+                                       deadline_s=60 + args.idle_steps * (hold + 12)))
+        if "broadcast" in args.modes:
+            for c in configs:
+                for n in args.broadcast_clients:
+                    send_s = args.broadcast_messages * args.broadcast_interval_ms / 1000
+                    est = 1.5 + send_s + n / 3000
+                    out.append(Measurement(c, "broadcast", n, r, est,
+                                           ["broadcast", "--clients", n,
+                                            "--messages", args.broadcast_messages,
+                                            "--interval-ms", args.broadcast_interval_ms,
+                                            "--size", 64],
+                                           deadline_s=60 + send_s * 2))
+        if "chat" in args.modes:
+            for c in configs:
+                warm = 0.5
+                est = 2 + len(args.chat_rates) * (args.chat_duration_s + warm) + 2
+                out.append(Measurement(c, "chat", args.chat_clients, r, est,
+                                       ["chat", "--clients", args.chat_clients,
+                                        "--room-size", args.room_size,
+                                        "--rate", ",".join(f"{x:g}" for x in args.chat_rates),
+                                        "--duration-s", args.chat_duration_s,
+                                        "--warmup-s", warm, "--size", 64],
+                                       deadline_s=60 + est * 2))
+    return out
+
+
+def run_measurement(m, build_dir, raw):
+    """One fresh server, one loadgen run. Returns (status, why, json_path)."""
+    json_path = raw / f"{m.label}.json"
+    server = Server(m.config, build_dir, raw / f"{m.label}.server.log")
+    why = ""
+    try:
+        server.start()
+    except (OSError, RuntimeError) as e:
+        server.stop()
+        return "failed", f"server did not start: {e}", None
+    cmd = ["taskset", "-c", LOADGEN_CPU, str(Path(build_dir) / "bin" / "loadgen")]
+    cmd += [str(x) for x in m.loadgen_args]
+    cmd += ["--port", str(server.port), "--server-pid", str(server.proc.pid),
+            "--threads", "1", "--quiet", "--json", str(json_path)]
+    with open(raw / f"{m.label}.loadgen.log", "wb") as log:
+        log.write((" ".join(cmd) + "\n").encode())
+        log.flush()
+        try:
+            rc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT,
+                                timeout=m.deadline_s, preexec_fn=raise_nofile).returncode
+            if rc != 0:
+                why = f"loadgen exited {rc}"
+        except subprocess.TimeoutExpired:
+            why = f"deadline of {m.deadline_s:.0f} s passed"
+    note = server.stop()
+    if why or not json_path.exists():
+        return "failed", why or "loadgen wrote no report", None
+    report = json.loads(json_path.read_text())
+    reasons = []
+    if report.get("limit_hit"):
+        reasons.append(f"limit hit: {report['limit_hit']}")
+    if report.get("clients_connected", 0) < report.get("clients_requested", 0):
+        reasons.append(f"{report['clients_connected']}/{report['clients_requested']} clients connected")
+    if note:
+        reasons.append(note)
+    status = "failed" if report.get("clients_connected", 0) < report.get("clients_requested", 0) else "ok"
+    return status, "; ".join(reasons), json_path
+
+
+def run_microbench(args, build_dir, raw):
+    out = raw / "microbench.json"
+    cmd = ["taskset", "-c", f"{SERVER_CPU},{LOADGEN_CPU}", str(Path(build_dir) / "bin" / "microbench"),
+           "--benchmark_out=" + str(out), "--benchmark_out_format=json"]
+    if args.quick:
+        cmd += ["--smoke", "--benchmark_min_time=0.01"]
+    with open(raw / "microbench.log", "wb") as log:
+        try:
+            rc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, timeout=300,
+                                preexec_fn=raise_nofile).returncode
+        except subprocess.TimeoutExpired:
+            return "deadline of 300 s passed"
+    if not out.exists():
+        return f"microbench exited {rc} without a report"
+    return None if rc == 0 else f"microbench exited {rc}"
+
+
+# ---------------------------------------------------------------------------------------
+# Progress
+
+def fmt_s(s):
+    s = int(max(0, s))
+    return f"{s // 60:d}:{s % 60:02d}"
+
+
+class Progress:
+    """Elapsed and estimated remaining time: the plan's estimates, scaled by how the
+    measurements done so far compared with their estimates."""
+
+    def __init__(self, total_estimate_s):
+        self.start = time.monotonic()
+        self.left_estimate = total_estimate_s
+        self.done_estimate = 0.0
+        self.done_actual = 0.0
+
+    def elapsed(self):
+        return time.monotonic() - self.start
+
+    def remaining(self):
+        scale = self.done_actual / self.done_estimate if self.done_estimate else 1.0
+        return self.left_estimate * scale
+
+    def done(self, estimate_s, actual_s):
+        self.left_estimate -= estimate_s
+        self.done_estimate += estimate_s
+        self.done_actual += actual_s
+
+    def line(self, text):
+        print(f"[{fmt_s(self.elapsed())} elapsed, ~{fmt_s(self.remaining())} left] {text}", flush=True)
+
+
+# ---------------------------------------------------------------------------------------
+
+def main():
+    args = parse_args()
+    build_dir = Path(os.environ.get("BUILD_DIR", ROOT / "build"))
+    host = socket.gethostname()
+    out = Path(args.out or ROOT / "results" / f"{datetime.date.today().isoformat()}-{host}")
+    raw = out / "raw"
+    raw.mkdir(parents=True, exist_ok=True)
+
+    for tool in ["taskset"]:
+        if not shutil.which(tool):
+            sys.exit(f"run_matrix: {tool} is missing (scripts/setup.sh installs it)")
+    for binary in ["loadgen"] + (["microbench"] if "microbench" in args.modes else []):
+        if not (build_dir / "bin" / binary).exists():
+            sys.exit(f"run_matrix: {build_dir}/bin/{binary} missing: build first (scripts/build.sh)")
+
+    machine = describe_machine(args, build_dir)
+    limits = machine["limits"]
+    target, binding, caps = idle_capacity(limits)
+    if args.quick:
+        target = min(target, 400)
+    if args.idle_max:
+        target = args.idle_max
+    biggest = max([target] + args.broadcast_clients + [args.chat_clients])
+
+    print(f"run_matrix: results in {out}")
+    print(f"machine: {machine['cpu']}, {machine['cores']} cores, {machine['kernel']}, "
+          f"load {machine['loadavg_start']}")
+    for name, cap in sorted(caps.items(), key=lambda kv: kv[1]):
+        print(f"  cap {cap:>8} connections: {name}")
+    print(f"  -> idle ramp to {target} ({binding} binds)")
+    warnings = []
+    if (machine["cores"] or 1) < 2:
+        warnings.append("fewer than 2 cores: server and loadgen share one, numbers mean little")
+    low, high = limits["ip_local_port_range"]
+    if biggest > (high - low) and biggest > 1000:
+        warnings.append(f"{biggest} connections exceed one source address's {high - low} ports: "
+                        "loadgen spreads over 127.0.0.x")
+    if limits["ulimit_n_hard"] < biggest + FD_MARGIN:
+        warnings.append(f"ulimit -n hard {limits['ulimit_n_hard']} is below {biggest} connections")
+    load1 = float(machine["loadavg_start"].split()[0] or 0)
+    if load1 >= 0.5:
+        warnings.append(f"load average {load1} at start: other work on the machine disturbs the numbers")
+    for w in warnings:
+        print("  warning: " + w)
+    machine["warnings"] = warnings
+    machine["idle_target"] = {"clients": target, "binding_limit": binding, "caps": caps}
+
+    # Verification before anything is timed.
+    variants, failures = [], {}
+    for v in args.variants:
+        why = verify(Config(v), build_dir, raw / f"verify-{v}.log")
+        print(f"verify {v:9s} {'ok' if why is None else 'FAILED: ' + why}", flush=True)
+        if why is None:
+            variants.append(v)
+        else:
+            failures[v] = why
+    machine["verification"] = {v: failures.get(v, "ok") for v in args.variants}
+
+    measurements = plan(args, target, variants)
+    micro_estimate = (20 if args.quick else 60) if "microbench" in args.modes else 0
+    (out / "plan.json").write_text(json.dumps({
+        "variants": args.variants, "verified": variants, "repeats": args.repeats,
+        "idle": {"clients": target, "steps": args.idle_steps},
+        "broadcast": {"clients": args.broadcast_clients, "messages": args.broadcast_messages,
+                      "interval_ms": args.broadcast_interval_ms, "size": 64},
+        "chat": {"clients": args.chat_clients, "room_size": args.room_size,
+                 "rates": args.chat_rates, "duration_s": args.chat_duration_s, "warmup_s": 0.5,
+                 "size": 64},
+        "stacks": {"threads": args.thread_small_stack, "fibers": args.fiber_big_stack},
+        "modes": args.modes, "quick": args.quick,
+        "measurements": [m.label for m in measurements],
+    }, indent=1))
+    (out / "machine.json").write_text(json.dumps(machine, indent=1))
+
+    progress = Progress(sum(m.estimate_s for m in measurements) + micro_estimate)
+    rows = []
+    for v, why in failures.items():
+        for mode in [m for m in args.modes if m != "microbench"]:
+            rows.append(results_lib.failed_row(Config(v).name, v, "", mode, "", 0,
+                                               "verification failed: " + why))
+    # A point a configuration could not reach is not retried in later repeats: it would
+    # cost another deadline to learn the same thing.
+    unreachable = {}
+    for i, m in enumerate(measurements, 1):
+        key = (m.config.name, m.mode, m.point)
+        progress.line(f"{i}/{len(measurements)} {m.config.name} {m.mode} {m.point} repeat {m.repeat}")
+        begin = time.monotonic()
+        if key in unreachable:
+            status, why, path = "failed", f"skipped: {unreachable[key]} in an earlier repeat", None
+        else:
+            status, why, path = run_measurement(m, build_dir, raw)
+        actual = time.monotonic() - begin
+        progress.done(m.estimate_s, actual)
+        if status != "ok":
+            unreachable.setdefault(key, why)
+            print(f"    FAILED ({actual:.1f} s): {why}", flush=True)
+        elif why:
+            print(f"    note: {why}", flush=True)
+        new = results_lib.rows_from_report(m.config.name, m.config.variant, m.config.stack, m.mode,
+                                           m.point, m.repeat, status, why, path, out)
+        rows.extend(new)
+        results_lib.write_csv(out / "results.csv", rows)
+
+    if "microbench" in args.modes:
+        progress.line("microbench")
+        begin = time.monotonic()
+        why = run_microbench(args, build_dir, raw)
+        progress.done(micro_estimate, time.monotonic() - begin)
+        if why:
+            print(f"    microbench: {why}", flush=True)
+        rows.extend(results_lib.rows_from_microbench(raw / "microbench.json", why))
+    results_lib.write_csv(out / "results.csv", rows)
+
+    machine["loadavg_end"] = read("/proc/loadavg")
+    machine["duration_s"] = round(progress.elapsed(), 1)
+    (out / "machine.json").write_text(json.dumps(machine, indent=1))
+    progress.line(f"measurements done: {out / 'results.csv'} ({len(rows)} rows)")
+
+    for script in ["plot.py", "report.py"]:
+        rc = subprocess.run(["/usr/bin/python3", str(ROOT / "scripts" / script), str(out)]).returncode
+        if rc != 0:
+            sys.exit(f"run_matrix: {script} failed ({rc})")
+    print(f"run_matrix: done in {fmt_s(progress.elapsed())}: {out / 'report.md'}")
+
+
+if __name__ == "__main__":
+    main()
