@@ -63,8 +63,9 @@ bool parse_server_command(int& argc, char** argv) {
 
 // ---- ServerProcess -------------------------------------------------------------------
 
-ServerProcess::ServerProcess(const std::vector<std::string>& extra) {
-  std::vector<std::string> args = server_command().argv;
+ServerProcess::ServerProcess(const Wrapper& wrapper, const std::vector<std::string>& extra) {
+  std::vector<std::string> args = wrapper.argv;
+  args.insert(args.end(), server_command().argv.begin(), server_command().argv.end());
   args.insert(args.end(), {"--port", "0"});
   args.insert(args.end(), extra.begin(), extra.end());
   std::vector<char*> argv;
@@ -168,6 +169,15 @@ double ServerProcess::cpu_seconds() const {
     }
   }
   return static_cast<double>(utime + stime) / static_cast<double>(::sysconf(_SC_CLK_TCK));
+}
+
+std::size_t ServerProcess::threads() const {
+  std::ifstream in("/proc/" + std::to_string(pid_) + "/status");
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.starts_with("Threads:")) return std::stoull(line.substr(8));
+  }
+  throw std::runtime_error("no Threads for the server");
 }
 
 // ---- Client --------------------------------------------------------------------------

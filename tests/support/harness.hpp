@@ -28,11 +28,19 @@ ServerCommand& server_command();
 // Takes --variant NAME and `-- COMMAND...` out of argv; false if the command is missing.
 bool parse_server_command(int& argc, char** argv);
 
+// A command the server is started through, e.g. {"sh", "-c", "ulimit -n 256; exec \"$0\" \"$@\""}
+// to start it under a limit; the server's own command line follows it.
+struct Wrapper {
+  std::vector<std::string> argv;
+};
+
 class ServerProcess {
  public:
   // Starts the server with --port 0 plus `extra` options and waits (5 s at most) for its
   // "listening on" line. Throws std::runtime_error if it does not come.
-  explicit ServerProcess(const std::vector<std::string>& extra = {});
+  explicit ServerProcess(const std::vector<std::string>& extra = {}) : ServerProcess(Wrapper{}, extra) {}
+  // The same, started through `wrapper`.
+  ServerProcess(const Wrapper& wrapper, const std::vector<std::string>& extra);
   ~ServerProcess();
   ServerProcess(const ServerProcess&) = delete;
   ServerProcess& operator=(const ServerProcess&) = delete;
@@ -51,6 +59,8 @@ class ServerProcess {
   std::size_t rss_bytes() const;
   // User + system CPU seconds from /proc/PID/stat.
   double cpu_seconds() const;
+  // Threads from /proc/PID/status.
+  std::size_t threads() const;
 
  private:
   pid_t pid_ = -1;

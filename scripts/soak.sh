@@ -1,0 +1,24 @@
+#!/bin/sh
+# Long soak outside CI: the fault suite's Soak test (loadgen chat at a modest rate, no
+# line lost, RSS flat) for SECONDS per variant (default 600).
+#   scripts/soak.sh [BUILD_DIR] [VARIANT...]     e.g. CHAT_SOAK_S=3600 scripts/soak.sh build asio
+set -eu
+root=$(cd "$(dirname "$0")/.." && pwd)
+build=$(cd "${1:-$root/build}" && pwd)
+[ $# -gt 0 ] && shift
+variants=${*:-threads fibers asio coro eventlet}
+export CHAT_SOAK_S="${CHAT_SOAK_S:-600}"
+ulimit -n "$(ulimit -Hn)"
+
+status=0
+for variant in $variants; do
+  if [ "$variant" = eventlet ]; then
+    server="/usr/bin/python3 $root/servers/eventlet/chat_server.py"
+  else
+    server="$build/bin/chat-$variant"
+  fi
+  echo "== $variant: ${CHAT_SOAK_S} s"
+  # shellcheck disable=SC2086  # the server command is split into its words on purpose
+  "$build/bin/faults" --gtest_filter='Soak.*' --variant "$variant" -- $server || status=1
+done
+exit $status
