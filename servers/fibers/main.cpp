@@ -51,7 +51,7 @@ constexpr std::size_t read_buffer_size = 64 * 1024;
 // Messages handed to one writev.
 constexpr std::size_t gather_limit = 16;
 
-// ---------------------------------------------------------------------------- session
+// ---- session --------------------------------------------------------------------------
 
 // One connection. It lives on its own fiber's stack, so an idle connection costs its
 // stack pages and the socket, nothing else.
@@ -66,8 +66,10 @@ struct Session : chat::Participant, boost::intrusive::list_base_hook<> {
   bool closed = false;          // disconnected: deliver nothing more
 };
 
-// ----------------------------------------------------------------------------- server
+// ---- room -----------------------------------------------------------------------------
 
+// The room and everything else the fibers share: the hub, the listener, the stacks.
+// No locks: every fiber runs on this one thread.
 class Server {
  public:
   Server(boost::asio::io_context& io, const chat::ServerOptions& options, std::size_t stack_size)
@@ -115,7 +117,7 @@ class Server {
   bool stopping_ = false;
 };
 
-// ---------------------------------------------------------------------------- deliver
+// ---- deliver --------------------------------------------------------------------------
 
 // Queues `message` for `receiver` and writes what its socket takes right away. Runs on
 // the sender's fiber, often inside hub_.handle() while it walks a room: it must never
@@ -198,13 +200,14 @@ void Server::disconnect(Session& session) {
   session.outbox.clear();
 }
 
-// ------------------------------------------------------------------------- connection
+// ---- connection fiber -----------------------------------------------------------------
 
 // The connection's fiber: read a line, relay it, loop.
 void Server::serve(tcp::socket socket) {
   Session session(std::move(socket), options_.max_pending);
   error_code ec;
   session.socket.non_blocking(true, ec);  // read_some(), write_now(): never block the thread
+  session.socket.set_option(tcp::no_delay(true), ec);  // a chat line goes out at once
   sessions_.push_back(session);
   hub_.enter(session);
   if (stopping_) disconnect(session);  // accepted just before the signal
@@ -247,7 +250,7 @@ void Server::serve(tcp::socket socket) {
   ended_.notify_all();
 }
 
-// ---------------------------------------------------------------------------- accept
+// ---- accept loop ----------------------------------------------------------------------
 
 void Server::run() {
   signals_.async_wait([this](error_code ec, int) {
@@ -307,7 +310,7 @@ void Server::stop() {
 
 }  // namespace
 
-// ------------------------------------------------------------------------------- main
+// ---- main -----------------------------------------------------------------------------
 
 int main(int argc, char** argv) {
   std::size_t stack_size = default_stack_size;

@@ -7,7 +7,8 @@
 //
 // The fiber starts the operation, then suspends; the completion handler, which the
 // AsioScheduler runs on its dispatcher fiber, stores the result and makes the fiber
-// ready again. The result lives on the waiting fiber's stack: nothing is allocated here.
+// ready again. The result lives on the waiting fiber's stack (a timeout adds Asio's
+// small cancellation handler).
 //
 // Like the scheduler, it assumes one thread: the handler must run on the thread of the
 // fiber that waits (true for an io_context run only by AsioScheduler).
