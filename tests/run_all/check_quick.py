@@ -1,0 +1,109 @@
+#!/usr/bin/python3
+"""Runs `scripts/run_all.sh --quick` into a temporary directory and checks what it wrote:
+every variant and mode in the CSV with measured rows, SPEC §3's keys in every loadgen
+report, machine.json's fields, the plots and the report.
+Usage: check_quick.py SOURCE_DIR BUILD_DIR"""
+import csv
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+VARIANTS = ["threads", "fibers", "asio", "coro", "eventlet"]
+MODES = ["idle", "broadcast", "chat"]
+PLOTS = ["memory_per_connection.png", "server_memory.png", "broadcast_latency.png",
+         "latency_spectrum.png", "chat_throughput.png", "ceiling.png", "microbench.png"]
+# SPEC §3: the keys every loadgen report has (nested with dots; [] = every list element).
+REPORT_KEYS = [
+    "mode", "clients_requested", "clients_connected", "limit_hit",
+    "machine.cpu", "machine.cores", "machine.kernel", "machine.compiler", "machine.boost",
+    "machine.git_commit", "machine.limits",
+    *[f"memory.steps[].{k}" for k in ["clients", "rss_bytes", "pss_bytes", "vsz_bytes", "threads",
+                                      "mem_available_bytes", "kernel_stack_bytes", "slab_bytes",
+                                      "sock_mem_bytes"]],
+    *[f"memory.per_connection.{k}" for k in ["rss_bytes", "pss_bytes", "vsz_bytes", "system_bytes"]],
+    *[f"latency_us.{k}" for k in ["p50", "p90", "p99", "p999", "max", "count"]],
+    *[f"lines.{k}" for k in ["sent", "delivered", "expected", "lost", "duplicated", "reordered"]],
+    "throughput.sent_per_s", "throughput.deliveries_per_s",
+    *[f"cpu.{k}" for k in ["server_user_s", "server_sys_s", "loadgen_user_s", "loadgen_sys_s"]],
+]
+BROADCAST_KEYS = [f"broadcast_completion_us.{k}" for k in ["p50", "p95", "p99", "max"]]
+MACHINE_KEYS = ["cpu", "cores", "kernel", "compiler", "compiler_flags", "boost", "packages",
+                "git_commit", "limits", "pinning", "command", "verification"]
+
+problems = []
+
+
+def check(ok, what):
+    if not ok:
+        problems.append(what)
+
+
+def has_key(doc, dotted):
+    """Whether dotted (a.b[].c) is present; a null parent counts only if the key is the leaf."""
+    head, _, rest = dotted.partition(".")
+    is_list = head.endswith("[]")
+    head = head.removesuffix("[]")
+    if not isinstance(doc, dict) or head not in doc:
+        return False
+    if not rest:
+        return True
+    value = doc[head]
+    if value is None:  # "a key that a mode cannot measure is null"
+        return True
+    if is_list:
+        return bool(value) and all(has_key(item, rest) for item in value)
+    return has_key(value, rest)
+
+
+def main():
+    source, build = Path(sys.argv[1]), Path(sys.argv[2])
+    out = Path(tempfile.mkdtemp(prefix="run_all_quick."))
+    env = dict(os.environ, BUILD_DIR=str(build))
+    rc = subprocess.run([str(source / "scripts/run_all.sh"), "--quick", "--no-setup", "--no-build",
+                         "--out", str(out)], env=env, timeout=550).returncode
+    check(rc == 0, f"run_all.sh exited {rc}")
+
+    rows = list(csv.DictReader(open(out / "results.csv"))) if (out / "results.csv").exists() else []
+    check(rows, "results.csv missing or empty")
+    for v in VARIANTS:
+        for m in MODES:
+            mine = [r for r in rows if r["variant"] == v and r["mode"] == m]
+            check(mine, f"no {v} × {m} row in results.csv")
+            check(any(r["status"] == "ok" for r in mine),
+                  f"no measured {v} × {m} row: " + "; ".join(r["why"] for r in mine))
+    check(any(r["mode"] == "microbench" and r["status"] == "ok" for r in rows), "no microbench rows")
+    for stacked in ["threads@", "fibers@"]:
+        check(any(r["config"].startswith(stacked) and r["status"] == "ok" for r in rows),
+              f"no {stacked}<stack> idle rows")
+
+    reports = sorted((out / "raw").glob("*-r1.json"))
+    check(len(reports) >= len(VARIANTS) * len(MODES), f"only {len(reports)} loadgen reports in raw/")
+    for path in reports:
+        doc = json.loads(path.read_text())
+        for key in REPORT_KEYS + (BROADCAST_KEYS if doc.get("mode") == "broadcast" else []):
+            check(has_key(doc, key), f"{path.name}: no {key}")
+
+    machine = json.loads((out / "machine.json").read_text()) if (out / "machine.json").exists() else {}
+    for key in MACHINE_KEYS:
+        check(key in machine, f"machine.json: no {key}")
+    for plot in PLOTS:
+        path = out / plot
+        check(path.exists() and path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", f"{plot} missing or not a PNG")
+    report = (out / "report.md").read_text() if (out / "report.md").exists() else ""
+    check("## Which variant to deploy" in report, "report.md missing or without its deploy section")
+    for v in VARIANTS:
+        check(f"| {v} |" in report, f"report.md has no table row for {v}")
+
+    for p in problems:
+        print("FAIL:", p)
+    print(f"{'FAILED' if problems else 'passed'}; results in {out}")
+    if not problems:
+        subprocess.run(["rm", "-rf", str(out)])
+    return 1 if problems else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
