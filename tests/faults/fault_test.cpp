@@ -156,7 +156,8 @@ std::size_t open_descriptors(pid_t pid) {
 // Samples the server's RSS every few milliseconds on a thread of its own, until stopped.
 class PeakRss {
  public:
-  explicit PeakRss(const ServerProcess& server) : server_(server), thread_([this] { run(); }) {}
+  explicit PeakRss(const ServerProcess& server)
+      : server_(server), peak_(server.rss_bytes()), thread_([this] { run(); }) {}
   ~PeakRss() { stop(); }
   std::size_t stop() {
     running_ = false;
@@ -177,7 +178,7 @@ class PeakRss {
   }
   const ServerProcess& server_;
   std::atomic<bool> running_{true};
-  std::atomic<std::size_t> peak_{0};
+  std::atomic<std::size_t> peak_;
   std::thread thread_;
 };
 
