@@ -1,16 +1,11 @@
-// chat-threads: one OS thread per connection, blocking reads (the seed's counterfactual).
+// chat-threads: one OS thread per connection (docs/servers.md, docs/protocol.md).
 //
-// Each connection's thread reads a line, relays it, loops. Relaying queues the one shared
-// message in each receiver's outbox under the room lock, and never touches a socket
-// there. Writing is "writer combining": whoever finds a receiver's outbox idle becomes
-// its writer and writes what the socket takes at once, after the room lock is released;
-// others who deliver meanwhile only queue. Only a receiver whose socket is full gets a
-// thread of its own, which waits for it (at most --write-timeout-ms without progress)
-// and ends when the queue is empty; senders that find its queue past --max-pending
-// disconnect it. So a connection costs one thread, not two, and a slow reader costs the
-// others nothing. docs/servers.md says why.
+// Each connection is a thread that reads a line, relays it and loops, with blocking
+// reads: the seed's counterfactual. The threads share the hub and the rooms behind one
+// lock; each session's outbox has a lock of its own, since any thread may deliver to it.
+// No socket is written under the room lock: relaying only queues, and the delivering
+// thread writes once it has let go of the lock.
 
-#include <arpa/inet.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
@@ -21,322 +16,408 @@
 
 #include <array>
 #include <atomic>
+#include <boost/asio/ip/address_v4.hpp>
 #include <cerrno>
+#include <chat/backoff.hpp>
+#include <chat/hub.hpp>
+#include <chat/line_decoder.hpp>
+#include <chat/options.hpp>
+#include <chat/outbox.hpp>
 #include <chrono>
 #include <condition_variable>
-#include <cstdio>
+#include <cstdlib>
 #include <cstring>
+#include <iostream>
 #include <memory>
 #include <mutex>
-#include <string>
+#include <span>
+#include <stdexcept>
+#include <string_view>
+#include <system_error>
 #include <thread>
 #include <vector>
 
-#include "chat/backoff.hpp"
-#include "chat/hub.hpp"
-#include "chat/line_decoder.hpp"
-#include "chat/options.hpp"
-#include "chat/outbox.hpp"
-
 namespace {
 
-using Clock = std::chrono::steady_clock;
-using chat::Message;
 using chat::Outbox;
+using Clock = std::chrono::steady_clock;
 
-chat::ServerOptions options;
-std::size_t stack_size = 0;  // 0: the system's default (ulimit -s)
+constexpr std::string_view variant = "threads";
 
-// ---- session -------------------------------------------------------------------------
+// Bytes read at a time, into a buffer on each connection thread's stack.
+constexpr std::size_t read_buffer_size = 4096;
+// Messages handed to one writev.
+constexpr std::size_t gather_limit = 64;
 
+// ---- session --------------------------------------------------------------------------
+
+// One connection. Shared (shared_ptr) because a thread that delivered to it may still be
+// writing to it when its own thread ends.
 struct Session : chat::Participant, std::enable_shared_from_this<Session> {
-  explicit Session(int socket) : fd(socket), decoder(options.max_line), outbox(options.max_pending) {}
+  Session(int socket, std::size_t max_pending) : socket(socket), outbox(max_pending) {}
 
-  const int fd;
-  chat::LineDecoder decoder;  // only this session's thread reads
-
-  std::mutex mutex;  // guards everything below
+  const int socket;
+  std::mutex mutex;  // guards what follows
   Outbox outbox;
-  bool writing = false;  // some thread is draining the outbox
-  bool closed = false;   // disconnected: queue nothing more
-  Clock::time_point last_progress;  // output became pending, or the peer took a byte
-  std::condition_variable writer_done;
+  bool writing = false;             // a thread is writing the outbox
+  bool closed = false;              // disconnected: deliver nothing more
+  Clock::time_point progress;       // output became pending, or the peer took a byte
+  std::condition_variable written;  // writing went false
 };
 
 using SessionPtr = std::shared_ptr<Session>;
 
-// ---- room ----------------------------------------------------------------------------
+// ---- room -----------------------------------------------------------------------------
 
-std::mutex room_mutex;  // guards the hub's rooms; counters are atomic
-chat::Hub<Session, std::atomic<std::uint64_t>> hub("threads");
+// The room and everything else the threads share: the hub behind one lock, the listener.
+class Server {
+ public:
+  Server(const chat::ServerOptions& options, std::size_t stack_size);
 
-// ---- deliver -------------------------------------------------------------------------
+  std::uint16_t port() const { return port_; }
+  std::string stats() {
+    std::lock_guard lock(room_mutex_);
+    return hub_.stats();
+  }
 
-// Called with the session's mutex held. Shuts the socket so that its thread wakes up
-// and cleans up; the descriptor itself is closed only by that thread.
-void disconnect_slow(Session& s) {
-  s.closed = true;
-  ++hub.counters().slow_disconnects;
-  ::shutdown(s.fd, SHUT_RDWR);
-  if (!s.writing) s.outbox.clear();  // else the writer clears it when it looks again
-}
+  // Accepts until SIGINT or SIGTERM, then closes every connection and returns once all
+  // its threads have ended, or after 1.5 s. Runs on the main thread.
+  void run();
 
-// Queues `message` for `s`. Returns true if the caller became the writer and must call
-// flush(s).
-bool enqueue(Session& s, const Message& message, Outbox::Kind kind) {
-  std::lock_guard lock(s.mutex);
-  if (s.closed) return false;
-  const bool was_empty = s.outbox.empty();
-  if (!s.outbox.push(message, kind)) {
-    disconnect_slow(s);
+ private:
+  using Hub = chat::Hub<Session, std::atomic<std::uint64_t>>;
+
+  void serve(const SessionPtr& session);
+  void relay(Session& session, std::string_view line, bool& quit);
+  bool deliver(Session& receiver, const chat::Message& message, Outbox::Kind kind);
+  void write_now(Session& receiver);
+  void flush(Session& receiver);
+  std::size_t gather(Session& receiver, std::array<iovec, gather_limit>& out);
+  void sent(Session& receiver, std::size_t bytes);
+  void done_writing(Session& receiver);
+  void disconnect(Session& session);
+  void admit(int socket);
+  void reject(int socket);
+  void stop();
+  template <class Body>
+  bool spawn(Body body);
+
+  chat::ServerOptions options_;
+  std::size_t stack_size_;  // 0: the system's default (ulimit -s)
+  int listener_ = -1;
+  std::uint16_t port_ = 0;
+  std::mutex room_mutex_;  // guards the hub's rooms; its counters are atomic
+  Hub hub_{variant};
+  std::atomic<std::size_t> threads_ = 0;  // connection and writer threads running
+  bool stopping_ = false;                 // guarded by room_mutex_
+};
+
+// ---- deliver --------------------------------------------------------------------------
+
+// Queues `message` for `receiver`. Runs under the room lock, so it never writes: it
+// returns true when the caller has become the receiver's writer and must call
+// write_now() once the room lock is released.
+bool Server::deliver(Session& receiver, const chat::Message& message, Outbox::Kind kind) {
+  std::lock_guard lock(receiver.mutex);
+  if (receiver.closed) return false;
+  const bool was_idle = receiver.outbox.empty();
+  if (!receiver.outbox.push(message, kind)) {
+    ++hub_.counters().slow_disconnects;  // over --max-pending
+    disconnect(receiver);
     return false;
   }
-  if (was_empty) s.last_progress = Clock::now();
-  if (s.writing) return false;
-  s.writing = true;
+  if (was_idle) receiver.progress = Clock::now();
+  if (receiver.writing) return false;  // its writer will take this message too
+  receiver.writing = true;
   return true;
 }
 
-// Drains s's outbox; the caller is its writer. With may_wait false it stops at the
-// first write that would block and returns false, still the writer; with may_wait it
-// waits for the peer until --write-timeout-ms after its last progress, then disconnects.
-bool flush(Session& s, bool may_wait) {
-  constexpr std::size_t kGather = 64;  // messages per writev
-  std::array<std::string_view, kGather> views;
-  std::array<iovec, kGather> iov;
-  std::unique_lock lock(s.mutex);
-  while (!s.closed && !s.outbox.empty()) {
-    const std::size_t n = s.outbox.gather(views);
-    for (std::size_t i = 0; i < n; ++i) iov[i] = {const_cast<char*>(views[i].data()), views[i].size()};
-    const auto deadline = s.last_progress + options.write_timeout;
-    lock.unlock();
+// Writer combining without waiting: the delivering thread writes into the receiver's
+// socket buffer as long as it has room. What does not fit goes to a writer thread of
+// the receiver's own, which waits (up to --write-timeout-ms per byte of progress), so a
+// slow receiver costs the sender nothing and the others no delay.
+void Server::write_now(Session& receiver) {
+  std::unique_lock lock(receiver.mutex);
+  std::array<iovec, gather_limit> buffers;
+  while (!receiver.outbox.empty() && !receiver.closed) {
     msghdr message{};
-    message.msg_iov = iov.data();
-    message.msg_iovlen = n;
-    ssize_t written = ::sendmsg(s.fd, &message, MSG_DONTWAIT | MSG_NOSIGNAL);
-    const int error = written < 0 ? errno : 0;
-    bool timed_out = false;
-    if (error == EAGAIN || error == EWOULDBLOCK) {
-      if (!may_wait) return false;
-      const auto left = std::chrono::ceil<std::chrono::milliseconds>(deadline - Clock::now());
-      pollfd p{s.fd, POLLOUT, 0};
-      timed_out = left.count() <= 0 || ::poll(&p, 1, static_cast<int>(left.count())) == 0;
-      written = 0;
-    }
+    message.msg_iov = buffers.data();
+    message.msg_iovlen = gather(receiver, buffers);
+    lock.unlock();
+    const ssize_t n = ::sendmsg(receiver.socket, &message, MSG_DONTWAIT | MSG_NOSIGNAL);
+    const int error = n < 0 ? errno : 0;
     lock.lock();
-    if (s.closed) break;
-    if (written < 0 && error != EINTR) {  // reset or gone: its own thread will notice
-      s.closed = true;
-      ::shutdown(s.fd, SHUT_RDWR);
-    } else if (timed_out) {
-      disconnect_slow(s);
-    } else if (written > 0) {
-      hub.counters().lines_out += s.outbox.consume(static_cast<std::size_t>(written));
-      hub.counters().bytes_out += static_cast<std::size_t>(written);
-      s.last_progress = Clock::now();
+    if (n > 0) sent(receiver, static_cast<std::size_t>(n));
+    if (error == EAGAIN || error == EWOULDBLOCK) {
+      lock.unlock();
+      if (!spawn([this, self = receiver.shared_from_this()] { flush(*self); })) {
+        flush(receiver);  // no thread to spare: wait here instead
+      }
+      return;
+    }
+    if (error != 0 && error != EINTR) disconnect(receiver);  // the peer is gone
+  }
+  lock.unlock();
+  done_writing(receiver);
+}
+
+// The writer thread: waits for the socket and writes until the outbox is empty or the
+// receiver is gone.
+void Server::flush(Session& receiver) {
+  std::unique_lock lock(receiver.mutex);
+  std::array<iovec, gather_limit> buffers;
+  while (!receiver.outbox.empty() && !receiver.closed) {
+    msghdr message{};
+    message.msg_iov = buffers.data();
+    message.msg_iovlen = gather(receiver, buffers);
+    const auto deadline = receiver.progress + options_.write_timeout;
+    lock.unlock();
+    const auto left = std::chrono::ceil<std::chrono::milliseconds>(deadline - Clock::now());
+    pollfd writable{receiver.socket, POLLOUT, 0};
+    const bool timed_out =
+        left.count() <= 0 || ::poll(&writable, 1, static_cast<int>(left.count())) == 0;
+    const ssize_t n = timed_out ? 0 : ::sendmsg(receiver.socket, &message, MSG_DONTWAIT | MSG_NOSIGNAL);
+    const int error = n < 0 ? errno : 0;
+    lock.lock();
+    if (n > 0) sent(receiver, static_cast<std::size_t>(n));
+    if (timed_out && !receiver.closed) ++hub_.counters().slow_disconnects;
+    if (timed_out || (error != 0 && error != EAGAIN && error != EINTR)) disconnect(receiver);
+  }
+  lock.unlock();
+  done_writing(receiver);
+}
+
+std::size_t Server::gather(Session& receiver, std::array<iovec, gather_limit>& out) {
+  std::array<std::string_view, gather_limit> views;
+  const std::size_t count = receiver.outbox.gather(views);
+  for (std::size_t i = 0; i < count; ++i) out[i] = {const_cast<char*>(views[i].data()), views[i].size()};
+  return count;
+}
+
+// Books what the peer took. Called with the receiver's lock held.
+void Server::sent(Session& receiver, std::size_t bytes) {
+  if (receiver.closed) return;
+  hub_.counters().bytes_out += bytes;
+  hub_.counters().lines_out += receiver.outbox.consume(bytes);
+  receiver.progress = Clock::now();
+}
+
+void Server::done_writing(Session& receiver) {
+  std::lock_guard lock(receiver.mutex);
+  if (receiver.closed) receiver.outbox.clear();
+  receiver.writing = false;
+  receiver.written.notify_all();
+}
+
+// Drops the connection: its thread's blocked recv() returns, and the thread winds down;
+// only that thread closes the descriptor, so no other thread can write to a reused one.
+// Called with the session's lock held. A writer still busy clears the outbox itself.
+void Server::disconnect(Session& session) {
+  if (session.closed) return;
+  session.closed = true;
+  ::shutdown(session.socket, SHUT_RDWR);
+  if (!session.writing) session.outbox.clear();
+}
+
+// ---- connection thread ----------------------------------------------------------------
+
+// The connection's thread: read a line, relay it, loop.
+void Server::serve(const SessionPtr& pointer) {
+  Session& session = *pointer;
+  chat::LineDecoder decoder(options_.max_line);
+  std::array<char, read_buffer_size> buffer;
+  bool quit = false;  // /quit or a line too long: close once the output is written
+  while (!quit) {
+    const ssize_t n = ::recv(session.socket, buffer.data(), buffer.size(), 0);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) break;
+    hub_.counters().bytes_in += static_cast<std::size_t>(n);
+    const auto status = decoder.feed({buffer.data(), static_cast<std::size_t>(n)}, [&](std::string_view line) {
+      relay(session, line, quit);
+      return !quit;
+    });
+    if (status == chat::LineDecoder::Status::line_too_long) {
+      if (deliver(session, chat::replies::line_too_long(), Outbox::Kind::reply)) write_now(session);
+      quit = true;
     }
   }
-  if (s.closed) s.outbox.clear();
-  s.writing = false;
-  s.writer_done.notify_all();
-  return true;
+
+  {
+    std::lock_guard lock(room_mutex_);
+    hub_.exit(session);  // it receives nothing more
+  }
+  std::unique_lock lock(session.mutex);
+  if (!quit) disconnect(session);  // the peer is gone: drop what is queued
+  session.written.wait(lock, [&] { return !session.writing; });  // /quit: queued output first
+  session.closed = true;
+  session.outbox.clear();
+  lock.unlock();
+  ::close(session.socket);
 }
 
-// Runs body(session) on a detached thread of --stack-size; false if the system has no
-// thread to give (EAGAIN).
-template <void (*body)(Session&)>
-bool spawn(const SessionPtr& session) {
-  pthread_attr_t attr;
-  pthread_attr_init(&attr);
-  pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-  if (stack_size != 0) pthread_attr_setstacksize(&attr, stack_size);
-  auto* arg = new SessionPtr(session);
-  const auto run = [](void* p) -> void* {
-    const std::unique_ptr<SessionPtr> owned(static_cast<SessionPtr*>(p));
-    body(**owned);
+// One line: the hub relays it under the room lock, then this thread writes to every
+// receiver it became the writer of, and queues the reply to its own client.
+void Server::relay(Session& session, std::string_view line, bool& quit) {
+  thread_local std::vector<SessionPtr> writers;
+  Hub::Outcome outcome;
+  {
+    std::lock_guard lock(room_mutex_);
+    outcome = hub_.handle(session, line, [this](Session& receiver, const chat::Message& message) {
+      if (deliver(receiver, message, Outbox::Kind::chat)) writers.push_back(receiver.shared_from_this());
+    });
+  }
+  for (const SessionPtr& receiver : writers) write_now(*receiver);
+  writers.clear();
+  if (outcome.reply && deliver(session, outcome.reply, Outbox::Kind::reply)) write_now(session);
+  quit = outcome.quit;
+}
+
+// ---- accept loop ----------------------------------------------------------------------
+
+Server::Server(const chat::ServerOptions& options, std::size_t stack_size)
+    : options_(options), stack_size_(stack_size) {
+  sockaddr_in address{};
+  address.sin_family = AF_INET;
+  address.sin_port = htons(options.port);
+  address.sin_addr.s_addr = htonl(boost::asio::ip::make_address_v4(options.bind).to_uint());
+  listener_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  const int on = 1;
+  ::setsockopt(listener_, SOL_SOCKET, SO_REUSEADDR, &on, sizeof on);
+  socklen_t length = sizeof address;
+  if (listener_ < 0 || ::bind(listener_, reinterpret_cast<sockaddr*>(&address), sizeof address) != 0 ||
+      ::listen(listener_, SOMAXCONN) != 0 ||
+      ::getsockname(listener_, reinterpret_cast<sockaddr*>(&address), &length) != 0) {
+    throw std::system_error(errno, std::generic_category(), "cannot listen on " + options.bind);
+  }
+  port_ = ntohs(address.sin_port);
+}
+
+void Server::run() {
+  // SIGINT and SIGTERM are blocked in every thread (main() did it before any started);
+  // this one takes them.
+  std::thread signal_waiter([this] {
+    sigset_t signals;
+    sigemptyset(&signals);
+    sigaddset(&signals, SIGINT);
+    sigaddset(&signals, SIGTERM);
+    int signal = 0;
+    sigwait(&signals, &signal);
+    stop();
+  });
+  chat::Backoff backoff;
+  for (;;) {
+    const int socket = ::accept4(listener_, nullptr, nullptr, SOCK_CLOEXEC);
+    if (socket < 0) {
+      if (chat::is_resource_exhaustion(errno)) {
+        // Out of descriptors: wait (sleep, not spin); the other threads keep serving.
+        std::this_thread::sleep_for(backoff.next());
+        continue;
+      }
+      if (errno == EINVAL) break;  // stop() shut the listener
+      continue;                    // a peer that gave up (ECONNABORTED), EINTR
+    }
+    backoff.reset();
+    admit(socket);
+  }
+  signal_waiter.join();
+  const auto deadline = Clock::now() + std::chrono::milliseconds(1500);
+  while (threads_ > 0 && Clock::now() < deadline) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+}
+
+void Server::admit(int socket) {
+  const int on = 1;  // a chat line goes out at once
+  ::setsockopt(socket, IPPROTO_TCP, TCP_NODELAY, &on, sizeof on);
+  auto session = std::make_shared<Session>(socket, options_.max_pending);
+  {
+    std::lock_guard lock(room_mutex_);
+    if (stopping_ || (options_.max_clients != 0 && hub_.counters().clients >= options_.max_clients)) {
+      return reject(socket);
+    }
+    hub_.enter(*session);  // before its thread runs, so that --max-clients counts it
+  }
+  if (!spawn([this, session] { serve(session); })) {
+    std::lock_guard lock(room_mutex_);  // no thread to give (EAGAIN): refuse this one client
+    hub_.exit(*session);
+    reject(socket);
+  }
+}
+
+// /error server-full, then close. The socket is fresh, so its buffer takes the reply.
+void Server::reject(int socket) {
+  const std::string& reply = *chat::replies::server_full();
+  const ssize_t n = ::send(socket, reply.data(), reply.size(), MSG_DONTWAIT | MSG_NOSIGNAL);
+  if (n > 0) hub_.counters().bytes_out += static_cast<std::size_t>(n);
+  ++hub_.counters().rejected;
+  ::close(socket);
+}
+
+// Runs body on a detached thread of --stack-size; false if the system has none to give.
+template <class Body>
+bool Server::spawn(Body body) {
+  struct Start {
+    Server* server;
+    Body body;
+  };
+  const auto run = [](void* start) -> void* {
+    const std::unique_ptr<Start> owned(static_cast<Start*>(start));
+    owned->body();
+    --owned->server->threads_;
     return nullptr;
   };
+  pthread_attr_t attributes;
+  pthread_attr_init(&attributes);
+  pthread_attr_setdetachstate(&attributes, PTHREAD_CREATE_DETACHED);
+  if (stack_size_ != 0) pthread_attr_setstacksize(&attributes, stack_size_);
+  auto* start = new Start{this, std::move(body)};
+  ++threads_;
   pthread_t thread;
-  const int error = pthread_create(&thread, &attr, run, arg);
-  pthread_attr_destroy(&attr);
-  if (error != 0) delete arg;
+  const int error = pthread_create(&thread, &attributes, run, start);
+  pthread_attr_destroy(&attributes);
+  if (error != 0) {
+    --threads_;
+    delete start;
+  }
   return error == 0;
 }
 
-// The thread of a receiver that fell behind: waits for it and drains its queue.
-void drain(Session& s) { flush(s, true); }
-
-// Relays one line or runs one command. Returns false when the session should end.
-bool handle_line(Session& s, std::string_view line, std::vector<SessionPtr>& writers) {
-  writers.clear();
-  chat::Hub<Session, std::atomic<std::uint64_t>>::Outcome outcome;
-  {
-    std::lock_guard lock(room_mutex);
-    outcome = hub.handle(s, line, [&](Session& receiver, const Message& message) {
-      if (enqueue(receiver, message, Outbox::Kind::chat)) writers.push_back(receiver.shared_from_this());
-    });
-  }
-  for (const SessionPtr& r : writers) {
-    if (!flush(*r, false) && !spawn<drain>(r)) flush(*r, true);  // no thread to spare: wait here
-  }
-  if (outcome.reply && enqueue(s, outcome.reply, Outbox::Kind::reply)) flush(s, true);
-  return !outcome.quit;
-}
-
-// ---- connection thread ---------------------------------------------------------------
-
-// Sends what is still queued (bounded by the write timeout), then closes.
-void finish(Session& s) {
-  std::unique_lock lock(s.mutex);
-  s.writer_done.wait(lock, [&] { return !s.writing; });
-  if (!s.closed && !s.outbox.empty()) {
-    s.writing = true;
-    lock.unlock();
-    flush(s, true);
-    lock.lock();
-  }
-  s.closed = true;
-  s.outbox.clear();
-  lock.unlock();
-  ::close(s.fd);
-}
-
-void serve(Session& s) {
-  std::vector<SessionPtr> writers;
-  std::array<char, 4096> buffer;
-  for (;;) {
-    const ssize_t n = ::recv(s.fd, buffer.data(), buffer.size(), 0);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) break;
-    hub.counters().bytes_in += static_cast<std::size_t>(n);
-    const auto status = s.decoder.feed({buffer.data(), static_cast<std::size_t>(n)},
-                                       [&](std::string_view line) { return handle_line(s, line, writers); });
-    if (status == chat::LineDecoder::Status::line_too_long) {
-      if (enqueue(s, chat::replies::line_too_long(), Outbox::Kind::reply)) flush(s, true);
-    }
-    if (status != chat::LineDecoder::Status::ok) break;
-  }
-  {
-    std::lock_guard lock(room_mutex);
-    hub.exit(s);
-  }
-  finish(s);
-}
-
-// ---- accept loop ---------------------------------------------------------------------
-
-void reject(int fd) {
-  const std::string& text = *chat::replies::server_full();
-  const ssize_t written = ::send(fd, text.data(), text.size(), MSG_DONTWAIT | MSG_NOSIGNAL);
-  if (written > 0) hub.counters().bytes_out += static_cast<std::size_t>(written);
-  ++hub.counters().rejected;
-  ::close(fd);
-}
-
-void accept_loop(int listener, const std::atomic<bool>& stopping) {
-  chat::Backoff backoff;
-  for (;;) {
-    const int fd = ::accept4(listener, nullptr, nullptr, SOCK_CLOEXEC);
-    if (stopping) {
-      if (fd >= 0) ::close(fd);
-      return;
-    }
-    if (fd < 0) {
-      if (chat::is_resource_exhaustion(errno)) std::this_thread::sleep_for(backoff.next());
-      continue;  // anything else (ECONNABORTED, EINTR, ...) concerns one peer only
-    }
-    backoff.reset();
-    const int on = 1;  // lines are small and latency counts: no Nagle delay
-    ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &on, sizeof on);
-    auto session = std::make_shared<Session>(fd);
-    {
-      std::lock_guard lock(room_mutex);
-      if (options.max_clients != 0 && hub.counters().clients >= options.max_clients) {
-        session.reset();
-      } else {
-        hub.enter(*session);  // before its thread runs, so --max-clients counts it
-      }
-    }
-    if (!session) {
-      reject(fd);
-    } else if (!spawn<serve>(session)) {  // EAGAIN: out of threads or memory for a stack
-      {
-        std::lock_guard lock(room_mutex);
-        hub.exit(*session);
-      }
-      reject(fd);
-    }
-  }
-}
-
-// ---- main ----------------------------------------------------------------------------
-
-int listen_on(const std::string& address, std::uint16_t port, std::uint16_t& bound_port) {
-  sockaddr_in sa{};
-  sa.sin_family = AF_INET;
-  sa.sin_port = htons(port);
-  if (::inet_pton(AF_INET, address.c_str(), &sa.sin_addr) != 1) {
-    std::fprintf(stderr, "chat-threads: --bind %s is not an IPv4 address\n", address.c_str());
-    return -1;
-  }
-  const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  const int on = 1;
-  ::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof on);
-  socklen_t length = sizeof sa;
-  if (::bind(fd, reinterpret_cast<sockaddr*>(&sa), sizeof sa) != 0 || ::listen(fd, SOMAXCONN) != 0 ||
-      ::getsockname(fd, reinterpret_cast<sockaddr*>(&sa), &length) != 0) {
-    std::fprintf(stderr, "chat-threads: cannot listen on %s:%u: %s\n", address.c_str(), port, std::strerror(errno));
-    return -1;
-  }
-  bound_port = ntohs(sa.sin_port);
-  return fd;
+// SIGINT/SIGTERM: stop accepting, drop every connection.
+void Server::stop() {
+  std::lock_guard lock(room_mutex_);
+  stopping_ = true;
+  ::shutdown(listener_, SHUT_RDWR);  // accept() returns EINVAL
+  hub_.for_each_session([this](Session& session) {
+    std::lock_guard session_lock(session.mutex);
+    disconnect(session);
+  });
 }
 
 }  // namespace
 
-int main(int argc, char** argv) {
-  options = chat::parse_server_options(argc, argv, "threads", [](CLI::App& app) {
-    chat::add_stack_size_option(app, stack_size, "default: the system's (ulimit -s)");
-  });
+// ---- main -----------------------------------------------------------------------------
 
-  // Signals are taken by one thread with sigwait; every other thread inherits the mask.
+int main(int argc, char** argv) {
+  std::size_t stack_size = 0;
+  const chat::ServerOptions options =
+      chat::parse_server_options(argc, argv, variant, [&](CLI::App& app) {
+        chat::add_stack_size_option(app, stack_size, "default: the system's (ulimit -s)");
+      });
+  // Before any thread starts, so that every thread inherits it: signals go to sigwait().
   sigset_t signals;
   sigemptyset(&signals);
   sigaddset(&signals, SIGINT);
   sigaddset(&signals, SIGTERM);
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
   ::signal(SIGPIPE, SIG_IGN);
-
-  std::uint16_t port = 0;
-  const int listener = listen_on(options.bind, options.port, port);
-  if (listener < 0) return 1;
-  chat::announce_listening(options.bind, port, hub.variant());
-
-  std::atomic<bool> stopping = false;
-  std::thread accepter(accept_loop, listener, std::cref(stopping));
-
-  int signal = 0;
-  sigwait(&signals, &signal);
-  stopping = true;
-  ::shutdown(listener, SHUT_RDWR);  // wakes accept()
-  accepter.join();
-  {
-    std::lock_guard lock(room_mutex);
-    hub.for_each_session([](Session& s) { ::shutdown(s.fd, SHUT_RDWR); });
+  try {
+    Server server(options, stack_size);
+    chat::announce_listening(options.bind, server.port(), variant);
+    server.run();
+    std::cerr << server.stats() << std::endl;
+    // A thread still winding down after the grace period may yet touch the server, so
+    // it is never destroyed: leave now, and the kernel closes whatever is left.
+    std::_Exit(EXIT_SUCCESS);
+  } catch (const std::exception& e) {  // e.g. the address is taken
+    std::cerr << "chat-threads: " << e.what() << '\n';
+    return EXIT_FAILURE;
   }
-  // Each thread sees its socket end, leaves and closes; wait for them, but not for ever.
-  const auto deadline = Clock::now() + std::chrono::milliseconds(1500);
-  while (hub.counters().clients > 0 && Clock::now() < deadline) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(5));
-  }
-  std::string stats;
-  {
-    std::lock_guard lock(room_mutex);
-    stats = hub.stats();
-  }
-  std::fprintf(stderr, "%s\n", stats.c_str());
-  std::fflush(stderr);
-  // Connection threads may still be closing sockets; there is nothing left to clean up
-  // that the kernel will not, so leave without running destructors under their feet.
-  std::_Exit(0);
 }
