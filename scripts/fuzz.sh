@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Longer fuzzing of the protocol module than ctest's 60 s (fuzz/protocol_fuzz.cpp).
+#
+#   scripts/fuzz.sh [SECONDS] [LIBFUZZER OPTIONS...]     default 600 s
+#
+# Builds the fuzzer with clang in build-fuzz/ and runs it on the committed seed corpus
+# (fuzz/corpus, only read) plus a working corpus outside the repository
+# (FUZZ_CORPUS, default ~/.cache/chatbench/fuzz-corpus) that keeps what it learns from
+# run to run. A failing input is written to FUZZ_ARTIFACTS (default the working corpus'
+# parent) and reproduced with: build-fuzz/bin/protocol_fuzz FILE
+# Worth committing to fuzz/corpus: a reproducer of a fixed bug, minimised (-minimize_crash=1).
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+seconds=${1:-600}
+shift || true
+corpus=${FUZZ_CORPUS:-$HOME/.cache/chatbench/fuzz-corpus}
+artifacts=${FUZZ_ARTIFACTS:-$(dirname "$corpus")}
+mkdir -p "$corpus" "$artifacts"
+
+"$root/scripts/setup.sh"
+build=$root/build-fuzz
+CC=clang CXX=clang++ cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+  -DCHATBENCH_FUZZ=ON -DCHATBENCH_SKIP="bench;loadgen" >/dev/null
+cmake --build "$build" -j 2 --target protocol_fuzz
+
+# One process: the machine has two cores shared with others (-jobs/-workers for more).
+exec "$build/bin/protocol_fuzz" -max_total_time="$seconds" -timeout=10 -print_final_stats=1 \
+  -artifact_prefix="$artifacts/" "$@" "$corpus" "$root/fuzz/corpus"
