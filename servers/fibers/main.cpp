@@ -29,6 +29,7 @@
 #include <mutex>
 #include <span>
 #include <string_view>
+#include <vector>
 
 #include "asio_scheduler.hpp"
 #include "yield.hpp"
@@ -88,7 +89,7 @@ class Server {
 
  private:
   void serve(tcp::socket socket);
-  void deliver(Session& receiver, chat::Message message, Outbox::Kind kind);
+  bool deliver(Session& receiver, chat::Message message, Outbox::Kind kind);
   void write_now(Session& receiver);
   void flush(Session& receiver);
   std::size_t gather(Session& receiver, std::array<boost::asio::const_buffer, gather_limit>& out);
@@ -107,6 +108,9 @@ class Server {
   // anywhere: it waits for readability first, and reads only then.
   std::array<char, read_buffer_size> read_buffer_;
   chat::Hub<Session> hub_{variant};
+  // Receivers the running fiber is to write to once it has handled what it read; one
+  // list for all, since a fiber does not suspend while it uses it.
+  std::vector<Session*> writers_;
   tcp::acceptor acceptor_;
   boost::asio::signal_set signals_;
   boost::asio::steady_timer backoff_timer_;
@@ -119,17 +123,20 @@ class Server {
 
 // ---- deliver --------------------------------------------------------------------------
 
-// Queues `message` for `receiver` and writes what its socket takes right away. Runs on
-// the sender's fiber, often inside hub_.handle() while it walks a room: it must never
-// suspend, so it only ever does a non-blocking write.
-void Server::deliver(Session& receiver, chat::Message message, Outbox::Kind kind) {
-  if (receiver.closed) return;
+// Queues `message` for `receiver`. Runs on the sender's fiber, often inside
+// hub_.handle() while it walks a room: it never suspends, and it returns true when the
+// caller has become the receiver's writer and must call write_now() once it has handled
+// the rest of what it read (so that all of it goes out in one writev).
+bool Server::deliver(Session& receiver, chat::Message message, Outbox::Kind kind) {
+  if (receiver.closed) return false;
   if (!receiver.outbox.push(std::move(message), kind)) {
     ++hub_.counters().slow_disconnects;  // over --max-pending
     disconnect(receiver);
-    return;
+    return false;
   }
-  if (!receiver.writing) write_now(receiver);
+  if (receiver.writing) return false;  // its writer will take this message too
+  receiver.writing = true;
+  return true;
 }
 
 // Writer combining without waiting: the delivering fiber writes into the receiver's
@@ -138,25 +145,25 @@ void Server::deliver(Session& receiver, chat::Message message, Outbox::Kind kind
 // slow receiver costs the sender nothing and the others no delay.
 void Server::write_now(Session& receiver) {
   std::array<boost::asio::const_buffer, gather_limit> buffers;
-  while (!receiver.outbox.empty()) {
+  while (!receiver.outbox.empty() && !receiver.closed) {
     const std::size_t count = gather(receiver, buffers);
     error_code ec;
     sent(receiver, receiver.socket.write_some(std::span(buffers.data(), count), ec));
     if (ec == boost::asio::error::would_block) break;
-    if (ec) {
-      disconnect(receiver);
-      return;
-    }
+    if (ec) disconnect(receiver);
   }
-  if (receiver.outbox.empty()) return;
+  if (receiver.outbox.empty() || receiver.closed) {
+    receiver.writing = false;
+    return;
+  }
   try {
-    // The previous writer ended when it set writing = false and did not suspend since:
-    // this join() returns at once.
+    // A previous writer fiber ended when it set writing = false, and nothing has
+    // suspended since: this join() returns at once.
     if (receiver.writer.joinable()) receiver.writer.join();
     receiver.writer =
         boost::fibers::fiber(std::allocator_arg, stacks_, [this, &receiver] { flush(receiver); });
-    receiver.writing = true;
   } catch (const std::exception&) {
+    receiver.writing = false;
     disconnect(receiver);  // no memory for a stack: this receiver cannot be served
   }
 }
@@ -223,16 +230,22 @@ void Server::serve(tcp::socket socket) {
     hub_.counters().bytes_in += n;
     const auto status = decoder.feed({read_buffer_.data(), n}, [&](std::string_view line) {
       auto outcome = hub_.handle(session, line, [this](Session& receiver, const chat::Message& m) {
-        deliver(receiver, m, Outbox::Kind::chat);
+        if (deliver(receiver, m, Outbox::Kind::chat)) writers_.push_back(&receiver);
       });
-      if (outcome.reply) deliver(session, std::move(outcome.reply), Outbox::Kind::reply);
+      if (outcome.reply && deliver(session, std::move(outcome.reply), Outbox::Kind::reply)) {
+        writers_.push_back(&session);
+      }
       quit = outcome.quit;
       return !quit && !session.closed;
     });
     if (status == chat::LineDecoder::Status::line_too_long) {
-      deliver(session, chat::replies::line_too_long(), Outbox::Kind::reply);
+      if (deliver(session, chat::replies::line_too_long(), Outbox::Kind::reply)) writers_.push_back(&session);
       quit = true;
     }
+    // Every line of this read goes out to a receiver in one writev. No fiber has run
+    // since deliver(), so every receiver listed is still there.
+    for (Session* receiver : writers_) write_now(*receiver);
+    writers_.clear();
   }
 
   hub_.exit(session);                 // it receives nothing more

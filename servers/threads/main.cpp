@@ -88,7 +88,7 @@ class Server {
   using Hub = chat::Hub<Session, std::atomic<std::uint64_t>>;
 
   void serve(const SessionPtr& session);
-  void relay(Session& session, std::string_view line, bool& quit);
+  void relay(Session& session, std::string_view line, bool& quit, std::vector<SessionPtr>& writers);
   bool deliver(Session& receiver, const chat::Message& message, Outbox::Kind kind);
   void write_now(Session& receiver);
   void flush(Session& receiver);
@@ -116,7 +116,8 @@ class Server {
 
 // Queues `message` for `receiver`. Runs under the room lock, so it never writes: it
 // returns true when the caller has become the receiver's writer and must call
-// write_now() once the room lock is released.
+// write_now() once the room lock is released (after the rest of what it read, so that
+// all of it goes out in one writev).
 bool Server::deliver(Session& receiver, const chat::Message& message, Outbox::Kind kind) {
   std::lock_guard lock(receiver.mutex);
   if (receiver.closed) return false;
@@ -226,6 +227,7 @@ void Server::serve(const SessionPtr& pointer) {
   Session& session = *pointer;
   chat::LineDecoder decoder(options_.max_line);
   std::array<char, read_buffer_size> buffer;
+  std::vector<SessionPtr> writers;  // receivers this thread is to write to
   bool quit = false;  // /quit or a line too long: close once the output is written
   while (!quit) {
     const ssize_t n = ::recv(session.socket, buffer.data(), buffer.size(), 0);
@@ -233,13 +235,17 @@ void Server::serve(const SessionPtr& pointer) {
     if (n <= 0) break;
     hub_.counters().bytes_in += static_cast<std::size_t>(n);
     const auto status = decoder.feed({buffer.data(), static_cast<std::size_t>(n)}, [&](std::string_view line) {
-      relay(session, line, quit);
+      relay(session, line, quit, writers);
       return !quit;
     });
     if (status == chat::LineDecoder::Status::line_too_long) {
-      if (deliver(session, chat::replies::line_too_long(), Outbox::Kind::reply)) write_now(session);
+      if (deliver(session, chat::replies::line_too_long(), Outbox::Kind::reply)) writers.push_back(pointer);
       quit = true;
     }
+    // Every line of this read goes out to a receiver in one writev.
+    for (const SessionPtr& receiver : writers) write_now(*receiver);
+    writers.clear();
+    if (writers.capacity() > 1024) writers = {};  // a relay to a huge room: do not keep it
   }
 
   {
@@ -255,20 +261,16 @@ void Server::serve(const SessionPtr& pointer) {
   ::close(session.socket);
 }
 
-// One line: the hub relays it under the room lock, then this thread writes to every
-// receiver it became the writer of, and queues the reply to its own client.
-void Server::relay(Session& session, std::string_view line, bool& quit) {
-  thread_local std::vector<SessionPtr> writers;
-  Hub::Outcome outcome;
-  {
-    std::lock_guard lock(room_mutex_);
-    outcome = hub_.handle(session, line, [this](Session& receiver, const chat::Message& message) {
-      if (deliver(receiver, message, Outbox::Kind::chat)) writers.push_back(receiver.shared_from_this());
-    });
+// One line: the hub relays it under the room lock; the receivers this thread became the
+// writer of (its own client too, for a reply) are added to `writers`.
+void Server::relay(Session& session, std::string_view line, bool& quit, std::vector<SessionPtr>& writers) {
+  std::lock_guard lock(room_mutex_);
+  const auto outcome = hub_.handle(session, line, [&](Session& receiver, const chat::Message& message) {
+    if (deliver(receiver, message, Outbox::Kind::chat)) writers.push_back(receiver.shared_from_this());
+  });
+  if (outcome.reply && deliver(session, outcome.reply, Outbox::Kind::reply)) {
+    writers.push_back(session.shared_from_this());
   }
-  for (const SessionPtr& receiver : writers) write_now(*receiver);
-  writers.clear();
-  if (outcome.reply && deliver(session, outcome.reply, Outbox::Kind::reply)) write_now(session);
   quit = outcome.quit;
 }
 
