@@ -160,30 +160,44 @@ def plot_spectrum(rows, out, note):
 
 
 def plot_throughput(rows, out, note):
-    fig, axes = plt.subplots(1, 2, figsize=(13, 5))
+    fig, axes = plt.subplots(1, 3, figsize=(18, 5.2))
     top, bottom = 0, float("inf")
     for c in rl.configs_in(rows):
-        errorbar(axes[0], rl.series(rows, c, "chat", "deliveries_per_s", x="offered_deliveries_per_s"), rows, c)
-        errorbar(axes[1], positive(rl.series(rows, c, "chat", "server_cpu_per_delivery_us",
-                                             x="offered_deliveries_per_s")), rows, c)
-        offered = [rl.num(r["offered_deliveries_per_s"]) for r in rows
-                   if r["config"] == c and r["mode"] == "chat" and rl.num(r["offered_deliveries_per_s"])]
+        x = "offered_deliveries_per_s"
+        errorbar(axes[0], positive(rl.series(rows, c, "chat", "latency_p99_us", x=x)), rows, c)
+        # Filled: steps the server kept up with; hollow: steps it fell behind on, where
+        # loadgen's deliveries/s still counts lines that arrived late and the window's CPU
+        # pays for earlier lines too.
+        p99 = {p[0]: p[1] for p in rl.series(rows, c, "chat", "latency_p99_us", x=x)}
+        for ax, column in [(axes[1], "deliveries_per_s"), (axes[2], "server_cpu_per_delivery_us")]:
+            pts = positive(rl.series(rows, c, "chat", column, x=x))
+            errorbar(ax, [p for p in pts if p99.get(p[0], 0) <= rl.KEPT_UP_P99_US], rows, c)
+            behind = [p for p in pts if p99.get(p[0], 0) > rl.KEPT_UP_P99_US]
+            ax.plot([p[0] for p in behind], [p[1] for p in behind], linestyle="none", marker="o",
+                    markerfacecolor="none", markeredgecolor=rl.style(rows, c)["color"], markersize=7)
+        offered = [rl.num(r[x]) for r in rows if r["config"] == c and r["mode"] == "chat" and rl.num(r[x])]
         top, bottom = max([top] + offered), min([bottom] + offered)
+    axes[0].axhline(rl.KEPT_UP_P99_US, color="black", linestyle=":",
+                    label=f"kept up: p99 ≤ {rl.KEPT_UP_P99_US / 1000:g} ms")
     if top:
-        axes[0].plot([bottom, top], [bottom, top], color="black", linestyle=":", label="offered (ideal)")
+        axes[1].plot([bottom, top], [bottom, top], color="black", linestyle=":", label="offered")
+    axes[1].plot([], [], linestyle="none", marker="o", markerfacecolor="none", markeredgecolor="black",
+                 label="fell behind (p99 above the line at left)")
     for ax in axes:
         ax.set_xscale("log")
+        ax.set_yscale("log")
         ax.set_xlabel("offered deliveries per second (log)")
         ax.grid(True, which="both", alpha=0.3)
-    axes[0].set_yscale("log")
-    axes[0].set_ylabel("deliveries per second (log)")
-    axes[0].set_title("Chat throughput vs offered load")
-    axes[1].set_yscale("log")
-    axes[1].set_ylabel("server CPU per delivered line (µs, log)")
-    axes[1].set_title("Server CPU (user+sys) per delivered line")
+    axes[0].set_ylabel("delivery latency p99 (µs, log)")
+    axes[0].set_title("Chat p99 latency vs offered load")
+    axes[1].set_ylabel("deliveries per second (log)")
+    axes[1].set_title("Chat deliveries per second vs offered load")
+    axes[2].set_ylabel("server CPU per delivered line (µs, log)")
+    axes[2].set_title("Server CPU (user+sys) per delivered line")
     axes[0].legend(fontsize=8)
+    axes[1].legend(fontsize=8)
     finish(fig, out, "chat_throughput.png",
-           "Rooms of 10; offered deliveries = clients × rate × 9. Server on one core. " + note)
+           "Rooms of 10; offered deliveries = clients × rate × 9. Server on one core, loadgen on the other. " + note)
 
 
 def syscall_ceiling(rows):
@@ -196,8 +210,7 @@ def syscall_ceiling(rows):
 
 
 def best_deliveries(rows, config):
-    vals = [p[1] for mode in ["chat", "broadcast"] for p in rl.series(rows, config, mode, "deliveries_per_s")]
-    return max(vals) if vals else None
+    return rl.sustained(rows, config)[0]
 
 
 def plot_ceiling(rows, out, note):
@@ -219,9 +232,9 @@ def plot_ceiling(rows, out, note):
         ax.text(0.5, 0.5, "no microbench syscall ceiling or no chat/broadcast results",
                 ha="center", transform=ax.transAxes)
     ax.set_ylabel("best deliveries/s ÷ syscall ceiling")
-    ax.set_title("Best measured deliveries per second as a fraction of one thread's write() ceiling")
+    ax.set_title("Best sustained deliveries/s as a fraction of one thread's write() ceiling")
     ax.grid(True, axis="y", alpha=0.3)
-    finish(fig, out, "ceiling.png", "Best over chat rate steps and broadcast points (median of repeats). " + note)
+    finish(fig, out, "ceiling.png", f"Sustained: the highest chat step with p99 ≤ {rl.KEPT_UP_P99_US / 1000:g} ms (median of repeats). " + note)
 
 
 def plot_microbench(rows, out, note):

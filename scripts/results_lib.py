@@ -186,6 +186,31 @@ def rows_from_microbench(path, why):
     return rows
 
 
+# A chat rate step the server "kept up with": p99 delivery latency at most this. loadgen
+# counts a line delivered late (up to its drain deadline) in deliveries_per_s, so a server
+# that falls behind still shows the offered rate there; latency is what shows it fell behind.
+KEPT_UP_P99_US = 100_000
+
+
+def kept_up(row):
+    p99 = num(row.get("latency_p99_us"))
+    return row.get("status") == "ok" and p99 is not None and p99 <= KEPT_UP_P99_US
+
+
+def sustained(rows, config):
+    """The highest deliveries/s of a chat step the configuration kept up with (median over
+    repeats of that step), and the step's rate per client; (None, None) if none."""
+    steps = {}
+    for r in rows:
+        if r["config"] == config and r["mode"] == "chat" and r["status"] == "ok":
+            steps.setdefault(num(r["point"]), []).append(r)
+    best = (None, None)
+    for rate, rs in sorted(steps.items()):
+        if statistics.median(num(r["latency_p99_us"]) or float("inf") for r in rs) <= KEPT_UP_P99_US:
+            best = (statistics.median(num(r["deliveries_per_s"]) for r in rs), rate)
+    return best
+
+
 def write_csv(path, rows):
     tmp = Path(str(path) + ".tmp")
     with open(tmp, "w", newline="") as f:
