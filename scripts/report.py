@@ -120,7 +120,7 @@ def main():
     w(table(["", ""], [
         ["CPU", f"{machine.get('cpu')} ({machine.get('cores')} hardware threads)"],
         ["kernel / OS", f"{machine.get('kernel')} / {machine.get('os')}"],
-        ["compiler", " ".join(machine.get("compiler") or [])],
+        ["compiler", machine.get("compiler")],
         ["flags, build type", f"`{machine.get('compiler_flags')}`, {machine.get('build_type')}"],
         ["Boost", machine.get("boost")],
         ["Python, eventlet, greenlet, matplotlib",
@@ -241,19 +241,12 @@ def main():
     mem = {c: median_or_none([rl.num(r["system_slope_bytes"]) for r in idle_last_steps(rows, c)]) for c in configs}
     rss = {c: median_or_none([rl.num(r["rss_slope_bytes"]) for r in idle_last_steps(rows, c)]) for c in configs}
     bc_pts = points(rows, "broadcast")
-    common_bc = max((p for p in bc_pts if all(point_values(rows, c, "broadcast", "completion_p99_us", p)
-                                                for c in base)), default=None)
     top_bc = max(bc_pts, default=None)
     p99 = {c: median_or_none(point_values(rows, c, "broadcast", "completion_p99_us", top_bc)) for c in base}
     cpu = {}
-    chat_pts = points(rows, "chat")
     # CPU per delivery compared at the highest rate every variant kept up with: past its
     # saturation a server's window CPU pays for lines of earlier steps.
-    kept = [p for p in chat_pts if all(median_or_none(point_values(rows, c, "chat", "latency_p99_us", p))
-                                       is not None and median_or_none(point_values(
-                                           rows, c, "chat", "latency_p99_us", p)) <= rl.KEPT_UP_P99_US
-                                       for c in base)]
-    common_chat = max(kept, default=min(chat_pts, default=None))
+    common_chat = rl.common_rate([r for r in rows if r["config"] in base])
     for c in base:
         cpu[c] = median_or_none(point_values(rows, c, "chat", "server_cpu_per_delivery_us", common_chat))
     loc = machine.get("code_lines", {})

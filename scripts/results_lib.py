@@ -211,6 +211,21 @@ def sustained(rows, config):
     return best
 
 
+def common_rate(rows):
+    """The highest chat rate per client that every configuration with chat results kept
+    up with (median p99), else the lowest rate: where variants are compared at one load."""
+    configs = {r["config"] for r in rows if r["mode"] == "chat" and r["status"] == "ok"}
+    rates = sorted({num(r["point"]) for r in rows if r["mode"] == "chat" and r["status"] == "ok"})
+
+    def kept(config, rate):
+        p99 = [num(r["latency_p99_us"]) for r in rows if r["config"] == config and r["mode"] == "chat"
+               and r["status"] == "ok" and num(r["point"]) == rate and num(r["latency_p99_us"]) is not None]
+        return bool(p99) and statistics.median(p99) <= KEPT_UP_P99_US
+
+    common = [rate for rate in rates if all(kept(c, rate) for c in configs)]
+    return max(common) if common else (rates[0] if rates else None)
+
+
 def write_csv(path, rows):
     tmp = Path(str(path) + ".tmp")
     with open(tmp, "w", newline="") as f:

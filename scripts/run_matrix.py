@@ -16,7 +16,6 @@ A measurement that fails (server did not start, deadline passed, loadgen error, 
 hit before the point) is a row with status "failed" and its reason; the run goes on.
 """
 import argparse
-import csv
 import datetime
 import json
 import os
@@ -217,7 +216,7 @@ def describe_machine(args, build_dir):
         "cores": os.cpu_count(),
         "kernel": " ".join(platform.uname()[2:4]),
         "os": read("/etc/debian_version") and "Debian " + read("/etc/debian_version"),
-        "compiler": run_text([cache.get("CMAKE_CXX_COMPILER", "c++"), "--version"]).splitlines()[0:1],
+        "compiler": (run_text([cache.get("CMAKE_CXX_COMPILER", "c++"), "--version"]).splitlines() or [""])[0],
         "compiler_flags": " ".join(x for x in [cache.get("CMAKE_CXX_FLAGS", ""),
                                                cache.get("CMAKE_CXX_FLAGS_" + build_type.upper(), ""),
                                                "-std=c++20 -Wall -Wextra -Wpedantic"] if x),
