@@ -131,7 +131,7 @@ def main():
                    f"ports {limits.get('ip_local_port_range')}, pid_max {limits.get('pid_max')}, "
                    f"max_map_count {limits.get('max_map_count')}, threads-max {limits.get('threads_max')}, "
                    f"memory {fmt_bytes(limits.get('mem_total_bytes'))}"],
-        ["idle target", f"{machine.get('idle_target', {}).get('clients')} connections, capped by "
+        ["idle target", f"{machine.get('idle_target', {}).get('clients')} connections, set by "
                         f"{machine.get('idle_target', {}).get('binding_limit')}"],
         ["pinning", f"server `taskset -c {machine.get('pinning', {}).get('server_cpus')}`, loadgen "
                     f"`taskset -c {machine.get('pinning', {}).get('loadgen_cpus')}`; microbench on both"],

@@ -529,9 +529,9 @@ def main():
     limits = machine["limits"]
     target, binding, caps = idle_capacity(limits)
     if args.quick:
-        target = min(target, 400)
+        target, binding = min(target, 400), "--quick"
     if args.idle_max:
-        target = args.idle_max
+        target, binding = args.idle_max, "--idle-max"
     biggest = max([target] + args.broadcast_clients + [args.chat_clients])
 
     print(f"run_matrix: results in {out}")
@@ -539,7 +539,7 @@ def main():
           f"load {machine['loadavg_start']}")
     for name, cap in sorted(caps.items(), key=lambda kv: kv[1]):
         print(f"  cap {cap:>8} connections: {name}")
-    print(f"  -> idle ramp to {target} ({binding} binds)")
+    print(f"  -> idle ramp to {target} (set by {binding})")
     warnings = []
     if (machine["cores"] or 1) < 2:
         warnings.append("fewer than 2 cores: server and loadgen share one, numbers mean little")
@@ -549,6 +549,8 @@ def main():
                         "loadgen spreads over 127.0.0.x")
     if limits["ulimit_n_hard"] < biggest + FD_MARGIN:
         warnings.append(f"ulimit -n hard {limits['ulimit_n_hard']} is below {biggest} connections")
+    if machine["build_type"] != "Release":
+        warnings.append(f"{build_dir} is a '{machine['build_type']}' build, not Release")
     load1 = float(machine["loadavg_start"].split()[0] or 0)
     if load1 >= 0.5:
         warnings.append(f"load average {load1} at start: other work on the machine disturbs the numbers")
