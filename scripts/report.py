@@ -21,6 +21,17 @@ def fmt_bytes(v):
     return f"{v:.0f} B"
 
 
+def fmt_us(v):
+    """A duration given in microseconds, in the unit that reads best."""
+    if v is None:
+        return "–"
+    if v >= 1e6:
+        return f"{v / 1e6:.3g} s"
+    if v >= 1000:
+        return f"{v / 1000:.3g} ms"
+    return f"{v:.3g} µs"
+
+
 def fmt_num(v, digits=3):
     if v is None:
         return "–"
@@ -35,7 +46,7 @@ def cell(values, fmt):
     if not values:
         return "–"
     med = statistics.median(values)
-    if len(values) == 1 or min(values) == max(values):
+    if fmt(min(values)) == fmt(max(values)):
         return fmt(med)
     return f"{fmt(med)} ({fmt(min(values))}–{fmt(max(values))})"
 
@@ -180,12 +191,11 @@ def main():
 
     if points(rows, "broadcast"):
         w("## Broadcast\n")
-        ms = lambda v: f"{v / 1000:.3g} ms"  # noqa: E731
         clients = lambda p: f"{p:,.0f} clients"  # noqa: E731
         for col, title in [("completion_p50_us", "completion p50"), ("completion_p95_us", "completion p95"),
                            ("completion_p99_us", "completion p99"), ("completion_max_us", "completion max")]:
             w(f"**Broadcast {title}** (intended send time to the last receiver's arrival)\n\n")
-            w(metric_table(rows, "broadcast", col, ms, clients) + "\n")
+            w(metric_table(rows, "broadcast", col, fmt_us, clients) + "\n")
         w("**Broadcast lines lost** (expected − unique deliveries)\n\n")
         w(metric_table(rows, "broadcast", "lines_lost", fmt_num, clients) + "\n")
         w("![broadcast latency](broadcast_latency.png)\n")
@@ -195,14 +205,13 @@ def main():
         offered = {rl.num(r["point"]): rl.num(r["offered_deliveries_per_s"]) for r in rows
                    if r["mode"] == "chat" and r["status"] == "ok"}
         per_client = lambda p: f"{p:g}/s per client ({fmt_num(offered[p])} deliveries/s offered)"  # noqa: E731
-        us = lambda v: f"{v:.3g} µs" if v < 1000 else f"{v / 1000:.3g} ms"  # noqa: E731
         w("**Deliveries per second** (offered: clients × rate × (room size − 1))\n\n")
         w(metric_table(rows, "chat", "deliveries_per_s", fmt_num, per_client) + "\n")
         for col, title in [("latency_p50_us", "latency p50"), ("latency_p99_us", "latency p99"),
                            ("latency_p999_us", "latency p99.9")]:
-            w(f"**Chat {title}**\n\n" + metric_table(rows, "chat", col, us, per_client) + "\n")
+            w(f"**Chat {title}**\n\n" + metric_table(rows, "chat", col, fmt_us, per_client) + "\n")
         w("**Server CPU per delivered line** (user+sys ÷ deliveries in the window)\n\n")
-        w(metric_table(rows, "chat", "server_cpu_per_delivery_us", us, per_client) + "\n")
+        w(metric_table(rows, "chat", "server_cpu_per_delivery_us", fmt_us, per_client) + "\n")
         w("**Chat lines lost, whole run** (expected − unique deliveries)\n\n")
         w(metric_table(rows, "chat", "lines_lost", fmt_num, per_client) + "\n")
         w("![latency spectrum](latency_spectrum.png)\n\n![chat throughput](chat_throughput.png)\n")
@@ -254,7 +263,7 @@ def main():
     for c in configs:
         v = rl.variant_of(rows, c)
         lines.append([c, fmt_bytes(rss.get(c)), fmt_bytes(mem.get(c)),
-                      f"{p99[c] / 1000:.3g} ms" if p99.get(c) else "–",
+                      fmt_us(p99.get(c)),
                       fmt_num(best_dps.get(c)), f"{cpu[c]:.3g} µs" if cpu.get(c) else "–",
                       loc.get(v, {}).get("own", "–")])
     w(table(["variant", "RSS / idle conn", "machine / idle conn",
@@ -281,7 +290,7 @@ def main():
         missing = [x for x in base if not p99.get(x)]
         findings.append(f"- **Fan-out latency:** at {fmt_num(top_bc)} clients "
                         f"{leaders([(x, p99.get(x)) for x in base])} has the best broadcast completion p99 "
-                        f"({v / 1000:.3g} ms)" + (f"; not reached by {', '.join(missing)}" if missing else "") + ".")
+                        f"({fmt_us(v)})" + (f"; not reached by {', '.join(missing)}" if missing else "") + ".")
     c, v = best([(c, best_dps.get(c)) for c in base], lower_is_better=False)
     if c:
         findings.append(f"- **Throughput:** {leaders([(x, best_dps.get(x)) for x in base], False)} sustained "

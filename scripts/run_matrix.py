@@ -483,26 +483,31 @@ def fmt_s(s):
 
 
 class Progress:
-    """Elapsed and estimated remaining time: the plan's estimates, scaled by how the
-    measurements done so far compared with their estimates."""
+    """Elapsed and estimated remaining time: each planned measurement's estimate, scaled by
+    how the measurements of its mode done so far compared with theirs (all modes' ratio
+    until one of that mode is done)."""
 
-    def __init__(self, total_estimate_s):
+    def __init__(self, planned):
         self.start = time.monotonic()
-        self.left_estimate = total_estimate_s
-        self.done_estimate = 0.0
-        self.done_actual = 0.0
+        self.left = list(planned)  # (mode, estimate_s) not yet done
+        self.estimated, self.actual = {}, {}
 
     def elapsed(self):
         return time.monotonic() - self.start
 
-    def remaining(self):
-        scale = self.done_actual / self.done_estimate if self.done_estimate else 1.0
-        return self.left_estimate * scale
+    def scale(self, mode):
+        if self.estimated.get(mode):
+            return self.actual[mode] / self.estimated[mode]
+        total = sum(self.estimated.values())
+        return sum(self.actual.values()) / total if total else 1.0
 
-    def done(self, estimate_s, actual_s):
-        self.left_estimate -= estimate_s
-        self.done_estimate += estimate_s
-        self.done_actual += actual_s
+    def remaining(self):
+        return sum(est * self.scale(mode) for mode, est in self.left)
+
+    def done(self, mode, estimate_s, actual_s):
+        self.left.remove((mode, estimate_s))
+        self.estimated[mode] = self.estimated.get(mode, 0) + estimate_s
+        self.actual[mode] = self.actual.get(mode, 0) + actual_s
 
     def line(self, text):
         print(f"[{fmt_s(self.elapsed())} elapsed, ~{fmt_s(self.remaining())} left] {text}", flush=True)
@@ -586,7 +591,8 @@ def main():
     }, indent=1))
     (out / "machine.json").write_text(json.dumps(machine, indent=1))
 
-    progress = Progress(sum(m.estimate_s for m in measurements) + micro_estimate)
+    progress = Progress([(m.mode, m.estimate_s) for m in measurements]
+                        + ([("microbench", micro_estimate)] if micro_estimate else []))
     rows = []
     for v, why in failures.items():
         for mode in [m for m in args.modes if m != "microbench"]:
@@ -604,7 +610,7 @@ def main():
         else:
             status, why, path = run_measurement(m, build_dir, raw)
         actual = time.monotonic() - begin
-        progress.done(m.estimate_s, actual)
+        progress.done(m.mode, m.estimate_s, actual)
         if status != "ok":
             unreachable.setdefault(key, why)
             print(f"    FAILED ({actual:.1f} s): {why}", flush=True)
@@ -619,7 +625,7 @@ def main():
         progress.line("microbench")
         begin = time.monotonic()
         why = run_microbench(args, build_dir, raw)
-        progress.done(micro_estimate, time.monotonic() - begin)
+        progress.done("microbench", micro_estimate, time.monotonic() - begin)
         if why:
             print(f"    microbench: {why}", flush=True)
         rows.extend(results_lib.rows_from_microbench(raw / "microbench.json", why))
