@@ -284,7 +284,10 @@ class Server:
                 raise RuntimeError(f"no 'listening on' line within {timeout_s} s")
             chunk = os.read(self.proc.stdout.fileno(), 1)
             if not chunk:
-                raise RuntimeError(f"server exited ({self.proc.wait()}) before listening")
+                rc = self.proc.wait()
+                self.log.flush()
+                said = read(self.log_path).splitlines()[-1:] or ["nothing on stderr"]
+                raise RuntimeError(f"server exited ({rc}) before listening: {said[0][:200]}")
             line += chunk
         m = re.match(rb"listening on [0-9.]+:(\d+) variant=(\S+)", line)
         if not m:
