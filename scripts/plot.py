@@ -252,6 +252,8 @@ def plot_microbench(rows, out, note):
         ax.set_yticks(range(len(sel)))
         ax.set_yticklabels(names, fontsize=7)
         ax.set_xscale("log")
+        if sel:  # log-scale bars start at the axis' left edge: keep the smallest visible
+            ax.set_xlim(left=min(rl.num(r[col]) for r in sel) / 3)
         ax.set_xlabel(label)
         ax.set_title(f"microbench: {title}")
         ax.grid(True, axis="x", which="both", alpha=0.3)
