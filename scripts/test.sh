@@ -36,13 +36,13 @@ fi
 # normal build already holds the same code to -Werror.
 werror=()
 
-# Runs ctest in build dir $1 with sanitizer reports logged to files there; fails if a
+# Runs ctest in build dir $1 with sanitizer reports logged to files in
+# $1/sanitizer-logs/$2 (one directory per pass, so none overwrites another); fails if a
 # report was written even though every test passed. A report ends with a "SUMMARY:"
 # line; other lines there are warnings (e.g. ASan's note on fiber stack switches).
 run_sanitized() {
-  local build=$1
-  shift
-  local logs=$build/sanitizer-logs
+  local build=$1 logs=$1/sanitizer-logs/$2
+  shift 2
   rm -rf "$logs" && mkdir -p "$logs"
   local rc=0
   (cd "$build" &&
@@ -87,7 +87,7 @@ CC=clang CXX=clang++ cmake -S "$root" -B "$fuzz" -DCMAKE_BUILD_TYPE=RelWithDebIn
 cmake --build "$fuzz" -j 2 --target protocol_fuzz
 # Every suite runs even if one before it failed; the exit status says if any did.
 failed=0
-asan_options=$asan_base run_sanitized "$fuzz" -R '^fuzz\.' "$@" || failed=1
+asan_options=$asan_base run_sanitized "$fuzz" fuzz -R '^fuzz\.' "$@" || failed=1
 
 # ThreadSanitizer: the variant whose threads share state (chat-threads) and the module
 # they share it through. The other variants run one thread or fibers on one thread.
@@ -95,7 +95,7 @@ tsan=$root/build-tsan
 cmake -S "$root" -B "$tsan" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCHATBENCH_SANITIZE=thread \
   -DCHATBENCH_SKIP="bench;loadgen;servers/fibers;servers/asio;servers/coro" >/dev/null
 cmake --build "$tsan" -j 2 --target protocol_unit_test conformance chat-threads
-run_sanitized "$tsan" -R '^(unit|threads)\.' "$@" || failed=1
+run_sanitized "$tsan" tsan -R '^(unit|threads)\.' "$@" || failed=1
 
 # AddressSanitizer + UndefinedBehaviorSanitizer; any undefined behaviour stops the
 # process (-fno-sanitize-recover), so it fails the test instead of scrolling by.
@@ -104,8 +104,8 @@ cmake -S "$root" -B "$asan" -DCMAKE_BUILD_TYPE=RelWithDebInfo \
   -DCHATBENCH_SANITIZE=address,undefined -DCMAKE_CXX_FLAGS=-fno-sanitize-recover=all \
   -DCHATBENCH_SKIP=bench >/dev/null
 cmake --build "$asan" -j 2
-asan_options=$asan_base run_sanitized "$asan" -E "^eventlet\\.|$rss_tests|$rss_only_tests" "$@" ||
+asan_options=$asan_base run_sanitized "$asan" asan -E "^eventlet\\.|$rss_tests|$rss_only_tests" "$@" ||
   failed=1
 asan_options="$asan_base:quarantine_size_mb=0" \
-  run_sanitized "$asan" -R "$rss_tests" -E '^eventlet\.' "$@" || failed=1
+  run_sanitized "$asan" asan-rss -R "$rss_tests" -E '^eventlet\.' "$@" || failed=1
 exit $failed
