@@ -93,6 +93,16 @@ void SenderTrack::on_sequence(std::uint64_t seq) {
   }
 }
 
+SenderTrack::Missing SenderTrack::missing(std::uint64_t sent, bool receiver_open) const {
+  // Everything below next_expected that never arrived, late (reordered) arrivals excluded.
+  // Saturating: a repeat older than the window is counted as a reordered line, not a repeat.
+  const std::uint64_t unique = unique_received();
+  const std::uint64_t gaps = next_expected > unique ? next_expected - unique : 0;
+  const std::uint64_t tail = sent > next_expected ? sent - next_expected : 0;
+  if (!receiver_open) return {gaps + tail, 0};
+  return {gaps, tail};
+}
+
 std::optional<double> least_squares_slope(const std::vector<double>& x, const std::vector<double>& y) {
   const std::size_t n = std::min(x.size(), y.size());
   if (n < 2) return std::nullopt;

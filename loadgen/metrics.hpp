@@ -76,6 +76,32 @@ struct SenderTrack {
 
   void on_sequence(std::uint64_t seq);
   std::uint64_t unique_received() const { return received - duplicated; }
+
+  // The lines of a sender that sent `sent` lines and that this receiver does not have,
+  // split by what the receiver can know. Per-sender FIFO means a missing line below a
+  // later line that did arrive is a gap the server will never fill: lost. A missing line
+  // after the last one received may still be queued at the server: outstanding, unless
+  // the server closed this receiver, in which case nothing more can arrive: lost.
+  struct Missing {
+    std::uint64_t lost = 0, outstanding = 0;
+  };
+  Missing missing(std::uint64_t sent, bool receiver_open) const;
+};
+
+// Deliveries counted by arrival time over the window [start_ns, end_ns): the rate at which
+// the server actually got lines out. A server that falls behind shows a lower figure here
+// than the offered rate, however many of the window's lines it delivers later.
+struct ArrivalWindow {
+  std::int64_t start_ns = 0, end_ns = 0;
+  std::uint64_t arrivals = 0;
+
+  void on_arrival(std::int64_t arrival_ns) {
+    if (arrival_ns >= start_ns && arrival_ns < end_ns) ++arrivals;
+  }
+  // Arrivals per second of the window's length; 0 for an empty window.
+  double per_second() const {
+    return end_ns > start_ns ? static_cast<double>(arrivals) * 1e9 / static_cast<double>(end_ns - start_ns) : 0.0;
+  }
 };
 
 // Least-squares slope of y over x; nullopt when x has fewer than two distinct values.

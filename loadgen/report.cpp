@@ -261,12 +261,13 @@ std::string human_summary(const json::object& r) {
         << "  max " << show(at(r, {"broadcast_completion_us", "max"})) << "\n";
   if (!r.at("lines").is_null())
     out << "  lines: sent " << show(at(r, {"lines", "sent"})) << ", delivered " << show(at(r, {"lines", "delivered"}))
-        << " of " << show(at(r, {"lines", "expected"})) << ", lost " << show(at(r, {"lines", "lost"})) << ", duplicated "
+        << " of " << show(at(r, {"lines", "expected"})) << ", lost " << show(at(r, {"lines", "lost"}))
+        << ", outstanding at the deadline " << show(at(r, {"lines", "outstanding"})) << ", duplicated "
         << show(at(r, {"lines", "duplicated"})) << ", reordered " << show(at(r, {"lines", "reordered"}))
         << ", server lines_out " << show(at(r, {"lines", "server_lines_out"})) << "\n";
   if (!r.at("throughput").is_null())
     out << "  throughput: " << show(at(r, {"throughput", "sent_per_s"})) << " sent/s, "
-        << show(at(r, {"throughput", "deliveries_per_s"})) << " deliveries/s\n";
+        << show(at(r, {"throughput", "deliveries_per_s"})) << " deliveries/s (by arrival time)\n";
   out << "  cpu s: server user " << show(at(r, {"cpu", "server_user_s"})) << " sys " << show(at(r, {"cpu", "server_sys_s"}))
       << ", loadgen user " << show(at(r, {"cpu", "loadgen_user_s"})) << " sys " << show(at(r, {"cpu", "loadgen_sys_s"}))
       << " over " << show(at(r, {"cpu", "window_s"})) << " s\n";

@@ -112,8 +112,10 @@ def case_chat(loadgen, server, port):
                              "--warmup-s", "0.5", "--threads", "2"])
     lines = report["lines"]
     # 60 clients in rooms of 7: eight rooms of 7 and one of 4.
-    check(lines["sent"] > 0 and lines["lost"] == 0, "loss %s" % lines)
+    check(lines["sent"] > 0 and lines["lost"] == 0 and lines["outstanding"] == 0, "loss %s" % lines)
     check(lines["delivered"] == lines["expected"], "delivered %s" % lines)
+    throughput = report["throughput"]
+    check(throughput["deliveries_per_s"] > 0 and throughput["window_arrivals"] > 0, "throughput %s" % throughput)
     per_line = lines["sent"] / 60  # every client sent the same number of lines
     check(lines["expected"] == round(per_line * (8 * 7 * 6 + 4 * 3)), "expected from room sizes %s" % lines)
     check(lines["server_lines_out"] == lines["delivered"], "server lines_out %s" % lines)
@@ -134,6 +136,9 @@ def case_server_killed(loadgen, server, port):
     check(elapsed < 20, "took %.1f s" % elapsed)
     check(lines["receivers_disconnected"] == 40, "disconnected %s" % lines)
     check(lines["lost"] > 0, "loss counted %s" % lines)
+    # A receiver the server closed can get nothing more: its missing lines are lost, not outstanding.
+    check(lines["outstanding"] == 0, "outstanding %s" % lines)
+    check(lines["lost"] + lines["delivered"] == lines["expected"], "lost + delivered = expected %s" % lines)
     check(lines["server_lines_out"] is None, "no /stats from a dead server")
     check(report["clients_connected"] == 0, "connected %s" % report["clients_connected"])
 

@@ -1,6 +1,6 @@
 // Unit tests of loadgen's measurement primitives: the open-loop schedule, the latency
-// recorder against exact percentiles, loss tracking, the least-squares slope, and the
-// chat line format.
+// recorder against exact percentiles, loss tracking (gaps vs lines not arrived yet),
+// throughput by arrival time, the least-squares slope, and the chat line format.
 #include <algorithm>
 #include <cmath>
 #include <gtest/gtest.h>
@@ -86,6 +86,53 @@ TEST(SenderTrack, CountsDuplicatesReorderingAndGaps) {
   for (std::uint64_t seq : {0, 1, 5}) gap.on_sequence(seq);  // 2, 3, 4 lost
   EXPECT_EQ(gap.unique_received(), 3u);
   EXPECT_EQ(gap.next_expected, 6u);
+}
+
+TEST(SenderTrack, MissingLinesSplitIntoGapsAndTail) {
+  SenderTrack track;
+  for (std::uint64_t seq : {0, 1, 5}) track.on_sequence(seq);
+  // The sender sent 0..7: 2, 3, 4 are gaps behind 5 (lost); 6, 7 may still be queued.
+  auto missing = track.missing(8, true);
+  EXPECT_EQ(missing.lost, 3u);
+  EXPECT_EQ(missing.outstanding, 2u);
+  // A receiver the server closed gets nothing more: its tail is lost too.
+  missing = track.missing(8, false);
+  EXPECT_EQ(missing.lost, 5u);
+  EXPECT_EQ(missing.outstanding, 0u);
+  // A gap filled later (reordered) is neither lost nor outstanding.
+  track.on_sequence(3);
+  missing = track.missing(8, true);
+  EXPECT_EQ(missing.lost, 2u);
+  EXPECT_EQ(missing.outstanding, 2u);
+  // Nothing received yet: all of it outstanding, none lost.
+  missing = SenderTrack{}.missing(4, true);
+  EXPECT_EQ(missing.lost, 0u);
+  EXPECT_EQ(missing.outstanding, 4u);
+  // Everything received: nothing missing.
+  SenderTrack complete;
+  for (std::uint64_t seq = 0; seq < 4; ++seq) complete.on_sequence(seq);
+  missing = complete.missing(4, true);
+  EXPECT_EQ(missing.lost + missing.outstanding, 0u);
+  // A repeat too old for the window counts as reordered (unique); no wrap-around below zero.
+  SenderTrack old_repeat;
+  for (std::uint64_t seq = 0; seq < 100; ++seq) old_repeat.on_sequence(seq);
+  old_repeat.on_sequence(0);
+  missing = old_repeat.missing(100, true);
+  EXPECT_EQ(missing.lost, 0u);
+  EXPECT_EQ(missing.outstanding, 0u);
+}
+
+TEST(ArrivalWindow, CountsArrivalsInsideTheWindowPerSecondOfIt) {
+  ArrivalWindow window{1'000'000'000, 3'000'000'000, 0};  // 2 s long
+  for (std::int64_t t : {999'999'999LL, 1'000'000'000LL, 2'000'000'000LL, 2'999'999'999LL, 3'000'000'000LL, 5'000'000'000LL})
+    window.on_arrival(t);
+  EXPECT_EQ(window.arrivals, 3u);  // start included, end excluded; before and after not counted
+  EXPECT_DOUBLE_EQ(window.per_second(), 1.5);
+  // A server that delivers the window's lines only after it ends delivered nothing in it.
+  ArrivalWindow behind{0, 1'000'000'000, 0};
+  for (int i = 0; i < 1000; ++i) behind.on_arrival(1'000'000'000 + i);
+  EXPECT_EQ(behind.per_second(), 0.0);
+  EXPECT_EQ((ArrivalWindow{5, 5, 7}.per_second()), 0.0);  // empty window
 }
 
 TEST(LeastSquaresSlope, ExactLineAndNoisyLine) {
