@@ -36,8 +36,8 @@ COLUMNS = [
     "sent_per_s", "deliveries_per_s", "server_cpu_s", "loadgen_cpu_s", "window_s",
     "server_cpu_per_delivery_us", "late_sends", "loadgen_saturated",
     # broadcast and chat: the whole run's loss accounting (same on every rate step row)
-    "lines_sent", "lines_delivered", "lines_expected", "lines_lost", "lines_duplicated",
-    "lines_reordered", "receivers_disconnected", "server_lines_out",
+    "lines_sent", "lines_delivered", "lines_expected", "lines_lost", "lines_outstanding",
+    "lines_duplicated", "lines_reordered", "receivers_disconnected", "server_lines_out",
     # microbench
     "bench_name", "real_time_ns", "cpu_time_ns", "items_per_second", "rss_per_unit",
     "vsz_per_unit", "total_per_unit",
@@ -64,7 +64,7 @@ def _latency(row, lat):
 
 
 def _lines(row, lines):
-    for k in ["sent", "delivered", "expected", "lost", "duplicated", "reordered"]:
+    for k in ["sent", "delivered", "expected", "lost", "outstanding", "duplicated", "reordered"]:
         row[f"lines_{k}"] = _get(lines, k)
     row["receivers_disconnected"] = _get(lines, "receivers_disconnected")
     row["server_lines_out"] = _get(lines, "server_lines_out")
