@@ -195,9 +195,10 @@ std::size_t Server::gather(Session& receiver, std::array<iovec, gather_limit>& o
   return count;
 }
 
-// Books what the peer took. Called with the receiver's lock held.
+// Books what the peer took. Called by the receiver's writer with its lock held; the
+// outbox is intact even if the receiver was disconnected meanwhile (disconnect() leaves
+// it to the writer), and what the kernel took was written, so it counts.
 void Server::sent(Session& receiver, std::size_t bytes) {
-  if (receiver.closed) return;
   hub_.counters().bytes_out += bytes;
   hub_.counters().lines_out += receiver.outbox.consume(bytes);
   receiver.progress = Clock::now();

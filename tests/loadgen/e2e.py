@@ -10,6 +10,7 @@ import json
 import os
 import resource
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -126,7 +127,20 @@ def case_chat(loadgen, server, port):
 
 def case_server_killed(loadgen, server, port):
     def kill_soon():
-        time.sleep(1.5)
+        # Kill once the server has relayed some lines, however slow the build (a sanitized
+        # loadgen takes longer to connect): ask its /stats from a client of our own.
+        deadline = time.monotonic() + 15
+        with socket.create_connection(("127.0.0.1", port)) as probe:
+            reader = probe.makefile("rb")
+            while time.monotonic() < deadline:
+                probe.sendall(b"/stats\n")
+                line = reader.readline()
+                while line and not line.startswith(b"/stats "):
+                    line = reader.readline()
+                stats = dict(f.split(b"=", 1) for f in line.split()[1:] if b"=" in f)
+                if int(stats.get(b"lines_in", b"0")) >= 200:
+                    break
+                time.sleep(0.05)
         server.send_signal(signal.SIGKILL)
 
     report, elapsed = run_loadgen(None, loadgen, port, server.pid,
