@@ -86,7 +86,7 @@ class Client {
 
   // The next line without its LF, or nullopt if none arrived in time or the
   // connection closed. An incomplete line stays buffered.
-  std::optional<std::string> read_line(std::chrono::milliseconds timeout = 3s);
+  std::optional<std::string> read_line(std::chrono::milliseconds timeout = 5s);
   // True if the server closed the connection (EOF or reset) within `timeout`; lines
   // that arrive before the close are discarded.
   bool closed_within(std::chrono::milliseconds timeout);
