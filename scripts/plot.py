@@ -161,8 +161,7 @@ def plot_throughput(rows, out, note):
         x = "offered_deliveries_per_s"
         errorbar(axes[0], positive(rl.series(rows, c, "chat", "latency_p99_us", x=x)), rows, c)
         # Filled: steps the server kept up with; hollow: steps it fell behind on, where
-        # loadgen's deliveries/s still counts lines that arrived late and the window's CPU
-        # pays for earlier lines too.
+        # the window's arrivals and CPU include a backlog from the step before.
         p99 = {p[0]: p[1] for p in rl.series(rows, c, "chat", "latency_p99_us", x=x)}
         for ax, column in [(axes[1], "deliveries_per_s"), (axes[2], "server_cpu_per_delivery_us")]:
             pts = positive(rl.series(rows, c, "chat", column, x=x))

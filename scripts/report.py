@@ -235,7 +235,9 @@ def main():
         w(f"Ceiling: `{name}`, {fmt_num(top)} lines/s written by one thread, one line per `write`.\n\n"
           if top else "No microbench syscall ceiling in this run.\n\n")
         w(f"Best sustained: the highest chat step whose p99 latency stayed ≤ {rl.KEPT_UP_P99_US / 1000:g} ms "
-          "(loadgen's deliveries/s counts lines that arrived late, so it alone does not show saturation).\n\n")
+          "(deliveries/s counts what arrived in the step's window, which can include a backlog from "
+          "the step before, so latency is what shows a server falling behind). A fraction above 1 "
+          "means the variant writes several lines per system call.\n\n")
         w(table(["variant", "best sustained deliveries/s", "fraction of ceiling"],
                 [[c, fmt_num(v), f"{v / top:.2f}" if top else "–"] for c, v in best_dps.items()]))
         w("\n![ceiling](ceiling.png)\n")
