@@ -380,12 +380,4 @@ TEST(Conformance, SigintStopsToo) {
 }  // namespace
 }  // namespace chat::test
 
-int main(int argc, char** argv) {
-  const bool have_server = chat::test::parse_server_command(argc, argv);
-  testing::InitGoogleTest(&argc, argv);
-  if (!have_server && !testing::GTEST_FLAG(list_tests)) {
-    std::fprintf(stderr, "usage: %s [gtest flags] --variant NAME -- SERVER_COMMAND...\n", argv[0]);
-    return 2;
-  }
-  return RUN_ALL_TESTS();
-}
+int main(int argc, char** argv) { return chat::test::run_server_suite(argc, argv); }

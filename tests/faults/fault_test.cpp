@@ -659,17 +659,11 @@ TEST(Security, CountersPassFourGigabytes) {
 }  // namespace chat::test
 
 int main(int argc, char** argv) {
-  const bool have_server = chat::test::parse_server_command(argc, argv);
-  testing::InitGoogleTest(&argc, argv);
-  if (!have_server && !testing::GTEST_FLAG(list_tests)) {
-    std::fprintf(stderr, "usage: %s [gtest flags] --variant NAME -- SERVER_COMMAND...\n", argv[0]);
-    return 2;
-  }
   // Storms open thousands of sockets; the servers inherit this limit too.
   rlimit files{};
   ::getrlimit(RLIMIT_NOFILE, &files);
   files.rlim_cur = files.rlim_max;
   ::setrlimit(RLIMIT_NOFILE, &files);
   ::signal(SIGPIPE, SIG_IGN);
-  return RUN_ALL_TESTS();
+  return chat::test::run_server_suite(argc, argv);
 }

@@ -11,7 +11,10 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <gtest/gtest.h>
+
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
 #include <fstream>
 #include <regex>
@@ -59,6 +62,16 @@ bool parse_server_command(int& argc, char** argv) {
   }
   argc = kept;
   return !command.argv.empty();
+}
+
+int run_server_suite(int argc, char** argv) {
+  const bool have_server = parse_server_command(argc, argv);
+  testing::InitGoogleTest(&argc, argv);
+  if (!have_server && !testing::GTEST_FLAG(list_tests)) {
+    std::fprintf(stderr, "usage: %s [gtest flags] --variant NAME -- SERVER_COMMAND...\n", argv[0]);
+    return 2;
+  }
+  return RUN_ALL_TESTS();
 }
 
 // ---- ServerProcess -------------------------------------------------------------------

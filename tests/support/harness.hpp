@@ -27,6 +27,9 @@ struct ServerCommand {
 ServerCommand& server_command();
 // Takes --variant NAME and `-- COMMAND...` out of argv; false if the command is missing.
 bool parse_server_command(int& argc, char** argv);
+// main() of a suite run against one server: parses the server command, then gtest's
+// flags, and runs every test (or says how to call it).
+int run_server_suite(int argc, char** argv);
 
 // A command the server is started through, e.g. {"sh", "-c", "ulimit -n 256; exec \"$0\" \"$@\""}
 // to start it under a limit; the server's own command line follows it.
