@@ -92,7 +92,7 @@ class Server {
   bool deliver(Session& receiver, const chat::Message& message, Outbox::Kind kind);
   void write_now(Session& receiver);
   void flush(Session& receiver);
-  std::size_t gather(Session& receiver, std::array<iovec, gather_limit>& out);
+  msghdr gather(Session& receiver, std::array<iovec, gather_limit>& out);
   void sent(Session& receiver, std::size_t bytes);
   void done_writing(Session& receiver);
   void disconnect(Session& session);
@@ -141,9 +141,7 @@ void Server::write_now(Session& receiver) {
   std::unique_lock lock(receiver.mutex);
   std::array<iovec, gather_limit> buffers;
   while (!receiver.outbox.empty() && !receiver.closed) {
-    msghdr message{};
-    message.msg_iov = buffers.data();
-    message.msg_iovlen = gather(receiver, buffers);
+    const msghdr message = gather(receiver, buffers);
     lock.unlock();
     const ssize_t n = ::sendmsg(receiver.socket, &message, MSG_DONTWAIT | MSG_NOSIGNAL);
     const int error = n < 0 ? errno : 0;
@@ -168,9 +166,7 @@ void Server::flush(Session& receiver) {
   std::unique_lock lock(receiver.mutex);
   std::array<iovec, gather_limit> buffers;
   while (!receiver.outbox.empty() && !receiver.closed) {
-    msghdr message{};
-    message.msg_iov = buffers.data();
-    message.msg_iovlen = gather(receiver, buffers);
+    const msghdr message = gather(receiver, buffers);
     const auto deadline = receiver.progress + options_.write_timeout;
     lock.unlock();
     const auto left = std::chrono::ceil<std::chrono::milliseconds>(deadline - Clock::now());
@@ -188,11 +184,15 @@ void Server::flush(Session& receiver) {
   done_writing(receiver);
 }
 
-std::size_t Server::gather(Session& receiver, std::array<iovec, gather_limit>& out) {
+// One sendmsg's worth of the receiver's outbox, as iovecs in `out`.
+msghdr Server::gather(Session& receiver, std::array<iovec, gather_limit>& out) {
   std::array<std::string_view, gather_limit> views;
   const std::size_t count = receiver.outbox.gather(views);
   for (std::size_t i = 0; i < count; ++i) out[i] = {const_cast<char*>(views[i].data()), views[i].size()};
-  return count;
+  msghdr message{};
+  message.msg_iov = out.data();
+  message.msg_iovlen = count;
+  return message;
 }
 
 // Books what the peer took. Called by the receiver's writer with its lock held; the
