@@ -138,9 +138,14 @@ def case_server_killed(loadgen, server, port):
                 while line and not line.startswith(b"/stats "):
                     line = reader.readline()
                 stats = dict(f.split(b"=", 1) for f in line.split()[1:] if b"=" in f)
-                if int(stats.get(b"lines_in", b"0")) >= 200:
+                if int(stats.get(b"lines_in", b"0")) >= 100:
                     break
                 time.sleep(0.05)
+        # Stop the server before killing it, so that lines are certainly in flight: what
+        # loadgen sends meanwhile waits unread in the server's sockets and dies with it.
+        # A plain SIGKILL may land between two sends, with nothing in flight to lose.
+        server.send_signal(signal.SIGSTOP)
+        time.sleep(0.5)
         server.send_signal(signal.SIGKILL)
 
     report, elapsed = run_loadgen(None, loadgen, port, server.pid,
