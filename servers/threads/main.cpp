@@ -156,7 +156,6 @@ void Server::write_now(Session& receiver) {
     }
     if (error != 0 && error != EINTR) disconnect(receiver);  // the peer is gone
   }
-  lock.unlock();
   done_writing(receiver);
 }
 
@@ -180,7 +179,6 @@ void Server::flush(Session& receiver) {
     if (timed_out && !receiver.closed) ++hub_.counters().slow_disconnects;
     if (timed_out || (error != 0 && error != EAGAIN && error != EINTR)) disconnect(receiver);
   }
-  lock.unlock();
   done_writing(receiver);
 }
 
@@ -204,8 +202,10 @@ void Server::sent(Session& receiver, std::size_t bytes) {
   receiver.progress = Clock::now();
 }
 
+// Called with the receiver's lock held, the same hold in which its writer found the
+// outbox empty: were the lock let go in between, a deliver() could still see `writing`,
+// leave its message to this writer, and the message would wait with no writer at all.
 void Server::done_writing(Session& receiver) {
-  std::lock_guard lock(receiver.mutex);
   if (receiver.closed) receiver.outbox.clear();
   receiver.writing = false;
   receiver.written.notify_all();

@@ -347,6 +347,36 @@ TEST(Conformance, TwoHundredClientsAtOnce) {
   }
 }
 
+// Many senders deliver to each receiver at the same moment, round after round, and every
+// receiver must have the whole round before the next one starts. The last line of a
+// round has no later line to carry it out, so a server that strands a queued line
+// (chat-threads once did, when a writer let go of the receiver's lock between finding
+// its queue empty and saying it had stopped writing) fails here instead of passing.
+TEST(Conformance, EveryRoundArrivesWhole) {
+  ServerProcess server;
+  constexpr std::size_t kClients = 24;
+  constexpr std::size_t kRounds = 250;
+  auto c = connect_all(server, kClients);
+  for (std::size_t round = 0; round < kRounds; ++round) {
+    for (std::size_t i = 0; i < kClients; ++i) c[i].send_line(std::to_string(round) + " " + std::to_string(i));
+    for (std::size_t i = 0; i < kClients; ++i) {
+      std::vector<bool> seen(kClients);
+      for (std::size_t k = 0; k + 1 < kClients; ++k) {
+        const auto line = c[i].read_line(5s);
+        ASSERT_TRUE(line.has_value()) << "round " << round << ": client " << i << " got only " << k << " lines";
+        const auto space = line->find(' ');
+        ASSERT_NE(space, std::string::npos) << *line;
+        ASSERT_EQ(line->substr(0, space), std::to_string(round)) << "a line from another round";
+        const auto from = std::stoul(line->substr(space + 1));
+        ASSERT_LT(from, kClients);
+        EXPECT_NE(from, i) << "echo";
+        EXPECT_FALSE(seen[from]) << "duplicate";
+        seen[from] = true;
+      }
+    }
+  }
+}
+
 TEST(Conformance, SigtermStopsWithinTwoSecondsAndPrintsStats) {
   ServerProcess server;
   auto c = connect_all(server, 3);
