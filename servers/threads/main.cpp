@@ -110,6 +110,7 @@ class Server {
   Hub hub_{variant};
   std::atomic<std::size_t> threads_ = 0;  // connection and writer threads running
   bool stopping_ = false;                 // guarded by room_mutex_
+  Clock::time_point stopped_at_;          // set by stop(); run() reads it after joining its thread
 };
 
 // ---- deliver --------------------------------------------------------------------------
@@ -323,7 +324,8 @@ void Server::run() {
     admit(socket);
   }
   signal_waiter.join();
-  const auto deadline = Clock::now() + std::chrono::milliseconds(1500);
+  // From the signal, not from now: the accept loop may have been in a back-off sleep.
+  const auto deadline = stopped_at_ + std::chrono::milliseconds(1500);
   while (threads_ > 0 && Clock::now() < deadline) std::this_thread::sleep_for(std::chrono::milliseconds(5));
 }
 
@@ -338,9 +340,21 @@ void Server::admit(int socket) {
     }
     hub_.enter(*session);  // before its thread runs, so that --max-clients counts it
   }
-  if (!spawn([this, session] { serve(session); })) {
-    std::lock_guard lock(room_mutex_);  // no thread to give (EAGAIN): refuse this one client
-    hub_.exit(*session);
+  if (!spawn([this, session] { serve(session); })) {  // no thread to give (EAGAIN)
+    {
+      std::lock_guard lock(room_mutex_);
+      hub_.exit(*session);  // it receives nothing more
+    }
+    // It was in the lobby meanwhile: a thread may have queued a line for it and be its
+    // writer. As in serve(), the descriptor is closed only once no writer is left, or
+    // that writer could write to the next client given the same number. A busy writer
+    // is stopped by disconnect() (this client then gets no server-full reply).
+    std::unique_lock lock(session->mutex);
+    if (session->writing) disconnect(*session);
+    session->closed = true;
+    session->written.wait(lock, [&] { return !session->writing; });
+    session->outbox.clear();
+    lock.unlock();
     reject(socket);
   }
 }
@@ -387,6 +401,7 @@ bool Server::spawn(Body body) {
 void Server::stop() {
   std::lock_guard lock(room_mutex_);
   stopping_ = true;
+  stopped_at_ = Clock::now();
   ::shutdown(listener_, SHUT_RDWR);  // accept() returns EINVAL
   hub_.for_each_session([this](Session& session) {
     std::lock_guard session_lock(session.mutex);
