@@ -98,14 +98,15 @@ def best(candidates, lower_is_better=True):
     return c, v
 
 
-def leaders(candidates, lower_is_better=True, within=0.05):
-    """The configurations within 5% of the best value, as `a`, `b`: a tie is reported as one."""
+def leaders(candidates, verb, lower_is_better=True, within=0.05):
+    """The configurations within 5% of the best value, as `a`, `b`, then the verb
+    (singular, plural) that agrees with them: a tie is reported as one."""
     candidates = [(c, v) for c, v in candidates if v is not None]
     if not candidates:
         return "–"
     top = (min if lower_is_better else max)(v for _, v in candidates)
     close = [c for c, v in candidates if abs(v - top) <= within * abs(top)]
-    return ", ".join(f"`{c}`" for c in close)
+    return ", ".join(f"`{c}`" for c in close) + " " + verb[len(close) > 1]
 
 
 def main():
@@ -285,8 +286,8 @@ def main():
     if c:
         thr = rss.get("threads")
         noisy = [x for x in configs if mem.get(x) is not None and mem[x] <= 0]
-        findings.append(f"- **Many mostly idle connections:** {leaders([(x, rss.get(x)) for x in configs])} "
-                        f"costs the server process the least per idle connection ({fmt_bytes(v)}"
+        findings.append(f"- **Many mostly idle connections:** {leaders([(x, rss.get(x)) for x in configs], ('costs', 'cost'))} "
+                        f"the server process the least per idle connection ({fmt_bytes(v)}"
                         + (f"; default `threads` {fmt_bytes(thr)}" if thr else "") + "); per connection the "
                         f"whole machine gave {fmt_bytes(mem.get(c))} for it."
                         + (f" The whole-machine slope is within the noise of this machine for {', '.join(noisy)} "
@@ -296,17 +297,17 @@ def main():
     if c:
         missing = [x for x in base if not p99.get(x)]
         findings.append(f"- **Fan-out latency:** at {fmt_num(top_bc)} clients "
-                        f"{leaders([(x, p99.get(x)) for x in base])} has the best broadcast completion p99 "
+                        f"{leaders([(x, p99.get(x)) for x in base], ('has', 'have'))} the best broadcast completion p99 "
                         f"({fmt_us(v)})" + (f"; not reached by {', '.join(missing)}" if missing else "") + ".")
     c, v = best([(c, best_dps.get(c)) for c in base], lower_is_better=False)
     if c:
-        findings.append(f"- **Throughput:** {leaders([(x, best_dps.get(x)) for x in base], False)} sustained "
+        findings.append(f"- **Throughput:** {leaders([(x, best_dps.get(x)) for x in base], ('sustained', 'sustained'), False)} "
                         f"the most deliveries per second ({fmt_num(v)}/s with p99 ≤ "
                         f"{rl.KEPT_UP_P99_US / 1000:g} ms) on one core. Steps where loadgen saturated its own "
                         "core bound this from below.")
     c, v = best([(c, cpu.get(c)) for c in base])
     if c:
-        findings.append(f"- **CPU per line:** {leaders([(x, cpu.get(x)) for x in base])} spends the least server "
+        findings.append(f"- **CPU per line:** {leaders([(x, cpu.get(x)) for x in base], ('spends', 'spend'))} the least server "
                         f"CPU per delivered line ({v:.3g} µs at {fmt_num(common_chat)} lines/s per client).")
     c, v = best([(c, loc.get(c, {}).get("own")) for c in base])
     if c:
