@@ -6,6 +6,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <cstdlib>
 #include <map>
 #include <optional>
 #include <string>
@@ -111,6 +112,10 @@ class Client {
   std::size_t start_ = 0;
   bool eof_ = false;
 };
+
+// True under scripts/test.sh --sanitize. ASan keeps freed memory in quarantine and never
+// returns its own bookkeeping, so an RSS verdict there would judge ASan, not the server.
+inline bool sanitized() { return std::getenv("CHATBENCH_SANITIZED") != nullptr; }
 
 // Polls `condition` every 10 ms until it holds or `timeout` passes; returns whether it held.
 template <class Condition>
