@@ -9,6 +9,7 @@
 #include <array>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/post.hpp>
 #include <boost/asio/signal_set.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/write.hpp>
@@ -29,7 +30,6 @@
 #include <mutex>
 #include <span>
 #include <string_view>
-#include <vector>
 
 #include "asio_scheduler.hpp"
 #include "yield.hpp"
@@ -39,6 +39,7 @@ namespace {
 using boost::asio::ip::tcp;
 using boost::system::error_code;
 using chat::Outbox;
+namespace bi = boost::intrusive;
 
 constexpr std::string_view variant = "fibers";
 
@@ -56,15 +57,17 @@ constexpr std::size_t gather_limit = 16;
 
 // One connection. It lives on its own fiber's stack, so an idle connection costs its
 // stack pages and the socket, nothing else.
-struct Session : chat::Participant, boost::intrusive::list_base_hook<> {
+struct Session : chat::Participant, bi::list_base_hook<> {
   Session(tcp::socket socket, std::size_t max_pending)
       : socket(std::move(socket)), outbox(max_pending) {}
 
   tcp::socket socket;
   Outbox outbox;
   boost::fibers::fiber writer;  // flushes the outbox while the peer's socket is full
-  bool writing = false;         // `writer` is running
+  bool writing = false;         // queued for this round's writes, or `writer` is running
   bool closed = false;          // disconnected: deliver nothing more
+  // In Server::to_write_ until this round's writes; leaves it if the session ends first.
+  bi::list_member_hook<bi::link_mode<bi::auto_unlink>> to_write_hook;
 };
 
 // ---- room -----------------------------------------------------------------------------
@@ -89,7 +92,8 @@ class Server {
 
  private:
   void serve(tcp::socket socket);
-  bool deliver(Session& receiver, chat::Message message, Outbox::Kind kind);
+  void deliver(Session& receiver, chat::Message message, Outbox::Kind kind);
+  void write_round();
   void write_now(Session& receiver);
   void flush(Session& receiver);
   std::size_t gather(Session& receiver, std::array<boost::asio::const_buffer, gather_limit>& out);
@@ -108,9 +112,12 @@ class Server {
   // anywhere: it waits for readability first, and reads only then.
   std::array<char, read_buffer_size> read_buffer_;
   chat::Hub<Session> hub_{variant};
-  // Receivers the running fiber is to write to once it has handled what it read; one
-  // list for all, since a fiber does not suspend while it uses it.
-  std::vector<Session*> writers_;
+  // Receivers delivered to since the last write_round(), each written once per round.
+  bi::list<Session,
+           bi::member_hook<Session, decltype(Session::to_write_hook), &Session::to_write_hook>,
+           bi::constant_time_size<false>>
+      to_write_;
+  bool write_round_posted_ = false;
   tcp::acceptor acceptor_;
   boost::asio::signal_set signals_;
   boost::asio::steady_timer backoff_timer_;
@@ -124,19 +131,33 @@ class Server {
 // ---- deliver --------------------------------------------------------------------------
 
 // Queues `message` for `receiver`. Runs on the sender's fiber, often inside
-// hub_.handle() while it walks a room: it never suspends, and it returns true when the
-// caller has become the receiver's writer and must call write_now() once it has handled
-// the rest of what it read (so that all of it goes out in one writev).
-bool Server::deliver(Session& receiver, chat::Message message, Outbox::Kind kind) {
-  if (receiver.closed) return false;
+// hub_.handle() while it walks a room, so it never suspends: an idle receiver is written
+// at the end of the scheduler's round (write_round), once every fiber that was ready has
+// run, so what several senders sent it meanwhile goes out in one writev.
+void Server::deliver(Session& receiver, chat::Message message, Outbox::Kind kind) {
+  if (receiver.closed) return;
   if (!receiver.outbox.push(std::move(message), kind)) {
     ++hub_.counters().slow_disconnects;  // over --max-pending
-    disconnect(receiver);
-    return false;
+    return disconnect(receiver);
   }
-  if (receiver.writing) return false;  // its writer will take this message too
+  if (receiver.writing) return;  // a write is due or under way: it takes this message too
   receiver.writing = true;
-  return true;
+  to_write_.push_back(receiver);
+  if (write_round_posted_) return;
+  write_round_posted_ = true;
+  // A handler runs when the scheduler polls the io_context, after the fibers made ready
+  // before it (asio_scheduler.hpp): the same moment chat-asio's posted write step runs.
+  boost::asio::post(acceptor_.get_executor(), [this] { write_round(); });
+}
+
+// Runs on the scheduler's dispatcher, as a completion handler: never suspends.
+void Server::write_round() {
+  write_round_posted_ = false;
+  while (!to_write_.empty()) {
+    Session& receiver = to_write_.front();
+    to_write_.pop_front();
+    write_now(receiver);
+  }
 }
 
 // Writer combining without waiting: the delivering fiber writes into the receiver's
@@ -157,8 +178,8 @@ void Server::write_now(Session& receiver) {
     return;
   }
   try {
-    // A previous writer fiber ended when it set writing = false, and nothing has
-    // suspended since: this join() returns at once.
+    // A previous writer fiber set writing = false as its last step and has ended
+    // since (nothing after it suspends): this join() returns at once.
     if (receiver.writer.joinable()) receiver.writer.join();
     receiver.writer =
         boost::fibers::fiber(std::allocator_arg, stacks_, [this, &receiver] { flush(receiver); });
@@ -230,26 +251,24 @@ void Server::serve(tcp::socket socket) {
     hub_.counters().bytes_in += n;
     const auto status = decoder.feed({read_buffer_.data(), n}, [&](std::string_view line) {
       auto outcome = hub_.handle(session, line, [this](Session& receiver, const chat::Message& m) {
-        if (deliver(receiver, m, Outbox::Kind::chat)) writers_.push_back(&receiver);
+        deliver(receiver, m, Outbox::Kind::chat);
       });
-      if (outcome.reply && deliver(session, std::move(outcome.reply), Outbox::Kind::reply)) {
-        writers_.push_back(&session);
-      }
+      if (outcome.reply) deliver(session, std::move(outcome.reply), Outbox::Kind::reply);
       quit = outcome.quit;
       return !quit && !session.closed;
     });
     if (status == chat::LineDecoder::Status::line_too_long) {
-      if (deliver(session, chat::replies::line_too_long(), Outbox::Kind::reply)) writers_.push_back(&session);
+      deliver(session, chat::replies::line_too_long(), Outbox::Kind::reply);
       quit = true;
     }
-    // Every line of this read goes out to a receiver in one writev. No fiber has run
-    // since deliver(), so every receiver listed is still there.
-    for (Session* receiver : writers_) write_now(*receiver);
-    writers_.clear();
   }
 
-  hub_.exit(session);                 // it receives nothing more
-  if (!quit) disconnect(session);     // the peer is gone: drop what is queued
+  hub_.exit(session);              // it receives nothing more
+  if (!quit) disconnect(session);  // the peer is gone: drop what is queued
+  if (session.to_write_hook.is_linked()) {  // its write is due this round: do it now
+    session.to_write_hook.unlink();
+    write_now(session);
+  }
   if (session.writer.joinable()) session.writer.join();  // /quit: queued output first
   if (!session.closed) {
     session.socket.shutdown(tcp::socket::shutdown_send, ec);
