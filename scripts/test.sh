@@ -104,7 +104,7 @@ cmake -S "$root" -B "$asan" -DCMAKE_BUILD_TYPE=RelWithDebInfo \
   -DCHATBENCH_SANITIZE=address,undefined -DCMAKE_CXX_FLAGS=-fno-sanitize-recover=all \
   -DCHATBENCH_SKIP=bench >/dev/null
 cmake --build "$asan" -j 2
-CHAT_SOAK_S=${CHAT_SOAK_S:-20} asan_options=$asan_base run_sanitized "$asan" asan -E "^eventlet\\.|$rss_tests" "$@" ||
+CHAT_SOAK_S=20 asan_options=$asan_base run_sanitized "$asan" asan -E "^eventlet\\.|$rss_tests" "$@" ||
   failed=1
 asan_options="$asan_base:quarantine_size_mb=0" \
   run_sanitized "$asan" asan-rss -R "$rss_tests" -E '^eventlet\.' "$@" || failed=1

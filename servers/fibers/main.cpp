@@ -17,6 +17,7 @@
 #include <boost/fiber/condition_variable.hpp>
 #include <boost/fiber/fiber.hpp>
 #include <boost/fiber/mutex.hpp>
+#include <boost/fiber/operations.hpp>
 #include <boost/fiber/protected_fixedsize_stack.hpp>
 #include <boost/intrusive/list.hpp>
 #include <chat/backoff.hpp>
@@ -160,10 +161,11 @@ void Server::write_round() {
   }
 }
 
-// Writer combining without waiting: the delivering fiber writes into the receiver's
-// socket buffer as long as it has room. What does not fit goes to a writer fiber of
-// the receiver's own, which waits (up to --write-timeout-ms per byte of progress), so a
-// slow receiver costs the sender nothing and the others no delay.
+// Writes into the receiver's socket buffer, without waiting, as much as it has room for
+// (from write_round(), or from the receiver's own fiber as it ends). What does not fit
+// goes to a writer fiber of the receiver's own, which waits (up to --write-timeout-ms
+// per byte of progress), so a slow receiver costs the senders nothing and the others no
+// delay.
 void Server::write_now(Session& receiver) {
   std::array<boost::asio::const_buffer, gather_limit> buffers;
   while (!receiver.outbox.empty() && !receiver.closed) {
@@ -305,6 +307,9 @@ void Server::run() {
   }
   std::unique_lock lock(ended_mutex_);
   ended_.wait(lock, [this] { return connection_fibers_ == 0; });
+  lock.unlock();
+  // A write round still posted would run after this Server is gone: let it run now.
+  while (write_round_posted_) boost::this_fiber::yield();
 }
 
 void Server::admit(tcp::socket socket) {

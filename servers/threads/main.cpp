@@ -213,7 +213,8 @@ void Server::done_writing(Session& receiver) {
 }
 
 // Drops the connection: its thread's blocked recv() returns, and the thread winds down;
-// only that thread closes the descriptor, so no other thread can write to a reused one.
+// only that thread closes the descriptor (or admit(), for a client that never got a
+// thread), once no writer is left, so no other thread can write to a reused one.
 // Called with the session's lock held. A writer still busy clears the outbox itself.
 void Server::disconnect(Session& session) {
   if (session.closed) return;
@@ -348,7 +349,9 @@ void Server::admit(int socket) {
     // It was in the lobby meanwhile: a thread may have queued a line for it and be its
     // writer. As in serve(), the descriptor is closed only once no writer is left, or
     // that writer could write to the next client given the same number. A busy writer
-    // is stopped by disconnect() (this client then gets no server-full reply).
+    // is stopped by disconnect() (this client then gets no server-full reply). With no
+    // thread to spare, that writer may be flushing other receivers inline first, so the
+    // accept loop can wait here a few --write-timeout-ms.
     std::unique_lock lock(session->mutex);
     if (session->writing) disconnect(*session);
     session->closed = true;
