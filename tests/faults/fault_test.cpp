@@ -20,6 +20,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <boost/json.hpp>
 #include <cstdio>
@@ -371,12 +372,16 @@ TEST(Storm, ChurnLeavesNoLeak) {
   }
   // Threads and fibers may still be unwinding: give RSS a few seconds to come back.
   // Under a sanitizer the cycles still run, and LeakSanitizer judges leaks instead.
+  // Slack: 5%, but at least 512 KiB. chat-threads' per-thread malloc arenas keep a few
+  // hundred KiB that vary from run to run (5.0 -> 5.3 MiB once in CI, while 80 cycles
+  // stayed flat at 5.05 MiB); a leak of 16 bytes per connection is 600 KiB here.
+  const std::size_t slack = std::max<std::size_t>(rss_baseline / 20, 512 * 1024);
   std::size_t rss_after = server.rss_bytes();
   if (!sanitized()) {
     const bool back = eventually(
         [&] {
           rss_after = server.rss_bytes();
-          return rss_after <= rss_baseline + rss_baseline / 20;
+          return rss_after <= rss_baseline + slack;
         },
         5s);
     EXPECT_TRUE(back) << "RSS " << mib(rss_baseline) << " after the warm-up cycle, " << mib(rss_after)
