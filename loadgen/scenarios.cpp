@@ -283,7 +283,7 @@ void drain(Engine& engine, std::uint64_t expected_unique, Progress& progress) {
 }
 
 struct LossTotals {
-  std::uint64_t received = 0, unique = 0, duplicated = 0, reordered = 0;
+  std::uint64_t received = 0, duplicated = 0, reordered = 0;
   std::uint64_t lost = 0, outstanding = 0, receivers_with_loss = 0, receivers_with_outstanding = 0;
 
   // Adds one receiver's missing lines (the sum over the senders it tracks).
@@ -386,7 +386,6 @@ void run_broadcast(Engine& engine, json::object& report, Progress& progress) {
       if (connection->id == 0 || !connection->joined) continue;
       const SenderTrack& track = connection->tracks[0];
       loss.received += track.received;
-      loss.unique += track.unique_received();
       loss.duplicated += track.duplicated;
       loss.reordered += track.reordered;
       loss.add_receiver(track.missing(sends_done, connection->state != ConnectionState::closed));
@@ -607,7 +606,6 @@ void run_chat(Engine& engine, json::object& report, Progress& progress) {
       for (std::uint32_t slot = 0; slot < connection->tracks.size(); ++slot) {
         const SenderTrack& track = connection->tracks[slot];
         loss.received += track.received;
-        loss.unique += track.unique_received();
         loss.duplicated += track.duplicated;
         loss.reordered += track.reordered;
         const std::uint32_t sender = connection->track_base + slot;

@@ -328,23 +328,29 @@ TEST(Conformance, HalfClosedClientLeavesQuietly) {
   EXPECT_EQ(c[2].read_line(), "still here");
 }
 
+// Client `self` of `clients` reads one line `prefix` + i from every other client i: no
+// echo, no duplicate, nothing else in between.
+void expect_one_from_each_other(std::vector<Client>& clients, std::size_t self, const std::string& prefix,
+                                std::chrono::milliseconds timeout) {
+  std::vector<bool> seen(clients.size());
+  for (std::size_t k = 0; k + 1 < clients.size(); ++k) {
+    const auto line = clients[self].read_line(timeout);
+    ASSERT_TRUE(line.has_value()) << "client " << self << " got only " << k << " lines";
+    ASSERT_TRUE(line->starts_with(prefix)) << "client " << self << " got " << *line;
+    const auto from = std::stoul(line->substr(prefix.size()));
+    ASSERT_LT(from, clients.size());
+    EXPECT_NE(from, self) << "echo";
+    EXPECT_FALSE(seen[from]) << "duplicate";
+    seen[from] = true;
+  }
+}
+
 TEST(Conformance, TwoHundredClientsAtOnce) {
   ServerProcess server;
   constexpr std::size_t kClients = 200;
   auto c = connect_all(server, kClients);
   for (std::size_t i = 0; i < kClients; ++i) c[i].send_line("from " + std::to_string(i));
-  for (std::size_t i = 0; i < kClients; ++i) {
-    std::vector<bool> seen(kClients);
-    for (std::size_t k = 0; k + 1 < kClients; ++k) {
-      const auto line = c[i].read_line(10s);
-      ASSERT_TRUE(line.has_value()) << "client " << i << " got only " << k << " lines";
-      const auto from = std::stoul(line->substr(5));
-      ASSERT_LT(from, kClients);
-      EXPECT_NE(from, i) << "echo";
-      EXPECT_FALSE(seen[from]) << "duplicate";
-      seen[from] = true;
-    }
-  }
+  for (std::size_t i = 0; i < kClients; ++i) ASSERT_NO_FATAL_FAILURE(expect_one_from_each_other(c, i, "from ", 10s));
 }
 
 // Many senders deliver to each receiver at the same moment, round after round, and every
@@ -358,21 +364,10 @@ TEST(Conformance, EveryRoundArrivesWhole) {
   constexpr std::size_t kRounds = 250;
   auto c = connect_all(server, kClients);
   for (std::size_t round = 0; round < kRounds; ++round) {
-    for (std::size_t i = 0; i < kClients; ++i) c[i].send_line(std::to_string(round) + " " + std::to_string(i));
+    const std::string prefix = "round " + std::to_string(round) + " from ";
+    for (std::size_t i = 0; i < kClients; ++i) c[i].send_line(prefix + std::to_string(i));
     for (std::size_t i = 0; i < kClients; ++i) {
-      std::vector<bool> seen(kClients);
-      for (std::size_t k = 0; k + 1 < kClients; ++k) {
-        const auto line = c[i].read_line(5s);
-        ASSERT_TRUE(line.has_value()) << "round " << round << ": client " << i << " got only " << k << " lines";
-        const auto space = line->find(' ');
-        ASSERT_NE(space, std::string::npos) << *line;
-        ASSERT_EQ(line->substr(0, space), std::to_string(round)) << "a line from another round";
-        const auto from = std::stoul(line->substr(space + 1));
-        ASSERT_LT(from, kClients);
-        EXPECT_NE(from, i) << "echo";
-        EXPECT_FALSE(seen[from]) << "duplicate";
-        seen[from] = true;
-      }
+      ASSERT_NO_FATAL_FAILURE(expect_one_from_each_other(c, i, prefix, 5s)) << "round " << round;
     }
   }
 }
