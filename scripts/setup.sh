@@ -10,6 +10,7 @@ packages=(
   libgtest-dev googletest libbenchmark-dev
   python3-matplotlib python3-eventlet
   clang libclang-rt-14-dev                     # sanitizer and fuzzer runtimes
+  liburing-dev                                 # loadgen's io_uring engine
   procps util-linux                            # ps, taskset
 )
 
