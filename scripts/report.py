@@ -81,7 +81,8 @@ def points(rows, mode):
 def metric_table(rows, mode, column, fmt, label_point):
     pts = points(rows, mode)
     configs = [c for c in rl.configs_in(rows) if ok_rows(rows, c, mode)]
-    lines = [[c] + [cell(point_values(rows, c, mode, column, p), fmt) for p in pts] for c in configs]
+    lines = [[label(rows, c)] + [cell(point_values(rows, c, mode, column, p), fmt) for p in pts]
+             for c in configs]
     return table(["variant"] + [label_point(p) for p in pts], lines)
 
 
@@ -98,15 +99,194 @@ def best(candidates, lower_is_better=True):
     return c, v
 
 
-def leaders(candidates, verb, lower_is_better=True, within=0.05):
-    """The configurations within 5% of the best value, as `a`, `b`, then the verb
-    (singular, plural) that agrees with them: a tie is reported as one."""
-    candidates = [(c, v) for c, v in candidates if v is not None]
-    if not candidates:
-        return "–"
-    top = (min if lower_is_better else max)(v for _, v in candidates)
-    close = [c for c, v in candidates if abs(v - top) <= within * abs(top)]
-    return ", ".join(f"`{c}`" for c in close) + " " + verb[len(close) > 1]
+def label(rows, config):
+    """A configuration's name in tables: the seed's row says what it is."""
+    if rl.variant_of(rows, config) == rl.SEED:
+        return f"{config} ({rl.SEED_NOTE})"
+    return config
+
+
+def ranking(values, what, fmt, lower_is_better=True, bounds=()):
+    """A ranking sentence that says only what the repeats support (results_lib.rank: exact
+    two-sided Mann-Whitney U over the repeats, p < 0.05). values: {config: [one value per
+    repeat]}; what: e.g. 'the lowest CPU per delivered line'. A configuration in bounds is
+    a lower bound: it is never said to be worse than another."""
+    best, tied, verdict = rl.leading_group(values, lower_is_better)
+    if best is None:
+        return None
+    value = fmt(statistics.median([v for v in values[best] if v is not None]))
+    if best in bounds:
+        value = "≥ " + value
+    below = [c for c in bounds if c != best and c not in tied and c in values]
+    tied += below
+    if verdict == "too few":
+        n = min(len([v for v in vs if v is not None]) for vs in values.values() if vs)
+        return (f"not enough repeats to rank {what} ({n} per variant here; a ranking needs "
+                f"{_repeats_to_rank()}): best median `{best}`, {value}")
+    if not tied:
+        return f"`{best}` has {what} ({value}), beyond the noise of the repeats against every other variant"
+    names = ", ".join(f"`{c}`" for c in [best] + tied)
+    rest = [c for c in values if c != best and c not in tied]
+    return (f"{names} are tied for {what} (best median `{best}`, {value}; within the noise of "
+            "the repeats" + (f"; {', '.join(f'`{c}`' for c in rest)} worse beyond it" if rest else "")
+            + (f"; {', '.join(f'`{c}`' for c in below)} a lower bound only" if below else "") + ")")
+
+
+def _repeats_to_rank():
+    n = 1
+    while not rl.can_rank(n, n):
+        n += 1
+    return n
+
+
+# ---------------------------------------------------------------------------------------
+# Chat ceilings (loadgen chat --find-ceiling) and how busy loadgen was
+
+def measured_ceilings(rows):
+    """{config: {values, rows, lower_bound}} from the ok ceiling rows: one value (deliveries/s)
+    per search. A figure is a lower bound when loadgen stopped any of its searches: then it
+    is not the server's ceiling."""
+    out = {}
+    for r in rows:
+        if r["mode"] == "ceiling" and r["status"] == "ok" and rl.num(r["deliveries_per_s"]) is not None:
+            e = out.setdefault(r["config"], {"values": [], "rows": [], "lower_bound": False})
+            e["values"].append(rl.num(r["deliveries_per_s"]))
+            e["rows"].append(r)
+            e["lower_bound"] |= r["limited_by"] == "loadgen"
+    return out
+
+
+def fmt_fraction(v):
+    return "–" if v is None else f"{v * 100:.0f}%"
+
+
+def ceiling_section(rows):
+    measured = measured_ceilings(rows)
+    if not measured:
+        return ""
+    out = ["## Chat ceilings\n",
+           "`loadgen chat --find-ceiling` per variant and repeat (docs/loadgen.md): the highest "
+           "rate per client at which deliveries kept up (≥ 99% of offered), p99 stayed under the "
+           "bar, nothing was lost, late sends stayed ≤ 1% and loadgen's core stayed ≤ 70% busy. "
+           "*Limited by* names what failed just above it, per search. A ceiling where loadgen "
+           "stopped a search is a lower bound (`≥`): the server was not at its limit. Server CPU "
+           "per delivered line at the ceiling = its core's busy fraction ÷ deliveries/s.\n\n"]
+    lines = []
+    for c in rl.configs_in(rows):
+        if c not in measured:
+            continue
+        e = measured[c]
+        col = lambda k: [rl.num(r[k]) for r in e["rows"]]  # noqa: E731
+        limits = {}
+        for r in e["rows"]:
+            limits[r["limited_by"] or "?"] = limits.get(r["limited_by"] or "?", 0) + 1
+        lines.append([c, ("≥ " if e["lower_bound"] else "") + cell(e["values"], fmt_num),
+                      cell(col("rate_per_client"), fmt_num), cell(col("latency_p99_us"), fmt_us),
+                      cell(col("server_cpu_per_delivery_us"), fmt_us),
+                      cell(col("server_cpu_fraction"), fmt_fraction),
+                      cell(col("loadgen_cpu_fraction"), fmt_fraction),
+                      ", ".join(f"{k} ×{n}" for k, n in sorted(limits.items()))])
+    out.append(table(["variant", "ceiling deliveries/s", "rate per client", "p99 at ceiling",
+                      "server CPU / delivered line", "server core busy", "loadgen core busy",
+                      "limited by"], lines))
+    return "".join(out) + "\n"
+
+
+def loadgen_busy_section(rows, per_client):
+    """How busy loadgen's own core was at each chat step (CPU s ÷ window), flagged where
+    loadgen reported itself saturated: there the step measured loadgen as much as the server."""
+    pts = points(rows, "chat")
+    lines = []
+    for c in [c for c in rl.configs_in(rows) if ok_rows(rows, c, "chat")]:
+        line = [label(rows, c)]
+        for p in pts:
+            step = [r for r in ok_rows(rows, c, "chat") if rl.num(r["point"]) == p]
+            text = cell([rl.num(r["loadgen_cpu_fraction"]) for r in step], fmt_fraction)
+            if any(r["loadgen_saturated"] == "True" for r in step):
+                text += " **saturated**"
+            line.append(text)
+        lines.append(line)
+    return ("**Loadgen's core busy** (its CPU s ÷ window; **saturated** where loadgen flagged "
+            "`loadgen_saturated` in any repeat: that step's figures bound the server from below)\n\n"
+            + table(["variant"] + [per_client(p) for p in pts], lines) + "\n")
+
+
+def sustained_by_repeat(rows, config):
+    """Per repeat, the deliveries/s of the highest chat step with p99 ≤ the bar."""
+    out = {}
+    for r in ok_rows(rows, config, "chat"):
+        if rl.kept_up(r):
+            rate, dps = rl.num(r["point"]), rl.num(r["deliveries_per_s"])
+            if r["repeat"] not in out or rate > out[r["repeat"]][0]:
+                out[r["repeat"]] = (rate, dps)
+    return [dps for _rate, dps in out.values()]
+
+
+def throughput_finding(rows, base, measured):
+    if any(c in measured for c in base):
+        values = {c: measured[c]["values"] for c in base if c in measured}
+        bounds = [c for c in values if measured[c]["lower_bound"]]
+        sentence = ranking(values, "the highest chat ceiling in deliveries per second", fmt_num,
+                           lower_is_better=False, bounds=bounds)
+        return (f"- **Throughput** (one core, rooms of 10, p99 ≤ the search's bar): {sentence}."
+                + (f" loadgen, not the server, stopped a search for {', '.join(f'`{c}`' for c in bounds)}: "
+                   + ("that figure is a lower bound." if len(bounds) == 1 else "those figures are lower bounds.")
+                   if bounds else ""))
+    values = {c: sustained_by_repeat(rows, c) for c in base}
+    sentence = ranking(values, "the most deliveries per second sustained", fmt_num, lower_is_better=False)
+    if not sentence:
+        return None
+    return (f"- **Throughput** (one core, p99 ≤ {rl.KEPT_UP_P99_US / 1000:g} ms): {sentence}. "
+            "No ceiling search in this run: steps where loadgen saturated its own core bound this "
+            "from below.")
+
+
+def seed_section(rows):
+    """eventlet (the seed's model, with the protocol's limits) against the seed's code as
+    written, on the seed's own workload: broadcast, by the same noise test."""
+    seeds = [c for c in rl.configs_in(rows) if rl.variant_of(rows, c) == rl.SEED]
+    if not seeds or "eventlet" not in rl.configs_in(rows) or not points(rows, "broadcast"):
+        return ""
+    seed = seeds[0]
+    lines = []
+    for p in points(rows, "broadcast"):
+        for column, what, fmt in [("completion_p50_us", "completion p50", fmt_us),
+                                  ("server_cpu_s", "server CPU", lambda v: f"{v:.3g} s")]:
+            a = point_values(rows, "eventlet", "broadcast", column, p)
+            b = point_values(rows, seed, "broadcast", column, p)
+            if not a or not b:
+                continue
+            verdict, pv = rl.rank(a, b)
+            text = {"a": "`eventlet` better", "b": "the seed better", "tied": "tied",
+                    "too few": "not enough repeats to rank"}[verdict]
+            lines.append([f"{p:,.0f}", what, cell(a, fmt), cell(b, fmt),
+                          text + (f" (p = {pv:.3g})" if pv is not None else "")])
+    if not lines:
+        return ""
+    return ("## The seed's model: `eventlet` against the seed as written\n\n"
+            f"`{seed}` is {rl.SEED_NOTE} (servers/seed/). Same broadcast runs as above; the verdict "
+            "is the noise test of *Method*.\n\n"
+            + table(["clients", "figure", "eventlet", "seed", "verdict"], lines) + "\n")
+
+
+def chat_rates(rows, chat):
+    """The rates the chat curve ran at (the run may extend --chat-rates past the ceilings)."""
+    used = points(rows, "chat")
+    return ", ".join(f"{x:g}" for x in used) if used else chat.get("rates")
+
+
+def noise_rule(rows, plan):
+    """The Method paragraph on rankings: which test, and what this run's repeats allow."""
+    n = plan.get("repeats")
+    need = _repeats_to_rank()
+    text = ("\n**Differences beyond noise.** Two variants are ranked only where the exact two-sided "
+            "Mann-Whitney U test over their repeats gives p < 0.05 (results_lib.rank, "
+            "docs/methodology.md); otherwise they are *tied*. It assumes nothing about the "
+            f"distribution, but needs at least {need} repeats per variant to reach p < 0.05 at all "
+            f"(3 vs 3 cannot go below p = {rl.smallest_p(3, 3):.2g}).")
+    if n is not None and not rl.can_rank(n, n):
+        text += f" This run has {n} repeat(s): not enough repeats to rank, so no ranking is stated."
+    return text + "\n"
 
 
 def main():
@@ -166,11 +346,12 @@ def main():
       f"- **broadcast**: {bc.get('clients')} clients in one room, {bc.get('messages')} lines of "
       f"{bc.get('size')} B, one every {bc.get('interval_ms')} ms from one sender.\n"
       f"- **chat**: {chat.get('clients')} clients in rooms of {chat.get('room_size')}, every client "
-      f"sending open-loop at {chat.get('rates')} lines/s each, stepped up in one run, "
+      f"sending open-loop at {chat_rates(rows, chat)} lines/s each, stepped up in one run, "
       f"{chat.get('duration_s')} s measured per rate after {chat.get('warmup_s')} s warm-up.\n"
       f"- Extra stack sizes (idle only): threads `{plan.get('stacks', {}).get('threads')}`, "
       f"fibers `{plan.get('stacks', {}).get('fibers')}`.\n"
       "- **microbench**: `build/bin/microbench` once (docs/microbench.md).\n")
+    w(noise_rule(rows, plan))
 
     w("## Idle memory\n")
     if any(ok_rows(rows, c, "idle") for c in configs):
@@ -201,6 +382,7 @@ def main():
           "server closed)\n\n")
         w(metric_table(rows, "broadcast", "lines_lost", fmt_num, clients) + "\n")
         w("![broadcast latency](broadcast_latency.png)\n")
+        w(seed_section(rows))
 
     if points(rows, "chat"):
         w("## Chat\n")
@@ -220,27 +402,35 @@ def main():
         w("**Chat lines outstanding at the end** (still missing at open receivers after the "
           "last line from their sender: the server was behind, not losing)\n\n")
         w(metric_table(rows, "chat", "lines_outstanding", fmt_num, per_client) + "\n")
+        w(loadgen_busy_section(rows, per_client))
         w("![latency spectrum](latency_spectrum.png)\n\n![chat throughput](chat_throughput.png)\n")
+    w(ceiling_section(rows))
 
     ceiling = [(rl.num(r["items_per_second"]), r["bench_name"]) for r in rows
                if r["mode"] == "microbench" and r["status"] == "ok"
                and r["bench_name"].startswith("syscall/write/") and rl.num(r["items_per_second"])]
-    best_dps = {}
+    best_dps, measured = {}, measured_ceilings(rows)
     for c in configs:
         value, _rate = rl.sustained(rows, c)
-        if value:
+        if c in measured:
+            best_dps[c] = statistics.median(measured[c]["values"])
+        elif value:
             best_dps[c] = value
     if best_dps:
         w("## Throughput against the system-call ceiling\n")
         top, name = max(ceiling) if ceiling else (None, None)
         w(f"Ceiling: `{name}`, {fmt_num(top)} lines/s written by one thread, one line per `write`.\n\n"
           if top else "No microbench syscall ceiling in this run.\n\n")
-        w(f"Best sustained: the highest chat step whose p99 latency stayed ≤ {rl.KEPT_UP_P99_US / 1000:g} ms "
+        w("Per variant: its measured chat ceiling (median of the searches, *Chat ceilings* above; "
+          "`≥` where loadgen stopped the search) or, without a search, the best sustained: the "
+          f"highest chat step whose p99 latency stayed ≤ {rl.KEPT_UP_P99_US / 1000:g} ms "
           "(deliveries/s counts what arrived in the step's window, which can include a backlog from "
           "the step before, so latency is what shows a server falling behind). A fraction above 1 "
           "means the variant writes several lines per system call.\n\n")
-        w(table(["variant", "best sustained deliveries/s", "fraction of ceiling"],
-                [[c, fmt_num(v), f"{v / top:.2f}" if top else "–"] for c, v in best_dps.items()]))
+        w(table(["variant", "deliveries/s", "from", "fraction of ceiling"],
+                [[c, ("≥ " if measured.get(c, {}).get("lower_bound") else "") + fmt_num(v),
+                  "ceiling search" if c in measured else "best sustained step",
+                  f"{v / top:.2f}" if top else "–"] for c, v in best_dps.items()]))
         w("\n![ceiling](ceiling.png)\n")
 
     mb = [r for r in rows if r["mode"] == "microbench" and r["status"] == "ok"]
@@ -254,7 +444,7 @@ def main():
         w("\n![microbench](microbench.png)\n")
 
     w("## Which variant to deploy\n")
-    base = [c for c in configs if "@" not in c]
+    base = [c for c in configs if "@" not in c and rl.variant_of(rows, c) != rl.SEED]
     mem = {c: median_or_none([rl.num(r["system_slope_bytes"]) for r in idle_last_steps(rows, c)]) for c in configs}
     rss = {c: median_or_none([rl.num(r["rss_slope_bytes"]) for r in idle_last_steps(rows, c)]) for c in configs}
     bc_pts = points(rows, "broadcast")
@@ -270,12 +460,13 @@ def main():
     lines = []
     for c in configs:
         v = rl.variant_of(rows, c)
-        lines.append([c, fmt_bytes(rss.get(c)), fmt_bytes(mem.get(c)),
+        lines.append([label(rows, c), fmt_bytes(rss.get(c)), fmt_bytes(mem.get(c)),
                       fmt_us(p99.get(c)),
-                      fmt_num(best_dps.get(c)), f"{cpu[c]:.3g} µs" if cpu.get(c) else "–",
+                      ("≥ " if measured.get(c, {}).get("lower_bound") else "") + fmt_num(best_dps.get(c)), f"{cpu[c]:.3g} µs" if cpu.get(c) else "–",
                       loc.get(v, {}).get("own", "–")])
     w(table(["variant", "RSS / idle conn", "machine / idle conn",
-             f"broadcast p99 at {fmt_num(top_bc)} clients", "best sustained deliveries/s",
+             f"broadcast p99 at {fmt_num(top_bc)} clients",
+             "chat ceiling deliveries/s" if measured else "best sustained deliveries/s",
              f"CPU / delivery at {fmt_num(common_chat)}/s per client", "own lines of code"], lines))
     shared = loc.get("shared", {})
     w(f"\nLines of code: non-blank, non-comment lines under `servers/<variant>/`; every C++ "
@@ -286,33 +477,29 @@ def main():
     if c:
         thr = rss.get("threads")
         noisy = [x for x in configs if mem.get(x) is not None and mem[x] <= 0]
-        findings.append(f"- **Many mostly idle connections:** {leaders([(x, rss.get(x)) for x in configs], ('costs', 'cost'))} "
-                        f"the server process the least per idle connection ({fmt_bytes(v)}"
-                        + (f"; default `threads` {fmt_bytes(thr)}" if thr else "") + "); per connection the "
-                        f"whole machine gave {fmt_bytes(mem.get(c))} for it."
+        rss_repeats = {x: [rl.num(r["rss_slope_bytes"]) for r in idle_last_steps(rows, x)] for x in configs}
+        findings.append("- **Many mostly idle connections:** "
+                        + ranking(rss_repeats, "the lowest server process memory per idle connection", fmt_bytes)
+                        + (f"; default `threads` {fmt_bytes(thr)}" if thr else "") + ". Per connection the "
+                        f"whole machine gave {fmt_bytes(mem.get(c))} for `{c}`."
                         + (f" The whole-machine slope is within the noise of this machine for {', '.join(noisy)} "
                            "(zero or negative)." if noisy else "")
                         + " The seed's 8 MiB per thread is virtual size (VSZ), not memory in use.")
-    c, v = best([(c, p99.get(c)) for c in base])
-    if c:
+    p99_repeats = {x: point_values(rows, x, "broadcast", "completion_p99_us", top_bc) for x in base}
+    sentence = ranking(p99_repeats, "the best broadcast completion p99", fmt_us)
+    if sentence:
         missing = [x for x in base if not p99.get(x)]
-        findings.append(f"- **Fan-out latency:** at {fmt_num(top_bc)} clients "
-                        f"{leaders([(x, p99.get(x)) for x in base], ('has', 'have'))} the best broadcast completion p99 "
-                        f"({fmt_us(v)})" + (f"; not reached by {', '.join(missing)}" if missing else "") + ".")
-    c, v = best([(c, best_dps.get(c)) for c in base], lower_is_better=False)
-    if c:
-        findings.append(f"- **Throughput:** {leaders([(x, best_dps.get(x)) for x in base], ('sustained', 'sustained'), False)} "
-                        f"the most deliveries per second ({fmt_num(v)}/s with p99 ≤ "
-                        f"{rl.KEPT_UP_P99_US / 1000:g} ms) on one core. Steps where loadgen saturated its own "
-                        "core bound this from below.")
-    c, v = best([(c, cpu.get(c)) for c in base])
-    if c:
-        findings.append(f"- **CPU per line:** {leaders([(x, cpu.get(x)) for x in base], ('spends', 'spend'))} the least server "
-                        f"CPU per delivered line ({v:.3g} µs at {fmt_num(common_chat)} lines/s per client).")
+        findings.append(f"- **Fan-out latency:** at {fmt_num(top_bc)} clients, {sentence}"
+                        + (f"; not reached by {', '.join(missing)}" if missing else "") + ".")
+    findings.append(throughput_finding(rows, base, measured))
+    cpu_repeats = {x: point_values(rows, x, "chat", "server_cpu_per_delivery_us", common_chat) for x in base}
+    sentence = ranking(cpu_repeats, "the least server CPU per delivered line", fmt_us)
+    if sentence:
+        findings.append(f"- **CPU per line** at {fmt_num(common_chat)} lines/s per client: {sentence}.")
     c, v = best([(c, loc.get(c, {}).get("own")) for c in base])
     if c:
         findings.append(f"- **Simplest code:** `{c}` ({v} lines of its own).")
-    w("\n".join(findings) + "\n\n")
+    w("\n".join(f for f in findings if f) + "\n\n")
     w("Read these with the caveats below: a choice for production follows from which of these "
       "a deployment is short of (memory, tail latency, CPU, people's time), not from one column.\n\n")
 
@@ -324,15 +511,15 @@ def main():
       "TCP cost is in both processes' system time.\n"
       f"- Descriptor cap: ulimit -n {limits.get('ulimit_n_hard')} per process bounds every count "
       "(the idle target above); this says nothing about what a variant does at 100 000.\n"
-      "- Shared virtual machine: other work shows as noise (load average above); repeats give "
-      "min–max, not confidence intervals.\n")
+      "- Shared virtual machine: other work shows as noise (load average above); a difference "
+      "is stated only where the repeats' noise test passes (*Method*).\n")
 
     fails = rl.failures(rows)
     if fails:
         w("\n## Failures and points not reached\n")
         w(table(["variant", "mode", "point", "repeat", "why"],
                 [[r["config"], r["mode"], r["point"], r["repeat"], r["why"].replace("|", "/")] for r in fails]))
-    (out / "report.md").write_text("\n".join(part.rstrip("\n") + "\n" for part in md))
+    (out / "report.md").write_text("\n".join(part.rstrip("\n") + "\n" for part in md if part))
     print(f"report.py: {out / 'report.md'}")
 
 

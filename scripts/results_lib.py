@@ -6,11 +6,16 @@ import json
 import statistics
 from pathlib import Path
 
-VARIANTS = ["threads", "fibers", "asio", "coro", "eventlet"]
+VARIANTS = ["threads", "fibers", "asio", "coro", "eventlet", "seed"]
+# The seed's server as written (servers/seed/): no rooms, no commands, no /stats, no
+# protocol limits; measured in idle and broadcast only, and never a variant to deploy.
+SEED = "seed"
+SEED_NOTE = "the seed as written: no protocol limits"
+SEED_MODES = ["idle", "broadcast"]
 # One colour per variant in every plot; a configuration with a non-default stack size
 # keeps its variant's colour and gets a dashed line.
 COLOURS = {"threads": "#d62728", "fibers": "#ff7f0e", "asio": "#1f77b4",
-           "coro": "#2ca02c", "eventlet": "#9467bd", "system": "#7f7f7f"}
+           "coro": "#2ca02c", "eventlet": "#9467bd", "seed": "#8c564b", "system": "#7f7f7f"}
 
 COLUMNS = [
     # what was measured
@@ -41,6 +46,9 @@ COLUMNS = [
     # microbench
     "bench_name", "real_time_ns", "cpu_time_ns", "items_per_second", "rss_per_unit",
     "vsz_per_unit", "total_per_unit",
+    # chat and ceiling: loadgen's CPU s / (window x its one pinned core); ceiling: the
+    # server's the same way, what stopped the search, whether the figure is a lower bound
+    "loadgen_cpu_fraction", "server_cpu_fraction", "limited_by", "lower_bound",
 ]
 
 
@@ -78,6 +86,7 @@ def _cpu(row, cpu, deliveries_per_s):
     row["loadgen_cpu_s"] = (cpu.get("loadgen_user_s") or 0) + (cpu.get("loadgen_sys_s") or 0)
     row["window_s"] = cpu.get("window_s")
     row["loadgen_saturated"] = cpu.get("loadgen_saturated")
+    row["loadgen_cpu_fraction"] = loadgen_fraction(cpu)
     delivered = (deliveries_per_s or 0) * (cpu.get("window_s") or 0)
     if row["server_cpu_s"] is not None and delivered > 0:
         row["server_cpu_per_delivery_us"] = row["server_cpu_s"] / delivered * 1e6
@@ -131,6 +140,8 @@ def rows_from_report(config, variant, stack, mode, point, repeat, status, why, p
         row["late_sends"] = _get(report, "lines", "late_sends")
         _lines(row, report.get("lines"))
         return [row]
+    if mode == "ceiling":
+        return [ceiling_row(base, point, report, why)]
     # chat: one row per rate step
     clients = report.get("clients_connected") or 0
     room = _get(report, "options", "room_size") or 1
@@ -149,6 +160,43 @@ def rows_from_report(config, variant, stack, mode, point, repeat, status, why, p
     if not rows:
         rows.append(dict(base, point=point, status="failed", why=why or "no rate step in the report"))
     return rows
+
+
+LOADGEN_CORES = 1  # run_matrix pins loadgen to one CPU (taskset -c 1)
+
+
+def loadgen_fraction(cpu):
+    """How busy loadgen's core was: its CPU s / (window x its cores), as loadgen reports
+    it (loadgen_cpu_fraction) or, from a loadgen that predates the key, computed the same
+    way from its CPU seconds and window."""
+    if cpu.get("loadgen_cpu_fraction") is not None:
+        return cpu["loadgen_cpu_fraction"]
+    window = cpu.get("window_s")
+    if not window:
+        return None
+    used = (cpu.get("loadgen_user_s") or 0) + (cpu.get("loadgen_sys_s") or 0)
+    return used / (window * LOADGEN_CORES)
+
+
+SERVER_CORES = 1  # run_matrix pins the server to one CPU (taskset -c 0)
+
+
+def ceiling_row(base, point, report, why):
+    """The row of one `loadgen chat --find-ceiling` run (docs/loadgen.md): the highest
+    rate at which every condition held, what failed above it, and the server's CPU per
+    delivered line there (its busy fraction of one core over the deliveries/s)."""
+    c = report.get("ceiling")
+    if not c:
+        return dict(base, point=point, status="failed", why=why or "no ceiling in the report")
+    row = dict(base, point=point, clients=report.get("clients_connected"),
+               rate_per_client=c.get("rate_per_client"), deliveries_per_s=c.get("deliveries_per_s"),
+               latency_p99_us=c.get("p99_us"), server_cpu_fraction=c.get("server_cpu_fraction"),
+               loadgen_cpu_fraction=c.get("loadgen_cpu_fraction"), limited_by=c.get("limited_by"),
+               lower_bound=bool(c.get("lower_bound")))
+    if row["server_cpu_fraction"] is not None and row["deliveries_per_s"]:
+        row["server_cpu_per_delivery_us"] = (row["server_cpu_fraction"] * SERVER_CORES
+                                             / row["deliveries_per_s"] * 1e6)
+    return row
 
 
 def bench_model(name):
@@ -240,8 +288,16 @@ def write_csv(path, rows):
 # Reading back
 
 def read_csv(path):
+    """The rows, with every column of COLUMNS: a CSV written before a column existed reads
+    it as empty, except loadgen_cpu_fraction, which follows from its CPU s and window."""
     with open(path, newline="") as f:
-        return list(csv.DictReader(f))
+        rows = list(csv.DictReader(f))
+    for r in rows:
+        for k in COLUMNS:
+            r.setdefault(k, "")
+        if r["loadgen_cpu_fraction"] == "" and num(r["loadgen_cpu_s"]) is not None and num(r["window_s"]):
+            r["loadgen_cpu_fraction"] = str(num(r["loadgen_cpu_s"]) / (num(r["window_s"]) * LOADGEN_CORES))
+    return rows
 
 
 def num(value):
@@ -304,3 +360,109 @@ def idle_series(rows, config, column):
 
 def failures(rows):
     return [r for r in rows if r["status"] != "ok"]
+
+
+# ---------------------------------------------------------------------------------------
+# Differences beyond noise (docs/methodology.md, "Noise"): every ranking the report and
+# compare.py print goes through rank().
+
+ALPHA = 0.05
+# Above this many ways to split the pooled repeats, the normal approximation replaces the
+# exact enumeration (10 + 10 repeats is 184 756 splits: still exact).
+EXACT_SPLITS = 200_000
+
+
+def _u(a, b):
+    """Mann-Whitney U of a over b: pairs where a's value is the larger, ties counting half."""
+    return sum((x > y) + 0.5 * (x == y) for x in a for y in b)
+
+
+def mann_whitney_p(a, b):
+    """Two-sided p of the Mann-Whitney U test, exact: U of every way to split the pooled
+    values into groups of len(a) and len(b), ties included (a permutation test on U)."""
+    import itertools
+    import math
+    n, m = len(a), len(b)
+    if not n or not m:
+        return 1.0
+    pooled = list(a) + list(b)
+    centre = n * m / 2
+    observed = abs(_u(a, b) - centre)
+    splits = math.comb(n + m, n)
+    if splits > EXACT_SPLITS:
+        ranks = _midranks(pooled)
+        sd = math.sqrt(n * m * (n + m + 1) / 12) or 1.0
+        u = sum(ranks[:n]) - n * (n + 1) / 2
+        z = max(abs(u - centre) - 0.5, 0) / sd
+        return math.erfc(z / math.sqrt(2))
+    extreme = 0
+    for chosen in itertools.combinations(range(n + m), n):
+        inside = set(chosen)
+        xs = [pooled[i] for i in chosen]
+        ys = [pooled[i] for i in range(n + m) if i not in inside]
+        # A small tolerance: U is a multiple of 0.5, so this only absorbs float error.
+        extreme += abs(_u(xs, ys) - centre) >= observed - 1e-9
+    return extreme / splits
+
+
+def _midranks(values):
+    order = sorted(range(len(values)), key=values.__getitem__)
+    ranks = [0.0] * len(values)
+    i = 0
+    while i < len(order):
+        j = i
+        while j + 1 < len(order) and values[order[j + 1]] == values[order[i]]:
+            j += 1
+        for k in range(i, j + 1):
+            ranks[order[k]] = (i + j) / 2 + 1
+        i = j + 1
+    return ranks
+
+
+def smallest_p(n, m):
+    """The smallest two-sided p the exact test can give with n and m repeats: every value
+    of one group beyond every value of the other. 3 vs 3 gives 0.1, 4 vs 4 0.029."""
+    import math
+    return 2 / math.comb(n + m, n) if n and m else 1.0
+
+
+def can_rank(n, m):
+    return smallest_p(n, m) < ALPHA
+
+
+def rank(a, b, lower_is_better=True):
+    """Whether a is better than b beyond the noise of their repeats: (verdict, p) with
+    verdict 'a', 'b', 'tied' (the test cannot tell them apart at ALPHA) or 'too few'
+    (too few repeats for any outcome to reach ALPHA)."""
+    a = [v for v in a if v is not None]
+    b = [v for v in b if v is not None]
+    if not can_rank(len(a), len(b)):
+        return "too few", None
+    p = mann_whitney_p(a, b)
+    if p >= ALPHA:
+        return "tied", p
+    a_lower = statistics.median(a) < statistics.median(b)
+    return ("a" if a_lower == lower_is_better else "b"), p
+
+
+def leading_group(candidates, lower_is_better=True):
+    """From {name: [repeat values]}: (best, tied, verdict). best is the name with the best
+    median; tied the others the test cannot separate from it (or could not rank for too
+    few repeats); verdict 'ranked' if every other name is beyond noise worse, 'tied' if
+    some are tied, 'too few' if some have too few repeats to tell."""
+    have = {c: [x for x in v if x is not None] for c, v in candidates.items()}
+    have = {c: v for c, v in have.items() if v}
+    if not have:
+        return None, [], None
+    pick = min if lower_is_better else max
+    best = pick(have, key=lambda c: statistics.median(have[c]))
+    tied, verdict = [], "ranked"
+    for c, values in have.items():
+        if c == best:
+            continue
+        outcome, _p = rank(have[best], values, lower_is_better)
+        if outcome in ("tied", "too few"):
+            tied.append(c)
+            if verdict != "too few":
+                verdict = "too few" if outcome == "too few" else "tied"
+    return best, tied, verdict

@@ -60,12 +60,14 @@ def parse_args():
                     "CHATBENCH_<NAME> from the environment, e.g. CHATBENCH_REPEATS=5.")
     p.add_argument("--quick", action="store_true", default=env_default("QUICK", "") != "",
                    help="smoke run: small counts, one repeat, microbench --smoke (< 2 min)")
-    p.add_argument("--variants", default=env_default("VARIANTS", ",".join(results_lib.VARIANTS)),
-                   help="comma-separated subset of " + ",".join(results_lib.VARIANTS))
+    p.add_argument("--variants", default=env_default("VARIANTS", ",".join(default_variants())),
+                   help="comma-separated subset of " + ",".join(results_lib.VARIANTS)
+                        + " (seed: idle and broadcast only)")
     p.add_argument("--out", default=env_default("OUT", ""),
                    help="results directory (default results/<date>-<host>)")
     p.add_argument("--repeats", type=int, default=env_default("REPEATS", None),
-                   help="repeats per point (default 3, quick 1)")
+                   help="repeats per point (default 4, the fewest whose ranking can pass "
+                        "the noise test; quick 1)")
     p.add_argument("--idle-max", type=int, default=env_default("IDLE_MAX", None),
                    help="idle ramp target (default: what the machine's limits allow)")
     p.add_argument("--idle-steps", type=int, default=env_default("IDLE_STEPS", None),
@@ -89,14 +91,21 @@ def parse_args():
                    help="extra idle runs of threads at this --stack-size ('' for none)")
     p.add_argument("--fiber-big-stack", default=env_default("FIBER_BIG_STACK", "128K"),
                    help="extra idle runs of fibers at this --stack-size ('' for none)")
-    p.add_argument("--modes", default=env_default("MODES", "idle,broadcast,chat,microbench"))
+    p.add_argument("--ceiling-start-rate", type=float, default=env_default("CEILING_START_RATE", None),
+                   help="chat ceiling search: first rate per client (default 10, quick 100); "
+                        "later repeats start at half the first repeat's ceiling")
+    p.add_argument("--p99-bar-ms", type=float, default=env_default("P99_BAR_MS", "100"),
+                   help="chat ceiling search: the p99 bar (default 100)")
+    p.add_argument("--modes", default=env_default("MODES", "idle,broadcast,chat,ceiling,microbench"),
+                   help="ceiling runs only where loadgen has --find-ceiling")
     p.add_argument("--command", default=" ".join(sys.argv), help=argparse.SUPPRESS)
     p.add_argument("--no-setup", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--no-build", action="store_true", help=argparse.SUPPRESS)
     a = p.parse_args()
 
     q = a.quick
-    a.repeats = int(a.repeats or (1 if q else 3))
+    a.repeats = int(a.repeats or (1 if q else 4))
+    a.ceiling_start_rate = float(a.ceiling_start_rate or (100 if q else 10))
     a.idle_steps = int(a.idle_steps or (4 if q else 10))
     a.broadcast_clients = int_list(a.broadcast_clients or ("50,200" if q else "100,1000,5000,10000"))
     a.broadcast_messages = int(a.broadcast_messages or (10 if q else 40))
@@ -109,6 +118,12 @@ def parse_args():
         p.error("unknown variant(s): " + ",".join(sorted(unknown)))
     a.modes = [m for m in a.modes.split(",") if m]
     return a
+
+
+def default_variants():
+    """Every variant, the seed only where its server is in the tree."""
+    return [v for v in results_lib.VARIANTS
+            if v != results_lib.SEED or (ROOT / "servers/seed/chat_server.py").exists()]
 
 
 # ---------------------------------------------------------------------------------------
@@ -250,6 +265,9 @@ class Config:
     def command(self, build_dir):
         if self.variant == "eventlet":
             cmd = ["/usr/bin/python3", str(ROOT / "servers/eventlet/chat_server.py")]
+        elif self.variant == results_lib.SEED:
+            cmd = ["/usr/bin/python3", str(ROOT / "servers/seed/chat_server.py"),
+                   "--bind", "127.0.0.1"]
         else:
             cmd = [str(Path(build_dir) / "bin" / f"chat-{self.variant}")]
         cmd += ["--port", "0"]
@@ -319,6 +337,8 @@ class Server:
 
 def verify(config, build_dir, log_path):
     """The verification step: two clients, one line relayed. Returns None or why not."""
+    if config.variant == results_lib.SEED:
+        return verify_relay_only(config, build_dir, log_path)
     server = Server(config, build_dir, log_path)
     try:
         server.start()
@@ -358,21 +378,135 @@ def verify(config, build_dir, log_path):
         server.stop()
 
 
+def verify_relay_only(config, build_dir, log_path):
+    """Verification of a server without /stats (the seed): the first client sends the line
+    every 100 ms until the second receives it, since nothing says when the server has
+    registered the second; what arrives must be that line, whole, once or more."""
+    server = Server(config, build_dir, log_path)
+    line = b"verify 1 2 3\n"
+    try:
+        server.start()
+        a = socket.create_connection(("127.0.0.1", server.port), timeout=5)
+        b = socket.create_connection(("127.0.0.1", server.port), timeout=5)
+        b.settimeout(0.1)
+        got = b""
+        for _ in range(50):
+            a.sendall(line)
+            try:
+                chunk = b.recv(4096)
+            except socket.timeout:
+                continue
+            if not chunk:
+                return "receiver closed before the line arrived"
+            got += chunk
+            break
+        else:
+            return "the line never arrived in 5 s"
+        b.settimeout(1)
+        while not got.endswith(b"\n"):
+            chunk = b.recv(4096)
+            if not chunk:
+                return "receiver closed in the middle of the line"
+            got += chunk
+        if got.replace(line, b"") != b"":
+            return f"receiver got {got!r} instead of the line sent"
+        a.close()
+        b.close()
+        return None
+    except (OSError, RuntimeError) as e:
+        return f"{type(e).__name__}: {e}"
+    finally:
+        server.stop()
+
+
 # ---------------------------------------------------------------------------------------
 # Measurements
 
 class Measurement:
-    def __init__(self, config, mode, point, repeat, estimate_s, loadgen_args, deadline_s):
+    def __init__(self, config, mode, point, repeat, estimate_s, loadgen_args, deadline_s,
+                 exit_reasons=None):
         self.config, self.mode, self.point, self.repeat = config, mode, point, repeat
         self.estimate_s, self.loadgen_args, self.deadline_s = estimate_s, loadgen_args, deadline_s
+        self.exit_reasons = exit_reasons or {}  # loadgen exit status -> what it means
 
     @property
     def label(self):
         return f"{self.config.name}-{self.mode}-{self.point}-r{self.repeat}"
 
 
-def plan(args, target, variants):
-    """The matrix, repeat-major so that drift of the machine spreads over all variants."""
+class Curve:
+    """What the chat measurements learn as the run goes: each configuration's measured
+    ceilings (rate per client), from which later searches start and the fixed-rate curve
+    takes its top rates. The curve's rates are fixed at the first chat measurement, after
+    repeat 1's searches, so every variant and repeat has the same points."""
+
+    MAX_DOUBLINGS = 3  # how far past --chat-rates the curve may extend (each costs a step)
+
+    def __init__(self, args):
+        self.args, self.ceilings, self.rates = args, {}, None
+
+    def found(self, config, rows):
+        for r in rows:
+            if r.get("status") == "ok" and r.get("rate_per_client"):
+                self.ceilings.setdefault(config, []).append(float(r["rate_per_client"]))
+
+    def start_rate(self, config):
+        """Repeat 1 starts at --ceiling-start-rate; later ones at half the first ceiling,
+        which saves the geometric steps the first search already climbed."""
+        first = self.ceilings.get(config)
+        return f"{max(self.args.ceiling_start_rate, first[0] / 2) if first else self.args.ceiling_start_rate:g}"
+
+    def chat_rates(self):
+        """--chat-rates, doubled past the highest ceiling measured so far (1.25x) so the
+        curve shows every variant's ceiling."""
+        if self.rates is None:
+            rates = list(self.args.chat_rates)
+            top = max((max(v) for v in self.ceilings.values()), default=0)
+            for _ in range(self.MAX_DOUBLINGS):
+                if not rates or rates[-1] >= 1.25 * top:
+                    break
+                rates.append(rates[-1] * 2)
+            self.rates = rates
+        return ",".join(f"{x:g}" for x in self.rates)
+
+
+def chat_measurement(args, c, r, curve):
+    warm = 0.5
+    rates = len(args.chat_rates) + Curve.MAX_DOUBLINGS
+    est = 2 + len(args.chat_rates) * (args.chat_duration_s + warm) + 2
+    return Measurement(c, "chat", args.chat_clients, r, est,
+                       ["chat", "--clients", args.chat_clients, "--room-size", args.room_size,
+                        "--rate", curve.chat_rates, "--duration-s", args.chat_duration_s,
+                        "--warmup-s", warm, "--size", 64],
+                       deadline_s=60 + (4 + rates * (args.chat_duration_s + warm)) * 2)
+
+
+def ceiling_measurement(args, c, r, curve):
+    """loadgen's ceiling search (docs/loadgen.md): a fresh window per step; the estimate
+    assumes about 10 steps with a drain of a second or two each."""
+    warm = 0.5
+    step = args.chat_duration_s + warm + 1.5
+    est = 2 + (10 if r == 1 else 6) * step
+    return Measurement(c, "ceiling", args.chat_clients, r, est,
+                       ["chat", "--find-ceiling", "--clients", args.chat_clients,
+                        "--room-size", args.room_size, "--rate", lambda: curve.start_rate(c.name),
+                        "--p99-bar-ms", f"{args.p99_bar_ms:g}", "--duration-s", args.chat_duration_s,
+                        "--warmup-s", warm, "--size", 64],
+                       deadline_s=60 + 30 * step,
+                       exit_reasons={4: ": the server died during the ceiling search",
+                                     3: ": no client connected"})
+
+
+def loadgen_finds_ceilings(build_dir):
+    """Whether this loadgen has the ceiling search (`chat --find-ceiling`)."""
+    text = run_text([str(Path(build_dir) / "bin" / "loadgen"), "chat", "--help"])
+    return "--find-ceiling" in text
+
+
+def plan(args, target, variants, curve):
+    """The matrix, repeat-major so that drift of the machine spreads over all variants.
+    Within a repeat the ceiling searches come before the fixed-rate chat curve, whose top
+    rates follow from the ceilings."""
     configs = [Config(v) for v in variants]
     extra = []
     if "threads" in variants and args.thread_small_stack:
@@ -384,14 +518,14 @@ def plan(args, target, variants):
     for r in range(1, args.repeats + 1):
         if "idle" in args.modes:
             for c in configs + extra:
-                slow = 3 if c.variant == "eventlet" else 1
+                slow = 3 if c.variant in ("eventlet", results_lib.SEED) else 1
                 est = (2 + args.idle_steps * 0.6 + target / 4000) * slow
                 out.append(Measurement(c, "idle", target, r, est,
                                        ["idle", "--clients", target, "--steps", args.idle_steps,
                                         "--hold-s", hold],
                                        deadline_s=60 + args.idle_steps * (hold + 12)))
         if "broadcast" in args.modes:
-            for c in configs:
+            for c in configs:  # the seed included: its model's fan-out is the comparison
                 for n in args.broadcast_clients:
                     send_s = args.broadcast_messages * args.broadcast_interval_ms / 1000
                     est = 1.5 + send_s + n / 3000
@@ -401,17 +535,11 @@ def plan(args, target, variants):
                                             "--interval-ms", args.broadcast_interval_ms,
                                             "--size", 64],
                                            deadline_s=60 + send_s * 2))
+        chat_configs = [c for c in configs if c.variant != results_lib.SEED]
+        if "ceiling" in args.modes:
+            out += [ceiling_measurement(args, c, r, curve) for c in chat_configs]
         if "chat" in args.modes:
-            for c in configs:
-                warm = 0.5
-                est = 2 + len(args.chat_rates) * (args.chat_duration_s + warm) + 2
-                out.append(Measurement(c, "chat", args.chat_clients, r, est,
-                                       ["chat", "--clients", args.chat_clients,
-                                        "--room-size", args.room_size,
-                                        "--rate", ",".join(f"{x:g}" for x in args.chat_rates),
-                                        "--duration-s", args.chat_duration_s,
-                                        "--warmup-s", warm, "--size", 64],
-                                       deadline_s=60 + est * 2))
+            out += [chat_measurement(args, c, r, curve) for c in chat_configs]
     return out
 
 
@@ -426,7 +554,7 @@ def run_measurement(m, build_dir, raw):
         server.stop()
         return "failed", f"server did not start: {e}", None
     cmd = ["taskset", "-c", LOADGEN_CPU, str(Path(build_dir) / "bin" / "loadgen")]
-    cmd += [str(x) for x in m.loadgen_args]
+    cmd += [str(x() if callable(x) else x) for x in m.loadgen_args]  # callables: learnt so far
     cmd += ["--port", str(server.port), "--server-pid", str(server.proc.pid),
             "--threads", "1", "--quiet", "--json", str(json_path)]
     with open(raw / f"{m.label}.loadgen.log", "wb") as log:
@@ -436,7 +564,7 @@ def run_measurement(m, build_dir, raw):
             rc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT,
                                 timeout=m.deadline_s, preexec_fn=raise_nofile).returncode
             if rc != 0:
-                why = f"loadgen exited {rc}"
+                why = f"loadgen exited {rc}" + m.exit_reasons.get(rc, "")
         except subprocess.TimeoutExpired:
             why = f"deadline of {m.deadline_s:.0f} s passed"
     note = server.stop()
@@ -578,7 +706,13 @@ def main():
             failures[v] = why
     machine["verification"] = {v: failures.get(v, "ok") for v in args.variants}
 
-    measurements = plan(args, target, variants)
+    if "ceiling" in args.modes and not loadgen_finds_ceilings(build_dir):
+        # A loadgen without the search: the run goes on without it, and says so.
+        args.modes.remove("ceiling")
+        machine["ceiling_search"] = "not run: this loadgen has no `chat --find-ceiling`"
+        print("  note: " + machine["ceiling_search"])
+    curve = Curve(args)
+    measurements = plan(args, target, variants, curve)
     micro_estimate = (20 if args.quick else 60) if "microbench" in args.modes else 0
     (out / "plan.json").write_text(json.dumps({
         "variants": args.variants, "verified": variants, "repeats": args.repeats,
@@ -587,7 +721,9 @@ def main():
                       "interval_ms": args.broadcast_interval_ms, "size": 64},
         "chat": {"clients": args.chat_clients, "room_size": args.room_size,
                  "rates": args.chat_rates, "duration_s": args.chat_duration_s, "warmup_s": 0.5,
-                 "size": 64},
+                 "size": 64, "extends_past_ceilings": "ceiling" in args.modes},
+        "ceiling": {"start_rate": args.ceiling_start_rate, "p99_bar_ms": args.p99_bar_ms}
+        if "ceiling" in args.modes else None,
         "stacks": {"threads": args.thread_small_stack, "fibers": args.fiber_big_stack},
         "modes": args.modes, "quick": args.quick,
         "measurements": [m.label for m in measurements],
@@ -598,7 +734,8 @@ def main():
                         + ([("microbench", micro_estimate)] if micro_estimate else []))
     rows = []
     for v, why in failures.items():
-        for mode in [m for m in args.modes if m != "microbench"]:
+        for mode in [m for m in args.modes if m != "microbench"
+                     and (v != results_lib.SEED or m in results_lib.SEED_MODES)]:
             rows.append(results_lib.failed_row(Config(v).name, v, "", mode, "", 0,
                                                "verification failed: " + why))
     # A point a configuration could not reach is not retried in later repeats: it would
@@ -622,6 +759,8 @@ def main():
         new = results_lib.rows_from_report(m.config.name, m.config.variant, m.config.stack, m.mode,
                                            m.point, m.repeat, status, why, path, out)
         rows.extend(new)
+        if m.mode == "ceiling":
+            curve.found(m.config.name, new)
         results_lib.write_csv(out / "results.csv", rows)
 
     if "microbench" in args.modes:
@@ -634,6 +773,8 @@ def main():
         rows.extend(results_lib.rows_from_microbench(raw / "microbench.json", why))
     results_lib.write_csv(out / "results.csv", rows)
 
+    if curve.rates is not None:
+        machine["chat_rates_used"] = curve.rates
     machine["loadavg_end"] = read("/proc/loadavg")
     machine["duration_s"] = round(progress.elapsed(), 1)
     (out / "machine.json").write_text(json.dumps(machine, indent=1))
