@@ -142,26 +142,12 @@ def _repeats_to_rank():
 # ---------------------------------------------------------------------------------------
 # Chat ceilings (loadgen chat --find-ceiling) and how busy loadgen was
 
-def measured_ceilings(rows):
-    """{config: {values, rows, lower_bound}} from the ok ceiling rows: one value (deliveries/s)
-    per search. A figure is a lower bound when loadgen stopped any of its searches: then it
-    is not the server's ceiling."""
-    out = {}
-    for r in rows:
-        if r["mode"] == "ceiling" and r["status"] == "ok" and rl.num(r["deliveries_per_s"]) is not None:
-            e = out.setdefault(r["config"], {"values": [], "rows": [], "lower_bound": False})
-            e["values"].append(rl.num(r["deliveries_per_s"]))
-            e["rows"].append(r)
-            e["lower_bound"] |= r["limited_by"] == "loadgen"
-    return out
-
-
 def fmt_fraction(v):
     return "–" if v is None else f"{v * 100:.0f}%"
 
 
 def ceiling_section(rows):
-    measured = measured_ceilings(rows)
+    measured = rl.measured_ceilings(rows)
     if not measured:
         return ""
     out = ["## Chat ceilings\n",
@@ -409,7 +395,7 @@ def main():
     ceiling = [(rl.num(r["items_per_second"]), r["bench_name"]) for r in rows
                if r["mode"] == "microbench" and r["status"] == "ok"
                and r["bench_name"].startswith("syscall/write/") and rl.num(r["items_per_second"])]
-    best_dps, measured = {}, measured_ceilings(rows)
+    best_dps, measured = {}, rl.measured_ceilings(rows)
     for c in configs:
         value, _rate = rl.sustained(rows, c)
         if c in measured:

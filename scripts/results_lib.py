@@ -199,6 +199,20 @@ def ceiling_row(base, point, report, why):
     return row
 
 
+def measured_ceilings(rows):
+    """{config: {values, rows, lower_bound}} from the ok ceiling rows: one value (deliveries/s)
+    per search. A figure is a lower bound when loadgen stopped any of its searches: then it
+    is not the server's ceiling."""
+    out = {}
+    for r in rows:
+        if r["mode"] == "ceiling" and r["status"] == "ok" and num(r["deliveries_per_s"]) is not None:
+            e = out.setdefault(r["config"], {"values": [], "rows": [], "lower_bound": False})
+            e["values"].append(num(r["deliveries_per_s"]))
+            e["rows"].append(r)
+            e["lower_bound"] |= r["limited_by"] == "loadgen"
+    return out
+
+
 def bench_model(name):
     """Which variant's model a micro-benchmark measures ('system' for syscalls, protocol)."""
     if "thread" in name:
