@@ -440,7 +440,7 @@ class Curve:
     takes its top rates. The curve's rates are fixed at the first chat measurement, after
     repeat 1's searches, so every variant and repeat has the same points."""
 
-    MAX_DOUBLINGS = 3  # how far past --chat-rates the curve may extend (each costs a step)
+    MAX_DOUBLINGS = 5  # how far past --chat-rates the curve may extend (each costs a step)
 
     def __init__(self, args):
         self.args, self.ceilings, self.rates = args, {}, None

@@ -58,6 +58,27 @@ def has_key(doc, dotted):
     return has_key(value, rest)
 
 
+def check_seed_and_ceilings(source, build, rows, report):
+    """The seed's row where servers/seed/ is in the tree (idle and broadcast only, marked in
+    the report); a ceiling row per chat variant where loadgen has --find-ceiling; and one
+    repeat never ranks."""
+    if (source / "servers/seed/chat_server.py").exists():
+        for m in ["idle", "broadcast"]:
+            check(any(r["variant"] == "seed" and r["mode"] == m and r["status"] == "ok" for r in rows),
+                  f"no measured seed × {m} row")
+        check(not any(r["variant"] == "seed" and r["mode"] in ("chat", "ceiling") for r in rows),
+              "the seed ran in chat")
+        check("the seed as written: no protocol limits" in report, "report.md does not mark the seed")
+    help_text = subprocess.run([str(build / "bin/loadgen"), "chat", "--help"],
+                               capture_output=True, text=True).stdout
+    if "--find-ceiling" in help_text:
+        for v in VARIANTS:
+            check(any(r["variant"] == v and r["mode"] == "ceiling" and r["status"] == "ok" for r in rows),
+                  f"no measured {v} ceiling row")
+        check("## Chat ceilings" in report, "report.md has no chat ceilings")
+    check("not enough repeats to rank" in report, "report.md ranks with one repeat")
+
+
 def main():
     source, build = Path(sys.argv[1]), Path(sys.argv[2])
     out = Path(tempfile.mkdtemp(prefix="run_all_quick."))
@@ -96,6 +117,8 @@ def main():
     check("## Which variant to deploy" in report, "report.md missing or without its deploy section")
     for v in VARIANTS:
         check(f"| {v} |" in report, f"report.md has no table row for {v}")
+
+    check_seed_and_ceilings(source, build, rows, report)
 
     for p in problems:
         print("FAIL:", p)
