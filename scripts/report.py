@@ -111,25 +111,32 @@ def ranking(values, what, fmt, lower_is_better=True, bounds=()):
     two-sided Mann-Whitney U over the repeats, p < 0.05). values: {config: [one value per
     repeat]}; what: e.g. 'the lowest CPU per delivered line'. A configuration in bounds is
     a lower bound: it is never said to be worse than another."""
-    best, tied, verdict = rl.leading_group(values, lower_is_better)
+    best, tied, unranked = rl.leading_group(values, lower_is_better)
     if best is None:
         return None
     value = fmt(statistics.median([v for v in values[best] if v is not None]))
     if best in bounds:
         value = "≥ " + value
-    below = [c for c in bounds if c != best and c not in tied and c in values]
-    tied += below
-    if verdict == "too few":
-        n = min(len([v for v in vs if v is not None]) for vs in values.values() if vs)
+    below = [c for c in bounds if c != best and c not in tied + unranked and c in values]
+    others = [c for c in values if c != best and any(v is not None for v in values[c])]
+    if others and len(unranked) == len(others):
+        n = min(len([v for v in values[c] if v is not None]) for c in [best] + others)
         return (f"not enough repeats to rank {what} ({n} per variant here; a ranking needs "
                 f"{_repeats_to_rank()}): best median `{best}`, {value}")
+    worse = [c for c in others if c not in tied + unranked + below]
+    notes = []
+    if worse:
+        notes.append(f"{', '.join(f'`{c}`' for c in worse)} worse beyond the noise of the repeats")
+    if below:
+        notes.append(f"{', '.join(f'`{c}`' for c in below)} a lower bound only")
+    if unranked:
+        notes.append(f"{', '.join(f'`{c}`' for c in unranked)} not enough repeats to rank")
     if not tied:
-        return f"`{best}` has {what} ({value}), beyond the noise of the repeats against every other variant"
-    names = ", ".join(f"`{c}`" for c in [best] + tied)
-    rest = [c for c in values if c != best and c not in tied]
-    return (f"{names} are tied for {what} (best median `{best}`, {value}; within the noise of "
-            "the repeats" + (f"; {', '.join(f'`{c}`' for c in rest)} worse beyond it" if rest else "")
-            + (f"; {', '.join(f'`{c}`' for c in below)} a lower bound only" if below else "") + ")")
+        head = f"`{best}` has {what} ({value})"
+    else:
+        head = (f"{', '.join(f'`{c}`' for c in [best] + tied)} are tied for {what} (best median "
+                f"`{best}`, {value}; the others within the noise of the repeats)")
+    return head + ("; " + "; ".join(notes) if notes else "")
 
 
 def _repeats_to_rank():

@@ -460,23 +460,22 @@ def rank(a, b, lower_is_better=True):
 
 
 def leading_group(candidates, lower_is_better=True):
-    """From {name: [repeat values]}: (best, tied, verdict). best is the name with the best
-    median; tied the others the test cannot separate from it (or could not rank for too
-    few repeats); verdict 'ranked' if every other name is beyond noise worse, 'tied' if
-    some are tied, 'too few' if some have too few repeats to tell."""
+    """From {name: [repeat values]}: (best, tied, unranked). best is the name with the best
+    median; tied the others the test cannot separate from it; unranked those with too few
+    repeats (against best's) for the test to separate anything. Every other name is worse
+    than best beyond noise."""
     have = {c: [x for x in v if x is not None] for c, v in candidates.items()}
     have = {c: v for c, v in have.items() if v}
     if not have:
-        return None, [], None
+        return None, [], []
     pick = min if lower_is_better else max
     best = pick(have, key=lambda c: statistics.median(have[c]))
-    tied, verdict = [], "ranked"
+    tied, unranked = [], []
     for c, values in have.items():
-        if c == best:
-            continue
-        outcome, _p = rank(have[best], values, lower_is_better)
-        if outcome in ("tied", "too few"):
-            tied.append(c)
-            if verdict != "too few":
-                verdict = "too few" if outcome == "too few" else "tied"
-    return best, tied, verdict
+        if c != best:
+            outcome, _p = rank(have[best], values, lower_is_better)
+            if outcome == "tied":
+                tied.append(c)
+            elif outcome == "too few":
+                unranked.append(c)
+    return best, tied, unranked

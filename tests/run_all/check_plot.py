@@ -17,6 +17,32 @@ PLOTS = ["memory_per_connection.png", "server_memory.png", "broadcast_latency.pn
          "latency_spectrum.png", "chat_throughput.png", "ceiling.png", "microbench.png"]
 
 
+def check_ranking_sentences(scripts):
+    """report.py's ranking sentence on hand-made repeats: overlapping repeats are tied,
+    separated ones ranked, too few never ranked, a lower bound never ranked below."""
+    sys.path.insert(0, str(scripts))
+    import report
+    fmt = lambda v: f"{v:g}"  # noqa: E731
+    cases = [
+        ({"a": [1, 2, 3, 4], "b": [1.5, 2.5, 3.5, 4.5], "c": [9, 9, 9, 9]},
+         {}, "`a`, `b` are tied for the least x (best median `a`, 2.5; the others within the noise "
+             "of the repeats); `c` worse beyond the noise of the repeats"),
+        ({"a": [1, 2, 3, 4], "b": [5, 6, 7, 8]}, {}, "`a` has the least x (2.5); `b` worse beyond the noise"),
+        ({"a": [1, 2, 3], "b": [5, 6, 7]}, {}, "not enough repeats to rank the least x (3 per variant"),
+        ({"a": [1, 2, 3, 4], "b": [5, 6, 7, 8], "c": [9]}, {},
+         "`a` has the least x (2.5); `b` worse beyond the noise of the repeats; `c` not enough repeats"),
+        # higher is better, b's figures lower bounds: b below a proves nothing
+        ({"a": [5, 6, 7, 8], "b": [1, 2, 3, 4]}, {"bounds": ["b"], "lower_is_better": False},
+         "`a` has the least x (6.5); `b` a lower bound only"),
+    ]
+    out = []
+    for values, extra, expected in cases:
+        got = report.ranking(values, "the least x", fmt, **extra)
+        if not got.startswith(expected):
+            out.append(f"ranking({values}, {extra}) = {got!r}; expected it to start {expected!r}")
+    return out
+
+
 def main():
     fixture, scripts = Path(sys.argv[1]), Path(sys.argv[2])
     problems = []
@@ -56,8 +82,8 @@ def main():
             # median of 5.39, 5.54, 5.24, 5.45 µs
             "5.42 µs (5.24 µs–5.54 µs)",
             # 4 vs 4 fully separated: ranked; 3 repeats: not
-            "`asio` has the highest chat ceiling in deliveries per second (≥ 915,000), beyond "
-            "the noise of the repeats against every other variant",
+            "`asio` has the highest chat ceiling in deliveries per second (≥ 915,000); `threads`, "
+            "`eventlet` worse beyond the noise of the repeats",
             "not enough repeats to rank the best broadcast completion p99",
             # loadgen's core per chat step, computed from its CPU s and window
             "**Loadgen's core busy**",
@@ -68,6 +94,7 @@ def main():
         for text in expected:
             if text not in report:
                 problems.append(f"report.md lacks {text!r}")
+    problems.extend(check_ranking_sentences(scripts))
     for p in problems:
         print("FAIL:", p)
     print("FAILED" if problems else "passed")
