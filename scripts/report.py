@@ -374,6 +374,8 @@ def main():
         w("**Broadcast lines lost** (gaps never filled, and lines missing at receivers the "
           "server closed)\n\n")
         w(metric_table(rows, "broadcast", "lines_lost", fmt_num, clients) + "\n")
+        w("**Loadgen's core busy** (its CPU s ÷ the run's window)\n\n")
+        w(metric_table(rows, "broadcast", "loadgen_cpu_fraction", fmt_fraction, clients) + "\n")
         w("![broadcast latency](broadcast_latency.png)\n")
         w(seed_section(rows))
 
