@@ -1,0 +1,115 @@
+#!/usr/bin/python3
+"""Memory per connection end to end, real processes over loopback: loadgen idle against a
+real server (chat-asio) with --server-pid, and scripts/memcheck.py.
+
+Checks what can be checked on a busy machine without timing or memory-figure thresholds
+that noise could break:
+  - loadgen leaves no socket in TIME_WAIT (it resets; a FIN close leaves one per connection)
+  - the client's end was measured: loadgen's reset dropped TCP socket objects, about one
+    per connection, and the server was continued (it still answers)
+  - memory.server_host has every part, a whole of the same scope and a flags list, and its
+    parts are the sum of the named parts
+  - memcheck.py runs and finds the connections' TCP objects in /proc/slabinfo
+Needs root (/proc/slabinfo); exits 77 (skipped) otherwise.
+Usage: check_memory.py SOURCE_DIR BUILD_DIR"""
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+CLIENTS = 600
+
+
+def time_wait():
+    for line in Path("/proc/net/sockstat").read_text().splitlines():
+        if line.startswith("TCP:"):
+            f = line.split()[1:]
+            return int(dict(zip(f[::2], f[1::2]))["tw"])
+    return 0
+
+
+def tcp_objects():
+    for line in Path("/proc/slabinfo").read_text().splitlines():
+        if line.split()[:1] == ["TCP"]:
+            return int(line.split()[1])
+    return 0
+
+
+def main():
+    source, build = Path(sys.argv[1]), Path(sys.argv[2])
+    if os.geteuid() != 0:
+        print("skipped: /proc/slabinfo needs root")
+        return 77
+    problems = []
+    server = subprocess.Popen([str(build / "bin" / "chat-asio"), "--port", "0"], stdout=subprocess.PIPE,
+                              stderr=subprocess.DEVNULL)
+    try:
+        port = int(re.match(rb"listening on [0-9.]+:(\d+)", server.stdout.readline()).group(1))
+        with tempfile.TemporaryDirectory(prefix="check_memory.") as tmp:
+            out = Path(tmp) / "idle.json"
+            tw_before = time_wait()
+            rc = subprocess.run([str(build / "bin" / "loadgen"), "idle", "--port", str(port),
+                                 "--clients", str(CLIENTS), "--steps", "3", "--hold-s", "1",
+                                 "--server-pid", str(server.pid), "--quiet", "--json", str(out)]).returncode
+            tw_after = time_wait()
+            if rc != 0:
+                problems.append(f"loadgen exited {rc}")
+            report = json.loads(out.read_text()) if out.exists() else {}
+        # Others' tests on this machine make TIME_WAIT too; a FIN close would add CLIENTS.
+        if tw_after - tw_before >= CLIENTS // 2:
+            problems.append(f"TIME_WAIT rose from {tw_before} to {tw_after}: loadgen did not reset")
+        memory = report.get("memory") or {}
+        end = memory.get("client_end") or {}
+        tcp = (end.get("caches") or {}).get("TCP", 0)
+        # One TCP socket object (about 2.3 KiB) per connection reset; noise is far smaller.
+        if end.get("connections") != CLIENTS or not 1000 <= tcp <= 8000:
+            problems.append(f"client end not measured as one TCP object per connection: {end}")
+        host = memory.get("server_host") or {}
+        parts = ["rss_bytes", "pte_bytes", "kernel_stack_bytes", "socket_bytes", "other_kernel_bytes"]
+        for k in parts + ["parts_bytes", "whole_bytes", "whole_meminfo_bytes", "mem_available_bytes",
+                          "client_end_bytes", "stack_per_thread_bytes", "reclaimable_slab_bytes"]:
+            if not isinstance(host.get(k), (int, float)):
+                problems.append(f"memory.server_host.{k} is {host.get(k)!r}")
+        if not isinstance(host.get("flags"), list):
+            problems.append("memory.server_host.flags is not a list")
+        if all(isinstance(host.get(k), (int, float)) for k in parts + ["parts_bytes"]) and \
+                abs(sum(host[k] for k in parts) - host["parts_bytes"]) > len(parts):
+            problems.append(f"parts_bytes {host['parts_bytes']} is not the sum of the parts")
+        # The server was continued after the SIGSTOP: it accepts and answers.
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+            s.sendall(b"/stats\n")
+            if not s.recv(4096).startswith(b"/stats "):
+                problems.append("the server does not answer after the client-end measurement")
+    except (OSError, AttributeError, ValueError) as e:
+        problems.append(f"{type(e).__name__}: {e}")
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+
+    before = tcp_objects()
+    run = subprocess.run(["/usr/bin/python3", str(source / "scripts" / "memcheck.py"), "--variant", "asio",
+                          "--clients", str(CLIENTS), "--build-dir", str(build), "--settle-s", "3"],
+                         capture_output=True, text=True)
+    if run.returncode != 0:
+        problems.append(f"memcheck.py exited {run.returncode}: {run.stderr.strip()}")
+    else:
+        per = json.loads(run.stdout)["per_connection"]
+        # Both ends: two TCP objects per connection.
+        if not 3000 <= per["slab_caches"].get("TCP", 0) <= 16000:
+            problems.append(f"memcheck.py did not see two TCP objects per connection: {per['slab_caches']}")
+    time.sleep(0.5)
+    if tcp_objects() - before > CLIENTS // 2:
+        problems.append("memcheck.py left its connections open")
+    for p in problems:
+        print("FAIL:", p)
+    print("FAILED" if problems else "passed")
+    return 1 if problems else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
