@@ -342,7 +342,6 @@ json::object server_host_json(const std::vector<MemorySample>& steps, const std:
     std::snprintf(text, sizeof text, "parts and whole disagree by %.0f%% (more than 20%%)", *disagreement * 100);
     flags.push_back(json::value(text));
   }
-  if (parts && whole && *whole <= 0) flags.push_back(json::value("the whole is not positive"));
 
   out["rss_bytes"] = rounded(rss);
   out["pte_bytes"] = rounded(pte);

@@ -91,7 +91,7 @@ def parse_args():
                    help="extra idle runs of fibers at this --stack-size ('' for none)")
     p.add_argument("--quiet-wait-s", type=float, default=env_default("QUIET_WAIT_S", None),
                    help="longest wait before an idle point for TIME_WAIT sockets to go and "
-                        "memory to settle (default 60, quick 15)")
+                        "memory to settle (default 60, quick 5)")
     p.add_argument("--modes", default=env_default("MODES", "idle,broadcast,chat,microbench"))
     p.add_argument("--command", default=" ".join(sys.argv), help=argparse.SUPPRESS)
     p.add_argument("--no-setup", action="store_true", help=argparse.SUPPRESS)
@@ -106,7 +106,7 @@ def parse_args():
     a.chat_clients = int(a.chat_clients or (100 if q else 1000))
     a.chat_rates = float_list(a.chat_rates or ("5,20" if q else "1,5,10,20,40,80,160"))
     a.chat_duration_s = float(a.chat_duration_s or (1 if q else 2))
-    a.quiet_wait_s = float(a.quiet_wait_s if a.quiet_wait_s is not None else (15 if q else 60))
+    a.quiet_wait_s = float(a.quiet_wait_s if a.quiet_wait_s is not None else (5 if q else 60))
     a.variants = [v for v in a.variants.split(",") if v]
     unknown = set(a.variants) - set(results_lib.VARIANTS)
     if unknown:
@@ -434,8 +434,8 @@ def time_wait_count():
 # MemFree and Slab that keep moving.
 QUIET_TIME_WAIT = 100                 # a few hundred bytes each: noise below this
 QUIET_WINDOW_S = 2.0                  # memory is settled when, over this long,
-QUIET_MEM_FREE_RANGE = 4 << 20        # MemFree moved less than this
-QUIET_SLAB_RANGE = 512 << 10          # and Slab less than this
+QUIET_MEM_FREE_RANGE = 1 << 20        # MemFree moved less than this (10 000 connections
+QUIET_SLAB_RANGE = 256 << 10          # take ~50 MiB) and Slab less than this
 
 
 def wait_quiet(bound_s):
