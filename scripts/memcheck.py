@@ -195,7 +195,7 @@ def check(args):
                                                                        after[3].get("VmPTE", 0))
     mem_free_drop = -per(m0["MemFree"], m1["MemFree"])
     return {
-        "variant": args.variant, "clients": n, "sources": args.sources,
+        "variant": args.variant, "clients": n, "sources": args.sources, "port": port,
         "time_wait_at_start": tw, "busy_machine_loadavg": Path("/proc/loadavg").read_text().split()[:3],
         "per_connection": {
             "mem_free_drop_bytes": mem_free_drop,

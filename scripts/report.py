@@ -347,13 +347,10 @@ def main():
     c, v = best([(c, rss.get(c)) for c in configs])
     if c:
         thr = rss.get("threads")
-        noisy = [x for x in configs if mem.get(x) is not None and mem[x] <= 0]
         findings.append(f"- **Many mostly idle connections:** {leaders([(x, rss.get(x)) for x in configs], ('costs', 'cost'))} "
                         f"the server process the least per idle connection ({fmt_bytes(v)}"
                         + (f"; default `threads` {fmt_bytes(thr)}" if thr else "") + "); per connection the "
                         f"server host as a whole gave {fmt_bytes(mem.get(c))} for it."
-                        + (f" The server-host whole is within the noise of this machine for {', '.join(noisy)} "
-                           "(zero or negative)." if noisy else "")
                         + " The seed's 8 MiB per thread is virtual size (VSZ), not memory in use.")
     c, v = best([(c, p99.get(c)) for c in base])
     if c:

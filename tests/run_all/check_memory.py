@@ -9,7 +9,7 @@ that noise could break:
     per connection, and the server was continued (it still answers)
   - memory.server_host has every part, a whole of the same scope and a flags list, and its
     parts are the sum of the named parts
-  - memcheck.py runs and finds the connections' TCP objects in /proc/slabinfo
+  - memcheck.py runs, sees the server grow with its connections and leaves no TIME_WAIT
 Needs root (/proc/slabinfo); exits 77 (skipped) otherwise.
 Usage: check_memory.py SOURCE_DIR BUILD_DIR"""
 import json
@@ -19,25 +19,18 @@ import socket
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 CLIENTS = 600
 
 
-def time_wait():
-    for line in Path("/proc/net/sockstat").read_text().splitlines():
-        if line.startswith("TCP:"):
-            f = line.split()[1:]
-            return int(dict(zip(f[::2], f[1::2]))["tw"])
-    return 0
-
-
-def tcp_objects():
-    for line in Path("/proc/slabinfo").read_text().splitlines():
-        if line.split()[:1] == ["TCP"]:
-            return int(line.split()[1])
-    return 0
+def time_wait(port):
+    """Sockets in TIME_WAIT with the server's address 127.0.0.1:port at either end
+    (/proc/net/tcp: state 06): only ours, whatever the other tests on this machine do
+    (their client ports can equal our port on another source address)."""
+    server = f"0100007F:{port:04X}"
+    return sum(1 for line in Path("/proc/net/tcp").read_text().splitlines()[1:]
+               if line.split()[3] == "06" and server in line.split()[1:3])
 
 
 def main():
@@ -50,25 +43,29 @@ def main():
                               stderr=subprocess.DEVNULL)
     try:
         port = int(re.match(rb"listening on [0-9.]+:(\d+)", server.stdout.readline()).group(1))
-        with tempfile.TemporaryDirectory(prefix="check_memory.") as tmp:
-            out = Path(tmp) / "idle.json"
-            tw_before = time_wait()
-            rc = subprocess.run([str(build / "bin" / "loadgen"), "idle", "--port", str(port),
-                                 "--clients", str(CLIENTS), "--steps", "3", "--hold-s", "1",
-                                 "--server-pid", str(server.pid), "--quiet", "--json", str(out)]).returncode
-            tw_after = time_wait()
-            if rc != 0:
-                problems.append(f"loadgen exited {rc}")
-            report = json.loads(out.read_text()) if out.exists() else {}
-        # Others' tests on this machine make TIME_WAIT too; a FIN close would add CLIENTS.
-        if tw_after - tw_before >= CLIENTS // 2:
-            problems.append(f"TIME_WAIT rose from {tw_before} to {tw_after}: loadgen did not reset")
-        memory = report.get("memory") or {}
-        end = memory.get("client_end") or {}
-        tcp = (end.get("caches") or {}).get("TCP", 0)
-        # One TCP socket object (about 2.3 KiB) per connection reset; noise is far smaller.
-        if end.get("connections") != CLIENTS or not 1000 <= tcp <= 8000:
-            problems.append(f"client end not measured as one TCP object per connection: {end}")
+        # The client end is a drop in the machine's slab, which other tests on this machine
+        # move too: up to 3 runs, the last one judged. A FIN close fails every one.
+        for attempt in range(3):
+            with tempfile.TemporaryDirectory(prefix="check_memory.") as tmp:
+                out = Path(tmp) / "idle.json"
+                rc = subprocess.run([str(build / "bin" / "loadgen"), "idle", "--port", str(port),
+                                     "--clients", str(CLIENTS), "--steps", "3", "--hold-s", "1",
+                                     "--server-pid", str(server.pid), "--quiet", "--json", str(out)]).returncode
+                tw = time_wait(port)
+                report = json.loads(out.read_text()) if out.exists() else {}
+            memory = report.get("memory") or {}
+            end = memory.get("client_end") or {}
+            # One TCP socket object (about 2.3 KiB) per connection reset; a FIN close leaves
+            # them (orphans in FIN_WAIT2), so the drop is near 0.
+            if (end.get("caches") or {}).get("TCP", 0) >= 1000:
+                break
+        if rc != 0:
+            problems.append(f"loadgen exited {rc}")
+        # A FIN close leaves one per connection.
+        if tw:
+            problems.append(f"{tw} of loadgen's connections in TIME_WAIT: it did not reset")
+        if end.get("connections") != CLIENTS or (end.get("caches") or {}).get("TCP", 0) < 1000:
+            problems.append(f"client end not measured as one TCP object per connection ({attempt + 1} runs): {end}")
         host = memory.get("server_host") or {}
         parts = ["rss_bytes", "pte_bytes", "kernel_stack_bytes", "socket_bytes", "other_kernel_bytes"]
         for k in parts + ["parts_bytes", "whole_bytes", "whole_meminfo_bytes", "mem_available_bytes",
@@ -91,20 +88,20 @@ def main():
         server.terminate()
         server.wait(timeout=10)
 
-    before = tcp_objects()
     run = subprocess.run(["/usr/bin/python3", str(source / "scripts" / "memcheck.py"), "--variant", "asio",
-                          "--clients", str(CLIENTS), "--build-dir", str(build), "--settle-s", "3"],
+                          "--clients", str(CLIENTS), "--build-dir", str(build), "--settle-s", "3",
+                          "--quiet-wait-s", "0"],
                          capture_output=True, text=True)
     if run.returncode != 0:
         problems.append(f"memcheck.py exited {run.returncode}: {run.stderr.strip()}")
     else:
-        per = json.loads(run.stdout)["per_connection"]
-        # Both ends: two TCP objects per connection.
-        if not 3000 <= per["slab_caches"].get("TCP", 0) <= 16000:
-            problems.append(f"memcheck.py did not see two TCP objects per connection: {per['slab_caches']}")
-    time.sleep(0.5)
-    if tcp_objects() - before > CLIENTS // 2:
-        problems.append("memcheck.py left its connections open")
+        result = json.loads(run.stdout)
+        # The machine's figures are others' noise too; the server's own growth is not
+        # (chat-asio: some 660 B per connection).
+        if result["clients"] != CLIENTS or not 100 <= result["per_connection"]["server_rss_bytes"] <= 100_000:
+            problems.append(f"memcheck.py did not measure {CLIENTS} connections in the server: {result}")
+        if time_wait(result["port"]):
+            problems.append("memcheck.py left connections in TIME_WAIT")
     for p in problems:
         print("FAIL:", p)
     print("FAILED" if problems else "passed")
