@@ -207,6 +207,8 @@ void Worker::close(Connection& connection) {
   if (connection.state != ConnectionState::open) return;
   connection.state = ConnectionState::closed;
   boost::system::error_code ignored;
+  // A reset, not a FIN: nothing is left in TIME_WAIT to disturb the next measurement.
+  connection.socket.set_option(asio::socket_base::linger(true, 0), ignored);
   connection.socket.close(ignored);
   closed.add();
 }

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <bit>
 #include <cmath>
+#include <cstdlib>
 #include <fstream>
 #include <sstream>
 #include <sys/resource.h>
@@ -153,6 +154,42 @@ static std::optional<std::uint64_t> tcp_socket_memory() {
   return std::nullopt;
 }
 
+SlabCaches read_slab_caches() {
+  SlabCaches caches;
+  std::ifstream in("/proc/slabinfo");
+  std::string line;
+  const auto page = static_cast<std::uint64_t>(sysconf(_SC_PAGESIZE));
+  // "name active_objs num_objs objsize objperslab pagesperslab : tunables ..."; the two
+  // header lines do not parse as numbers and are skipped.
+  while (std::getline(in, line)) {
+    std::istringstream fields(line);
+    std::string name;
+    std::uint64_t active = 0, total = 0, objsize = 0, per_slab = 0, pages = 0;
+    if (!(fields >> name >> active >> total >> objsize >> per_slab >> pages) || per_slab == 0) continue;
+    caches[name] += active * pages * page / per_slab;
+  }
+  return caches;
+}
+
+bool slab_cache_reclaimable(const std::string& name) {
+  std::ifstream in("/sys/kernel/slab/" + name + "/reclaim_account");
+  int flag = 0;
+  return (in >> flag) && flag == 1;
+}
+
+std::optional<std::uint64_t> kernel_stack_per_task() {
+  const auto stacks = proc_field("/proc/meminfo", "KernelStack");
+  std::ifstream in("/proc/loadavg");
+  std::string field;
+  for (int i = 0; i < 4 && in >> field; ++i) {}  // the fourth field: running/total tasks
+  const auto slash = field.find('/');
+  if (!stacks || slash == std::string::npos) return std::nullopt;
+  const std::uint64_t tasks = std::strtoull(field.c_str() + slash + 1, nullptr, 10);
+  if (tasks == 0) return std::nullopt;
+  const double ratio = static_cast<double>(*stacks) / static_cast<double>(tasks);
+  return std::uint64_t{1} << static_cast<int>(std::lround(std::log2(std::max(ratio, 1.0))));
+}
+
 MemorySample sample_memory(pid_t pid) {
   MemorySample s;
   if (pid > 0) {
@@ -160,6 +197,7 @@ MemorySample sample_memory(pid_t pid) {
     s.rss_bytes = proc_field(dir + "status", "VmRSS");
     s.vsz_bytes = proc_field(dir + "status", "VmSize");
     s.threads = proc_field(dir + "status", "Threads");
+    s.pte_bytes = proc_field(dir + "status", "VmPTE");
     s.pss_bytes = proc_field(dir + "smaps_rollup", "Pss");
     s.anonymous_bytes = proc_field(dir + "smaps_rollup", "Anonymous");
     if (!s.rss_bytes) s.rss_bytes = proc_field(dir + "smaps_rollup", "Rss");
@@ -168,6 +206,13 @@ MemorySample sample_memory(pid_t pid) {
   s.kernel_stack_bytes = proc_field("/proc/meminfo", "KernelStack");
   s.slab_bytes = proc_field("/proc/meminfo", "Slab");
   s.sock_mem_bytes = tcp_socket_memory();
+  s.mem_free_bytes = proc_field("/proc/meminfo", "MemFree");
+  s.anon_pages_bytes = proc_field("/proc/meminfo", "AnonPages");
+  s.page_tables_bytes = proc_field("/proc/meminfo", "PageTables");
+  s.slab_reclaimable_bytes = proc_field("/proc/meminfo", "SReclaimable");
+  s.loadgen_rss_bytes = proc_field("/proc/self/status", "VmRSS");
+  s.loadgen_pte_bytes = proc_field("/proc/self/status", "VmPTE");
+  s.slab_caches = read_slab_caches();
   return s;
 }
 

@@ -5,6 +5,7 @@
 #include <array>
 #include <chrono>
 #include <cstdint>
+#include <map>
 #include <optional>
 #include <string>
 #include <sys/types.h>
@@ -107,16 +108,42 @@ struct ArrivalWindow {
 // Least-squares slope of y over x; nullopt when x has fewer than two distinct values.
 std::optional<double> least_squares_slope(const std::vector<double>& x, const std::vector<double>& y);
 
-// One reading of the server process and of the system, in bytes (or counts).
+// The kernel's slab caches (/proc/slabinfo, readable by root only): name -> bytes of its
+// active objects, each counted at its share of its slab (pages per slab x page size /
+// objects per slab), so that the caches add up to what /proc/meminfo counts as Slab.
+using SlabCaches = std::map<std::string, std::uint64_t>;
+// Empty when /proc/slabinfo cannot be read.
+SlabCaches read_slab_caches();
+// Whether the kernel accounts a cache as reclaimable (SReclaimable): SLUB's
+// /sys/kernel/slab/NAME/reclaim_account. False when the kernel does not say.
+bool slab_cache_reclaimable(const std::string& name);
+
+// One reading of the server process, of loadgen itself and of the system, in bytes (or counts).
 struct MemorySample {
   std::uint64_t clients = 0;
-  std::optional<std::uint64_t> rss_bytes, pss_bytes, anonymous_bytes, vsz_bytes, threads;
+  std::optional<std::uint64_t> rss_bytes, pss_bytes, anonymous_bytes, vsz_bytes, threads, pte_bytes;
   std::optional<std::uint64_t> mem_available_bytes, kernel_stack_bytes, slab_bytes, sock_mem_bytes;
+  std::optional<std::uint64_t> mem_free_bytes, anon_pages_bytes, page_tables_bytes, slab_reclaimable_bytes;
+  std::optional<std::uint64_t> loadgen_rss_bytes, loadgen_pte_bytes;  // the client's process
+  SlabCaches slab_caches;  // kept for the per-cache slopes; not written per step
 };
 
-// Reads /proc/PID/status, /proc/PID/smaps_rollup, /proc/meminfo, /proc/net/sockstat.
-// pid 0 samples the system only.
+// Reads /proc/PID/status, /proc/PID/smaps_rollup, /proc/self/status, /proc/meminfo,
+// /proc/net/sockstat and /proc/slabinfo. pid 0 samples the system and loadgen only.
 MemorySample sample_memory(pid_t pid);
+
+// The kernel's stack per task (THREAD_SIZE): /proc/meminfo's KernelStack over the tasks
+// /proc/loadavg counts, rounded to the nearest power of two (the ratio is off by the few
+// per-CPU idle tasks /proc/loadavg leaves out). nullopt if either cannot be read.
+std::optional<std::uint64_t> kernel_stack_per_task();
+
+// What the client's end of the connections held in the kernel, per slab cache: the drop
+// when loadgen reset its connections while the server was stopped (scenarios.cpp).
+struct ClientEnd {
+  std::uint64_t connections = 0;
+  SlabCaches dropped_bytes;  // whole drop per cache, not yet per connection
+  double settle_s = 0;
+};
 
 struct CpuTimes {
   double user_s = 0, sys_s = 0;

@@ -21,6 +21,13 @@ boost::json::value latency_json(const LatencyRecorder& recorder);
 boost::json::object memory_sample_json(const MemorySample& sample);
 // memory.per_connection from the steps: least-squares slopes in bytes per connection.
 boost::json::object per_connection_json(const std::vector<MemorySample>& steps);
+// memory.client_end: the client's end per connection, by slab cache; null when not measured.
+boost::json::value client_end_json(const std::optional<ClientEnd>& client_end);
+// memory.server_host: the server host's cost per connection as named parts, the whole of
+// the same scope they are checked against, and the flags of a point that does not add up
+// (docs/methodology.md, "Memory per connection").
+boost::json::object server_host_json(const std::vector<MemorySample>& steps, const std::optional<ClientEnd>& client_end,
+                                     std::optional<std::uint64_t> stack_per_task);
 
 template <class T>
 boost::json::value optional_json(const std::optional<T>& value) {

@@ -38,7 +38,10 @@ def fmt_num(v):
 # (mode, column, title, lower is better, format, how it travels: "time" | "rate" | None)
 FIGURES = [
     ("idle", "rss_slope_bytes", "RSS per idle connection", True, fmt_bytes, None),
-    ("idle", "system_slope_bytes", "whole machine per idle connection", True, fmt_bytes, None),
+    ("idle", "host_whole_bytes", "server host per idle connection", True, fmt_bytes, None),
+    # runs before the server-host breakdown had only the whole machine's MemAvailable drop
+    ("idle", "system_slope_bytes", "whole machine per idle connection (MemAvailable)", True, fmt_bytes,
+     None),
     ("broadcast", "completion_p50_us", "broadcast completion p50", True, fmt_us, None),
     ("broadcast", "completion_p99_us", "broadcast completion p99", True, fmt_us, None),
     ("chat", "latency_p99_us", "chat latency p99", True, fmt_us, None),
@@ -64,6 +67,8 @@ def repeats(rows):
         for r in rows:
             if r["mode"] != mode or r["status"] != "ok" or rl.num(r[column]) is None:
                 continue
+            if column == "host_whole_bytes" and not rl.memory_result(r):
+                continue  # flagged: its parts and whole do not add up
             # idle: the slopes are on every step row of a repeat; one value per repeat
             point = None if mode in ("idle", "ceiling") else rl.num(r["point"])
             cell = out.setdefault((mode, column, point), {}).setdefault(r["config"], {})

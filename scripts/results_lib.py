@@ -33,6 +33,15 @@ COLUMNS = [
     # idle: loadgen's least-squares slopes over the whole ramp (same on every step row)
     "rss_slope_bytes", "pss_slope_bytes", "vsz_slope_bytes", "system_slope_bytes",
     "threads_slope",
+    # idle: the server host's cost per connection as named parts (slopes), the whole of the
+    # same scope they are checked against, and why a point is not a result (same on every
+    # step row; docs/methodology.md "Memory per connection")
+    "host_rss_bytes", "host_pte_bytes", "host_kernel_stack_bytes", "host_socket_bytes",
+    "host_other_kernel_bytes", "host_kernel_caches", "host_reclaimable_slab_bytes",
+    "host_parts_bytes", "host_whole_bytes", "host_whole_meminfo_bytes",
+    "host_mem_available_bytes", "client_end_bytes", "loadgen_slope_bytes", "memory_flags",
+    # idle: the matrix's quiet-machine check before the point (scripts/run_matrix.py)
+    "quiet_time_wait", "quiet_wait_s", "quiet_settled",
     # broadcast and chat: delivery latency (chat: this rate step's window), microseconds
     "latency_p50_us", "latency_p90_us", "latency_p99_us", "latency_p999_us", "latency_max_us",
     "latency_count",
@@ -94,6 +103,41 @@ def _cpu(row, cpu, deliveries_per_s):
         row["server_cpu_per_delivery_us"] = row["server_cpu_s"] / delivered * 1e6
 
 
+HOST_PARTS = ["rss", "pte", "kernel_stack", "socket", "other_kernel"]
+
+
+def _server_host(row, memory):
+    """The idle run's server-host breakdown (loadgen's memory.server_host) into row."""
+    host = memory.get("server_host") or {}
+    for k in HOST_PARTS + ["reclaimable_slab", "parts", "whole", "whole_meminfo", "mem_available"]:
+        row[f"host_{k}_bytes"] = host.get(f"{k}_bytes")
+    caches = {**(host.get("socket_caches") or {}), **(host.get("other_caches") or {})}
+    row["host_kernel_caches"] = " ".join(f"{name}={caches[name]:.0f}" for name in
+                                         sorted(caches, key=lambda n: -abs(caches[n])))
+    row["client_end_bytes"] = host.get("client_end_bytes")
+    row["loadgen_slope_bytes"] = host.get("loadgen_bytes")
+    row["memory_flags"] = "; ".join(host.get("flags") or [])
+
+
+def add_quiet(rows, quiet):
+    """The quiet-machine check run_matrix made before an idle point, into its rows; a point
+    that started on a machine that was not quiet is flagged like one that does not add up."""
+    if not quiet:
+        return
+    for row in rows:
+        row["quiet_time_wait"] = quiet["time_wait"]
+        row["quiet_wait_s"] = quiet["wait_s"]
+        row["quiet_settled"] = quiet["settled"]
+        if quiet.get("problem"):
+            row["memory_flags"] = "; ".join(x for x in [row.get("memory_flags"), quiet["problem"]] if x)
+
+
+def memory_result(row):
+    """An idle row whose server-host figures are a result: measured and not flagged."""
+    return row.get("status") == "ok" and num(row.get("host_whole_bytes")) is not None \
+        and not row.get("memory_flags")
+
+
 def rows_from_report(config, variant, stack, mode, point, repeat, status, why, path, out_dir):
     """Rows for one loadgen run: idle gives one per ramp step, broadcast one, chat one
     per rate step. A failed run without a report gives one failed row."""
@@ -124,6 +168,7 @@ def rows_from_report(config, variant, stack, mode, point, repeat, status, why, p
             for k in ["rss", "pss", "vsz", "system"]:
                 row[f"{k}_slope_bytes"] = slope.get(f"{k}_bytes")
             row["threads_slope"] = slope.get("threads")
+            _server_host(row, report.get("memory") or {})
             rows.append(row)
         if status != "ok" or not rows:
             rows.append(dict(base, point=point, clients=report.get("clients_connected"),
@@ -321,6 +366,11 @@ def num(value):
         return float(value)
     except (TypeError, ValueError):
         return None
+
+
+def median(values):
+    values = [v for v in values if v is not None]
+    return statistics.median(values) if values else None
 
 
 def configs_in(rows):

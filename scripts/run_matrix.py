@@ -96,6 +96,9 @@ def parse_args():
                         "later repeats start at half the first repeat's ceiling")
     p.add_argument("--p99-bar-ms", type=float, default=env_default("P99_BAR_MS", "100"),
                    help="chat ceiling search: the p99 bar (default 100)")
+    p.add_argument("--quiet-wait-s", type=float, default=env_default("QUIET_WAIT_S", None),
+                   help="longest wait before an idle point for TIME_WAIT sockets to go and "
+                        "memory to settle (default 60, quick 5)")
     p.add_argument("--modes", default=env_default("MODES", "idle,broadcast,chat,ceiling,microbench"),
                    help="ceiling runs only where loadgen has --find-ceiling")
     p.add_argument("--command", default=" ".join(sys.argv), help=argparse.SUPPRESS)
@@ -112,6 +115,7 @@ def parse_args():
     a.chat_clients = int(a.chat_clients or (100 if q else 1000))
     a.chat_rates = float_list(a.chat_rates or ("5,20" if q else "1,5,10,20,40,80,160"))
     a.chat_duration_s = float(a.chat_duration_s or (1 if q else 2))
+    a.quiet_wait_s = float(a.quiet_wait_s if a.quiet_wait_s is not None else (5 if q else 60))
     a.variants = [v for v in a.variants.split(",") if v]
     unknown = set(a.variants) - set(results_lib.VARIANTS)
     if unknown:
@@ -542,6 +546,52 @@ def plan(args, target, variants, curve):
     return out
 
 
+def time_wait_count():
+    """TCP sockets in TIME_WAIT on this host (/proc/net/sockstat "tw")."""
+    for line in read("/proc/net/sockstat").splitlines():
+        if line.startswith("TCP:"):
+            fields = line.split()[1:]
+            return int(dict(zip(fields[::2], fields[1::2])).get("tw", 0))
+    return 0
+
+
+# The quiet-machine check before an idle point: TIME_WAIT sockets of earlier points hold
+# kernel memory and are freed while the next point measures. loadgen resets its connections
+# (SO_LINGER 0), so few are expected; memory still returning from the last point shows as
+# MemFree and Slab that keep moving.
+QUIET_TIME_WAIT = 100                 # a few hundred bytes each: noise below this
+QUIET_WINDOW_S = 2.0                  # memory is settled when, over this long,
+QUIET_MEM_FREE_RANGE = 1 << 20        # MemFree moved less than this (10 000 connections
+QUIET_SLAB_RANGE = 256 << 10          # take ~50 MiB) and Slab less than this
+
+
+def wait_quiet(bound_s):
+    """Waits (at most bound_s) until TIME_WAIT sockets are at most QUIET_TIME_WAIT and
+    MemFree and Slab have settled. Returns what it found, with a problem text if it gave up."""
+    begin = time.monotonic()
+    window = []  # (time, MemFree, Slab) over the last QUIET_WINDOW_S
+    while True:
+        now = time.monotonic()
+        info = meminfo()
+        window = [w for w in window if now - w[0] <= QUIET_WINDOW_S] + [(now, info["MemFree"], info["Slab"])]
+        tw = time_wait_count()
+        full = now - window[0][0] >= QUIET_WINDOW_S * 0.9
+        free_range = max(w[1] for w in window) - min(w[1] for w in window)
+        slab_range = max(w[2] for w in window) - min(w[2] for w in window)
+        settled = full and free_range < QUIET_MEM_FREE_RANGE and slab_range < QUIET_SLAB_RANGE
+        if (settled and tw <= QUIET_TIME_WAIT) or now - begin >= bound_s:
+            problems = []
+            if tw > QUIET_TIME_WAIT:
+                problems.append(f"{tw} sockets in TIME_WAIT")
+            if not settled:
+                problems.append(f"memory not settled (MemFree moved {free_range >> 10} KiB, "
+                                f"Slab {slab_range >> 10} KiB in {QUIET_WINDOW_S:g} s)")
+            return {"time_wait": tw, "wait_s": round(now - begin, 1), "settled": settled,
+                    "problem": ("machine not quiet after %.0f s: " % bound_s + ", ".join(problems))
+                    if problems else ""}
+        time.sleep(0.25)
+
+
 def run_measurement(m, build_dir, raw):
     """One fresh server, one loadgen run. Returns (status, why, json_path)."""
     json_path = raw / f"{m.label}.json"
@@ -744,9 +794,13 @@ def main():
         key = (m.config.name, m.mode, m.point)
         progress.line(f"{i}/{len(measurements)} {m.config.name} {m.mode} {m.point} repeat {m.repeat}")
         begin = time.monotonic()
+        quiet = None
         if key in unreachable:
             status, why, path = "failed", f"skipped: {unreachable[key]} in an earlier repeat", None
         else:
+            quiet = wait_quiet(args.quiet_wait_s) if m.mode == "idle" else None
+            if quiet and quiet["problem"]:
+                print(f"    {quiet['problem']}", flush=True)
             status, why, path = run_measurement(m, build_dir, raw)
         actual = time.monotonic() - begin
         progress.done(m.mode, m.estimate_s, actual)
@@ -757,6 +811,7 @@ def main():
             print(f"    note: {why}", flush=True)
         new = results_lib.rows_from_report(m.config.name, m.config.variant, m.config.stack, m.mode,
                                            m.point, m.repeat, status, why, path, out)
+        results_lib.add_quiet(new, quiet)
         rows.extend(new)
         if m.mode == "ceiling":
             curve.found(m.config.name, new)

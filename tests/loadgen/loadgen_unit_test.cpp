@@ -1,6 +1,7 @@
 // Unit tests of loadgen's measurement primitives: the open-loop schedule, the latency
 // recorder against exact percentiles, loss tracking (gaps vs lines not arrived yet),
-// throughput by arrival time, the least-squares slope, and the chat line format.
+// throughput by arrival time, the least-squares slope, the chat line format, and the server
+// host's memory parts against their whole.
 #include <algorithm>
 #include <cmath>
 #include <gtest/gtest.h>
@@ -157,4 +158,69 @@ TEST(ChatLine, RoundTripsAndPadsToSize) {
   EXPECT_EQ(line, "1 2 3 \n");
   EXPECT_FALSE(parse_chat_line("hello world").has_value());
   EXPECT_FALSE(parse_chat_line("/stats x=1").has_value());
+}
+
+// memory.server_host from synthetic steps: per connection the server's RSS grows 1000 B,
+// its page tables 10 B, each end holds a 2400 B TCP socket and a 128 B epoll item, and
+// loadgen's RSS grows 500 B; MemFree drops by all of it (times free_scale).
+static std::vector<loadgen::MemorySample> memory_steps(double free_scale) {
+  std::vector<loadgen::MemorySample> steps;
+  for (std::uint64_t n : {0u, 1000u, 2000u}) {
+    loadgen::MemorySample s;
+    s.clients = n;
+    s.rss_bytes = 4'000'000 + 1000 * n;
+    s.pte_bytes = 100'000 + 10 * n;
+    s.threads = 2;
+    s.loadgen_rss_bytes = 3'000'000 + 500 * n;
+    s.loadgen_pte_bytes = 50'000;
+    s.slab_caches = {{"TCP", 1'000'000 + 2 * 2400 * n}, {"eventpoll_epi", 50'000 + 2 * 128 * n}, {"kmalloc-64", 70'000}};
+    const auto everything = static_cast<std::uint64_t>(free_scale * static_cast<double>((1000 + 10 + 2 * 2400 + 2 * 128 + 500) * n));
+    s.mem_free_bytes = 8'000'000'000 - everything;
+    s.mem_available_bytes = 9'000'000'000 - everything;
+    s.anon_pages_bytes = 500'000'000 + 1500 * n;
+    s.slab_bytes = 90'000'000 + 2 * (2400 + 128) * n;
+    s.kernel_stack_bytes = 3'000'000;
+    s.page_tables_bytes = 10'000'000 + 10 * n;
+    steps.push_back(s);
+  }
+  return steps;
+}
+
+static loadgen::ClientEnd client_end_of_2000() {
+  return {2000, {{"TCP", 2400 * 2000}, {"eventpoll_epi", 128 * 2000}}, 0.2};
+}
+
+TEST(ServerHost, PartsLeaveOutTheClientEndAndAddUpToTheWhole) {
+  const auto host = loadgen::server_host_json(memory_steps(1.0), client_end_of_2000(), 16384);
+  EXPECT_DOUBLE_EQ(host.at("rss_bytes").as_double(), 1000);
+  EXPECT_DOUBLE_EQ(host.at("pte_bytes").as_double(), 10);
+  EXPECT_DOUBLE_EQ(host.at("kernel_stack_bytes").as_double(), 0);
+  EXPECT_DOUBLE_EQ(host.at("socket_bytes").as_double(), 2400);
+  EXPECT_DOUBLE_EQ(host.at("other_kernel_bytes").as_double(), 128);
+  EXPECT_DOUBLE_EQ(host.at("other_caches").as_object().at("eventpoll_epi").as_double(), 128);
+  EXPECT_FALSE(host.at("other_caches").as_object().contains("kmalloc-64"));  // did not move
+  EXPECT_DOUBLE_EQ(host.at("client_end_bytes").as_double(), 2528);
+  EXPECT_DOUBLE_EQ(host.at("loadgen_bytes").as_double(), 500);
+  EXPECT_DOUBLE_EQ(host.at("parts_bytes").as_double(), 3538);
+  EXPECT_DOUBLE_EQ(host.at("whole_bytes").as_double(), 3538);
+  EXPECT_DOUBLE_EQ(host.at("whole_meminfo_bytes").as_double(), 1500 + 2 * 2528 + 10 - 2528 - 500);
+  EXPECT_TRUE(host.at("flags").as_array().empty()) << boost::json::serialize(host.at("flags"));
+}
+
+TEST(ServerHost, FlagsAWholeBelowRssOrFarFromTheParts) {
+  // MemFree dropped by a fifth of what was allocated: the whole (1000 B less the client
+  // side) is below the server's RSS and far from the parts.
+  const auto host = loadgen::server_host_json(memory_steps(0.2), client_end_of_2000(), 16384);
+  const auto flags = boost::json::serialize(host.at("flags"));
+  EXPECT_NE(flags.find("smaller than the server's own RSS"), std::string::npos) << flags;
+  // 30% more than allocated: parts and whole disagree by more than 20%, the whole is above RSS.
+  const auto more = boost::json::serialize(loadgen::server_host_json(memory_steps(1.3), client_end_of_2000(), 16384).at("flags"));
+  EXPECT_NE(more.find("disagree"), std::string::npos) << more;
+  EXPECT_EQ(more.find("RSS"), std::string::npos) << more;
+}
+
+TEST(ServerHost, WithoutTheClientEndThePointIsFlagged) {
+  const auto host = loadgen::server_host_json(memory_steps(1.0), std::nullopt, 16384);
+  EXPECT_TRUE(host.at("client_end_bytes").is_null());
+  EXPECT_NE(boost::json::serialize(host.at("flags")).find("client end not measured"), std::string::npos);
 }

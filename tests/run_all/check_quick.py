@@ -13,7 +13,7 @@ from pathlib import Path
 
 VARIANTS = ["threads", "fibers", "asio", "coro", "eventlet"]
 MODES = ["idle", "broadcast", "chat"]
-PLOTS = ["memory_per_connection.png", "server_memory.png", "broadcast_latency.png",
+PLOTS = ["memory_per_connection.png", "server_memory.png", "server_host_memory.png", "broadcast_latency.png",
          "latency_spectrum.png", "chat_throughput.png", "ceiling.png", "microbench.png"]
 # SPEC §3: the keys every loadgen report has (nested with dots; [] = every list element).
 REPORT_KEYS = [
@@ -30,6 +30,11 @@ REPORT_KEYS = [
     *[f"cpu.{k}" for k in ["server_user_s", "server_sys_s", "loadgen_user_s", "loadgen_sys_s"]],
 ]
 BROADCAST_KEYS = [f"broadcast_completion_us.{k}" for k in ["p50", "p95", "p99", "max"]]
+# Idle reports: the server host's parts, its whole and the client's end (docs/loadgen.md).
+IDLE_KEYS = [*[f"memory.server_host.{k}" for k in ["rss_bytes", "pte_bytes", "kernel_stack_bytes", "socket_bytes",
+                                                    "other_kernel_bytes", "parts_bytes", "whole_bytes",
+                                                    "whole_meminfo_bytes", "mem_available_bytes", "flags"]],
+             "memory.client_end"]
 MACHINE_KEYS = ["cpu", "cores", "kernel", "compiler", "compiler_flags", "boost", "packages",
                 "git_commit", "limits", "pinning", "command", "verification"]
 
@@ -104,7 +109,8 @@ def main():
     check(len(reports) >= len(VARIANTS) * len(MODES), f"only {len(reports)} loadgen reports in raw/")
     for path in reports:
         doc = json.loads(path.read_text())
-        for key in REPORT_KEYS + (BROADCAST_KEYS if doc.get("mode") == "broadcast" else []):
+        extra = {"broadcast": BROADCAST_KEYS, "idle": IDLE_KEYS}.get(doc.get("mode"), [])
+        for key in REPORT_KEYS + extra:
             check(has_key(doc, key), f"{path.name}: no {key}")
 
     machine = json.loads((out / "machine.json").read_text()) if (out / "machine.json").exists() else {}

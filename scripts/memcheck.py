@@ -1,0 +1,270 @@
+#!/usr/bin/python3
+"""An independent plain check of memory per idle connection, with nothing of loadgen in it.
+
+Starts one server, opens N idle connections from a separate plain client process (Python
+sockets, blocking connects, source addresses spread over 127.0.0.1-127.0.0.S), and diffs
+/proc/meminfo, /proc/slabinfo and the two processes' /proc/PID/status between just before
+the connects and after them. Then the client resets its connections (SO_LINGER 0, so no
+TIME_WAIT is left) and the server is stopped.
+
+The figures include both ends: the client's sockets are on this machine too. The one that
+compares with loadgen's idle report is the machine's MemFree drop less the client process's
+own growth (RSS and page tables), i.e. server host + the client's end in the kernel; the
+same scope in a loadgen report is memory.server_host.whole_bytes + client_end_bytes, and
+--compare prints both. docs/methodology.md, "Memory per connection", explains why.
+
+Usage: scripts/memcheck.py --variant asio [--clients 10000] [--compare raw/asio-idle-…json]
+Exit status: 0 measured; 1 a step failed (the reason on stderr); 2 bad arguments.
+"""
+import argparse
+import json
+import os
+import re
+import resource
+import selectors
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+VARIANTS = ["threads", "fibers", "asio", "coro", "eventlet"]
+MEMINFO_KEYS = ["MemFree", "MemAvailable", "AnonPages", "Slab", "SReclaimable", "KernelStack",
+                "PageTables"]
+
+
+# ---------------------------------------------------------------------------------------
+# The client process: started as `memcheck.py --client PORT N SOURCES`, driven over stdin.
+
+def client(port, count, sources):
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    print("started", flush=True)
+    sys.stdin.readline()  # "connect"
+    conns = []
+    try:
+        for i in range(count):
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s.bind((f"127.0.0.{1 + i % sources}", 0))
+            s.connect(("127.0.0.1", port))
+            conns.append(s)
+    except OSError as e:
+        print(f"failed after {len(conns)} connections: {e}", flush=True)
+    else:
+        print(f"connected {len(conns)}", flush=True)
+    sys.stdin.readline()  # "close"
+    linger = struct.pack("ii", 1, 0)  # a reset: nothing left in TIME_WAIT
+    for s in conns:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, linger)
+        s.close()
+    print("closed", flush=True)
+
+
+# ---------------------------------------------------------------------------------------
+# Readings
+
+def meminfo():
+    out = {}
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        key, value = line.split(":", 1)
+        if key in MEMINFO_KEYS:
+            out[key] = int(value.split()[0]) * 1024
+    return out
+
+
+def slabinfo():
+    """name -> active_objs x objsize (bytes); empty when not readable (needs root)."""
+    try:
+        lines = Path("/proc/slabinfo").read_text().splitlines()[2:]
+    except OSError:
+        return {}
+    out = {}
+    for line in lines:
+        f = line.split()
+        out[f[0]] = out.get(f[0], 0) + int(f[1]) * int(f[3])
+    return out
+
+
+def status(pid):
+    """VmRSS, VmPTE (bytes) and Threads of a process."""
+    out = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        key, _, value = line.partition(":")
+        if key in ("VmRSS", "VmPTE"):
+            out[key] = int(value.split()[0]) * 1024
+        elif key == "Threads":
+            out[key] = int(value)
+    return out
+
+
+def time_wait():
+    for line in Path("/proc/net/sockstat").read_text().splitlines():
+        if line.startswith("TCP:"):
+            f = line.split()[1:]
+            return int(dict(zip(f[::2], f[1::2])).get("tw", 0))
+    return 0
+
+
+def read_line(proc, timeout_s, what):
+    sel = selectors.DefaultSelector()
+    sel.register(proc.stdout, selectors.EVENT_READ)
+    if not sel.select(timeout_s):
+        raise RuntimeError(f"no {what} within {timeout_s:g} s")
+    line = proc.stdout.readline()
+    if not line:
+        raise RuntimeError(f"process exited ({proc.wait()}) before {what}")
+    return line.decode().strip()
+
+
+def settle(pid, limit_s):
+    """Waits until the server's RSS and the machine's Slab stop moving (or limit_s)."""
+    end = time.monotonic() + limit_s
+    last = None
+    while time.monotonic() < end:
+        time.sleep(0.5)
+        now = (status(pid)["VmRSS"], meminfo()["Slab"] >> 18)  # Slab in 256 KiB units
+        if now == last:
+            return
+        last = now
+
+
+# ---------------------------------------------------------------------------------------
+# The check
+
+def server_command(variant, build_dir):
+    if variant == "eventlet":
+        cmd = ["/usr/bin/python3", str(ROOT / "servers/eventlet/chat_server.py")]
+    else:
+        cmd = [str(Path(build_dir) / "bin" / f"chat-{variant}")]
+    return ["taskset", "-c", "0"] + cmd + ["--port", "0"]
+
+
+def raise_nofile():
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+def check(args):
+    waited = 0.0
+    while time_wait() > 100 and waited < args.quiet_wait_s:
+        time.sleep(1)
+        waited += 1
+    tw = time_wait()
+    server = subprocess.Popen(server_command(args.variant, args.build_dir), stdout=subprocess.PIPE,
+                              stderr=subprocess.DEVNULL, preexec_fn=raise_nofile)
+    client_proc = None
+    try:
+        m = re.match(r"listening on [0-9.]+:(\d+)", read_line(server, 10, "'listening on' line"))
+        if not m:
+            raise RuntimeError("the server's first line is not 'listening on ADDRESS:PORT'")
+        port = int(m.group(1))
+        client_proc = subprocess.Popen(
+            ["taskset", "-c", "1", "/usr/bin/python3", __file__, "--client", str(port),
+             str(args.clients), str(args.sources)], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        read_line(client_proc, 10, "client start")
+        settle(server.pid, args.settle_s)
+        before = (meminfo(), slabinfo(), status(server.pid), status(client_proc.pid))
+        client_proc.stdin.write(b"connect\n")
+        client_proc.stdin.flush()
+        said = read_line(client_proc, 600, "connects")
+        if not said.startswith("connected "):
+            raise RuntimeError(f"client: {said}")
+        n = int(said.split()[1])
+        settle(server.pid, args.settle_s)
+        after = (meminfo(), slabinfo(), status(server.pid), status(client_proc.pid))
+        client_proc.stdin.write(b"close\n")
+        client_proc.stdin.flush()
+        read_line(client_proc, 60, "close")
+    finally:
+        for proc in [client_proc, server]:
+            if proc and proc.poll() is None:
+                proc.send_signal(signal.SIGTERM if proc is server else signal.SIGKILL)
+                try:
+                    proc.wait(timeout=5)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+
+    per = lambda a, b: (b - a) / n  # noqa: E731
+    m0, m1 = before[0], after[0]
+    caches = {k: per(before[1].get(k, 0), v) for k, v in after[1].items()}
+    client_growth = per(before[3]["VmRSS"], after[3]["VmRSS"]) + per(before[3].get("VmPTE", 0),
+                                                                       after[3].get("VmPTE", 0))
+    mem_free_drop = -per(m0["MemFree"], m1["MemFree"])
+    return {
+        "variant": args.variant, "clients": n, "sources": args.sources, "port": port,
+        "time_wait_at_start": tw, "busy_machine_loadavg": Path("/proc/loadavg").read_text().split()[:3],
+        "per_connection": {
+            "mem_free_drop_bytes": mem_free_drop,
+            "mem_available_drop_bytes": -per(m0["MemAvailable"], m1["MemAvailable"]),
+            **{f"{k}_bytes": per(m0[k], m1[k]) for k in ["AnonPages", "Slab", "SReclaimable",
+                                                         "KernelStack", "PageTables"]},
+            "server_rss_bytes": per(before[2]["VmRSS"], after[2]["VmRSS"]),
+            "server_pte_bytes": per(before[2].get("VmPTE", 0), after[2].get("VmPTE", 0)),
+            "server_threads": per(before[2]["Threads"], after[2]["Threads"]),
+            "client_process_bytes": client_growth,
+            # Comparable with loadgen's server_host.whole_bytes + client_end_bytes.
+            "machine_less_client_process_bytes": mem_free_drop - client_growth,
+            "slab_caches": {k: round(v) for k, v in sorted(caches.items(), key=lambda kv: -abs(kv[1]))
+                            if abs(v) >= 16},
+        },
+    }
+
+
+def compare(result, path):
+    """The same-scope figure from a loadgen idle report beside this check's."""
+    host = (json.loads(Path(path).read_text()).get("memory") or {}).get("server_host") or {}
+    if host.get("whole_bytes") is None or host.get("client_end_bytes") is None:
+        return {"loadgen_json": str(path), "verdict": "the loadgen report has no server_host whole"}
+    suite = host["whole_bytes"] + host["client_end_bytes"]
+    plain = result["per_connection"]["machine_less_client_process_bytes"]
+    diff = (suite - plain) / plain if plain > 0 else None
+    # The slab alone, both ends: what a busy machine's other processes disturb least.
+    suite_slab = (host.get("socket_bytes") or 0) + (host.get("other_kernel_bytes") or 0) + host["client_end_bytes"]
+    plain_slab = result["per_connection"]["Slab_bytes"]
+    return {"loadgen_json": str(path), "suite_bytes": suite, "plain_bytes": plain,
+            "difference": diff,
+            "verdict": "within 15%" if diff is not None and abs(diff) <= 0.15 else "NOT within 15%",
+            "suite_slab_bytes": suite_slab, "plain_slab_bytes": plain_slab,
+            "slab_difference": (suite_slab - plain_slab) / plain_slab if plain_slab > 0 else None}
+
+
+def main():
+    if len(sys.argv) == 5 and sys.argv[1] == "--client":
+        client(int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]))
+        return 0
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--variant", required=True, choices=VARIANTS)
+    p.add_argument("--clients", type=int, default=10000)
+    p.add_argument("--sources", type=int, default=8, help="source addresses 127.0.0.1-127.0.0.S")
+    p.add_argument("--build-dir", default=str(ROOT / "build"))
+    p.add_argument("--settle-s", type=float, default=10, help="longest wait for memory to settle")
+    p.add_argument("--quiet-wait-s", type=float, default=60,
+                   help="longest wait for TIME_WAIT sockets (at most 100) before starting")
+    p.add_argument("--compare", help="a loadgen idle JSON report to compare with")
+    p.add_argument("--json", help="also write the result here")
+    args = p.parse_args()
+    if args.clients < 1 or not 1 <= args.sources <= 254:
+        p.error("--clients must be positive and --sources in 1..254")
+    if os.geteuid() != 0:
+        print("memcheck: warning: not root, /proc/slabinfo is unreadable: no slab caches",
+              file=sys.stderr)
+    try:
+        result = check(args)
+    except (OSError, RuntimeError, ValueError) as e:
+        print(f"memcheck: {e}", file=sys.stderr)
+        return 1
+    if args.compare:
+        result["compare"] = compare(result, args.compare)
+    text = json.dumps(result, indent=1)
+    if args.json:
+        Path(args.json).write_text(text + "\n")
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
