@@ -4,6 +4,7 @@
 #include <cstdio>
 #include <fstream>
 #include <iostream>
+#include <map>
 #include <sys/resource.h>
 
 #include "engine.hpp"
@@ -26,6 +27,8 @@ void add_common_options(CLI::App& command, Options& o) {
   command.add_option("--connect-timeout-s", o.connect_timeout_s, "deadline of each connect or join phase")->capture_default_str();
   command.add_option("--drain-s", o.drain_s, "deadline for lines still in flight after sending stops")->capture_default_str();
   command.add_flag("--quiet", o.quiet, "no progress line");
+  command.add_option("--engine", o.engine, "I/O engine: uring or epoll (default: uring where the kernel allows it, else epoll)")
+      ->transform(CLI::CheckedTransformer(std::map<std::string, EngineKind>{{"uring", EngineKind::uring}, {"epoll", EngineKind::epoll}}));
 }
 
 // Says up front what will cap the run, so a short run is not a surprise.
@@ -111,6 +114,10 @@ int main(int argc, char** argv) {
     Progress progress(options.quiet);
     {
       Engine engine(options);
+      report["engine"] = engine.name();
+      report["options"].as_object()["engine"] = options.engine == EngineKind::automatic ? "auto" : engine.name();
+      report["engine_fallback"] = engine.fallback() ? boost::json::value(*engine.fallback()) : nullptr;
+      if (engine.fallback()) std::cerr << "loadgen: note: using the epoll engine: io_uring unavailable: " << *engine.fallback() << "\n";
       switch (options.mode) {
         case Mode::idle: run_idle(engine, report, progress); break;
         case Mode::broadcast: run_broadcast(engine, report, progress); break;
