@@ -35,7 +35,6 @@ namespace {
 
 constexpr unsigned sq_entries = 4096;
 constexpr unsigned cq_entries = 16384;
-constexpr unsigned buffer_count = 2048;  // a power of two
 constexpr unsigned buffer_bytes = 4096;
 constexpr unsigned buffer_group = 0;
 
@@ -108,7 +107,7 @@ UringConnection& of(Connection& connection) { return static_cast<UringConnection
 
 class UringWorker final : public Worker {
  public:
-  UringWorker(Engine& engine, unsigned index) : Worker(engine, index) {
+  UringWorker(Engine& engine, unsigned index) : Worker(engine, index), buffer_count_(engine.options().uring_buffers) {
     wake_fd_ = ::eventfd(0, EFD_CLOEXEC);
     if (wake_fd_ < 0) throw std::runtime_error(errno_text("eventfd", errno));
     std::promise<std::optional<std::string>> ready;
@@ -236,7 +235,7 @@ class UringWorker final : public Worker {
       ready.set_value(std::move(error));
       return;
     }
-    if (auto error = buffers_.init(ring_, buffer_count, buffer_bytes)) {
+    if (auto error = buffers_.init(ring_, buffer_count_, buffer_bytes)) {
       io_uring_queue_exit(&ring_);
       ready.set_value(std::move(error));
       return;
@@ -298,7 +297,7 @@ class UringWorker final : public Worker {
       char* buffer = buffers_.buffers + static_cast<std::size_t>(id) * buffer_bytes;
       if (res > 0 && c.state == ConnectionState::open) on_bytes(c, std::string_view(buffer, static_cast<std::size_t>(res)), now);
       // Parsed (a partial line was copied), so the buffer goes straight back.
-      io_uring_buf_ring_add(buffers_.ring, buffer, buffer_bytes, static_cast<unsigned short>(id), io_uring_buf_ring_mask(buffer_count), 0);
+      io_uring_buf_ring_add(buffers_.ring, buffer, buffer_bytes, static_cast<unsigned short>(id), io_uring_buf_ring_mask(buffer_count_), 0);
       io_uring_buf_ring_advance(buffers_.ring, 1);
     }
     const bool more = flags & IORING_CQE_F_MORE;
@@ -338,6 +337,7 @@ class UringWorker final : public Worker {
   }
 
   io_uring ring_{};
+  const unsigned buffer_count_;  // a power of two
   BufferRing buffers_;
   int wake_fd_ = -1;
   std::uint64_t wake_value_ = 0;

@@ -29,6 +29,9 @@ void add_common_options(CLI::App& command, Options& o) {
   command.add_flag("--quiet", o.quiet, "no progress line");
   command.add_option("--engine", o.engine, "I/O engine: uring or epoll (default: uring where the kernel allows it, else epoll)")
       ->transform(CLI::CheckedTransformer(std::map<std::string, EngineKind>{{"uring", EngineKind::uring}, {"epoll", EngineKind::epoll}}));
+  command.add_option("--uring-buffers", o.uring_buffers, "io_uring engine: 4 KiB receive buffers per thread, a power of two")
+      ->capture_default_str()
+      ->check(CLI::Range(1u, 32768u) & CLI::Validator([](std::string& v) { return (std::stoul(v) & (std::stoul(v) - 1)) ? "must be a power of two" : ""; }, "POWER OF 2"));
 }
 
 // Says up front what will cap the run, so a short run is not a surprise.

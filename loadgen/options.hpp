@@ -27,6 +27,7 @@ struct Options {
   double drain_s = 5;
   bool quiet = false;
   EngineKind engine = EngineKind::automatic;
+  unsigned uring_buffers = 2048;  // io_uring engine: receive buffers (4 KiB) per worker
   // idle
   unsigned steps = 5;
   double hold_s = 2;
