@@ -1,5 +1,6 @@
 // loadgen: drives a chat server (SPEC §1) and reports what it measured (SPEC §3).
 #include <CLI/CLI.hpp>
+#include <charconv>
 #include <csignal>
 #include <cstdio>
 #include <fstream>
@@ -31,7 +32,14 @@ void add_common_options(CLI::App& command, Options& o) {
       ->transform(CLI::CheckedTransformer(std::map<std::string, EngineKind>{{"uring", EngineKind::uring}, {"epoll", EngineKind::epoll}}));
   command.add_option("--uring-buffers", o.uring_buffers, "io_uring engine: 4 KiB receive buffers per thread, a power of two")
       ->capture_default_str()
-      ->check(CLI::Range(1u, 32768u) & CLI::Validator([](std::string& v) { return (std::stoul(v) & (std::stoul(v) - 1)) ? "must be a power of two" : ""; }, "POWER OF 2"));
+      ->check(CLI::Validator(
+          [](std::string& text) {
+            unsigned n = 0;
+            const auto [end, error] = std::from_chars(text.data(), text.data() + text.size(), n);
+            const bool ok = error == std::errc() && end == text.data() + text.size() && n >= 1 && n <= 32768 && (n & (n - 1)) == 0;
+            return ok ? std::string() : "must be a power of two from 1 to 32768";
+          },
+          "POWER OF 2"));
 }
 
 // Says up front what will cap the run, so a short run is not a surprise.
