@@ -5,7 +5,6 @@
 #include <cstdio>
 #include <fstream>
 #include <iostream>
-#include <map>
 #include <sys/resource.h>
 
 #include "engine.hpp"
@@ -28,8 +27,11 @@ void add_common_options(CLI::App& command, Options& o) {
   command.add_option("--connect-timeout-s", o.connect_timeout_s, "deadline of each connect or join phase")->capture_default_str();
   command.add_option("--drain-s", o.drain_s, "deadline for lines still in flight after sending stops")->capture_default_str();
   command.add_flag("--quiet", o.quiet, "no progress line");
-  command.add_option("--engine", o.engine, "I/O engine: uring or epoll (default: uring where the kernel allows it, else epoll)")
-      ->transform(CLI::CheckedTransformer(std::map<std::string, EngineKind>{{"uring", EngineKind::uring}, {"epoll", EngineKind::epoll}}));
+  command
+      .add_option_function<std::string>(
+          "--engine", [&o](const std::string& name) { o.engine = name == "uring" ? EngineKind::uring : EngineKind::epoll; },
+          "I/O engine: uring or epoll (default: uring where the kernel allows it, else epoll)")
+      ->check(CLI::IsMember({"uring", "epoll"}));
   command.add_option("--uring-buffers", o.uring_buffers, "io_uring engine: 4 KiB receive buffers per thread, a power of two")
       ->capture_default_str()
       ->check(CLI::Validator(
