@@ -14,6 +14,7 @@
 //   buffers ran out, ENOBUFS, or for its own reasons) the connection is re-armed after
 //   its last completion; the bytes stay in the socket meanwhile, so none is lost or
 //   reordered.
+#include <algorithm>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
@@ -21,6 +22,7 @@
 #include <future>
 #include <liburing.h>
 #include <mutex>
+#include <stdexcept>
 #include <netinet/tcp.h>
 #include <sched.h>
 #include <sys/eventfd.h>
