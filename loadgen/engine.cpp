@@ -1,48 +1,43 @@
 #include "engine.hpp"
 
+#include <arpa/inet.h>
 #include <cerrno>
-#include <netinet/in.h>
+#include <cstring>
+#include <future>
 #include <stdexcept>
+#include <sys/socket.h>
+#include <unistd.h>
 
 namespace loadgen {
 
 namespace {
 
-constexpr std::size_t read_buffer_bytes = 64 * 1024;
 // A server line longer than this is not one of ours; stop carrying it rather than grow.
 constexpr std::size_t max_partial_bytes = 1 << 20;
 
-std::string describe_connect_error(const boost::system::error_code& error) {
-  switch (error.value()) {
+std::string describe_connect_error(int error) {
+  const std::string text = std::strerror(error);
+  switch (error) {
     case EMFILE:
     case ENFILE:
-      return "fd limit: loadgen ran out of file descriptors (" + error.message() + ")";
+      return "fd limit: loadgen ran out of file descriptors (" + text + ")";
     case EADDRNOTAVAIL:
     case EADDRINUSE:
-      return "ports: no free source port (" + error.message() + "); spread --source-ips";
+      return "ports: no free source port (" + text + "); spread --source-ips";
     case ECONNREFUSED:
       return "server refused the connection (ECONNREFUSED)";
     default:
-      return "connect failed: " + error.message();
+      return "connect failed: " + text;
   }
 }
 
 }  // namespace
 
-Worker::Worker(Engine& engine, unsigned index)
-    : engine_(engine), index_(index), io_(1), work_(asio::make_work_guard(io_)), read_buffer_(read_buffer_bytes) {
-  thread_ = std::thread([this] { io_.run(); });
-}
-
-Worker::~Worker() {
-  work_.reset();
-  io_.stop();
-  thread_.join();
-}
+Worker::Worker(Engine& engine, unsigned index) : engine_(engine), index_(index) {}
 
 void Worker::call(const std::function<void()>& fn) {
   std::promise<void> done;
-  asio::post(io_, [&] {
+  post([&] {
     fn();
     done.set_value();
   });
@@ -70,51 +65,45 @@ void Worker::launch_connects() {
     }
     const std::uint32_t id = to_connect_.front();
     to_connect_.pop_front();
-    auto owned = std::make_unique<Connection>(io_, id);
-    Connection& connection = *owned;
-    boost::system::error_code error;
-    connection.socket.open(tcp::v4(), error);
+    int error = 0;
+    const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) error = errno;
     const auto& sources = engine_.source_ips();
     if (!error && !sources.empty()) {
       // Without IP_BIND_ADDRESS_NO_PORT, bind() would pick the port now, unique per
       // address regardless of destination; with it the port is chosen at connect().
       int on = 1;
-      ::setsockopt(connection.socket.native_handle(), IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, &on, sizeof on);
-      connection.socket.bind(tcp::endpoint(sources[id % sources.size()], 0), error);
+      ::setsockopt(fd, IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, &on, sizeof on);
+      sockaddr_in source{};
+      source.sin_family = AF_INET;
+      source.sin_addr.s_addr = sources[id % sources.size()];
+      if (::bind(fd, reinterpret_cast<const sockaddr*>(&source), sizeof source) != 0) error = errno;
     }
     if (error) {
-      connection.state = ConnectionState::failed;
+      if (fd >= 0) ::close(fd);
       engine_.hit_limit(describe_connect_error(error));
       to_connect_.clear();
       break;
     }
-    connections_.push_back(std::move(owned));
+    connections_.push_back(make_connection(id));
     ++in_flight_;
-    connection.socket.async_connect(engine_.server(), [this, &connection](const boost::system::error_code& error) {
-      --in_flight_;
-      on_connected(connection, error);
-      launch_connects();
-    });
+    begin_connect(*connections_.back(), fd);
   }
   connects_pending.set(to_connect_.size() + in_flight_);
 }
 
-void Worker::on_connected(Connection& connection, const boost::system::error_code& error) {
+void Worker::on_connected(Connection& connection, int error) {
+  --in_flight_;
   if (error) {
-    if (connection.state == ConnectionState::connecting && error != asio::error::operation_aborted)
-      engine_.hit_limit(describe_connect_error(error));
+    if (connection.state == ConnectionState::connecting && error != ECANCELED) engine_.hit_limit(describe_connect_error(error));
     connection.state = ConnectionState::failed;
-    boost::system::error_code ignored;
-    connection.socket.close(ignored);
-    return;
-  }
-  if (connection.state != ConnectionState::connecting) return;  // aborted after completing
-  connection.state = ConnectionState::open;
-  boost::system::error_code ignored;
-  connection.socket.set_option(tcp::no_delay(true), ignored);
-  connection.socket.non_blocking(true, ignored);
-  connected.add();
-  wait_readable(connection);
+    release(connection, false);
+  } else if (connection.state == ConnectionState::connecting) {
+    connection.state = ConnectionState::open;
+    connected.add();
+    on_open(connection);
+  }  // else: aborted after completing; abort_connects released it
+  launch_connects();
 }
 
 void Worker::abort_connects() {
@@ -122,39 +111,13 @@ void Worker::abort_connects() {
   for (auto& connection : connections_) {
     if (connection->state != ConnectionState::connecting) continue;
     connection->state = ConnectionState::failed;
-    boost::system::error_code ignored;
-    connection->socket.close(ignored);
+    release(*connection, false);
   }
   connects_pending.set(to_connect_.size() + in_flight_);
 }
 
-// Readiness first, then a non-blocking read into the worker's buffer: an idle connection
-// holds no read buffer at all, only the bytes of a line it has not completed.
-void Worker::wait_readable(Connection& connection) {
-  connection.socket.async_wait(tcp::socket::wait_read, [this, &connection](const boost::system::error_code& error) {
-    if (error) {
-      close(connection);
-      return;
-    }
-    on_readable(connection);
-  });
-}
-
-void Worker::on_readable(Connection& connection) {
-  if (connection.state != ConnectionState::open) return;
-  boost::system::error_code error;
-  const std::size_t n = connection.socket.read_some(asio::buffer(read_buffer_), error);
-  if (error == asio::error::would_block || error == asio::error::try_again) {
-    wait_readable(connection);
-    return;
-  }
-  if (error || n == 0) {
-    close(connection);
-    return;
-  }
-  const std::int64_t now = to_ns(Clock::now());
-  std::string_view data(read_buffer_.data(), n);
-  while (!data.empty()) {
+void Worker::on_bytes(Connection& connection, std::string_view data, std::int64_t now) {
+  while (!data.empty() && connection.state == ConnectionState::open) {
     const auto end = data.find('\n');
     if (end == std::string_view::npos) {
       if (connection.partial.size() + data.size() <= max_partial_bytes) connection.partial.append(data);
@@ -178,70 +141,70 @@ void Worker::on_readable(Connection& connection) {
     connection.partial.clear();
     data.remove_prefix(end + 1);
   }
-  if (connection.state == ConnectionState::open) wait_readable(connection);
 }
 
 bool Worker::send(Connection& connection, std::string_view bytes) {
   if (connection.state != ConnectionState::open) return false;
   connection.queued.append(bytes);
-  if (connection.writing.empty()) write_next(connection);
+  if (connection.writing.empty()) write_queued(connection);
   return true;
 }
 
-void Worker::write_next(Connection& connection) {
+void Worker::write_queued(Connection& connection) {
   // Swap rather than copy: both buffers keep their capacity, so steady state allocates nothing.
   std::swap(connection.writing, connection.queued);
-  asio::async_write(connection.socket, asio::buffer(connection.writing),
-                    [this, &connection](const boost::system::error_code& error, std::size_t) {
-                      connection.writing.clear();
-                      if (error) {
-                        close(connection);
-                        return;
-                      }
-                      if (!connection.queued.empty() && connection.state == ConnectionState::open) write_next(connection);
-                    });
+  start_write(connection);
 }
 
 void Worker::close(Connection& connection) {
-  if (connection.send_timer) connection.send_timer->cancel();
   if (connection.state != ConnectionState::open) return;
   connection.state = ConnectionState::closed;
-  boost::system::error_code ignored;
-  // A reset, not a FIN: nothing is left in TIME_WAIT to disturb the next measurement.
-  connection.socket.set_option(asio::socket_base::linger(true, 0), ignored);
-  connection.socket.close(ignored);
+  release(connection, false);
   closed.add();
 }
 
 void Worker::close_all() {
   to_connect_.clear();
   for (auto& connection : connections_) {
-    if (connection->state == ConnectionState::connecting) connection->state = ConnectionState::failed;
-    close(*connection);
-    boost::system::error_code ignored;
-    connection->socket.close(ignored);
+    if (connection->state == ConnectionState::open) {
+      connection->state = ConnectionState::closed;
+      closed.add();
+    } else if (connection->state == ConnectionState::connecting) {
+      connection->state = ConnectionState::failed;
+    }
+    release(*connection, true);
   }
 }
 
 Engine::Engine(const Options& options) : options_(options) {
-  boost::system::error_code error;
-  const auto address = asio::ip::make_address_v4(options.host, error);
-  if (error) throw std::runtime_error("--host must be an IPv4 address: " + options.host);
-  server_ = tcp::endpoint(address, options.port);
+  server_.sin_family = AF_INET;
+  server_.sin_port = htons(options.port);
+  if (::inet_pton(AF_INET, options.host.c_str(), &server_.sin_addr) != 1)
+    throw std::runtime_error("--host must be an IPv4 address: " + options.host);
   if (!options.source_ips.empty()) source_ips_ = parse_address_range(options.source_ips);
-  for (unsigned i = 0; i < std::max(1u, options.threads); ++i) workers_.push_back(std::make_unique<Worker>(*this, i));
+  kind_ = options.engine == EngineKind::epoll ? EngineKind::epoll : EngineKind::uring;
+  if (kind_ == EngineKind::uring) {
+    if (auto why = uring_unavailable()) {
+      if (options.engine == EngineKind::uring) throw std::runtime_error("--engine uring: io_uring is not available here: " + *why);
+      kind_ = EngineKind::epoll;
+      fallback_ = std::move(why);
+    }
+  }
+  for (unsigned i = 0; i < std::max(1u, options.threads); ++i)
+    workers_.push_back(kind_ == EngineKind::uring ? make_uring_worker(*this, i) : make_epoll_worker(*this, i));
 }
 
 Engine::~Engine() {
-  // Close sockets on their own threads before the io_contexts go away.
+  // Close sockets on their own threads before the workers go away.
   for_each_worker([](Worker& worker) { worker.close_all(); });
+  for (auto& worker : workers_) worker->stop();
   workers_.clear();
 }
 
 void Engine::for_each_worker(const std::function<void(Worker&)>& fn) {
   std::vector<std::promise<void>> done(workers_.size());
   for (std::size_t i = 0; i < workers_.size(); ++i) {
-    asio::post(workers_[i]->io(), [&, i] {
+    workers_[i]->post([&, i] {
       fn(*workers_[i]);
       done[i].set_value();
     });
@@ -257,7 +220,7 @@ void Engine::ramp_to(std::uint32_t target, const std::function<void()>& progress
   // Counted before the post, so the wait below cannot see "nothing pending" too early.
   for (std::size_t i = 0; i < workers_.size(); ++i) workers_[i]->connects_pending.add(ids[i].size());
   for (std::size_t i = 0; i < workers_.size(); ++i)
-    asio::post(workers_[i]->io(), [this, i, batch = std::move(ids[i])]() mutable { workers_[i]->start_connects(std::move(batch)); });
+    workers_[i]->post([this, i, batch = std::move(ids[i])]() mutable { workers_[i]->start_connects(std::move(batch)); });
   const auto deadline = Clock::now() + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(options_.connect_timeout_s));
   const bool finished = wait_until(deadline, [&] { return sum(&Worker::connects_pending) == 0; }, progress);
   if (!finished) {
@@ -285,13 +248,18 @@ std::optional<std::string> Engine::limit_hit() const {
   return limit_hit_;
 }
 
-std::vector<asio::ip::address_v4> parse_address_range(const std::string& text) {
+std::vector<in_addr_t> parse_address_range(const std::string& text) {
   const auto dash = text.find('-');
-  const auto first = asio::ip::make_address_v4(text.substr(0, dash));
-  const auto last = dash == std::string::npos ? first : asio::ip::make_address_v4(text.substr(dash + 1));
-  if (last.to_uint() < first.to_uint()) throw std::runtime_error("--source-ips: empty range " + text);
-  std::vector<asio::ip::address_v4> addresses;
-  for (auto a = first.to_uint(); a <= last.to_uint(); ++a) addresses.emplace_back(a);
+  auto parse = [&](const std::string& part) {
+    in_addr address{};
+    if (::inet_pton(AF_INET, part.c_str(), &address) != 1) throw std::runtime_error("--source-ips: not an IPv4 address: " + part);
+    return ntohl(address.s_addr);
+  };
+  const std::uint32_t first = parse(text.substr(0, dash));
+  const std::uint32_t last = dash == std::string::npos ? first : parse(text.substr(dash + 1));
+  if (last < first) throw std::runtime_error("--source-ips: empty range " + text);
+  std::vector<in_addr_t> addresses;
+  for (std::uint64_t a = first; a <= last; ++a) addresses.push_back(htonl(static_cast<std::uint32_t>(a)));
   return addresses;
 }
 

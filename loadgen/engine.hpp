@@ -1,15 +1,20 @@
-// The connection engine: worker threads, each owning one io_context, its connections and
-// its counters (the wrk shape: nothing shared on the hot path). The main thread drives
-// phases by posting work to every worker and polling their counters.
+// The connection engine: worker threads, each owning its connections and its counters
+// (the wrk shape: nothing shared on the hot path). The main thread drives phases by
+// posting work to every worker and polling their counters.
+//
+// Worker holds what is the same for every I/O model: the connections, the connect pacing,
+// line parsing and the counters the scenarios read. An engine per I/O model derives from
+// it and does the I/O: engine_epoll.cpp (Asio on epoll, a system call per operation) and
+// engine_uring.cpp (io_uring, one submission per wake-up). The scenarios see only Worker.
 #pragma once
 
 #include <atomic>
-#include <boost/asio.hpp>
+#include <cstdint>
 #include <deque>
 #include <functional>
-#include <future>
 #include <memory>
 #include <mutex>
+#include <netinet/in.h>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -20,9 +25,6 @@
 #include "options.hpp"
 
 namespace loadgen {
-
-namespace asio = boost::asio;
-using asio::ip::tcp;
 
 // A counter written only by its worker's thread and read by the main thread. A relaxed
 // load and store (not a locked read-modify-write): the cost of a plain increment.
@@ -38,19 +40,20 @@ class OwnedCounter {
 
 enum class ConnectionState { connecting, open, closed, failed };
 
+// One client. Each engine derives its own with the socket it needs.
 struct Connection {
-  Connection(asio::io_context& io, std::uint32_t client_id) : socket(io), id(client_id) {}
+  explicit Connection(std::uint32_t client_id) : id(client_id) {}
+  virtual ~Connection() = default;
 
-  tcp::socket socket;
   std::uint32_t id;  // global client index, 0..clients-1
   ConnectionState state = ConnectionState::connecting;
   std::string partial;   // the start of a line not yet complete
   std::string queued;    // output waiting for the write in flight
-  std::string writing;   // output of the write in flight
+  std::string writing;   // output of the write in flight; empty: no write in flight
   bool joined = false;   // chat: got "/joined"; broadcast: got a sync line
 
-  // Sender side (chat: every client; broadcast: client 0 only).
-  std::unique_ptr<asio::steady_timer> send_timer;
+  // Sender side (chat: every joined client; broadcast: client 0 only).
+  bool sender = false;     // sends in this run
   std::uint64_t sent = 0;  // lines handed to the socket, also the next sequence number
 
   // Receiver side: one track per possible sender, the senders of this client's room.
@@ -66,24 +69,34 @@ class Worker {
   using LineHandler = std::function<void(Worker&, Connection&, std::string_view, std::int64_t now_ns)>;
 
   Worker(Engine& engine, unsigned index);
-  ~Worker();
+  virtual ~Worker() = default;
   Worker(const Worker&) = delete;
   Worker& operator=(const Worker&) = delete;
 
-  asio::io_context& io() { return io_; }
   unsigned index() const { return index_; }
 
+  // From any thread: run fn on this worker's thread, soon.
+  virtual void post(std::function<void()> fn) = 0;
   // Run fn on this worker's thread and wait until it has run.
   void call(const std::function<void()>& fn);
+  // Stop the thread (after close_all); the engine calls it before destroying the worker.
+  virtual void stop() = 0;
 
-  // On the worker thread: open connections for these client ids, a bounded number in flight.
+  // The rest runs on the worker thread.
+  // Open connections for these client ids, a bounded number in flight.
   void start_connects(std::vector<std::uint32_t> ids);
-  // On the worker thread: give up on connects still in flight (the phase deadline passed).
+  // Give up on connects still in flight (the phase deadline passed).
   void abort_connects();
-  // On the worker thread: queue bytes for a connection; false if it is not open.
+  // Queue bytes for a connection; false if it is not open. Queued bytes go out in order.
   bool send(Connection& connection, std::string_view bytes);
   void close(Connection& connection);
+  // The end of the run: every connection ends with a reset (SO_LINGER 0), so none is left
+  // in TIME_WAIT on either side to skew the next measurement's memory.
   void close_all();
+  // The worker's one timer: fn runs once the steady clock reaches when_ns. Setting it
+  // again replaces it; the scenarios multiplex their schedules onto it.
+  virtual void set_timer(std::int64_t when_ns, std::function<void()> fn) = 0;
+  virtual void cancel_timer() = 0;
 
   std::vector<std::unique_ptr<Connection>>& connections() { return connections_; }
   Connection* find(std::uint32_t id);
@@ -111,33 +124,51 @@ class Worker {
   OwnedCounter stats_replies;
   std::string scratch;  // line formatting without allocation
 
- private:
-  void launch_connects();
-  void on_connected(Connection& connection, const boost::system::error_code& error);
-  void wait_readable(Connection& connection);
-  void on_readable(Connection& connection);
-  void write_next(Connection& connection);
+ protected:
+  // What an engine implements. A connect that completes calls on_connected; bytes read
+  // go to on_bytes; a write that completes with more queued calls start_write again.
+  virtual std::unique_ptr<Connection> make_connection(std::uint32_t id) = 0;
+  // Start connecting fd (a fresh, bound TCP socket the connection now owns).
+  virtual void begin_connect(Connection& connection, int fd) = 0;
+  // The connection is open: start reading.
+  virtual void on_open(Connection& connection) = 0;
+  // Send connection.writing (swapped in from queued by the caller).
+  virtual void start_write(Connection& connection) = 0;
+  // Close the socket and give up whatever is in flight on it; idempotent. reset: SO_LINGER 0.
+  virtual void release(Connection& connection, bool reset) = 0;
+
+  // error: 0 or an errno value (ECANCELED after abort_connects).
+  void on_connected(Connection& connection, int error);
+  // Bytes read from an open connection at now_ns: complete lines go to the line handler.
+  void on_bytes(Connection& connection, std::string_view data, std::int64_t now_ns);
+  void write_queued(Connection& connection);
 
   Engine& engine_;
+
+ private:
+  void launch_connects();
+
   unsigned index_;
-  asio::io_context io_;
-  asio::executor_work_guard<asio::io_context::executor_type> work_;
   std::vector<std::unique_ptr<Connection>> connections_;
   std::deque<std::uint32_t> to_connect_;
   unsigned in_flight_ = 0;
-  std::vector<char> read_buffer_;  // one per worker: a connection needs bytes only while parsing
   LineHandler line_handler_;
-  std::thread thread_;
 };
 
 class Engine {
  public:
+  // Picks the engine (options.engine; auto: io_uring where the kernel allows it, else
+  // epoll with fallback() saying why) and starts the workers. Throws if --engine uring
+  // was asked for and io_uring is unavailable.
   explicit Engine(const Options& options);
   ~Engine();
 
   const Options& options() const { return options_; }
   std::vector<std::unique_ptr<Worker>>& workers() { return workers_; }
   Worker& worker_of(std::uint32_t id) { return *workers_[id % workers_.size()]; }
+  const char* name() const { return kind_ == EngineKind::uring ? "uring" : "epoll"; }
+  // Why the default engine fell back to epoll; nullopt when it did not.
+  const std::optional<std::string>& fallback() const { return fallback_; }
 
   // Run fn(worker) on every worker's thread at once; wait for all.
   void for_each_worker(const std::function<void(Worker&)>& fn);
@@ -155,13 +186,15 @@ class Engine {
   std::optional<std::string> limit_hit() const;
   bool stop_connecting() const { return stop_connecting_.load(std::memory_order_relaxed); }
 
-  const tcp::endpoint& server() const { return server_; }
-  const std::vector<asio::ip::address_v4>& source_ips() const { return source_ips_; }
+  const sockaddr_in& server() const { return server_; }
+  const std::vector<in_addr_t>& source_ips() const { return source_ips_; }  // network byte order
 
  private:
   const Options& options_;
-  tcp::endpoint server_;
-  std::vector<asio::ip::address_v4> source_ips_;
+  EngineKind kind_ = EngineKind::epoll;
+  std::optional<std::string> fallback_;
+  sockaddr_in server_{};
+  std::vector<in_addr_t> source_ips_;
   std::vector<std::unique_ptr<Worker>> workers_;
   std::uint32_t attempted_ = 0;
   std::atomic<bool> stop_connecting_{false};
@@ -169,8 +202,16 @@ class Engine {
   std::optional<std::string> limit_hit_;
 };
 
-// "127.0.0.1-127.0.0.8" or "127.0.0.1": the addresses in that range, inclusive.
-std::vector<asio::ip::address_v4> parse_address_range(const std::string& text);
+// The engines (engine_epoll.cpp, engine_uring.cpp).
+std::unique_ptr<Worker> make_epoll_worker(Engine& engine, unsigned index);
+std::unique_ptr<Worker> make_uring_worker(Engine& engine, unsigned index);
+// Why this process cannot run the io_uring engine (disabled, not permitted, a kernel
+// without a feature it needs); nullopt when it can. Tries the real setup once.
+std::optional<std::string> uring_unavailable();
+
+// "127.0.0.1-127.0.0.8" or "127.0.0.1": the addresses in that range, inclusive, in
+// network byte order.
+std::vector<in_addr_t> parse_address_range(const std::string& text);
 
 // Sleep in short slices until done() or the deadline; calls tick() each slice.
 // Returns done() at the end.

@@ -1,5 +1,6 @@
 // loadgen: drives a chat server (SPEC §1) and reports what it measured (SPEC §3).
 #include <CLI/CLI.hpp>
+#include <charconv>
 #include <csignal>
 #include <cstdio>
 #include <fstream>
@@ -26,6 +27,21 @@ void add_common_options(CLI::App& command, Options& o) {
   command.add_option("--connect-timeout-s", o.connect_timeout_s, "deadline of each connect or join phase")->capture_default_str();
   command.add_option("--drain-s", o.drain_s, "deadline for lines still in flight after sending stops")->capture_default_str();
   command.add_flag("--quiet", o.quiet, "no progress line");
+  command
+      .add_option_function<std::string>(
+          "--engine", [&o](const std::string& name) { o.engine = name == "uring" ? EngineKind::uring : EngineKind::epoll; },
+          "I/O engine: uring or epoll (default: uring where the kernel allows it, else epoll)")
+      ->check(CLI::IsMember({"uring", "epoll"}));
+  command.add_option("--uring-buffers", o.uring_buffers, "io_uring engine: 4 KiB receive buffers per thread, a power of two")
+      ->capture_default_str()
+      ->check(CLI::Validator(
+          [](std::string& text) {
+            unsigned n = 0;
+            const auto [end, error] = std::from_chars(text.data(), text.data() + text.size(), n);
+            const bool ok = error == std::errc() && end == text.data() + text.size() && n >= 1 && n <= 32768 && (n & (n - 1)) == 0;
+            return ok ? std::string() : "must be a power of two from 1 to 32768";
+          },
+          "POWER OF 2"));
 }
 
 // Says up front what will cap the run, so a short run is not a surprise.
@@ -111,6 +127,10 @@ int main(int argc, char** argv) {
     Progress progress(options.quiet);
     {
       Engine engine(options);
+      report["engine"] = engine.name();
+      report["options"].as_object()["engine"] = options.engine == EngineKind::automatic ? "auto" : engine.name();
+      report["engine_fallback"] = engine.fallback() ? boost::json::value(*engine.fallback()) : nullptr;
+      if (engine.fallback()) std::cerr << "loadgen: note: using the epoll engine: io_uring unavailable: " << *engine.fallback() << "\n";
       switch (options.mode) {
         case Mode::idle: run_idle(engine, report, progress); break;
         case Mode::broadcast: run_broadcast(engine, report, progress); break;

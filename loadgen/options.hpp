@@ -9,6 +9,8 @@
 namespace loadgen {
 
 enum class Mode { idle, broadcast, chat };
+// automatic: io_uring where the kernel allows it, else epoll (docs/loadgen.md, Engines).
+enum class EngineKind { automatic, uring, epoll };
 
 struct Options {
   Mode mode = Mode::idle;
@@ -24,6 +26,8 @@ struct Options {
   double connect_timeout_s = 10;
   double drain_s = 5;
   bool quiet = false;
+  EngineKind engine = EngineKind::automatic;
+  unsigned uring_buffers = 2048;  // io_uring engine: receive buffers (4 KiB) per worker
   // idle
   unsigned steps = 5;
   double hold_s = 2;

@@ -1,5 +1,6 @@
 #include "scenarios.hpp"
 
+#include <algorithm>
 #include <charconv>
 #include <csignal>
 #include <cmath>
@@ -32,37 +33,73 @@ struct Phase {
   std::vector<std::int64_t> message_intended_ns;  // broadcast
 };
 
-// The send loop of one connection: everything due is sent now (a behind-schedule sender
-// catches up at once, each line still carrying its intended time), then sleep until the
-// next intended time.
-void send_due(Worker& worker, Connection& connection, const SendPlan& plan, std::uint64_t& done, OwnedCounter& sent_counter,
-              std::uint64_t& window_sent, unsigned size) {
-  if (connection.state != ConnectionState::open) return;
-  const OpenLoopSchedule schedule(plan.start_ns, plan.rate);
-  const std::int64_t now = to_ns(Clock::now());
-  const std::uint64_t due = std::min(schedule.due_by(now), plan.total);
-  for (; done < due; ++done) {
-    const std::int64_t intended = schedule.intended_ns(done);
-    if (now - intended > late_send_ns) ++worker.late_sends;
-    if (intended >= plan.window_start_ns) ++window_sent;
-    format_chat_line(worker.scratch, connection.id, connection.sent, intended, size);
-    if (!worker.send(connection, worker.scratch)) return;
-    ++connection.sent;
-    sent_counter.add();
-  }
-  if (done >= plan.total) return;
-  connection.send_timer->expires_at(from_ns(schedule.intended_ns(done)));
-  connection.send_timer->async_wait([&worker, &connection, &plan, &done, &sent_counter, &window_sent, size](const boost::system::error_code& error) {
-    if (!error) send_due(worker, connection, plan, done, sent_counter, window_sent, size);
-  });
-}
+// One connection's share of a worker's sends in the current phase.
+struct Sender {
+  Connection* connection;
+  SendPlan plan;
+  std::uint64_t done = 0;    // sends made so far
+  std::int64_t next_ns = 0;  // intended time of send `done`
+};
 
 // The sending side of one worker in the current phase, next to Worker's own counters.
 struct TrafficState {
   SendPlan plan{};
   OwnedCounter lines_sent;
   std::uint64_t window_sent = 0;
+  std::vector<Sender> senders;  // a heap, earliest next send first
 };
+
+// One connection's sends that are due: everything due is sent now (a behind-schedule
+// sender catches up at once, each line still carrying its intended time). False when the
+// sender is finished or its connection is gone.
+bool send_due(Worker& worker, Sender& sender, TrafficState& state, unsigned size) {
+  Connection& connection = *sender.connection;
+  if (connection.state != ConnectionState::open) return false;
+  const OpenLoopSchedule schedule(sender.plan.start_ns, sender.plan.rate);
+  const std::int64_t now = to_ns(Clock::now());
+  const std::uint64_t due = std::min(schedule.due_by(now), sender.plan.total);
+  for (; sender.done < due; ++sender.done) {
+    const std::int64_t intended = schedule.intended_ns(sender.done);
+    if (now - intended > late_send_ns) ++worker.late_sends;
+    if (intended >= sender.plan.window_start_ns) ++state.window_sent;
+    format_chat_line(worker.scratch, connection.id, connection.sent, intended, size);
+    if (!worker.send(connection, worker.scratch)) return false;
+    ++connection.sent;
+    state.lines_sent.add();
+  }
+  sender.next_ns = schedule.intended_ns(sender.done);
+  return sender.done < sender.plan.total;
+}
+
+// The send loop of one worker: one timer for all its senders, set to the earliest next
+// send. Each wake-up sends everything due on every connection; the engine hands those
+// sends to the kernel together when the wake-up ends.
+void send_all_due(Worker& worker, TrafficState& state, unsigned size) {
+  auto later = [](const Sender& a, const Sender& b) { return a.next_ns > b.next_ns; };
+  auto& heap = state.senders;
+  while (!heap.empty() && heap.front().next_ns <= to_ns(Clock::now())) {
+    std::pop_heap(heap.begin(), heap.end(), later);
+    if (send_due(worker, heap.back(), state, size))
+      std::push_heap(heap.begin(), heap.end(), later);
+    else
+      heap.pop_back();
+  }
+  if (!heap.empty()) worker.set_timer(heap.front().next_ns, [&worker, &state, size] { send_all_due(worker, state, size); });
+}
+
+// Starts the send loop of one worker over these plans (on the worker's thread).
+void start_sending(Worker& worker, TrafficState& state, std::vector<Sender> senders, unsigned size) {
+  for (auto& sender : senders) sender.next_ns = sender.plan.start_ns;
+  state.senders = std::move(senders);
+  std::make_heap(state.senders.begin(), state.senders.end(), [](const Sender& a, const Sender& b) { return a.next_ns > b.next_ns; });
+  send_all_due(worker, state, size);
+}
+
+// Ends the send loop of one worker: no further sends in this phase.
+void stop_sending(Worker& worker, TrafficState& state) {
+  worker.cancel_timer();
+  state.senders.clear();
+}
 
 std::map<std::string, std::string> parse_stats_reply(std::string_view line) {
   std::map<std::string, std::string> values;
@@ -382,7 +419,7 @@ void run_broadcast(Engine& engine, json::object& report, Progress& progress) {
     wait_until(sync_deadline, [&] { return engine.sum(&Worker::joined) + 1 >= engine.open_connections(); }, [&] {
       if (Clock::now() - last_sync < std::chrono::milliseconds(50)) return;
       last_sync = Clock::now();
-      asio::post(sender_worker.io(), [&] { sender_worker.send(*sender, "sync\n"); });
+      sender_worker.post([&] { sender_worker.send(*sender, "sync\n"); });
       progress.show("sync: " + std::to_string(engine.sum(&Worker::joined)) + "/" + std::to_string(engine.open_connections() - 1) + " receivers");
     });
     // Lines relayed before the phase starts are drained with a short pause.
@@ -402,14 +439,16 @@ void run_broadcast(Engine& engine, json::object& report, Progress& progress) {
     TrafficState& state = traffic[sender_worker.index()];
     state.plan = SendPlan{start_ns, rate, messages, start_ns};
     sender_worker.call([&] {
-      sender->send_timer = std::make_unique<asio::steady_timer>(sender_worker.io());
-      send_due(sender_worker, *sender, state.plan, sends_done, state.lines_sent, state.window_sent, options.size);
+      sender->sender = true;
+      start_sending(sender_worker, state, {Sender{sender, state.plan}}, options.size);
     });
     const auto send_end = from_ns(schedule.intended_ns(messages)) + std::chrono::seconds(1);
     wait_until(send_end, [&] { return state.lines_sent.get() >= messages || engine.open_connections() == 0; }, [&] {
       progress.show("broadcast: " + std::to_string(state.lines_sent.get()) + "/" + std::to_string(messages) + " sent");
     });
     drain(engine, messages * receivers, progress);
+    sender_worker.call([&] { stop_sending(sender_worker, state); });
+    sends_done = state.lines_sent.get();
   }
   const auto cpu_end = CpuWindow::now(options.server_pid);
   progress.finish();
@@ -500,8 +539,7 @@ void run_chat(Engine& engine, json::object& report, Progress& progress) {
   std::vector<TrafficState> traffic(engine.workers().size());
   engine.for_each_worker([&](Worker& worker) {
     for (auto& connection : worker.connections())
-      if (connection->joined && connection->state == ConnectionState::open)
-        connection->send_timer = std::make_unique<asio::steady_timer>(worker.io());
+      if (connection->joined && connection->state == ConnectionState::open) connection->sender = true;
   });
 
   json::array rate_steps;
@@ -512,8 +550,6 @@ void run_chat(Engine& engine, json::object& report, Progress& progress) {
     const std::int64_t start_ns = to_ns(Clock::now() + std::chrono::milliseconds(50));
     phase.window_start_ns = start_ns + static_cast<std::int64_t>(options.warmup_s * 1e9);
     phase.window_end_ns = phase.window_start_ns + static_cast<std::int64_t>(options.duration_s * 1e9);
-    std::vector<std::map<std::uint32_t, std::uint64_t>> done(engine.workers().size());
-    std::vector<std::map<std::uint32_t, SendPlan>> plans(engine.workers().size());
     engine.for_each_worker([&](Worker& worker) {
       worker.latency = LatencyRecorder();
       worker.window_deliveries = 0;
@@ -521,24 +557,18 @@ void run_chat(Engine& engine, json::object& report, Progress& progress) {
       worker.late_sends = 0;
       TrafficState& state = traffic[worker.index()];
       state.window_sent = 0;
-      auto& my_done = done[worker.index()];
-      auto& my_plans = plans[worker.index()];
+      std::vector<Sender> senders;
       std::uint64_t planned = 0;
       for (auto& connection : worker.connections()) {
-        if (!connection->send_timer) continue;
+        if (!connection->sender) continue;
         const auto offset = static_cast<std::int64_t>(1e9 / rate * connection->id / std::max<std::uint32_t>(1, attempted));
         const OpenLoopSchedule schedule(start_ns + offset, rate);
         SendPlan plan{start_ns + offset, rate, schedule.due_by(phase.window_end_ns - 1), phase.window_start_ns};
-        my_plans[connection->id] = plan;
-        my_done[connection->id] = 0;
+        senders.push_back(Sender{connection.get(), plan});
         planned += plan.total;
       }
       state.plan.total = planned;
-      // std::map nodes are stable: each timer callback keeps references to its own entries.
-      for (auto& connection : worker.connections()) {
-        if (!connection->send_timer) continue;
-        send_due(worker, *connection, my_plans[connection->id], my_done[connection->id], state.lines_sent, state.window_sent, options.size);
-      }
+      start_sending(worker, state, std::move(senders), options.size);
     });
     const auto window_start = from_ns(phase.window_start_ns), window_end = from_ns(phase.window_end_ns);
     auto show = [&] {
@@ -569,7 +599,7 @@ void run_chat(Engine& engine, json::object& report, Progress& progress) {
       static std::mutex merge_mutex;
       std::lock_guard lock(merge_mutex);
       for (auto& connection : worker.connections()) {
-        if (!connection->send_timer) continue;
+        if (!connection->sender) continue;
         auto& room = rooms[connection->id / room_size];
         room.first += 1;
         room.second += connection->sent;
@@ -588,8 +618,7 @@ void run_chat(Engine& engine, json::object& report, Progress& progress) {
     ArrivalWindow arrived{phase.window_start_ns, phase.window_end_ns, 0};
     engine.for_each_worker([&](Worker& worker) {
       // Stop any sender still behind; no further sends in this phase.
-      for (auto& connection : worker.connections())
-        if (connection->send_timer) connection->send_timer->cancel();
+      stop_sending(worker, traffic[worker.index()]);
       static std::mutex merge_mutex;
       std::lock_guard lock(merge_mutex);
       latency.merge(worker.latency);
@@ -619,7 +648,7 @@ void run_chat(Engine& engine, json::object& report, Progress& progress) {
   progress.finish();
   const auto stats_after = query_server_stats(engine);
 
-  // What each sender sent is final (every send timer is cancelled); lines may still be
+  // What each sender sent is final (every send loop is stopped); lines may still be
   // arriving, so each receiver's counters are read once, in one pass, and stay consistent
   // with each other: delivered + lost + outstanding = expected for every receiver.
   std::map<std::uint32_t, std::uint64_t> sent_by;
@@ -627,7 +656,7 @@ void run_chat(Engine& engine, json::object& report, Progress& progress) {
     static std::mutex merge_mutex;
     std::lock_guard lock(merge_mutex);
     for (auto& connection : worker.connections())
-      if (connection->send_timer) sent_by[connection->id] = connection->sent;
+      if (connection->sender) sent_by[connection->id] = connection->sent;
   });
   // Per receiver expected = what the other joined members of its room sent.
   std::uint64_t expected = 0;
@@ -646,7 +675,7 @@ void run_chat(Engine& engine, json::object& report, Progress& progress) {
     std::lock_guard lock(merge_mutex);
     unknown += worker.unknown_lines;
     for (auto& connection : worker.connections()) {
-      if (!connection->send_timer) continue;
+      if (!connection->sender) continue;
       ++receivers;
       const bool open = connection->state != ConnectionState::closed;
       if (!open) ++receivers_disconnected;
