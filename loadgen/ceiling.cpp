@@ -94,8 +94,13 @@ CeilingResult find_ceiling(const CeilingOptions& options, const std::function<St
   double rate = options.start_rate;
   while (result.steps.size() < options.max_steps && step(rate) && !(passed && failed))
     rate = passed ? rate * options.growth : rate / options.growth;
-  while (!result.server_died && passed && failed && *failed / *passed > options.precision && result.steps.size() < options.max_steps)
-    if (!step(std::sqrt(*passed * *failed))) break;
+  while (!result.server_died && passed && failed && *failed / *passed > options.precision && result.steps.size() < options.max_steps) {
+    // The geometric middle, to 4 significant digits when that keeps it inside the bracket.
+    const double middle = std::sqrt(*passed * *failed);
+    const double unit = std::pow(10.0, std::floor(std::log10(middle)) - 3);
+    const double rounded = std::round(middle / unit) * unit;
+    if (!step(rounded > *passed && rounded < *failed ? rounded : middle)) break;
+  }
   return result;
 }
 
