@@ -43,7 +43,7 @@ Verdict judge(const StepResult& step, const CeilingCriteria& criteria) {
   if (static_cast<double>(step.late_sends) > late_allowed)
     fail(Limit::loadgen, std::to_string(step.late_sends) + " of " + std::to_string(step.sends) + " sends late");
   if (step.lost > 0) fail(Limit::loss, std::to_string(step.lost) + " lines lost");
-  if (step.deliveries_per_s < criteria.min_delivered_fraction * step.offered_per_s) {
+  if (step.deliveries_per_s < criteria.min_delivered_fraction * step.offered_per_s - step.granularity_per_s) {
     std::ostringstream what;
     what.precision(3);
     what << "deliveries " << (step.offered_per_s > 0 ? 100 * step.deliveries_per_s / step.offered_per_s : 0) << "% of offered";
@@ -120,6 +120,7 @@ json::object ceiling_json(const CeilingResult& result) {
     steps.push_back(json::object{{"rate_per_client", s.rate_per_client},
                                  {"offered_per_s", std::round(s.offered_per_s)},
                                  {"deliveries_per_s", std::round(s.deliveries_per_s)},
+                                 {"granularity_per_s", s.granularity_per_s},
                                  {"p99_us", s.p99_us ? json::value(*s.p99_us) : json::value(nullptr)},
                                  {"sends", s.sends},
                                  {"late_sends", s.late_sends},

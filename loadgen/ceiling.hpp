@@ -19,6 +19,9 @@ struct StepResult {
   double rate_per_client = 0;
   double offered_per_s = 0;     // deliveries per second the schedule asked for
   double deliveries_per_s = 0;  // deliveries that arrived during the window, per second
+  // The deliveries one send makes (its room's fan-out), per second of window: whether a
+  // send falls just inside or outside the window moves deliveries_per_s by this much.
+  double granularity_per_s = 0;
   std::optional<double> p99_us; // nullopt: nothing of the window was delivered
   std::uint64_t sends = 0, late_sends = 0;  // sends of the window; late: > 1 ms behind schedule
   std::uint64_t lost = 0;         // lines that became lost during this step
@@ -32,7 +35,7 @@ struct StepResult {
 
 // What a rate must meet to count as sustained (docs/loadgen.md, "Finding the ceiling").
 struct CeilingCriteria {
-  double min_delivered_fraction = 0.99;  // deliveries/s over offered
+  double min_delivered_fraction = 0.99;  // deliveries/s over offered, less one send's granularity
   double p99_bar_us = 100'000;
   double max_late_fraction = 0.01;       // late sends over sends
   double max_loadgen_cpu_fraction = 0.7; // above this loadgen has no headroom left

@@ -292,7 +292,10 @@ std::string human_summary(const json::object& r) {
     else
       out << show(at(c.as_object(), {"deliveries_per_s"})) << " deliveries/s at " << show(at(c.as_object(), {"rate_per_client"}))
           << " lines/s per client, p99 " << show(at(c.as_object(), {"p99_us"})) << " us";
-    out << ", limited by " << show(at(c.as_object(), {"limited_by"}));
+    if (!at(c.as_object(), {"limited_by"}).is_null())
+      out << ", limited by " << show(at(c.as_object(), {"limited_by"}));
+    else
+      out << (at(c.as_object(), {"server_died"}).as_bool() ? ", cut short: the server died" : ", no rate failed within the step budget");
     if (at(c.as_object(), {"lower_bound"}).as_bool()) out << " (a lower bound, not the server's ceiling)";
     out << ", " << at(c.as_object(), {"steps"}).as_array().size() << " steps\n";
   }

@@ -1,11 +1,11 @@
 #include "scenarios.hpp"
 
-#include "ceiling.hpp"
-
 #include <charconv>
 #include <cmath>
 #include <map>
 #include <sstream>
+
+#include "ceiling.hpp"
 
 namespace loadgen {
 
@@ -156,7 +156,8 @@ struct CpuUse {
   std::vector<CoreBusy> cores;
 };
 
-// Fills report["cpu"] for the window [a, b] and says whether loadgen may have been the limit.
+// Fills report["cpu"] for the window [a, b], warns if loadgen was saturated, and returns
+// the CPU fractions and per-core busy time of the window.
 CpuUse fill_cpu(json::object& report, const CpuWindow& a, const CpuWindow& b, pid_t server_pid) {
   const double window = std::chrono::duration<double>(b.wall - a.wall).count();
   CpuUse use;
@@ -456,6 +457,7 @@ struct ChatRun {
   std::vector<TrafficState> traffic;
   std::uint64_t planned_total = 0;   // sends scheduled by every step so far
   std::uint64_t sender_pairs = 0;    // sum over rooms of m (m - 1), m its joined senders
+  std::uint64_t fan_out = 0;         // the largest m - 1: the deliveries of one send
   std::uint64_t expected_so_far = 0; // deliveries owed by every line sent so far
   std::uint64_t lost_so_far = 0;
   json::value settle = nullptr;      // how the wait before the next step went
@@ -618,6 +620,7 @@ StepResult run_chat_step(ChatRun& run, double rate) {
   result.rate_per_client = rate;
   result.offered_per_s = rate * static_cast<double>(run.sender_pairs);
   result.deliveries_per_s = arrived.per_second();
+  result.granularity_per_s = static_cast<double>(run.fan_out) / options.duration_s;
   if (latency.count() > 0) result.p99_us = static_cast<double>(latency.percentile(0.99)) / 1000.0;
   result.sends = lines_sent() - sent_before;
   result.late_sends = late;
@@ -649,9 +652,9 @@ StepResult run_chat_step(ChatRun& run, double rate) {
   return result;
 }
 
-// Before a search step: the last step's lines have all arrived and the server has gone
-// idle (under 5% of a core over 250 ms), so no step inherits another's backlog. Waits at
-// most --drain-s; false if the server is gone.
+// Before a search step: every line sent so far has arrived (or is known lost) and the
+// server has gone idle (under 5% of a core over 250 ms), so no step inherits another's
+// backlog. Waits at most --drain-s; false if the server is gone.
 bool settle_before_step(ChatRun& run) {
   Engine& engine = run.engine;
   const Options& options = engine.options();
@@ -662,7 +665,7 @@ bool settle_before_step(ChatRun& run) {
   bool drained = false, idle = options.server_pid <= 0;
   std::optional<double> last_fraction;
   while (!server_gone(engine)) {
-    drained = engine.sum(&Worker::unique_deliveries) >= run.expected_so_far;
+    drained = engine.sum(&Worker::unique_deliveries) + run.lost_so_far >= run.expected_so_far;  // lost lines never come
     const auto before = options.server_pid > 0 ? process_cpu(options.server_pid) : std::nullopt;
     std::this_thread::sleep_for(interval);
     if (options.server_pid > 0) {
@@ -725,7 +728,10 @@ void run_chat(Engine& engine, json::object& report, Progress& progress) {
         ++room_senders[connection->id / run.room_size];
       }
   });
-  for (const auto& [room, members] : room_senders) run.sender_pairs += members * (members - 1);
+  for (const auto& [room, members] : room_senders) {
+    run.sender_pairs += members * (members - 1);
+    run.fan_out = std::max(run.fan_out, members - 1);
+  }
 
   json::array rate_steps;
   if (options.find_ceiling) {

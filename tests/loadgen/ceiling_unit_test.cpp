@@ -157,6 +157,12 @@ TEST(CeilingJudge, EveryCriterionFailsARate) {
   };
   fails([](StepResult& s) { s.deliveries_per_s = 989; }, Limit::server);
   fails([](StepResult& s) { s.p99_us = 100'001; }, Limit::server);
+  // One send's deliveries either side of the window edge is the count's granularity, not a shortfall.
+  StepResult coarse = good;
+  coarse.granularity_per_s = 9;
+  coarse.deliveries_per_s = 981;
+  EXPECT_TRUE(judge(coarse, criteria).passed);
+  fails([](StepResult& s) { s.granularity_per_s = 9; s.deliveries_per_s = 980; }, Limit::server);
   fails([](StepResult& s) { s.p99_us.reset(); }, Limit::server);
   fails([](StepResult& s) { s.outstanding = 1; }, Limit::server);
   fails([](StepResult& s) { s.lost = 1; }, Limit::loss);
