@@ -455,6 +455,10 @@ struct ChatRun {
   std::uint32_t room_size = 1, attempted = 0;
   Phase phase;
   std::vector<TrafficState> traffic;
+  // Per worker, per client: the step's send plan and sends done. Send-timer callbacks keep
+  // references to these (std::map nodes are stable), so they outlive the step.
+  std::vector<std::map<std::uint32_t, SendPlan>> plans;
+  std::vector<std::map<std::uint32_t, std::uint64_t>> done;
   std::uint64_t planned_total = 0;   // sends scheduled by every step so far
   std::uint64_t sender_pairs = 0;    // sum over rooms of m (m - 1), m its joined senders
   std::uint64_t fan_out = 0;         // the largest m - 1: the deliveries of one send
@@ -538,8 +542,6 @@ StepResult run_chat_step(ChatRun& run, double rate) {
     return total;
   };
   const std::uint64_t sent_before = lines_sent();
-  std::vector<std::map<std::uint32_t, std::uint64_t>> done(engine.workers().size());
-  std::vector<std::map<std::uint32_t, SendPlan>> plans(engine.workers().size());
   engine.for_each_worker([&](Worker& worker) {
     worker.latency = LatencyRecorder();
     worker.window_deliveries = 0;
@@ -547,8 +549,8 @@ StepResult run_chat_step(ChatRun& run, double rate) {
     worker.late_sends = 0;
     TrafficState& state = run.traffic[worker.index()];
     state.window_sent = 0;
-    auto& my_done = done[worker.index()];
-    auto& my_plans = plans[worker.index()];
+    auto& my_done = run.done[worker.index()];
+    auto& my_plans = run.plans[worker.index()];
     std::uint64_t planned = 0;
     for (auto& connection : worker.connections()) {
       if (!connection->send_timer) continue;
@@ -602,9 +604,11 @@ StepResult run_chat_step(ChatRun& run, double rate) {
   std::uint64_t window_deliveries = 0, window_sent = 0, late = 0;
   ArrivalWindow arrived{phase.window_start_ns, phase.window_end_ns, 0};
   engine.for_each_worker([&](Worker& worker) {
-    // Stop any sender still behind; no further sends in this phase.
+    // Stop any sender still behind; no further sends in this phase. A timer that already
+    // fired cannot be cancelled: its callback finds a plan with nothing left to send.
     for (auto& connection : worker.connections())
       if (connection->send_timer) connection->send_timer->cancel();
+    for (auto& [id, plan] : run.plans[worker.index()]) plan.total = 0;
     static std::mutex merge_mutex;
     std::lock_guard lock(merge_mutex);
     latency.merge(worker.latency);
@@ -718,6 +722,8 @@ void run_chat(Engine& engine, json::object& report, Progress& progress) {
   const auto stats_before = query_server_stats(engine);
 
   run.traffic = std::vector<TrafficState>(engine.workers().size());
+  run.plans.resize(engine.workers().size());
+  run.done.resize(engine.workers().size());
   std::map<std::uint32_t, std::uint64_t> room_senders;
   engine.for_each_worker([&](Worker& worker) {
     static std::mutex merge_mutex;
