@@ -96,9 +96,11 @@ CeilingResult find_ceiling(const CeilingOptions& options, const std::function<St
     rate = passed ? rate * options.growth : rate / options.growth;
   while (!result.server_died && passed && failed && *failed / *passed > options.precision && result.steps.size() < options.max_steps) {
     // The geometric middle, to 4 significant digits when that keeps it inside the bracket.
+    // Dividing by (or multiplying with) an exact power of ten keeps the figure short in JSON.
     const double middle = std::sqrt(*passed * *failed);
-    const double unit = std::pow(10.0, std::floor(std::log10(middle)) - 3);
-    const double rounded = std::round(middle / unit) * unit;
+    const double exponent = std::floor(std::log10(middle)) - 3;
+    const double rounded = exponent < 0 ? std::round(middle * std::pow(10.0, -exponent)) / std::pow(10.0, -exponent)
+                                        : std::round(middle / std::pow(10.0, exponent)) * std::pow(10.0, exponent);
     if (!step(rounded > *passed && rounded < *failed ? rounded : middle)) break;
   }
   return result;
