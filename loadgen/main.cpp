@@ -106,6 +106,8 @@ int main(int argc, char** argv) {
       ->capture_default_str()->check(CLI::Range(1u, 100u));
   chat->add_option("--p99-bar-ms", options.p99_bar_ms, "a rate passes only with p99 latency at most this")
       ->capture_default_str()->check(CLI::PositiveNumber);
+  chat->add_option("--late-bar-pct", options.late_bar_pct, "a rate passes only with at most this % of its sends late (> 1 ms)")
+      ->capture_default_str()->check(CLI::Range(0.0, 100.0));
 
   CLI11_PARSE(app, argc, argv);
   options.mode = chat->parsed() ? Mode::chat : broadcast->parsed() ? Mode::broadcast : Mode::idle;

@@ -43,6 +43,7 @@ struct Options {
   double ceiling_precision = 1.05;  // stop once failed rate / passed rate <= this
   unsigned ceiling_max_steps = 14;  // measured windows in the whole search
   double p99_bar_ms = 100;
+  double late_bar_pct = 1;  // a rate passes with at most this % of its sends late
 };
 
 const char* mode_name(Mode mode);

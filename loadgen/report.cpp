@@ -155,7 +155,8 @@ json::object make_report_skeleton(const Options& options) {
       opts["find_ceiling"] = options.find_ceiling;
       if (options.find_ceiling)
         opts["ceiling"] = json::object{{"growth", options.ceiling_growth}, {"precision", options.ceiling_precision},
-                                       {"max_steps", options.ceiling_max_steps}, {"p99_bar_ms", options.p99_bar_ms}};
+                                       {"max_steps", options.ceiling_max_steps}, {"p99_bar_ms", options.p99_bar_ms},
+                                       {"late_bar_pct", options.late_bar_pct}};
       break;
     }
   }

@@ -749,6 +749,7 @@ void run_chat(Engine& engine, json::object& report, Progress& progress) {
     search.precision = options.ceiling_precision;
     search.max_steps = options.ceiling_max_steps;
     search.criteria.p99_bar_us = options.p99_bar_ms * 1000;
+    search.criteria.max_late_fraction = options.late_bar_pct / 100;
     const CeilingResult result = find_ceiling(
         search,
         [&](double rate) {

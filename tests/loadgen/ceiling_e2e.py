@@ -51,22 +51,26 @@ def check_cores(cores, where):
         check(0 <= core["softirq"] <= core["busy"] <= 1, "%s: core fractions %r" % (where, core))
 
 
-def passes(step, bar_us):
+def passes(step, bar_us, late_bar_pct):
     """The criteria of docs/loadgen.md, recomputed from the step's own figures."""
     return (step["deliveries_per_s"] >= 0.99 * step["offered_per_s"] - step["granularity_per_s"] - 1  # both rounded to whole lines/s
             and step["p99_us"] is not None and step["p99_us"] <= bar_us
             and step["lost"] == 0 and step["outstanding"] == 0
-            and step["late_sends"] <= 0.01 * step["sends"]
+            and step["late_sends"] <= late_bar_pct / 100 * step["sends"]
             and step["loadgen_cpu_fraction"] <= 0.7)
 
 
 def case_search(loadgen, server, port):
     # A growth of 8 from 20 lines/s per client reaches a rate no server and no loadgen on
     # this machine sustains (tens of millions of deliveries/s) within the step budget.
+    # Late sends are not judged here: on a shared test machine other processes delay
+    # loadgen's wake-ups past 1 ms at any rate, and then no rate would pass (the late-send
+    # criterion is unit-tested in ceiling_unit_test.cpp).
+    late_bar_pct = 100
     status, report, _ = loadgen_run(loadgen, port, server.pid,
                                     ["chat", "--clients", "40", "--room-size", "10", "--rate", "20", "--find-ceiling",
                                      "--ceiling-growth", "8", "--ceiling-precision", "1.5", "--ceiling-max-steps", "8",
-                                     "--duration-s", "1", "--warmup-s", "0.3", "--drain-s", "2"])
+                                     "--late-bar-pct", str(late_bar_pct), "--duration-s", "1", "--warmup-s", "0.3", "--drain-s", "2"])
     check(status == 0, "loadgen exited %d" % status)
     check_schema(report)
     ceiling = report["ceiling"]
@@ -85,7 +89,7 @@ def case_search(loadgen, server, port):
             check(key in step, "step %d without %s" % (i, key))
         check_cores(step["cores"], "step %d" % i)
         check(passed < step["rate_per_client"] < failed, "step %d rate %s outside (%s, %s)" % (i, step["rate_per_client"], passed, failed))
-        check(step["passed"] == passes(step, bar_us), "step %d verdict disagrees with its figures: %r" % (i, step))
+        check(step["passed"] == passes(step, bar_us, late_bar_pct), "step %d verdict disagrees with its figures: %r" % (i, step))
         check(step["passed"] == (step["reason"] == ""), "step %d reason %r" % (i, step["reason"]))
         if step["passed"]:
             passed = step["rate_per_client"]
