@@ -15,6 +15,11 @@ namespace {
 
 using namespace loadgen;
 
+// Exit statuses (docs/loadgen.md): 0 measured, 1 internal error, 2 usage,
+// 4 the server died during a --find-ceiling search (the report is still written).
+constexpr int exit_usage = 2;
+constexpr int exit_server_died = 4;
+
 void add_common_options(CLI::App& command, Options& o) {
   command.add_option("--host", o.host, "server IPv4 address")->capture_default_str();
   command.add_option("--port", o.port, "server port")->capture_default_str();
@@ -108,9 +113,24 @@ int main(int argc, char** argv) {
   chat->add_option("--duration-s", options.duration_s, "measured window per rate")->capture_default_str()->check(CLI::PositiveNumber);
   chat->add_option("--warmup-s", options.warmup_s, "sending before the window, excluded from latency")->capture_default_str();
   chat->add_option("--size", options.size, "bytes per line, LF included")->capture_default_str();
+  chat->add_flag("--find-ceiling", options.find_ceiling, "search for the highest sustained rate, starting at --rate");
+  chat->add_option("--ceiling-growth", options.ceiling_growth, "factor between rates until one passes and one fails")
+      ->capture_default_str()->check(CLI::Range(1.1, 100.0));
+  chat->add_option("--ceiling-precision", options.ceiling_precision, "stop bisecting once failed rate / passed rate is at most this")
+      ->capture_default_str()->check(CLI::Range(1.001, 10.0));
+  chat->add_option("--ceiling-max-steps", options.ceiling_max_steps, "measured windows in the whole search")
+      ->capture_default_str()->check(CLI::Range(1u, 100u));
+  chat->add_option("--p99-bar-ms", options.p99_bar_ms, "a rate passes only with p99 latency at most this")
+      ->capture_default_str()->check(CLI::PositiveNumber);
+  chat->add_option("--late-bar-pct", options.late_bar_pct, "a rate passes only with at most this % of its sends late (> 1 ms)")
+      ->capture_default_str()->check(CLI::Range(0.0, 100.0));
 
   CLI11_PARSE(app, argc, argv);
   options.mode = chat->parsed() ? Mode::chat : broadcast->parsed() ? Mode::broadcast : Mode::idle;
+  if (options.find_ceiling && options.rates.size() != 1) {
+    std::cerr << "loadgen: --find-ceiling takes one --rate, the rate it starts from, not a list\n";
+    return exit_usage;
+  }
   std::signal(SIGPIPE, SIG_IGN);  // a closed peer is an error code, not a death
 
   // Spread big loopback runs over source addresses by default: one address has ~28k ports,
@@ -139,6 +159,10 @@ int main(int argc, char** argv) {
     }
     if (!options.json_path.empty()) write_json_file(options.json_path, report);
     std::cout << human_summary(report) << std::flush;
+    if (const auto* ceiling = report.at("ceiling").if_object(); ceiling && ceiling->at("server_died").as_bool()) {
+      std::cerr << "loadgen: server died during the search\n";
+      return exit_server_died;
+    }
   } catch (const std::exception& error) {
     std::cerr << "loadgen: " << error.what() << "\n";
     return 1;

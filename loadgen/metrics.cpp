@@ -5,6 +5,7 @@
 #include <cmath>
 #include <cstdlib>
 #include <fstream>
+#include <sched.h>
 #include <sstream>
 #include <sys/resource.h>
 #include <unistd.h>
@@ -235,6 +236,61 @@ std::optional<CpuTimes> process_cpu(pid_t pid) {
     }
   }
   return std::nullopt;
+}
+
+bool process_alive(pid_t pid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
+  std::string stat;
+  if (!std::getline(in, stat)) return false;
+  const auto close = stat.rfind(')');
+  if (close == std::string::npos || close + 2 >= stat.size()) return false;
+  const char state = stat[close + 2];
+  return state != 'Z' && state != 'X';
+}
+
+unsigned allowed_cpu_count(pid_t pid) {
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  if (sched_getaffinity(pid, sizeof set, &set) != 0) return 1;
+  return static_cast<unsigned>(std::max(1, CPU_COUNT(&set)));
+}
+
+double cpu_fraction(double cpu_seconds, double window_s, pid_t pid) {
+  if (window_s <= 0) return 0;
+  return cpu_seconds / (window_s * static_cast<double>(allowed_cpu_count(pid)));
+}
+
+std::vector<CoreTicks> read_core_ticks() {
+  std::vector<CoreTicks> cores;
+  std::ifstream in("/proc/stat");
+  std::string line;
+  while (std::getline(in, line)) {
+    // "cpuN user nice system idle iowait irq softirq steal guest guest_nice"; "cpu " is the sum.
+    if (line.rfind("cpu", 0) != 0 || line.size() < 4 || line[3] < '0' || line[3] > '9') continue;
+    std::istringstream fields(line.substr(3));
+    CoreTicks core;
+    std::uint64_t user = 0, nice = 0, system = 0, idle = 0, iowait = 0, irq = 0, softirq = 0, steal = 0;
+    if (!(fields >> core.cpu >> user >> nice >> system >> idle >> iowait >> irq >> softirq)) continue;
+    fields >> steal;  // absent on very old kernels
+    core.busy = user + nice + system + irq + softirq;
+    core.softirq = softirq;
+    core.steal = steal;
+    core.total = core.busy + idle + iowait + steal;
+    cores.push_back(core);
+  }
+  return cores;
+}
+
+std::vector<CoreBusy> core_busy(const std::vector<CoreTicks>& before, const std::vector<CoreTicks>& after) {
+  std::vector<CoreBusy> result;
+  for (const CoreTicks& b : after) {
+    const auto a = std::find_if(before.begin(), before.end(), [&](const CoreTicks& t) { return t.cpu == b.cpu; });
+    if (a == before.end() || b.total <= a->total) continue;  // came online during the window, or no tick passed
+    const auto total = static_cast<double>(b.total - a->total);
+    auto part = [&](std::uint64_t x, std::uint64_t y) { return y >= x ? static_cast<double>(y - x) / total : 0.0; };
+    result.push_back({b.cpu, part(a->busy, b.busy), part(a->softirq, b.softirq), part(a->steal, b.steal)});
+  }
+  return result;
 }
 
 CpuTimes self_cpu() {

@@ -150,8 +150,42 @@ struct CpuTimes {
 };
 // User and system CPU seconds of a process (/proc/PID/stat); nullopt if it is gone.
 std::optional<CpuTimes> process_cpu(pid_t pid);
+// False once the process has exited, reaped or not (a zombie still has a /proc entry).
+bool process_alive(pid_t pid);
 // This process (getrusage), all threads.
 CpuTimes self_cpu();
+
+// The CPUs a process may run on (sched_getaffinity); pid 0 is this process. At least 1.
+unsigned allowed_cpu_count(pid_t pid = 0);
+
+// CPU seconds over a window as a fraction of the CPUs the process may run on:
+// cpu_seconds / (window_s x allowed_cpu_count(pid)). 1.0 means every core it was given
+// was busy with it for the whole window. 0 for an empty window.
+double cpu_fraction(double cpu_seconds, double window_s, pid_t pid);
+
+// THE definition of loadgen's own CPU fraction (cpu_fraction of this process): the
+// saturation warning, cpu.loadgen_saturated and the ceiling search all use it.
+inline double loadgen_cpu_fraction(double cpu_seconds, double window_s) { return cpu_fraction(cpu_seconds, window_s, 0); }
+// Above this, a measured window may measure loadgen itself: warning and loadgen_saturated.
+constexpr double loadgen_saturated_fraction = 0.9;
+
+// One core's cumulative time from a "cpuN" line of /proc/stat, in clock ticks.
+struct CoreTicks {
+  int cpu = -1;
+  std::uint64_t busy = 0;     // user + nice + system + irq + softirq (guest time is inside user)
+  std::uint64_t softirq = 0;  // part of busy: on loopback much of TCP runs here, billed to no process
+  std::uint64_t steal = 0;    // taken by the hypervisor
+  std::uint64_t total = 0;    // every field but guest and guest_nice
+};
+// Every online core; empty if /proc/stat cannot be read.
+std::vector<CoreTicks> read_core_ticks();
+
+// Per-core fractions of a window between two read_core_ticks() readings.
+struct CoreBusy {
+  int cpu = -1;
+  double busy = 0, softirq = 0, steal = 0;  // softirq is included in busy
+};
+std::vector<CoreBusy> core_busy(const std::vector<CoreTicks>& before, const std::vector<CoreTicks>& after);
 
 // Value of "key:" in a /proc file of "key: value [kB]" lines, in bytes if it had kB.
 std::optional<std::uint64_t> proc_field(const std::string& path, const std::string& key);

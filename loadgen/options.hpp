@@ -41,6 +41,13 @@ struct Options {
   std::vector<double> rates{10};
   double duration_s = 5;
   double warmup_s = 1;
+  // chat --find-ceiling (docs/loadgen.md, "Finding the ceiling"): rates[0] is where it starts.
+  bool find_ceiling = false;
+  double ceiling_growth = 2;      // factor between rates until a bracket is found
+  double ceiling_precision = 1.05;  // stop once failed rate / passed rate <= this
+  unsigned ceiling_max_steps = 14;  // measured windows in the whole search
+  double p99_bar_ms = 100;
+  double late_bar_pct = 1;  // a rate passes with at most this % of its sends late
 };
 
 const char* mode_name(Mode mode);

@@ -126,7 +126,9 @@ json::object make_report_skeleton(const Options& options) {
   report["lines"] = nullptr;
   report["throughput"] = nullptr;
   report["cpu"] = json::object{{"server_user_s", nullptr}, {"server_sys_s", nullptr}, {"loadgen_user_s", nullptr},
-                               {"loadgen_sys_s", nullptr}, {"window_s", nullptr}, {"loadgen_saturated", nullptr}};
+                               {"loadgen_sys_s", nullptr}, {"window_s", nullptr}, {"loadgen_saturated", nullptr},
+                               {"loadgen_cpu_fraction", nullptr}, {"server_cpu_fraction", nullptr}, {"cores", nullptr}};
+  report["ceiling"] = nullptr;  // chat --find-ceiling only
   report["broadcast_completion_us"] = nullptr;
   report["ramp"] = nullptr;
   report["server_stats"] = nullptr;
@@ -153,6 +155,11 @@ json::object make_report_skeleton(const Options& options) {
       opts["duration_s"] = options.duration_s;
       opts["warmup_s"] = options.warmup_s;
       opts["size"] = options.size;
+      opts["find_ceiling"] = options.find_ceiling;
+      if (options.find_ceiling)
+        opts["ceiling"] = json::object{{"growth", options.ceiling_growth}, {"precision", options.ceiling_precision},
+                                       {"max_steps", options.ceiling_max_steps}, {"p99_bar_ms", options.p99_bar_ms},
+                                       {"late_bar_pct", options.late_bar_pct}};
       break;
     }
   }
@@ -165,6 +172,14 @@ json::value latency_json(const LatencyRecorder& recorder) {
   auto us = [&](double q) { return round3(static_cast<double>(recorder.percentile(q)) / 1000.0); };
   return json::object{{"p50", us(0.50)}, {"p90", us(0.90)}, {"p99", us(0.99)}, {"p999", us(0.999)},
                       {"max", round3(static_cast<double>(recorder.max()) / 1000.0)}, {"count", recorder.count()}};
+}
+
+json::array cores_json(const std::vector<CoreBusy>& cores) {
+  json::array out;
+  auto r4 = [](double x) { return std::round(x * 1e4) / 1e4; };
+  for (const CoreBusy& c : cores)
+    out.push_back(json::object{{"cpu", c.cpu}, {"busy", r4(c.busy)}, {"softirq", r4(c.softirq)}, {"steal", r4(c.steal)}});
+  return out;
 }
 
 json::object memory_sample_json(const MemorySample& s) {
@@ -441,6 +456,20 @@ std::string human_summary(const json::object& r) {
   out << "  cpu s: server user " << show(at(r, {"cpu", "server_user_s"})) << " sys " << show(at(r, {"cpu", "server_sys_s"}))
       << ", loadgen user " << show(at(r, {"cpu", "loadgen_user_s"})) << " sys " << show(at(r, {"cpu", "loadgen_sys_s"}))
       << " over " << show(at(r, {"cpu", "window_s"})) << " s\n";
+  if (const auto& c = at(r, {"ceiling"}); !c.is_null()) {
+    out << "  ceiling: ";
+    if (at(c.as_object(), {"rate_per_client"}).is_null())
+      out << "no rate passed";
+    else
+      out << show(at(c.as_object(), {"deliveries_per_s"})) << " deliveries/s at " << show(at(c.as_object(), {"rate_per_client"}))
+          << " lines/s per client, p99 " << show(at(c.as_object(), {"p99_us"})) << " us";
+    if (!at(c.as_object(), {"limited_by"}).is_null())
+      out << ", limited by " << show(at(c.as_object(), {"limited_by"}));
+    else
+      out << (at(c.as_object(), {"server_died"}).as_bool() ? ", cut short: the server died" : ", no rate failed within the step budget");
+    if (at(c.as_object(), {"lower_bound"}).as_bool()) out << " (a lower bound, not the server's ceiling)";
+    out << ", " << at(c.as_object(), {"steps"}).as_array().size() << " steps\n";
+  }
   for (const auto& w : r.at("warnings").as_array()) out << "  warning: " << show(w) << "\n";
   return out.str();
 }

@@ -1,0 +1,200 @@
+// Unit tests of the ceiling search (loadgen/ceiling.*) against simulated servers, and of
+// the CPU figures it judges by: the one loadgen CPU fraction and per-core busy time.
+#include <gtest/gtest.h>
+#include <sched.h>
+
+#include "ceiling.hpp"
+#include "metrics.hpp"
+
+using namespace loadgen;
+
+namespace {
+
+// A simulated server whose deliveries keep up up to `capacity` lines/s per client, and a
+// loadgen that runs out of CPU above `loadgen_limit`.
+struct Simulated {
+  double capacity = 1e9, loadgen_limit = 1e9, lose_above = 1e9;
+  int die_at_step = -1;
+  std::vector<double> rates;
+
+  StepResult operator()(double rate) {
+    rates.push_back(rate);
+    StepResult s;
+    s.rate_per_client = rate;
+    s.offered_per_s = rate * 90;  // ten rooms of ten... any constant will do
+    s.deliveries_per_s = std::min(rate, capacity) * 90;
+    s.p99_us = rate <= capacity ? 500.0 : 250'000.0;
+    s.sends = static_cast<std::uint64_t>(rate * 100);
+    s.late_sends = 0;
+    s.lost = rate > lose_above ? 3 : 0;
+    s.loadgen_cpu_fraction = rate > loadgen_limit ? 0.95 : 0.3;
+    s.server_died = static_cast<int>(rates.size()) == die_at_step;
+    return s;
+  }
+};
+
+CeilingResult search(Simulated& sim, double start, unsigned max_steps = 30) {
+  CeilingOptions options;
+  options.start_rate = start;
+  options.max_steps = max_steps;
+  return find_ceiling(options, [&](double rate) { return sim(rate); }, [] { return true; });
+}
+
+// The bracket closes monotonically: every rate measured lies strictly between the highest
+// pass and the lowest failure seen before it.
+void expect_monotone_bracket(const CeilingResult& r) {
+  double passed = 0, failed = 1e300;
+  for (std::size_t i = 0; i < r.steps.size(); ++i) {
+    const double rate = r.steps[i].rate_per_client;
+    EXPECT_GT(rate, passed) << "step " << i;
+    EXPECT_LT(rate, failed) << "step " << i;
+    (r.verdicts[i].passed ? passed : failed) = rate;
+  }
+}
+
+}  // namespace
+
+TEST(CeilingSearch, RisesThenBisectsToTheServersCapacity) {
+  Simulated sim;
+  sim.capacity = 137;
+  const auto r = search(sim, 10);
+  expect_monotone_bracket(r);
+  ASSERT_TRUE(r.ceiling && r.first_above);
+  const double passed = r.steps[*r.ceiling].rate_per_client, failed = r.steps[*r.first_above].rate_per_client;
+  EXPECT_LE(passed, 137);
+  EXPECT_GT(failed, 137);
+  EXPECT_LE(failed / passed, 1.05);
+  EXPECT_EQ(r.verdicts[*r.first_above].limit, Limit::server);
+  // 10, 20, 40, 80 pass and 160 fails (5 steps), then bisections from a ratio of 2 to 1.05: 4 more.
+  EXPECT_EQ(r.steps.size(), 9u);
+  const auto json = ceiling_json(r);
+  EXPECT_EQ(json.at("limited_by").as_string(), "server");
+  EXPECT_FALSE(json.at("lower_bound").as_bool());
+  EXPECT_EQ(json.at("rate_per_client").as_double(), passed);
+  EXPECT_EQ(json.at("steps").as_array().size(), r.steps.size());
+  EXPECT_TRUE(json.at("steps").as_array()[*r.ceiling].as_object().at("passed").as_bool());
+}
+
+TEST(CeilingSearch, FallsWhenTheStartingRateFails) {
+  Simulated sim;
+  sim.capacity = 3;
+  const auto r = search(sim, 100);
+  expect_monotone_bracket(r);
+  ASSERT_TRUE(r.ceiling && r.first_above);
+  EXPECT_LE(r.steps[*r.ceiling].rate_per_client, 3);
+  EXPECT_GT(r.steps[*r.first_above].rate_per_client, 3);
+  EXPECT_FALSE(r.verdicts[0].passed);
+}
+
+TEST(CeilingSearch, LoadgenWithoutHeadroomMakesItALowerBound) {
+  Simulated sim;
+  sim.capacity = 500;
+  sim.loadgen_limit = 100;  // loadgen gives out first: the server's ceiling is not found
+  const auto r = search(sim, 10);
+  ASSERT_TRUE(r.first_above);
+  EXPECT_EQ(r.verdicts[*r.first_above].limit, Limit::loadgen);
+  EXPECT_LE(r.steps[*r.ceiling].rate_per_client, 100);
+  const auto json = ceiling_json(r);
+  EXPECT_EQ(json.at("limited_by").as_string(), "loadgen");
+  EXPECT_TRUE(json.at("lower_bound").as_bool());
+}
+
+TEST(CeilingSearch, LossIsNamedApartFromTheServerBeingSlow) {
+  Simulated sim;
+  sim.lose_above = 50;
+  const auto r = search(sim, 10);
+  ASSERT_TRUE(r.first_above);
+  EXPECT_EQ(r.verdicts[*r.first_above].limit, Limit::loss);
+  EXPECT_EQ(ceiling_json(r).at("limited_by").as_string(), "loss");
+}
+
+TEST(CeilingSearch, StopsAtMaxStepsAndSaysItFoundNoCeiling) {
+  Simulated sim;  // never fails
+  const auto r = search(sim, 10, 6);
+  EXPECT_EQ(r.steps.size(), 6u);
+  EXPECT_FALSE(r.first_above);
+  const auto json = ceiling_json(r);
+  EXPECT_TRUE(json.at("limited_by").is_null());
+  EXPECT_TRUE(json.at("lower_bound").as_bool());
+  EXPECT_EQ(json.at("rate_per_client").as_double(), 320.0);
+}
+
+TEST(CeilingSearch, AServerThatDiesEndsTheSearch) {
+  Simulated sim;
+  sim.capacity = 137;
+  sim.die_at_step = 3;
+  const auto r = search(sim, 10);
+  EXPECT_TRUE(r.server_died);
+  EXPECT_EQ(r.steps.size(), 3u);
+  EXPECT_EQ(r.verdicts.back().reason, "server died");
+  EXPECT_TRUE(ceiling_json(r).at("server_died").as_bool());
+
+  // Gone between steps: settle() says so and nothing more is measured.
+  int settles = 0;
+  const auto gone = find_ceiling(CeilingOptions{}, [&](double rate) { return Simulated{}(rate); }, [&] { return ++settles < 3; });
+  EXPECT_TRUE(gone.server_died);
+  EXPECT_EQ(gone.steps.size(), 2u);
+}
+
+TEST(CeilingJudge, EveryCriterionFailsARate) {
+  const CeilingCriteria criteria;
+  StepResult good;
+  good.offered_per_s = 1000;
+  good.deliveries_per_s = 995;
+  good.p99_us = 1000;
+  good.sends = 1000;
+  good.late_sends = 10;
+  good.loadgen_cpu_fraction = 0.69;
+  EXPECT_TRUE(judge(good, criteria).passed);
+
+  auto fails = [&](auto change, Limit limit) {
+    StepResult s = good;
+    change(s);
+    const Verdict v = judge(s, criteria);
+    EXPECT_FALSE(v.passed);
+    EXPECT_EQ(v.limit, limit) << v.reason;
+    EXPECT_FALSE(v.reason.empty());
+  };
+  fails([](StepResult& s) { s.deliveries_per_s = 989; }, Limit::server);
+  fails([](StepResult& s) { s.p99_us = 100'001; }, Limit::server);
+  // One send's deliveries either side of the window edge is the count's granularity, not a shortfall.
+  StepResult coarse = good;
+  coarse.granularity_per_s = 9;
+  coarse.deliveries_per_s = 981;
+  EXPECT_TRUE(judge(coarse, criteria).passed);
+  fails([](StepResult& s) { s.granularity_per_s = 9; s.deliveries_per_s = 980; }, Limit::server);
+  fails([](StepResult& s) { s.p99_us.reset(); }, Limit::server);
+  fails([](StepResult& s) { s.outstanding = 1; }, Limit::server);
+  fails([](StepResult& s) { s.lost = 1; }, Limit::loss);
+  fails([](StepResult& s) { s.late_sends = 11; }, Limit::loadgen);
+  fails([](StepResult& s) { s.loadgen_cpu_fraction = 0.71; }, Limit::loadgen);
+  // Loadgen out of headroom explains whatever else went wrong; loss outranks slowness.
+  fails([](StepResult& s) { s.loadgen_cpu_fraction = 0.9; s.lost = 5; s.deliveries_per_s = 10; }, Limit::loadgen);
+  fails([](StepResult& s) { s.lost = 5; s.deliveries_per_s = 10; }, Limit::loss);
+}
+
+TEST(CpuFraction, IsCpuSecondsOverTheWindowTimesTheAllowedCores) {
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  ASSERT_EQ(sched_getaffinity(0, sizeof set, &set), 0);
+  const unsigned cores = static_cast<unsigned>(CPU_COUNT(&set));
+  EXPECT_EQ(allowed_cpu_count(), cores);
+  EXPECT_DOUBLE_EQ(loadgen_cpu_fraction(1.5, 2.0), 1.5 / (2.0 * cores));
+  EXPECT_EQ(loadgen_cpu_fraction(1.0, 0.0), 0.0);
+}
+
+TEST(CoreBusy, SplitsSoftirqAndStealFromTheTicksOfTheWindow) {
+  const std::vector<CoreTicks> before{{0, 100, 10, 0, 1000}, {1, 50, 0, 5, 1000}};
+  // Core 0: 60 ticks busy of 200, 20 of them softirq. Core 1: 200 busy of 200, 10 stolen.
+  const std::vector<CoreTicks> after{{0, 160, 30, 0, 1200}, {1, 250, 0, 15, 1200}, {2, 5, 0, 0, 10}};
+  const auto busy = core_busy(before, after);
+  ASSERT_EQ(busy.size(), 2u);  // core 2 came online during the window: no figure
+  EXPECT_DOUBLE_EQ(busy[0].busy, 0.3);
+  EXPECT_DOUBLE_EQ(busy[0].softirq, 0.1);
+  EXPECT_DOUBLE_EQ(busy[1].busy, 1.0);
+  EXPECT_DOUBLE_EQ(busy[1].steal, 0.05);
+
+  const auto now = read_core_ticks();
+  ASSERT_FALSE(now.empty());
+  for (const auto& core : now) EXPECT_LE(core.busy + core.steal, core.total);
+}
