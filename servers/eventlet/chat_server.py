@@ -246,24 +246,43 @@ def send_some(fd, buffers, timeout):
             trampoline(fd, read=False, write=True, timeout=timeout, timeout_exc=WriteTimeout())
 
 
-def receive(fd, turn, receive_call):
-    """One green recv with fairness at less than a hub round trip per call. A recv that
-    finds data returns without yielding, so a flooding client would run alone; but a recv
-    that had to wait has just been through the hub, where every other green thread had
-    its turn. So yield only when this recv found data and the previous one did too
-    (turn[0]): a flooder still gets one read per round of the hub, as if it yielded before
-    every recv, and a client that sends a line at a time costs no extra round trip."""
-    while True:
-        try:
-            result = receive_call()
-        except BlockingIOError:
-            trampoline(fd, read=True)
-            turn[0] = False
-            continue
-        if turn[0]:
+class Input:
+    """A connection's input, read with fairness between readers at no cost to a client
+    that sends a line at a time. A green recv that finds data returns without yielding,
+    so a flooding client would run alone; so every recv is preceded by one visit to the
+    hub, where every other green thread has its turn. After a short read the socket was
+    empty and the reader must wait anyway: that wait (trampoline) is the visit, and no
+    recv is wasted on finding nothing. Only after a full read, when more is likely
+    waiting, does the visit cost a round trip of its own (eventlet.sleep(0))."""
+
+    __slots__ = ("fd", "full")
+
+    def __init__(self, fd):
+        self.fd = fd
+        self.full = False  # the last read filled its buffer
+
+    def _take_turn(self, receive, argument):
+        if self.full:
             eventlet.sleep(0)
-        turn[0] = True
-        return result
+        else:
+            trampoline(self.fd, read=True)
+        while True:
+            try:
+                return receive(argument)
+            except BlockingIOError:  # woken with nothing to read after all
+                trampoline(self.fd, read=True)
+
+    def recv(self):
+        """The next bytes (b"" at the end of input)."""
+        data = self._take_turn(self.fd.recv, READ_SIZE)
+        self.full = len(data) == READ_SIZE
+        return data
+
+    def discard(self):
+        """Reads and throws away the next bytes; returns how many (0 at the end of input)."""
+        count = self._take_turn(self.fd.recv_into, SCRATCH)
+        self.full = count == READ_SIZE
+        return count
 
 
 class LineTooLong(Exception):
@@ -276,12 +295,11 @@ class LineReader:
     read() reads more. Bytes after the last LF at the end of input are not a line. Holds
     at most max-line + one read of bytes."""
 
-    __slots__ = ("fd", "buffer", "turn")
+    __slots__ = ("input", "buffer")
 
     def __init__(self, fd):
-        self.fd = fd
+        self.input = Input(fd)
         self.buffer = b""
-        self.turn = [False]  # the last recv found data without waiting
 
     def lines(self):
         """The complete lines read so far, and whether a line over --max-line follows
@@ -308,8 +326,7 @@ class LineReader:
 
     def read(self):
         """Reads more input; False at the end of it."""
-        fd = self.fd
-        chunk = receive(fd, self.turn, lambda: fd.recv(READ_SIZE))
+        chunk = self.input.recv()
         if not chunk:
             return False
         counters.bytes_in += len(chunk)
@@ -368,19 +385,19 @@ def run_command(session, line):
 def serve_participant(session):
     """A connection's green thread: the read loop, then what was queued, then close."""
     try:
-        if read_chat_forever(session):
+        try:
+            close_decided = read_chat_forever(session)
+        finally:
             leave_room(session)
             counters.clients -= 1
+        if close_decided:
             counters.lingering += 1
             try:
                 linger(session, options.linger_ms / 1000)
             finally:
                 counters.lingering -= 1
-        else:
-            leave_room(session)
-            counters.clients -= 1
-            if session.writer is not None:
-                session.writer.wait()  # sends what was queued (bounded by --write-timeout-ms)
+        elif session.writer is not None:
+            session.writer.wait()  # sends what was queued (bounded by --write-timeout-ms)
     finally:
         session.sock.close()
         sessions.discard(session)
@@ -411,18 +428,17 @@ def linger(session, seconds):
 
 def discard_input(session, deadline, limit):
     """Reads and discards until EOF, the deadline or limit bytes (None: no bound)."""
-    fd, turn, received = session.fd, [False], 0
-    receive_call = lambda: fd.recv_into(SCRATCH)
+    source, received = Input(session.fd), 0
     try:
         while not session.closed and (limit is None or received < limit):
             if deadline is None:
-                count = receive(fd, turn, receive_call)
+                count = source.discard()
             else:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     return
                 with eventlet.Timeout(left, LingerOver()):
-                    count = receive(fd, turn, receive_call)
+                    count = source.discard()
             if not count:
                 return
             counters.bytes_in += count
