@@ -243,7 +243,7 @@ def send_some(fd, buffers, timeout):
         try:
             return fd.sendmsg(buffers)
         except BlockingIOError:
-            trampoline(fd, read=False, write=True, timeout=timeout, timeout_exc=WriteTimeout())
+            trampoline(fd, write=True, timeout=timeout, timeout_exc=WriteTimeout())
 
 
 class Input:
@@ -283,10 +283,6 @@ class Input:
         count = self._take_turn(self.fd.recv_into, SCRATCH)
         self.full = count == READ_SIZE
         return count
-
-
-class LineTooLong(Exception):
-    pass
 
 
 class LineReader:
