@@ -2,16 +2,19 @@
 """The seed's chat server, grown into chat protocol v1 (docs/protocol.md).
 
 The shape is the seed's: a listener, one green thread per connection running a read loop,
-a set of participants (here grouped in rooms), and relay of each line to the others.
-What the protocol adds: framing with a line limit, commands, counters, and a bounded
-output queue per receiver, written by a green thread of its own that exists only while
-output is pending, so that a receiver that stops reading never stalls the sender.
+a set of participants (here grouped in rooms), and relay of each line to the others from
+the sender's green thread. What the protocol adds: framing with a line limit, commands,
+counters, a bounded output queue per receiver that only a full socket fills (written by a
+green thread that exists only while it is not empty, so a receiver that stops reading
+never stalls the sender), and a lingering close so that a last reply is not lost to a
+reset.
 
 Run with Debian's interpreter, which has python3-eventlet:
     /usr/bin/python3 servers/eventlet/chat_server.py --port 0
 """
 
 import argparse
+import bisect
 import collections
 import errno
 import itertools
@@ -20,10 +23,18 @@ import re
 import signal
 import socket
 import sys
+import time
 
 # Host names are resolved once, at start: eventlet's green DNS (dnspython) is not needed,
 # and loading it would add some 25 MB to the resident memory every measurement starts from.
 os.environ.setdefault("EVENTLET_NO_GREENDNS", "yes")
+# Two more imports the server does not need, each heavy: eventlet 0.33 imports distutils,
+# which Debian's setuptools answers with its own copy through pkg_resources (by an import
+# hook its .pth file installs at start-up: taken out here), and pyOpenSSL if it is
+# installed (no TLS here). Without them the server starts with 21 MB resident instead of
+# 43 MB, in a quarter of the time (docs/servers.md).
+sys.meta_path[:] = [f for f in sys.meta_path if type(f).__module__ != "_distutils_hack"]
+sys.modules.setdefault("OpenSSL", None)  # None: `import OpenSSL` fails, eventlet goes on
 
 try:
     import eventlet
@@ -39,7 +50,9 @@ READ_SIZE = 65536      # one recv; a connection never holds more than max-line +
 IOV_MAX = 1024         # buffers per sendmsg (Linux's limit)
 ACCEPT_BACKOFF_FIRST = 0.010
 ACCEPT_BACKOFF_MAX = 1.0
+REFUSED_LINGER_MAX = 0.100  # a flood of refusals must not pin descriptors
 SHUTDOWN_GRACE = 1.5   # seconds to let connections close; the contract allows 2
+SCRATCH = bytearray(READ_SIZE)  # input read only to be discarded; never looked at
 
 
 # --- counters -----------------------------------------------------------------------
@@ -48,7 +61,8 @@ class Counters:
     """The /stats counters, in docs/protocol.md's words. One process, one thread: plain ints."""
 
     def __init__(self):
-        self.clients = 0
+        self.clients = 0    # admitted and not closing
+        self.lingering = 0  # closing: last output, then input discarded until EOF
         self.lines_in = 0
         self.lines_out = 0
         self.bytes_in = 0
@@ -60,13 +74,14 @@ class Counters:
         return (f"/stats variant={VARIANT} clients={self.clients} rooms={len(rooms)} "
                 f"lines_in={self.lines_in} lines_out={self.lines_out} "
                 f"bytes_in={self.bytes_in} bytes_out={self.bytes_out} "
-                f"slow_disconnects={self.slow_disconnects} rejected={self.rejected}")
+                f"slow_disconnects={self.slow_disconnects} rejected={self.rejected} "
+                f"lingering={self.lingering}")
 
 
 options = None
 counters = Counters()
 rooms = {}          # room name -> set of Sessions in it; an empty room is forgotten
-sessions = set()    # every admitted connection, for --max-clients and shutdown
+sessions = set()    # every open connection, lingering ones too: --max-clients, shutdown
 
 
 # --- room ---------------------------------------------------------------------------
@@ -85,13 +100,21 @@ def leave_room(session):
     session.room = None
 
 
-def relay(sender, line):
-    """The seed's loop: every other participant in the sender's room gets the same bytes
-    object (immutable, so it is stored once whatever the number of receivers)."""
-    counters.lines_in += 1
+def relay(sender, lines):
+    """The seed's loop: every other participant in the sender's room gets the lines read
+    together from the sender, joined once into one bytes object shared by all of them
+    (immutable, so stored once whatever the number of receivers) and written with one
+    send each."""
+    counters.lines_in += len(lines)
+    if len(lines) == 1:
+        data = lines[0]
+        ends = (len(data),)
+    else:
+        data = b"".join(lines)
+        ends = tuple(itertools.accumulate(map(len, lines)))
     for participant in rooms[sender.room]:
         if participant is not sender:  # Don't echo
-            participant.deliver(line, is_chat=True)
+            participant.deliver(data, ends)
 
 
 # --- session ------------------------------------------------------------------------
@@ -100,42 +123,66 @@ class WriteTimeout(Exception):
     pass
 
 
-class Session:
-    """One connection. Its read loop runs in the green thread that accepted it; its output
-    queue is written by a writer green thread that runs only while the queue is not empty."""
+class LingerOver(Exception):
+    pass
 
-    __slots__ = ("sock", "room", "outbox", "pending", "head_written", "writer", "closed")
+
+class Session:
+    """One connection. Its read loop runs in the green thread that accepted it. Output is
+    written at once by whichever green thread produces it, while nothing is queued; what
+    the socket does not take is queued and written by a writer green thread that exists
+    only until the queue is empty."""
+
+    __slots__ = ("sock", "fd", "room", "outbox", "pending", "head_written", "head_lines",
+                 "writer", "closing", "closed")
 
     def __init__(self, sock):
         self.sock = sock
+        self.fd = sock.fd                  # the non-blocking socket under the green one
         self.room = None
-        self.outbox = collections.deque()  # (line, is_chat), shared line objects
+        self.outbox = collections.deque()  # (data, line ends in data), shared bytes objects
         self.pending = 0                   # bytes queued and not yet written
         self.head_written = 0              # bytes of outbox[0] already written
-        self.writer = None                 # the writer green thread while one runs
+        self.head_lines = 0                # chat lines of outbox[0] already counted
+        self.writer = None                 # the writer green thread, while outbox is not empty
+        self.closing = False               # a close is decided: lingering
         self.closed = False
 
-    def deliver(self, line, is_chat=False):
-        """Queues a line for this receiver without blocking the caller."""
+    def deliver(self, data, ends=()):
+        """Writes or queues data for this receiver without blocking the caller. ends: the
+        offsets in data where each chat line ends (empty for a reply), for lines_out."""
         if self.closed:
             return
-        if self.pending + len(line) > options.max_pending:
+        written = 0
+        if self.writer is None:  # nothing queued: the socket may take it all now
+            try:
+                written = self.fd.send(data)
+            except BlockingIOError:
+                pass
+            except OSError:  # reset or gone: costs only this connection
+                self.close_now()
+                return
+            counters.bytes_out += written
+            if written == len(data):
+                counters.lines_out += len(ends)
+                return
+        if self.pending + len(data) - written > options.max_pending:
             self.disconnect_slow()
             return
-        self.outbox.append((line, is_chat))
-        self.pending += len(line)
+        self.outbox.append((data, ends))
+        self.pending += len(data)
+        self.consume(written)
         if self.writer is None:
             self.writer = eventlet.spawn(self.write_pending)
 
     def write_pending(self):
         try:
             while self.outbox and not self.closed:
-                buffers = [line for line, _ in itertools.islice(self.outbox, IOV_MAX)]
+                buffers = [data for data, _ in itertools.islice(self.outbox, IOV_MAX)]
                 if self.head_written:
                     buffers[0] = memoryview(buffers[0])[self.head_written:]
-                written = send_some(self.sock, buffers, options.write_timeout_ms / 1000)
+                written = send_some(self.fd, buffers, options.write_timeout_ms / 1000)
                 counters.bytes_out += written
-                self.pending -= written
                 self.consume(written)
         except WriteTimeout:
             self.disconnect_slow()
@@ -145,112 +192,172 @@ class Session:
             self.writer = None
 
     def consume(self, written):
-        """Drops the lines written in full; a chat line counts in lines_out when its last
+        """Drops the data written in full; a chat line counts in lines_out when its last
         byte is written."""
+        self.pending -= written
         written += self.head_written
-        while self.outbox and written >= len(self.outbox[0][0]):
-            line, is_chat = self.outbox.popleft()
-            written -= len(line)
-            if is_chat:
-                counters.lines_out += 1
+        outbox = self.outbox
+        while outbox and written >= len(outbox[0][0]):
+            data, ends = outbox.popleft()
+            written -= len(data)
+            counters.lines_out += len(ends) - self.head_lines
+            self.head_lines = 0
         self.head_written = written
+        if written:
+            done = bisect.bisect_right(outbox[0][1], written)
+            counters.lines_out += done - self.head_lines
+            self.head_lines = done
+
+    def drop_output(self):
+        self.outbox.clear()
+        self.pending = self.head_written = self.head_lines = 0
 
     def disconnect_slow(self):
-        """A receiver over --max-pending or --write-timeout-ms."""
-        if not self.closed:
-            counters.slow_disconnects += 1
+        """A receiver over --max-pending or --write-timeout-ms. While closing, the queue is
+        given up but the connection still lingers (its peer may be reading again soon)."""
+        if self.closed:
+            return
+        counters.slow_disconnects += 1
+        if self.closing:
+            self.drop_output()
+        else:
             self.close_now()
 
     def close_now(self):
-        """Drops what is queued and shuts the socket down; the read loop then sees the end
-        of input and the connection's green thread closes the descriptor."""
+        """Drops what is queued and shuts the socket down; the connection's green thread
+        then sees the end of input and closes the descriptor."""
         if self.closed:
             return
         self.closed = True
-        self.outbox.clear()
-        self.pending = 0
-        self.head_written = 0
+        self.drop_output()
         try:
             self.sock.shutdown(socket.SHUT_RDWR)
         except OSError:
             pass
 
 
-def send_some(sock, buffers, timeout):
+def send_some(fd, buffers, timeout):
     """Writes what the socket takes now in one gathered sendmsg, first waiting up to
     timeout for it to take anything. (Eventlet's green socket has no green sendmsg, and
     its send would need the lines joined, a copy per receiver.)"""
     while True:
         try:
-            return sock.fd.sendmsg(buffers)
+            return fd.sendmsg(buffers)
         except BlockingIOError:
-            trampoline(sock.fd, write=True, timeout=timeout, timeout_exc=WriteTimeout())
+            trampoline(fd, write=True, timeout=timeout, timeout_exc=WriteTimeout())
 
 
-class LineTooLong(Exception):
-    pass
+class Input:
+    """A connection's input, read with fairness between readers for less than a hub
+    round trip per recv. A green recv that finds data returns without yielding, so a
+    flooding client would run alone. But a recv that found nothing has waited in the hub
+    (trampoline), where every other green thread had its turn. So the reader yields
+    (eventlet.sleep(0)) only when a recv found data and the one before it did too: a
+    flooder still gets one read per round of the hub, and a client that sends a line at
+    a time costs no extra round trip. (Waiting in the hub first instead, to save the recv
+    that finds nothing, measured slower: each wait costs two epoll_ctl calls, and under
+    load the data is usually there already.)"""
+
+    __slots__ = ("fd", "had_turn")
+
+    def __init__(self, fd):
+        self.fd = fd
+        self.had_turn = False  # the last recv found data without waiting in the hub
+
+    def _take_turn(self, receive, argument):
+        while True:
+            try:
+                result = receive(argument)
+            except BlockingIOError:
+                trampoline(self.fd, read=True)
+                self.had_turn = False
+                continue
+            if self.had_turn:
+                eventlet.sleep(0)
+            self.had_turn = True
+            return result
+
+    def recv(self):
+        """The next bytes (b"" at the end of input)."""
+        return self._take_turn(self.fd.recv, READ_SIZE)
+
+    def discard(self):
+        """Reads and throws away the next bytes; returns how many (0 at the end of input)."""
+        return self._take_turn(self.fd.recv_into, SCRATCH)
 
 
 class LineReader:
-    """The seed's reader.readline(), bounded: returns the next line as the server sends
-    it (content + LF, a CR before the LF dropped), or None at the end of input. Bytes
-    after the last LF at the end of input are not a line. Holds at most max-line + one
-    read of bytes."""
+    """The seed's reader.readline(), bounded and taken a read at a time: lines() returns
+    every complete line in what has been read (content + LF, a CR before the LF dropped),
+    read() reads more. Bytes after the last LF at the end of input are not a line. Holds
+    at most max-line + one read of bytes."""
 
-    __slots__ = ("sock", "buffer", "start")
+    __slots__ = ("input", "buffer")
 
-    def __init__(self, sock):
-        self.sock = sock
+    def __init__(self, fd):
+        self.input = Input(fd)
         self.buffer = b""
-        self.start = 0  # where the unread part of buffer begins
 
-    def readline(self):
-        max_line = options.max_line
+    def lines(self):
+        """The complete lines read so far, and whether a line over --max-line follows
+        them (the connection then ends after these lines)."""
+        buffer, start, max_line = self.buffer, 0, options.max_line
+        lines = []
         while True:
-            end = self.buffer.find(b"\n", self.start)
-            if end >= 0:
-                if end > self.start and self.buffer[end - 1] == 0x0D:  # CR before LF
-                    line = self.buffer[self.start:end - 1] + b"\n"
-                else:
-                    line = self.buffer[self.start:end + 1]
-                self.start = end + 1
-                if len(line) - 1 > max_line:
-                    raise LineTooLong()
-                return line
-            # No LF yet: decide as soon as more than max-line content bytes are here.
-            # A CR at the end may still be dropped, so it does not count yet.
-            unread = len(self.buffer) - self.start
-            if unread and self.buffer[-1] == 0x0D:
-                unread -= 1
-            if unread > max_line:
-                raise LineTooLong()
-            # A green recv that finds data waiting returns without yielding, so a client
-            # that floods would run alone and its receivers' queues would only grow. Let
-            # the writers and the other readers have their turn first.
-            eventlet.sleep(0)
-            chunk = self.sock.recv(READ_SIZE)
-            if not chunk:
-                return None
-            counters.bytes_in += len(chunk)
-            self.buffer = self.buffer[self.start:] + chunk if unread else chunk
-            self.start = 0
+            end = buffer.find(b"\n", start)
+            if end < 0:
+                break
+            if end > start and buffer[end - 1] == 0x0D:  # CR before LF
+                line = buffer[start:end - 1] + b"\n"
+            else:
+                line = buffer[start:end + 1]
+            start = end + 1
+            if len(line) - 1 > max_line:
+                return lines, True
+            lines.append(line)
+        # No LF yet: decide as soon as more than max-line content bytes are here. A CR at
+        # the end may still be dropped, so it does not count yet.
+        self.buffer = buffer = buffer[start:] if start else buffer
+        unread = len(buffer) - (1 if buffer.endswith(b"\r") else 0)
+        return lines, unread > max_line
+
+    def read(self):
+        """Reads more input; False at the end of it."""
+        chunk = self.input.recv()
+        if not chunk:
+            return False
+        counters.bytes_in += len(chunk)
+        self.buffer = self.buffer + chunk if self.buffer else chunk
+        return True
 
 
 def read_chat_forever(session):
-    """The seed's read loop: each line is relayed or, if a command, answered."""
-    reader = LineReader(session.sock)
+    """The seed's read loop: chat lines are relayed, commands answered. Returns True if
+    the server decided to close (/quit, line too long), False at the end of input."""
+    reader = LineReader(session.fd)
     try:
-        line = reader.readline()
-        while line is not None and not session.closed:
-            if not line.startswith(b"/") or line.startswith(b"//"):
-                relay(session, line)
-            elif not run_command(session, line[:-1]):
-                return  # /quit
-            line = reader.readline()
-    except LineTooLong:
-        session.deliver(b"/error line-too-long\n")
+        while not session.closed:
+            lines, too_long = reader.lines()
+            chat = []
+            for line in lines:
+                if not line.startswith(b"/") or line.startswith(b"//"):
+                    chat.append(line)
+                    continue
+                if chat:  # commands act in order: a /join moves later lines only
+                    relay(session, chat)
+                    chat = []
+                if not run_command(session, line[:-1]):
+                    return True  # /quit
+            if chat:
+                relay(session, chat)
+            if too_long:
+                session.deliver(b"/error line-too-long\n")
+                return True
+            if not reader.read():
+                return False
     except (OSError, EOFError):  # reset or gone: costs only this connection
         pass
+    return False
 
 
 def run_command(session, line):
@@ -275,15 +382,66 @@ def run_command(session, line):
 def serve_participant(session):
     """A connection's green thread: the read loop, then what was queued, then close."""
     try:
-        read_chat_forever(session)
+        try:
+            close_decided = read_chat_forever(session)
+        finally:
+            leave_room(session)
+            counters.clients -= 1
+        if close_decided:
+            counters.lingering += 1
+            try:
+                linger(session, options.linger_ms / 1000)
+            finally:
+                counters.lingering -= 1
+        elif session.writer is not None:
+            session.writer.wait()  # sends what was queued (bounded by --write-timeout-ms)
     finally:
-        leave_room(session)
-        writer = session.writer
-        if writer is not None:
-            writer.wait()  # sends what was queued (bounded by --write-timeout-ms)
         session.sock.close()
         sessions.discard(session)
-        counters.clients -= 1
+
+
+# --- lingering close ----------------------------------------------------------------
+
+def linger(session, seconds):
+    """nginx's lingering close: writes what is queued (under --write-timeout-ms) while
+    reading and discarding input, so that a client blocked writing a flood is never
+    deadlocked against us; then shuts down the write side and reads and discards until
+    EOF, `seconds` or --linger-bytes, so that the close does not turn the last reply
+    into a reset."""
+    session.closing = True
+    writer = session.writer
+    if writer is not None:
+        discarder = eventlet.spawn(discard_input, session, None, None)
+        writer.wait()
+        discarder.kill()
+    if session.closed:
+        return
+    try:
+        session.sock.shutdown(socket.SHUT_WR)
+    except OSError:
+        return
+    discard_input(session, time.monotonic() + seconds, options.linger_bytes)
+
+
+def discard_input(session, deadline, limit):
+    """Reads and discards until EOF, the deadline or limit bytes (None: no bound)."""
+    source, received = Input(session.fd), 0
+    try:
+        while not session.closed and (limit is None or received < limit):
+            if deadline is None:
+                count = source.discard()
+            else:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return
+                with eventlet.Timeout(left, LingerOver()):
+                    count = source.discard()
+            if not count:
+                return
+            counters.bytes_in += count
+            received += count
+    except (OSError, LingerOver):
+        pass
 
 
 # --- accept loop --------------------------------------------------------------------
@@ -299,42 +457,49 @@ def accept_forever(server):
             # Out of descriptors (EMFILE, ENFILE) or memory: wait for some to be freed,
             # keep serving the connections we have, never spin.
             if not backoff:
-                print(f"chat_server.py: accept: {error.strerror}; backing off",
+                print(f"chat-eventlet: accept: {error.strerror}; backing off",
                       file=sys.stderr, flush=True)
             backoff = min(max(backoff * 2, ACCEPT_BACKOFF_FIRST), ACCEPT_BACKOFF_MAX)
             eventlet.sleep(backoff)
             continue
         backoff = 0.0
-        if options.max_clients and len(sessions) >= options.max_clients:
-            reject(sock)
+        session = Session(sock)
+        full = options.max_clients and len(sessions) >= options.max_clients
+        try:
+            eventlet.spawn_n(serve_refused if full else serve_participant, session)
+        except MemoryError:  # no green thread to serve it: refused without lingering
+            counters.rejected += 1
+            try:
+                counters.bytes_out += sock.fd.send(b"/error server-full\n")
+            except OSError:
+                pass
+            sock.close()
+            continue
+        sessions.add(session)
+        if full:
+            counters.rejected += 1
+            counters.lingering += 1
         else:
-            admit(sock)
+            admit(session)
 
 
-def admit(sock):
-    """The seed's: a new participant in the lobby, and a green thread to serve it."""
+def admit(session):
+    """The seed's: a new participant in the lobby."""
     # Lines are written whole, often one at a time: Nagle would hold them for an ACK.
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    session = Session(sock)
-    try:
-        eventlet.spawn_n(serve_participant, session)
-    except MemoryError:  # no green thread to serve it
-        reject(sock)
-        return
-    sessions.add(session)
+    session.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     counters.clients += 1
     enter_room(session, LOBBY)
 
 
-def reject(sock):
-    """/error server-full and close. A fresh socket's buffer takes the line at once."""
-    counters.rejected += 1
+def serve_refused(session):
+    """/error server-full, then a short lingering close. A fresh socket takes the line."""
     try:
-        counters.bytes_out += sock.fd.send(b"/error server-full\n")
-        sock.shutdown(socket.SHUT_WR)
-    except OSError:
-        pass
-    sock.close()
+        session.deliver(b"/error server-full\n")
+        linger(session, min(options.linger_ms / 1000, REFUSED_LINGER_MAX))
+    finally:
+        counters.lingering -= 1
+        session.sock.close()
+        sessions.discard(session)
 
 
 # --- main ---------------------------------------------------------------------------
@@ -359,6 +524,10 @@ def parse_options(argv):
     parser.add_argument("--write-timeout-ms", type=count(1), default=5000,
                         help="disconnect a receiver that takes no byte for this long")
     parser.add_argument("--max-clients", type=count(0), default=0, help="0 = no limit")
+    parser.add_argument("--linger-ms", type=count(0), default=1000,
+                        help="after a close is decided, read and discard input this long")
+    parser.add_argument("--linger-bytes", type=count(0), default=4194304,
+                        help="... or until this many bytes were discarded")
     parsed = parser.parse_args(argv)
     if parsed.port > 65535:
         parser.error("argument --port: must be at most 65535")
@@ -387,8 +556,9 @@ def main(argv):
         # No SO_REUSEPORT: a second server on the same port must fail, not share it.
         server = eventlet.listen(address, family, backlog=socket.SOMAXCONN, reuse_port=False)
     except OSError as error:
-        sys.exit(f"chat_server.py: cannot listen on {options.bind}:{options.port}: "
-                 f"{error.strerror or error}")
+        print(f"chat-eventlet: cannot listen on {options.bind}:{options.port}: "
+              f"{error.strerror or error}", file=sys.stderr, flush=True)
+        return 1
     host, port = server.getsockname()[:2]
     shown = f"[{host}]" if family == socket.AF_INET6 else host
     print(f"listening on {shown}:{port} variant={VARIANT}", flush=True)
