@@ -25,6 +25,7 @@
 #include <boost/json.hpp>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <random>
@@ -454,6 +455,191 @@ TEST(Exhaustion, OutOfThreadsRefusesTheExtraClients) {
   Client again(server.port());
   again.send_line("in again");
   EXPECT_EQ(clients[0].read_line(), "in again");
+}
+
+// ---- lingering close (issue 16) -----------------------------------------------------
+
+// What a client gets once the server has closed on it: every byte up to the end, and
+// whether that end was a clean EOF (error 0) or a reset (ECONNRESET); read raw, so that
+// nothing buffered in a Client is lost.
+struct Ending {
+  std::string data;
+  int error = 0;
+  bool timed_out = false;
+};
+Ending read_to_end(int fd, std::chrono::milliseconds timeout) {
+  Ending end;
+  const auto deadline = Clock::now() + timeout;
+  std::vector<char> buffer(64 * 1024);
+  for (;;) {
+    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
+    pollfd p{fd, POLLIN, 0};
+    if (left.count() <= 0 || ::poll(&p, 1, static_cast<int>(left.count())) == 0) {
+      end.timed_out = true;
+      return end;
+    }
+    const ssize_t n = ::recv(fd, buffer.data(), buffer.size(), 0);
+    if (n > 0) {
+      end.data.append(buffer.data(), static_cast<std::size_t>(n));
+    } else if (n == 0 || errno != EINTR) {
+      end.error = n == 0 ? 0 : errno;
+      return end;
+    }
+  }
+}
+
+// Sends everything, ignoring a server that has gone (EPIPE, ECONNRESET): the flood of a
+// client that does not care whether it is heard.
+void flood(int fd, std::size_t bytes) {
+  const std::string chunk(64 * 1024, 'x');
+  while (bytes > 0) {
+    const ssize_t n = ::send(fd, chunk.data(), std::min(bytes, chunk.size()), MSG_NOSIGNAL);
+    if (n <= 0) return;
+    bytes -= static_cast<std::size_t>(n);
+  }
+}
+
+// Queues `lines` lines of 1000 bytes for `receiver` (not reading), from a sender in its
+// room; returns them as the receiver must get them. /stats from the sender returns only
+// once every line it sent has been queued.
+std::string queue_backlog(const ServerProcess& server, Client& receiver, Client& sender, std::size_t lines) {
+  receiver.send_line("/join backlog");
+  EXPECT_EQ(receiver.read_line(), "/joined backlog");
+  sender.send_line("/join backlog");
+  EXPECT_EQ(sender.read_line(), "/joined backlog");
+  std::string expected;
+  std::string batch;
+  for (std::size_t i = 0; i < lines; ++i) {
+    std::string line = "line " + std::to_string(i) + " ";
+    line.resize(999, '.');
+    expected += line + "\n";
+    batch += line + "\n";
+  }
+  sender.send(batch);
+  (void)server;
+  sender.stats();
+  return expected;
+}
+
+// A client with 2 MB of room traffic queued floods 1 MB past --max-line without reading,
+// then reads: the whole backlog, then the reason it is dropped, then EOF, not a reset.
+TEST(LingeringClose, LineTooLongAfterBacklogEndsInEofNotReset) {
+  ServerProcess server({"--max-pending", "16777216", "--write-timeout-ms", "30000"});
+  Client receiver(server.port(), {.receive_buffer = 4096});
+  Client sender(server.port());
+  const std::string expected = queue_backlog(server, receiver, sender, 2000);
+  flood(receiver.fd(), 4096 + (1 << 20));
+  const Ending end = read_to_end(receiver.fd(), 20s);
+  EXPECT_FALSE(end.timed_out);
+  EXPECT_EQ(end.error, 0) << "the connection ended with " << std::strerror(end.error);
+  EXPECT_EQ(end.data.size(), expected.size() + 21) << "bytes received";
+  EXPECT_TRUE(end.data == expected + "/error line-too-long\n") << "the backlog and the reply, in order";
+}
+
+// The same for /quit, sent with 1 MB still queued and followed by 1 MB more input.
+TEST(LingeringClose, QuitAfterBacklogEndsInEofNotReset) {
+  ServerProcess server({"--max-pending", "16777216", "--write-timeout-ms", "30000"});
+  Client receiver(server.port(), {.receive_buffer = 4096});
+  Client sender(server.port());
+  const std::string expected = queue_backlog(server, receiver, sender, 1000);
+  receiver.send_line("/quit");
+  flood(receiver.fd(), 1 << 20);
+  const Ending end = read_to_end(receiver.fd(), 20s);
+  EXPECT_FALSE(end.timed_out);
+  EXPECT_EQ(end.error, 0) << "the connection ended with " << std::strerror(end.error);
+  EXPECT_EQ(end.data.size(), expected.size()) << "bytes received";
+  EXPECT_TRUE(end.data == expected) << "the backlog, in order";
+}
+
+// 1 000 clients each send an over-long line (and more) and then neither read nor close.
+// Each must get its reply and a clean EOF, and every descriptor must be released within
+// write timeout + linger + 1 s, with RSS bounded.
+TEST(LingeringClose, ThousandSilentOffendersReleaseEveryDescriptor) {
+  ServerProcess server({"--max-line", "64", "--write-timeout-ms", "1000", "--linger-ms", "1000"});
+  Watcher watcher(server);
+  const std::size_t descriptors = open_descriptors(server.pid());
+  const std::size_t rss_before = server.rss_bytes();
+  PeakRss peak(server);
+  constexpr std::size_t kClients = 1000;
+  std::vector<Client> offenders;
+  for (std::size_t i = 0; i < kClients; ++i) {
+    offenders.emplace_back(server.port());
+    flood(offenders.back().fd(), 100 * 1024);  // more than one read of the server's
+  }
+  EXPECT_TRUE(eventually([&] { return open_descriptors(server.pid()) <= descriptors; }, 3s))
+      << open_descriptors(server.pid()) - descriptors << " descriptors still open";
+  EXPECT_EQ(watcher.stat("lingering"), 0u);
+  EXPECT_EQ(watcher.stat("clients"), 1u);
+  const std::size_t grown = peak.stop() - std::min(rss_before, peak.stop());
+  measure("linger_1000_offenders_peak_rss_growth", mib(grown));
+  if (!sanitized()) {
+    EXPECT_LT(grown, 64u << 20) << "RSS grew by " << mib(grown);
+  }
+  std::size_t clean = 0;
+  for (Client& c : offenders) {
+    const Ending end = read_to_end(c.fd(), 1s);
+    clean += !end.timed_out && end.error == 0 && end.data == "/error line-too-long\n";
+  }
+  EXPECT_EQ(clean, kClients) << "offenders that got their reply and then a clean EOF";
+}
+
+// Out of threads, a writer that finds a receiver's socket full cannot get it a writer
+// thread. It must not wait on that socket itself: the receivers it writes for after it,
+// healthy and reading, would wait too, and be disconnected as slow. Here S never reads;
+// X and Y chat in its room with three healthy readers, so that Y's lines pile up behind
+// X's writes. Only S may be counted slow.
+TEST(Exhaustion, OutOfThreadsNeverBlamesAHealthyReceiver) {
+  if (server_command().variant != "threads") GTEST_SKIP() << "only chat-threads spends a thread per client";
+  ServerProcess server(
+      Wrapper{{"prlimit", "--nproc=40", "setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"}},
+      {"--write-timeout-ms", "2000", "--max-pending", "67108864"});
+  Watcher watcher(server);
+  std::vector<Client> fillers;
+  for (int i = 0; i < 80; ++i) {  // use up every thread
+    fillers.emplace_back(server.port());
+    if (fillers.back().read_line(100ms) == "/error server-full") {
+      fillers.pop_back();
+      break;
+    }
+  }
+  ASSERT_GE(fillers.size(), 6u);
+  for (int i = 0; i < 6; ++i) fillers.pop_back();  // room for exactly S, X, Y, H1..H3
+  ASSERT_TRUE(eventually([&] { return watcher.stat("clients") == fillers.size() + 1; }));
+  const auto joined = [&](Client c) {
+    c.send_line("/join r");
+    EXPECT_EQ(c.read_line(), "/joined r");
+    return c;
+  };
+  Client slow = joined(Client(server.port(), {.receive_buffer = 4096}));
+  std::vector<Client> healthy;
+  for (int i = 0; i < 3; ++i) healthy.push_back(joined(Client(server.port(), {.receive_buffer = 4096})));
+  Client x = joined(Client(server.port()));
+  Client y = joined(Client(server.port()));
+  // Readers: each healthy client (and X and Y, who hear each other) counts its lines.
+  constexpr int kLines = 3000;  // from X, then as many from Y
+  std::vector<std::thread> readers;
+  std::vector<std::atomic<int>> heard(5);
+  std::vector<Client*> reading{&healthy[0], &healthy[1], &healthy[2], &x, &y};
+  for (std::size_t i = 0; i < reading.size(); ++i) {
+    readers.emplace_back([&, i] {
+      while (reading[i]->read_line(10s)) ++heard[i];
+    });
+  }
+  std::string line(999, 'x');
+  std::string batch;
+  for (int i = 0; i < kLines; ++i) batch += line + "\n";
+  x.send(batch);  // X's thread soon finds S full
+  std::this_thread::sleep_for(200ms);
+  y.send(batch);  // while X's lines to the others may wait behind S
+  const auto all_heard = [&] {
+    return heard[0] >= 2 * kLines && heard[1] >= 2 * kLines && heard[2] >= 2 * kLines;
+  };
+  const bool all = eventually(all_heard, 30s);
+  EXPECT_TRUE(all) << "healthy receivers heard " << heard[0] << ", " << heard[1] << ", " << heard[2]
+                   << " of " << 2 * kLines << " lines";
+  EXPECT_LE(watcher.stat("slow_disconnects"), 1u) << "a healthy receiver was counted as slow";
+  for (Client* c : reading) ::shutdown(c->fd(), SHUT_RDWR);
+  for (std::thread& t : readers) t.join();
 }
 
 // ---- abrupt endings ------------------------------------------------------------------
