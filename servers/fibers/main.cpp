@@ -281,6 +281,8 @@ void Server::serve(tcp::socket socket) {
   hub_.exit(session);              // it receives nothing more
   if (quit) close_lingering(session);
   disconnect(session);  // the peer is gone (what is queued is dropped), or lingering is over
+  session.to_write_hook.unlink();
+  if (session.writer.joinable()) session.writer.join();  // it uses this fiber's `session`
   sessions_.erase(sessions_.iterator_to(session));
   {
     std::lock_guard lock(ended_mutex_);

@@ -299,7 +299,13 @@ TEST(Conformance, MaxClientsRefusesTheNext) {
   EXPECT_EQ(stat_value(c[0].stats(), "rejected"), 1u);
   c[1].send_line("/quit");
   EXPECT_TRUE(c[1].closed_within(2s));
-  EXPECT_TRUE(eventually([&] { return stat_value(c[0].stats(), "clients") == 1; }));
+  // A closing connection lingers, counted against --max-clients, until the client closes
+  // too (or --linger-ms passes): docs/reliability.md.
+  c[1].shutdown_write();
+  EXPECT_TRUE(eventually([&] {
+    const auto stats = c[0].stats();
+    return stat_value(stats, "clients") == 1 && stat_value(stats, "lingering") == 0;
+  }));
   Client fourth(server.port());  // a place is free again
   fourth.send_line("in");
   EXPECT_EQ(c[0].read_line(), "in");
