@@ -585,14 +585,16 @@ TEST(LingeringClose, ThousandSilentOffendersReleaseEveryDescriptor) {
 
 // Out of threads, a writer that finds a receiver's socket full cannot get it a writer
 // thread. It must not wait on that socket itself: the receivers it writes for after it,
-// healthy and reading, would wait too, and be disconnected as slow. Here S never reads;
-// X and Y chat in its room with three healthy readers, so that Y's lines pile up behind
-// X's writes. Only S may be counted slow.
+// healthy and reading, would wait too, and be disconnected as slow. Here S never reads.
+// X sends, 4096 bytes at a time (one read of the server's), a line to room a (S) and then
+// one to room b (H, Y), so that once S is full, H is always among the receivers X's
+// thread writes for after S. Y then sends 1 MB to room b, more than H may have queued.
+// H reads all along: only S may be counted slow.
 TEST(Exhaustion, OutOfThreadsNeverBlamesAHealthyReceiver) {
   if (server_command().variant != "threads") GTEST_SKIP() << "only chat-threads spends a thread per client";
   ServerProcess server(
       Wrapper{{"prlimit", "--nproc=40", "setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"}},
-      {"--write-timeout-ms", "2000", "--max-pending", "67108864"});
+      {"--write-timeout-ms", "5000", "--max-pending", "262144"});
   Watcher watcher(server);
   std::vector<Client> fillers;
   for (int i = 0; i < 80; ++i) {  // use up every thread
@@ -602,43 +604,45 @@ TEST(Exhaustion, OutOfThreadsNeverBlamesAHealthyReceiver) {
       break;
     }
   }
-  ASSERT_GE(fillers.size(), 6u);
-  for (int i = 0; i < 6; ++i) fillers.pop_back();  // room for exactly S, X, Y, H1..H3
+  ASSERT_GE(fillers.size(), 4u);
+  for (int i = 0; i < 4; ++i) fillers.pop_back();  // room for exactly S, H, X and Y
   ASSERT_TRUE(eventually([&] { return watcher.stat("clients") == fillers.size() + 1; }));
-  const auto joined = [&](Client c) {
-    c.send_line("/join r");
-    EXPECT_EQ(c.read_line(), "/joined r");
+  const auto joined = [&](Client c, const std::string& room) {
+    c.send_line("/join " + room);
+    EXPECT_EQ(c.read_line(), "/joined " + room);
     return c;
   };
-  Client slow = joined(Client(server.port(), {.receive_buffer = 4096}));
-  std::vector<Client> healthy;
-  for (int i = 0; i < 3; ++i) healthy.push_back(joined(Client(server.port(), {.receive_buffer = 4096})));
-  Client x = joined(Client(server.port()));
-  Client y = joined(Client(server.port()));
-  // Readers: each healthy client (and X and Y, who hear each other) counts its lines.
-  constexpr int kLines = 3000;  // from X, then as many from Y
+  Client slow = joined(Client(server.port(), {.receive_buffer = 4096}), "a");
+  Client healthy = joined(Client(server.port()), "b");
+  Client x(server.port());
+  Client y = joined(Client(server.port()), "b");
+  // Everyone but S reads all along; H counts its lines.
+  std::atomic<int> heard = 0;
   std::vector<std::thread> readers;
-  std::vector<std::atomic<int>> heard(5);
-  std::vector<Client*> reading{&healthy[0], &healthy[1], &healthy[2], &x, &y};
-  for (std::size_t i = 0; i < reading.size(); ++i) {
-    readers.emplace_back([&, i] {
-      while (reading[i]->read_line(10s)) ++heard[i];
+  readers.emplace_back([&] {
+    while (healthy.read_line(20s)) ++heard;
+  });
+  for (Client* c : {&x, &y}) {
+    readers.emplace_back([c] {
+      while (c->read_line(20s)) {
+      }
     });
   }
-  std::string line(999, 'x');
+  constexpr int kPatterns = 1500;
+  std::string pattern = "/join a\n" + std::string(3000, 'a') + "\n/join b\n";
+  pattern += std::string(4096 - pattern.size() - 1, 'b') + "\n";
+  for (int i = 0; i < kPatterns; ++i) {
+    x.send(pattern);
+    std::this_thread::sleep_for(1ms);  // one pattern per read of the server's
+  }
+  constexpr int kLinesFromY = 1000;
   std::string batch;
-  for (int i = 0; i < kLines; ++i) batch += line + "\n";
-  x.send(batch);  // X's thread soon finds S full
-  std::this_thread::sleep_for(200ms);
-  y.send(batch);  // while X's lines to the others may wait behind S
-  const auto all_heard = [&] {
-    return heard[0] >= 2 * kLines && heard[1] >= 2 * kLines && heard[2] >= 2 * kLines;
-  };
-  const bool all = eventually(all_heard, 30s);
-  EXPECT_TRUE(all) << "healthy receivers heard " << heard[0] << ", " << heard[1] << ", " << heard[2]
-                   << " of " << 2 * kLines << " lines";
+  for (int i = 0; i < kLinesFromY; ++i) batch += std::string(999, 'y') + "\n";
+  y.send(batch);
+  const bool all = eventually([&] { return heard == kPatterns + kLinesFromY; }, 30s);
+  EXPECT_TRUE(all) << "the healthy receiver heard " << heard << " of " << kPatterns + kLinesFromY << " lines";
   EXPECT_LE(watcher.stat("slow_disconnects"), 1u) << "a healthy receiver was counted as slow";
-  for (Client* c : reading) ::shutdown(c->fd(), SHUT_RDWR);
+  for (Client* c : {&healthy, &x, &y}) ::shutdown(c->fd(), SHUT_RDWR);
   for (std::thread& t : readers) t.join();
 }
 
