@@ -167,7 +167,7 @@ TEST(Conformance, StatsCountsWhatHappened) {
     return stat_value(stats, "lines_out") == 4;
   })) << "lines_out=" << stats["lines_out"];
   for (const char* key : {"variant", "clients", "rooms", "lines_in", "lines_out", "bytes_in", "bytes_out",
-                          "slow_disconnects", "rejected"}) {
+                          "slow_disconnects", "rejected", "lingering"}) {
     EXPECT_TRUE(stats.contains(key)) << key;
   }
   EXPECT_EQ(stats["variant"], server_command().variant);
@@ -176,6 +176,7 @@ TEST(Conformance, StatsCountsWhatHappened) {
   EXPECT_EQ(stat_value(stats, "lines_in"), 2u);
   EXPECT_EQ(stat_value(stats, "slow_disconnects"), 0u);
   EXPECT_EQ(stat_value(stats, "rejected"), 0u);
+  EXPECT_EQ(stat_value(stats, "lingering"), 0u);
   // Everything read, /stats lines included: connect_all sent one /stats, and c[0] sent
   // the two lines and as many /stats as the loop above took (each 7 bytes).
   const auto bytes_in = stat_value(stats, "bytes_in");
