@@ -37,6 +37,7 @@
 #include <string_view>
 #include <system_error>
 #include <thread>
+#include <unordered_set>
 #include <vector>
 
 namespace {
@@ -118,6 +119,7 @@ class Server {
   Hub hub_{variant};
   std::atomic<std::size_t> threads_ = 0;  // connection and writer threads running
   bool stopping_ = false;                 // guarded by room_mutex_
+  std::unordered_set<Session*> closing_;  // in close_lingering(), for stop(); guarded by room_mutex_
   Clock::time_point stopped_at_;          // set by stop(); run() reads it after joining its thread
   // Refused clients in their short lingering close; only the accept loop touches them.
   struct Refused {
@@ -338,6 +340,11 @@ void Server::serve(const SessionPtr& pointer) {
 // is written (by its writer thread, or here when the role was handed to this thread),
 // read and discard; then FIN, then discard until EOF, the deadline or --linger-bytes.
 void Server::close_lingering(Session& session) {
+  {
+    std::lock_guard lock(room_mutex_);
+    if (stopping_) return;
+    closing_.insert(&session);  // so that stop() can cut it short
+  }
   ++hub_.counters().lingering;
   chat::Linger policy(options_);
   std::array<char, read_buffer_size> buffer;
@@ -383,6 +390,8 @@ void Server::close_lingering(Session& session) {
     }
   }
   --hub_.counters().lingering;
+  std::lock_guard room_lock(room_mutex_);
+  closing_.erase(&session);
 }
 
 // One line: the hub relays it under the room lock; the receivers this thread became the
@@ -571,6 +580,8 @@ void Server::stop() {
     std::lock_guard session_lock(session.mutex);
     disconnect(session);
   });
+  // Lingering ones: their reads end (EOF) and their writes fail, and their threads close.
+  for (Session* session : closing_) ::shutdown(session->socket, SHUT_RDWR);
 }
 
 }  // namespace
