@@ -30,11 +30,11 @@ ServerOptions parse_server_options(int argc, char** argv, std::string_view varia
       ->check(CLI::PositiveNumber);
   app.add_option("--max-clients", options.max_clients, "Most clients at once; 0 = no limit")
       ->capture_default_str();
-  app.add_option("--linger-ms", linger_ms, "After its last reply, a closing client's input is "
+  app.add_option("--linger-ms", linger_ms, "After a closing client's last reply, its input is "
                  "read and discarded for at most this long (docs/reliability.md)")
       ->capture_default_str()
       ->check(CLI::NonNegativeNumber);
-  app.add_option("--linger-bytes", options.linger_bytes, "... and at most this many bytes")
+  app.add_option("--linger-bytes", options.linger_bytes, "Most bytes read and discarded while lingering")
       ->capture_default_str();
   if (add_own) add_own(app);
   try {
