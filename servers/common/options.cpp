@@ -11,6 +11,7 @@ ServerOptions parse_server_options(int argc, char** argv, std::string_view varia
                                    const std::function<void(CLI::App&)>& add_own) {
   ServerOptions options;
   std::int64_t write_timeout_ms = options.write_timeout.count();
+  std::int64_t linger_ms = options.linger.count();
   CLI::App app{"chatbench chat server, variant " + std::string(variant) +
                ": a line-based chat relay (docs/protocol.md)"};
   app.add_option("--bind", options.bind, "Address to listen on")->capture_default_str();
@@ -29,6 +30,12 @@ ServerOptions parse_server_options(int argc, char** argv, std::string_view varia
       ->check(CLI::PositiveNumber);
   app.add_option("--max-clients", options.max_clients, "Most clients at once; 0 = no limit")
       ->capture_default_str();
+  app.add_option("--linger-ms", linger_ms, "After a closing client's last reply, its input is "
+                 "read and discarded for at most this long (docs/reliability.md)")
+      ->capture_default_str()
+      ->check(CLI::NonNegativeNumber);
+  app.add_option("--linger-bytes", options.linger_bytes, "Most bytes read and discarded while lingering")
+      ->capture_default_str();
   if (add_own) add_own(app);
   try {
     app.parse(argc, argv);
@@ -36,6 +43,7 @@ ServerOptions parse_server_options(int argc, char** argv, std::string_view varia
     std::exit(app.exit(e));
   }
   options.write_timeout = std::chrono::milliseconds(write_timeout_ms);
+  options.linger = std::chrono::milliseconds(linger_ms);
   return options;
 }
 

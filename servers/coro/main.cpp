@@ -69,7 +69,7 @@ class Session : public chat::Participant,
   // into the frame, used or not), so the session lives as long as one of them runs.
   Task<> read(std::shared_ptr<Session> self);
   bool on_readable();
-  bool finish();
+  bool finish(bool eof);
   Task<> write(std::shared_ptr<Session> self);
 
   Shared& shared_;
@@ -78,7 +78,6 @@ class Session : public chat::Participant,
   chat::Outbox outbox_;
   Clock::time_point progress_{};  // when output became pending or the peer last took bytes
   bool writing_ = false;          // the writer coroutine runs
-  bool finishing_ = false;        // close once the outbox is written
   bool stopped_ = false;
 };
 
@@ -87,6 +86,7 @@ struct Shared {
   chat::ServerOptions options;
   Hub hub{"coro"};
   SessionList sessions;
+  chat::net::CloserList closers;  // connections in their lingering close
   // One read buffer for all: a session reads only once its socket is readable and hands
   // the bytes to its LineDecoder before any other session runs.
   std::array<char, 64 * 1024> read_buffer;
@@ -149,7 +149,11 @@ bool Session::on_readable() {
   error_code error;
   const std::size_t size = socket_.read_some(asio::buffer(shared_.read_buffer), error);
   if (error == asio::error::would_block) return true;
-  if (error) return finish();  // end of stream or reset: flush what we can, then close
+  if (error == asio::error::eof) return finish(true);
+  if (error) {  // reset: nothing more reaches the peer
+    stop();
+    return false;
+  }
   shared_.hub.counters().bytes_in += size;
   const auto status = decoder_.feed({shared_.read_buffer.data(), size}, [this](auto line) {
     const auto outcome = shared_.hub.handle(*this, line, [](Session& receiver, auto& message) {
@@ -161,17 +165,24 @@ bool Session::on_readable() {
   if (status == chat::LineDecoder::Status::line_too_long) {
     deliver(chat::replies::line_too_long(), Kind::reply);
   }
-  if (status != chat::LineDecoder::Status::ok) return finish();
+  if (status != chat::LineDecoder::Status::ok) return finish(false);
   return true;
 }
 
-// /quit, a line too long or the end of the stream: receive nothing more, and close once
-// what is queued has been written. Returns false: read no more.
-bool Session::finish() {
+// /quit, a line too long or the end of the stream: receive nothing more, and hand the
+// socket and what is queued to a Closer (chat/net.hpp), which writes it, lingers and
+// closes. Returns false: this session reads no more.
+bool Session::finish(bool eof) {
   if (stopped_) return false;
-  finishing_ = true;
+  stopped_ = true;
   shared_.hub.exit(*this);
-  if (!writing_) stop();
+  error_code ignored;
+  socket_.cancel(ignored);  // a write step's wait ends aborted before the socket moves
+  auto closer = std::make_shared<chat::net::Closer>(std::move(socket_), std::move(outbox_),
+                                                    shared_.options, shared_.hub.counters(),
+                                                    false, eof);
+  shared_.closers.push_back(*closer);
+  closer->start();
   return false;
 }
 
@@ -186,7 +197,6 @@ Task<> Session::write(std::shared_ptr<Session> /*self*/) {
     if (!error) progress_ = Clock::now();
     if (outbox_.empty()) {
       writing_ = false;
-      if (finishing_) stop();
       co_return;
     }
     const auto [wait_error] = co_await socket_.async_wait(Socket::wait_write, deferred);
@@ -250,8 +260,8 @@ class Server {
 
   void admit(Socket socket) {
     auto& counts = shared_.hub.counters();
-    if (shared_.options.max_clients != 0 && counts.clients >= shared_.options.max_clients) {
-      return chat::net::refuse(socket, counts);
+    if (chat::server_full(counts, shared_.options.max_clients)) {
+      return chat::net::refuse(std::move(socket), shared_.options, counts, shared_.closers);
     }
     std::make_shared<Session>(shared_, std::move(socket))->start();
   }
@@ -262,6 +272,7 @@ class Server {
     backoff_timer_.cancel();
     sweep_timer_.cancel();
     for (Session& session : shared_.sessions) session.stop();
+    while (!shared_.closers.empty()) shared_.closers.front().close();
     // After the sessions have left their rooms (stop() posts that): the final counters.
     // Then nothing is left to run and io.run() returns.
     asio::post(io_, [this] { std::cerr << shared_.hub.stats() << std::endl; });

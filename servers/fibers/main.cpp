@@ -23,6 +23,7 @@
 #include <chat/backoff.hpp>
 #include <chat/hub.hpp>
 #include <chat/line_decoder.hpp>
+#include <chat/linger.hpp>
 #include <chat/options.hpp>
 #include <chat/outbox.hpp>
 #include <cstdlib>
@@ -67,6 +68,7 @@ struct Session : chat::Participant, bi::list_base_hook<> {
   boost::fibers::fiber writer;  // flushes the outbox while the peer's socket is full
   bool writing = false;         // queued for this round's writes, or `writer` is running
   bool closed = false;          // disconnected: deliver nothing more
+  bool closing = false;         // in its lingering close: the writer wakes the reader when done
   // In Server::to_write_ until this round's writes; leaves it if the session ends first.
   bi::list_member_hook<bi::link_mode<bi::auto_unlink>> to_write_hook;
 };
@@ -100,6 +102,9 @@ class Server {
   std::size_t gather(Session& receiver, std::array<boost::asio::const_buffer, gather_limit>& out);
   void sent(Session& receiver, std::size_t bytes);
   void disconnect(Session& session);
+  void close_lingering(Session& session);
+  void linger(tcp::socket& socket, chat::Linger& linger);
+  bool discard(tcp::socket& socket, chat::Linger& linger, error_code& ec);
   void admit(tcp::socket socket);
   void reject(tcp::socket& socket);
   void stop();
@@ -200,10 +205,18 @@ void Server::flush(Session& receiver) {
     sent(receiver, receiver.socket.async_write_some(
                        std::span(buffers.data(), count),
                        fiberio::yield.with_timeout(options_.write_timeout)[ec]));
-    if (ec == boost::asio::error::timed_out) ++hub_.counters().slow_disconnects;
+    if (ec == boost::asio::error::timed_out) {
+      ++hub_.counters().slow_disconnects;
+      if (receiver.closing) {  // give up on the output, but still close lingering
+        receiver.outbox.clear();
+        break;
+      }
+    }
     if (ec) disconnect(receiver);
   }
   receiver.writing = false;
+  error_code ignored;
+  if (receiver.closing && !receiver.closed) receiver.socket.cancel(ignored);  // wake the reader
 }
 
 std::size_t Server::gather(Session& receiver,
@@ -266,22 +279,60 @@ void Server::serve(tcp::socket socket) {
   }
 
   hub_.exit(session);              // it receives nothing more
-  if (!quit) disconnect(session);  // the peer is gone: drop what is queued
-  if (session.to_write_hook.is_linked()) {  // its write is due this round: do it now
-    session.to_write_hook.unlink();
-    write_now(session);
-  }
-  if (session.writer.joinable()) session.writer.join();  // /quit: queued output first
-  if (!session.closed) {
-    session.socket.shutdown(tcp::socket::shutdown_send, ec);
-    disconnect(session);
-  }
+  if (quit) close_lingering(session);
+  disconnect(session);  // the peer is gone (what is queued is dropped), or lingering is over
+  session.to_write_hook.unlink();
+  if (session.writer.joinable()) session.writer.join();  // it uses this fiber's `session`
   sessions_.erase(sessions_.iterator_to(session));
   {
     std::lock_guard lock(ended_mutex_);
     --connection_fibers_;
   }
   ended_.notify_all();
+}
+
+// /quit or a line too long: the lingering close (chat/linger.hpp). This fiber reads and
+// discards while the writer (if any) writes what is queued; the writer cancels the read
+// wait when it is done. Then FIN, then discard until EOF, the deadline or --linger-bytes.
+void Server::close_lingering(Session& session) {
+  ++hub_.counters().lingering;
+  chat::Linger policy(options_);
+  session.closing = true;
+  if (session.to_write_hook.is_linked()) {  // its write is due this round: do it now
+    session.to_write_hook.unlink();
+    write_now(session);
+  }
+  error_code ec;
+  bool reading = true;  // until EOF: a socket at EOF is always readable
+  while (session.writing && !session.closed && reading) {
+    session.socket.async_wait(tcp::socket::wait_read, fiberio::yield[ec]);
+    if (ec == boost::asio::error::operation_aborted) continue;  // the writer is done
+    reading = !ec && discard(session.socket, policy, ec);
+  }
+  if (session.writer.joinable()) session.writer.join();  // at once, unless the peer sent EOF
+  if (!session.closed && reading) linger(session.socket, policy);
+  --hub_.counters().lingering;
+}
+
+// FIN, then read and discard until EOF, the deadline or --linger-bytes.
+void Server::linger(tcp::socket& socket, chat::Linger& policy) {
+  error_code ec;
+  socket.shutdown(tcp::socket::shutdown_send, ec);
+  policy.drained(chat::Linger::Clock::now());
+  do {
+    socket.async_wait(tcp::socket::wait_read,
+                      fiberio::yield.with_timeout(policy.deadline() - chat::Linger::Clock::now())[ec]);
+  } while (!ec && discard(socket, policy, ec));
+}
+
+// One read of input nobody will handle. false: stop reading (EOF, error, or the policy
+// says close).
+bool Server::discard(tcp::socket& socket, chat::Linger& policy, error_code& ec) {
+  const std::size_t n = socket.read_some(boost::asio::buffer(read_buffer_), ec);
+  if (ec == boost::asio::error::would_block) return true;
+  if (ec) return false;
+  hub_.counters().bytes_in += n;
+  return policy.discarded(n, chat::Linger::Clock::now());
 }
 
 // ---- accept loop ----------------------------------------------------------------------
@@ -313,7 +364,7 @@ void Server::run() {
 }
 
 void Server::admit(tcp::socket socket) {
-  if (options_.max_clients != 0 && hub_.counters().clients >= options_.max_clients) {
+  if (chat::server_full(hub_.counters(), options_.max_clients)) {
     reject(socket);
     return;
   }
@@ -327,13 +378,32 @@ void Server::admit(tcp::socket socket) {
   }
 }
 
-// /error server-full, then close. The socket is fresh, so its buffer takes the reply.
+// /error server-full, then a short lingering close (Linger::refused_linger) on a fiber of
+// its own; with no stack to spare for one, close at once. The socket is fresh, so its
+// buffer takes the reply.
 void Server::reject(tcp::socket& socket) {
   error_code ec;
   socket.non_blocking(true, ec);
   hub_.counters().bytes_out += socket.write_some(boost::asio::buffer(*chat::replies::server_full()), ec);
   ++hub_.counters().rejected;
-  socket.close(ec);
+  try {
+    boost::fibers::fiber(std::allocator_arg, stacks_, [this, socket = std::move(socket)]() mutable {
+      ++hub_.counters().lingering;
+      chat::Linger policy(options_, true);
+      if (!stopping_) linger(socket, policy);
+      --hub_.counters().lingering;
+      error_code ignored;
+      socket.close(ignored);
+      {
+        std::lock_guard lock(ended_mutex_);
+        --connection_fibers_;
+      }
+      ended_.notify_all();
+    }).detach();
+    ++connection_fibers_;  // run() waits for it too (100 ms at most)
+  } catch (const std::exception&) {
+    socket.close(ec);
+  }
 }
 
 // SIGINT/SIGTERM (a handler on the dispatcher): stop accepting, drop every connection.

@@ -14,6 +14,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <array>
 #include <atomic>
 #include <boost/asio/ip/address_v4.hpp>
@@ -21,6 +22,7 @@
 #include <chat/backoff.hpp>
 #include <chat/hub.hpp>
 #include <chat/line_decoder.hpp>
+#include <chat/linger.hpp>
 #include <chat/options.hpp>
 #include <chat/outbox.hpp>
 #include <chrono>
@@ -35,6 +37,7 @@
 #include <string_view>
 #include <system_error>
 #include <thread>
+#include <unordered_set>
 #include <vector>
 
 namespace {
@@ -61,6 +64,10 @@ struct Session : chat::Participant, std::enable_shared_from_this<Session> {
   Outbox outbox;
   bool writing = false;             // a thread is writing the outbox
   bool closed = false;              // disconnected: deliver nothing more
+  bool handed_off = false;          // the writer role waits for this connection's own thread
+  bool closing = false;             // in its lingering close: wake its thread when writing ends
+  bool has_thread = false;          // `thread` runs serve() and may be woken (wake())
+  pthread_t thread{};
   Clock::time_point progress;       // output became pending, or the peer took a byte
   std::condition_variable written;  // writing went false
 };
@@ -96,6 +103,8 @@ class Server {
   void sent(Session& receiver, std::size_t bytes);
   void done_writing(Session& receiver);
   void disconnect(Session& session);
+  void close_lingering(Session& session);
+  void serve_refused(pollfd* listener);
   void admit(int socket);
   void reject(int socket);
   void stop();
@@ -110,8 +119,42 @@ class Server {
   Hub hub_{variant};
   std::atomic<std::size_t> threads_ = 0;  // connection and writer threads running
   bool stopping_ = false;                 // guarded by room_mutex_
+  std::unordered_set<Session*> closing_;  // in close_lingering(), for stop(); guarded by room_mutex_
   Clock::time_point stopped_at_;          // set by stop(); run() reads it after joining its thread
+  // Refused clients in their short lingering close; only the accept loop touches them.
+  struct Refused {
+    int socket;
+    chat::Linger policy;
+  };
+  std::vector<Refused> refused_;
 };
+
+// Wakes a connection thread out of its ppoll() (SIGUSR1 is unblocked only there, so the
+// signal can neither be lost nor interrupt anything else). Called with its lock held.
+constexpr int wake_signal = SIGUSR1;
+void wake(Session& session) {
+  if (session.has_thread) pthread_kill(session.thread, wake_signal);
+}
+// The signal mask of a thread in ppoll(): SIGINT and SIGTERM blocked, the wake signal not.
+sigset_t wakeable_mask() {
+  sigset_t mask;
+  sigemptyset(&mask);
+  sigaddset(&mask, SIGINT);
+  sigaddset(&mask, SIGTERM);
+  return mask;
+}
+// Waits for `events` on `socket`, for the wake signal, or `timeout` (-1: none).
+// Returns revents, 0 on timeout or wake.
+short wait_for(int socket, short events, int timeout_ms) {
+  static const sigset_t mask = wakeable_mask();
+  pollfd p{socket, events, 0};
+  timespec timeout{timeout_ms / 1000, (timeout_ms % 1000) * 1'000'000L};
+  return ::ppoll(&p, 1, timeout_ms < 0 ? nullptr : &timeout, &mask) > 0 ? p.revents : 0;
+}
+int milliseconds_until(Clock::time_point when) {
+  const auto left = std::chrono::ceil<std::chrono::milliseconds>(when - Clock::now()).count();
+  return static_cast<int>(std::clamp<long long>(left, 0, 1'000'000));
+}
 
 // ---- deliver --------------------------------------------------------------------------
 
@@ -150,10 +193,16 @@ void Server::write_now(Session& receiver) {
     if (n > 0) sent(receiver, static_cast<std::size_t>(n));
     if (error == EAGAIN || error == EWOULDBLOCK) {
       lock.unlock();
-      if (!spawn([this, self = receiver.shared_from_this()] { flush(*self); })) {
-        flush(receiver);  // no thread to spare: wait here instead
+      if (spawn([this, self = receiver.shared_from_this()] { flush(*self); })) return;
+      // No thread to spare. Waiting here would make every receiver after this one (and
+      // our own client) wait on this receiver's socket: hand the writer role to the
+      // receiver's own connection thread instead, which waits on nothing else.
+      lock.lock();
+      if (!receiver.closed) {
+        receiver.handed_off = true;  // `writing` stays true: the role is passed on
+        return wake(receiver);
       }
-      return;
+      break;
     }
     if (error != 0 && error != EINTR) disconnect(receiver);  // the peer is gone
   }
@@ -178,6 +227,10 @@ void Server::flush(Session& receiver) {
     lock.lock();
     if (n > 0) sent(receiver, static_cast<std::size_t>(n));
     if (timed_out && !receiver.closed) ++hub_.counters().slow_disconnects;
+    if (timed_out && receiver.closing) {  // give up on the output; its thread still lingers
+      receiver.outbox.clear();
+      break;
+    }
     if (timed_out || (error != 0 && error != EAGAIN && error != EINTR)) disconnect(receiver);
   }
   done_writing(receiver);
@@ -209,7 +262,9 @@ void Server::sent(Session& receiver, std::size_t bytes) {
 void Server::done_writing(Session& receiver) {
   if (receiver.closed) receiver.outbox.clear();
   receiver.writing = false;
+  receiver.handed_off = false;
   receiver.written.notify_all();
+  if (receiver.closing) wake(receiver);
 }
 
 // Drops the connection: its thread's blocked recv() returns, and the thread winds down;
@@ -231,10 +286,24 @@ void Server::serve(const SessionPtr& pointer) {
   chat::LineDecoder decoder(options_.max_line);
   std::array<char, read_buffer_size> buffer;
   std::vector<SessionPtr> writers;  // receivers this thread is to write to
-  bool quit = false;  // /quit or a line too long: close once the output is written
+  bool quit = false;  // /quit or a line too long: close lingering
+  {
+    std::lock_guard lock(session.mutex);
+    session.thread = pthread_self();
+    session.has_thread = true;
+  }
   while (!quit) {
-    const ssize_t n = ::recv(session.socket, buffer.data(), buffer.size(), 0);
-    if (n < 0 && errno == EINTR) continue;
+    {
+      std::unique_lock lock(session.mutex);
+      if (session.handed_off) {  // a writer found no thread to spare: write here
+        session.handed_off = false;
+        lock.unlock();
+        flush(session);
+      }
+    }
+    if (wait_for(session.socket, POLLIN, -1) == 0) continue;  // woken
+    const ssize_t n = ::recv(session.socket, buffer.data(), buffer.size(), MSG_DONTWAIT);
+    if (n < 0 && (errno == EINTR || errno == EAGAIN)) continue;
     if (n <= 0) break;
     hub_.counters().bytes_in += static_cast<std::size_t>(n);
     const auto status = decoder.feed({buffer.data(), static_cast<std::size_t>(n)}, [&](std::string_view line) {
@@ -255,13 +324,74 @@ void Server::serve(const SessionPtr& pointer) {
     std::lock_guard lock(room_mutex_);
     hub_.exit(session);  // it receives nothing more
   }
+  if (quit) close_lingering(session);
   std::unique_lock lock(session.mutex);
-  if (!quit) disconnect(session);  // the peer is gone: drop what is queued
-  session.written.wait(lock, [&] { return !session.writing; });  // /quit: queued output first
+  disconnect(session);  // the peer is gone (drop what is queued), or lingering is over
+  if (session.handed_off) done_writing(session);  // the role was ours: nobody else has it
+  session.written.wait(lock, [&] { return !session.writing; });
   session.closed = true;
+  session.has_thread = false;
   session.outbox.clear();
   lock.unlock();
   ::close(session.socket);
+}
+
+// /quit or a line too long: the lingering close (chat/linger.hpp). While the queued output
+// is written (by its writer thread, or here when the role was handed to this thread),
+// read and discard; then FIN, then discard until EOF, the deadline or --linger-bytes.
+void Server::close_lingering(Session& session) {
+  {
+    std::lock_guard lock(room_mutex_);
+    if (stopping_) return;
+    closing_.insert(&session);  // so that stop() can cut it short
+  }
+  ++hub_.counters().lingering;
+  chat::Linger policy(options_);
+  std::array<char, read_buffer_size> buffer;
+  bool reading = true;  // until EOF: a socket at EOF is always readable
+  const auto discard = [&] {
+    const ssize_t n = ::recv(session.socket, buffer.data(), buffer.size(), MSG_DONTWAIT);
+    if (n < 0 && (errno == EINTR || errno == EAGAIN)) return true;
+    if (n <= 0) return false;
+    hub_.counters().bytes_in += static_cast<std::size_t>(n);
+    return policy.discarded(static_cast<std::size_t>(n), Clock::now());
+  };
+  std::unique_lock lock(session.mutex);
+  session.closing = true;
+  while (session.writing && !session.closed) {
+    const bool mine = session.handed_off;  // else another thread writes, and wakes us
+    const auto deadline = session.progress + options_.write_timeout;
+    if (mine && Clock::now() >= deadline) {  // the write timeout gives up on the output
+      ++hub_.counters().slow_disconnects;
+      session.outbox.clear();
+      done_writing(session);
+      break;
+    }
+    std::array<iovec, gather_limit> iov;
+    const msghdr message = gather(session, iov);
+    lock.unlock();
+    const short events = static_cast<short>((reading ? POLLIN : 0) | (mine ? POLLOUT : 0));
+    const short ready = wait_for(session.socket, events, mine ? milliseconds_until(deadline) : -1);
+    if (ready & POLLIN) reading = discard();
+    const ssize_t n = (ready & POLLOUT) ? ::sendmsg(session.socket, &message, MSG_DONTWAIT | MSG_NOSIGNAL) : 0;
+    const int error = n < 0 ? errno : 0;
+    lock.lock();
+    if (n > 0) sent(session, static_cast<std::size_t>(n));
+    if (ready & (POLLERR | POLLHUP)) reading = false;
+    if (error != 0 && error != EAGAIN && error != EINTR) disconnect(session);
+    if (mine && session.outbox.empty()) done_writing(session);
+  }
+  const bool linger = !session.closed && reading;
+  lock.unlock();
+  if (linger) {
+    ::shutdown(session.socket, SHUT_WR);
+    policy.drained(Clock::now());
+    while (wait_for(session.socket, POLLIN, milliseconds_until(policy.deadline())) != 0 && discard()) {
+    }
+  }
+  --hub_.counters().lingering;
+  std::lock_guard room_lock(room_mutex_);
+  closing_.erase(&session);
 }
 
 // One line: the hub relays it under the room lock; the receivers this thread became the
@@ -311,6 +441,8 @@ void Server::run() {
   });
   chat::Backoff backoff;
   for (;;) {
+    pollfd listener{listener_, POLLIN, 0};
+    if (!refused_.empty() && (serve_refused(&listener), (listener.revents & POLLIN) == 0)) continue;
     const int socket = ::accept4(listener_, nullptr, nullptr, SOCK_CLOEXEC);
     if (socket < 0) {
       if (chat::is_resource_exhaustion(errno)) {
@@ -324,6 +456,7 @@ void Server::run() {
     backoff.reset();
     admit(socket);
   }
+  for (const Refused& r : refused_) ::close(r.socket);
   signal_waiter.join();
   // From the signal, not from now: the accept loop may have been in a back-off sleep.
   const auto deadline = stopped_at_ + std::chrono::milliseconds(1500);
@@ -336,7 +469,7 @@ void Server::admit(int socket) {
   auto session = std::make_shared<Session>(socket, options_.max_pending);
   {
     std::lock_guard lock(room_mutex_);
-    if (stopping_ || (options_.max_clients != 0 && hub_.counters().clients >= options_.max_clients)) {
+    if (stopping_ || chat::server_full(hub_.counters(), options_.max_clients)) {
       return reject(socket);
     }
     hub_.enter(*session);  // before its thread runs, so that --max-clients counts it
@@ -349,12 +482,12 @@ void Server::admit(int socket) {
     // It was in the lobby meanwhile: a thread may have queued a line for it and be its
     // writer. As in serve(), the descriptor is closed only once no writer is left, or
     // that writer could write to the next client given the same number. A busy writer
-    // is stopped by disconnect() (this client then gets no server-full reply). With no
-    // thread to spare, that writer may be flushing other receivers inline first, so the
-    // accept loop can wait here a few --write-timeout-ms.
+    // is stopped by disconnect() (this client then gets no server-full reply). No writer
+    // ever waits on a socket of someone else's (write_now), so this wait is short.
     std::unique_lock lock(session->mutex);
     if (session->writing) disconnect(*session);
     session->closed = true;
+    if (session->handed_off) done_writing(*session);  // handed to a thread that never came
     session->written.wait(lock, [&] { return !session->writing; });
     session->outbox.clear();
     lock.unlock();
@@ -362,13 +495,50 @@ void Server::admit(int socket) {
   }
 }
 
-// /error server-full, then close. The socket is fresh, so its buffer takes the reply.
+// /error server-full, then a short lingering close (Linger::refused_linger) that the accept
+// loop drives: no thread is spent on a client refused perhaps for want of threads. The
+// socket is fresh, so its buffer takes the reply.
 void Server::reject(int socket) {
   const std::string& reply = *chat::replies::server_full();
   const ssize_t n = ::send(socket, reply.data(), reply.size(), MSG_DONTWAIT | MSG_NOSIGNAL);
   if (n > 0) hub_.counters().bytes_out += static_cast<std::size_t>(n);
   ++hub_.counters().rejected;
-  ::close(socket);
+  ::shutdown(socket, SHUT_WR);
+  refused_.push_back({socket, chat::Linger(options_, true)});
+  refused_.back().policy.drained(Clock::now());
+  ++hub_.counters().lingering;
+}
+
+// One wait of the accept loop while refused clients linger: for the listener, their input
+// (read and discarded) or the nearest deadline. Closes those that are done.
+void Server::serve_refused(pollfd* listener) {
+  std::vector<pollfd> waits{*listener};
+  auto nearest = refused_.front().policy.deadline();
+  for (const Refused& r : refused_) {
+    waits.push_back({r.socket, POLLIN, 0});
+    nearest = std::min(nearest, r.policy.deadline());
+  }
+  ::poll(waits.data(), waits.size(), milliseconds_until(nearest));
+  listener->revents = waits[0].revents;
+  std::size_t kept = 0;
+  for (std::size_t i = 0; i < refused_.size(); ++i) {
+    Refused& r = refused_[i];
+    bool done = Clock::now() >= r.policy.deadline();
+    if (!done && waits[i + 1].revents != 0) {
+      std::array<char, read_buffer_size> buffer;
+      const ssize_t n = ::recv(r.socket, buffer.data(), buffer.size(), MSG_DONTWAIT);
+      if (n > 0) hub_.counters().bytes_in += static_cast<std::size_t>(n);
+      done = n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR) ||
+             (n > 0 && !r.policy.discarded(static_cast<std::size_t>(n), Clock::now()));
+    }
+    if (done) {
+      ::close(r.socket);
+      --hub_.counters().lingering;
+    } else {
+      refused_[kept++] = r;
+    }
+  }
+  refused_.erase(refused_.begin() + static_cast<std::ptrdiff_t>(kept), refused_.end());
 }
 
 // Runs body on a detached thread of --stack-size; false if the system has none to give.
@@ -410,6 +580,8 @@ void Server::stop() {
     std::lock_guard session_lock(session.mutex);
     disconnect(session);
   });
+  // Lingering ones: their reads end (EOF) and their writes fail, and their threads close.
+  for (Session* session : closing_) ::shutdown(session->socket, SHUT_RDWR);
 }
 
 }  // namespace
@@ -427,8 +599,12 @@ int main(int argc, char** argv) {
   sigemptyset(&signals);
   sigaddset(&signals, SIGINT);
   sigaddset(&signals, SIGTERM);
+  sigaddset(&signals, wake_signal);  // unblocked only inside wait_for()
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
   ::signal(SIGPIPE, SIG_IGN);
+  struct sigaction wake_action {};
+  wake_action.sa_handler = [](int) {};  // only to interrupt ppoll(); no SA_RESTART
+  sigaction(wake_signal, &wake_action, nullptr);
   try {
     Server server(options, stack_size);
     chat::announce_listening(options.bind, server.port(), variant);

@@ -25,6 +25,7 @@
 #include <boost/json.hpp>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <random>
@@ -420,6 +421,21 @@ TEST(Exhaustion, OutOfDescriptorsBacksOffAndRecovers) {
   EXPECT_EQ(first[1].read_line(5s), "late but in");
 }
 
+// SIGTERM still ends the server within 2 s while connections linger (for 60 s, else).
+TEST(LingeringClose, SigtermEndsLingeringConnections) {
+  ServerProcess server({"--max-line", "64", "--linger-ms", "60000"});
+  Watcher watcher(server);
+  std::vector<Client> offenders;
+  for (int i = 0; i < 50; ++i) {
+    offenders.emplace_back(server.port());
+    offenders.back().send(std::string(100, 'z'));
+  }
+  EXPECT_TRUE(eventually([&] { return watcher.stat("lingering") == 50; }));
+  EXPECT_EQ(watcher.stat("clients"), 1u);
+  server.signal(SIGTERM);
+  EXPECT_TRUE(server.wait_exit(2s).has_value()) << "still running 2 s after SIGTERM";
+}
+
 // ---- thread exhaustion (threads) -----------------------------------------------------
 
 // RLIMIT_NPROC (threads count against it) binds only unprivileged users, so the server
@@ -454,6 +470,195 @@ TEST(Exhaustion, OutOfThreadsRefusesTheExtraClients) {
   Client again(server.port());
   again.send_line("in again");
   EXPECT_EQ(clients[0].read_line(), "in again");
+}
+
+// ---- lingering close (issue 16) -----------------------------------------------------
+
+// What a client gets once the server has closed on it: every byte up to the end, and
+// whether that end was a clean EOF (error 0) or a reset (ECONNRESET); read raw, so that
+// nothing buffered in a Client is lost.
+struct Ending {
+  std::string data;
+  int error = 0;
+  bool timed_out = false;
+};
+Ending read_to_end(int fd, std::chrono::milliseconds timeout) {
+  Ending end;
+  const auto deadline = Clock::now() + timeout;
+  std::vector<char> buffer(64 * 1024);
+  for (;;) {
+    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
+    pollfd p{fd, POLLIN, 0};
+    if (left.count() <= 0 || ::poll(&p, 1, static_cast<int>(left.count())) == 0) {
+      end.timed_out = true;
+      return end;
+    }
+    const ssize_t n = ::recv(fd, buffer.data(), buffer.size(), 0);
+    if (n > 0) {
+      end.data.append(buffer.data(), static_cast<std::size_t>(n));
+    } else if (n == 0 || errno != EINTR) {
+      end.error = n == 0 ? 0 : errno;
+      return end;
+    }
+  }
+}
+
+// Sends everything, ignoring a server that has gone (EPIPE, ECONNRESET): the flood of a
+// client that does not care whether it is heard.
+void flood(int fd, std::size_t bytes) {
+  const std::string chunk(64 * 1024, 'x');
+  while (bytes > 0) {
+    const ssize_t n = ::send(fd, chunk.data(), std::min(bytes, chunk.size()), MSG_NOSIGNAL);
+    if (n <= 0) return;
+    bytes -= static_cast<std::size_t>(n);
+  }
+}
+
+// Queues `lines` lines of 1000 bytes for `receiver` (not reading), from a sender in its
+// room; returns them as the receiver must get them. /stats from the sender returns only
+// once every line it sent has been queued.
+std::string queue_backlog(const ServerProcess& server, Client& receiver, Client& sender, std::size_t lines) {
+  receiver.send_line("/join backlog");
+  EXPECT_EQ(receiver.read_line(), "/joined backlog");
+  sender.send_line("/join backlog");
+  EXPECT_EQ(sender.read_line(), "/joined backlog");
+  std::string expected;
+  std::string batch;
+  for (std::size_t i = 0; i < lines; ++i) {
+    std::string line = "line " + std::to_string(i) + " ";
+    line.resize(999, '.');
+    expected += line + "\n";
+    batch += line + "\n";
+  }
+  sender.send(batch);
+  (void)server;
+  sender.stats();
+  return expected;
+}
+
+// A client with 2 MB of room traffic queued floods 1 MB past --max-line without reading,
+// then reads: the whole backlog, then the reason it is dropped, then EOF, not a reset.
+TEST(LingeringClose, LineTooLongAfterBacklogEndsInEofNotReset) {
+  ServerProcess server({"--max-pending", "16777216", "--write-timeout-ms", "30000"});
+  Client receiver(server.port(), {.receive_buffer = 4096});
+  Client sender(server.port());
+  const std::string expected = queue_backlog(server, receiver, sender, 2000);
+  flood(receiver.fd(), 4096 + (1 << 20));
+  const Ending end = read_to_end(receiver.fd(), 20s);
+  EXPECT_FALSE(end.timed_out);
+  EXPECT_EQ(end.error, 0) << "the connection ended with " << std::strerror(end.error);
+  EXPECT_EQ(end.data.size(), expected.size() + 21) << "bytes received";
+  EXPECT_TRUE(end.data == expected + "/error line-too-long\n") << "the backlog and the reply, in order";
+}
+
+// The same for /quit, sent with 1 MB still queued and followed by 1 MB more input.
+TEST(LingeringClose, QuitAfterBacklogEndsInEofNotReset) {
+  ServerProcess server({"--max-pending", "16777216", "--write-timeout-ms", "30000"});
+  Client receiver(server.port(), {.receive_buffer = 4096});
+  Client sender(server.port());
+  const std::string expected = queue_backlog(server, receiver, sender, 1000);
+  receiver.send_line("/quit");
+  flood(receiver.fd(), 1 << 20);
+  const Ending end = read_to_end(receiver.fd(), 20s);
+  EXPECT_FALSE(end.timed_out);
+  EXPECT_EQ(end.error, 0) << "the connection ended with " << std::strerror(end.error);
+  EXPECT_EQ(end.data.size(), expected.size()) << "bytes received";
+  EXPECT_TRUE(end.data == expected) << "the backlog, in order";
+}
+
+// 1 000 clients each send an over-long line (and more) and then neither read nor close.
+// Each must get its reply and a clean EOF, and every descriptor must be released within
+// write timeout + linger + 1 s, with RSS bounded.
+TEST(LingeringClose, ThousandSilentOffendersReleaseEveryDescriptor) {
+  ServerProcess server({"--max-line", "64", "--write-timeout-ms", "1000"});  // --linger-ms 1000
+  Watcher watcher(server);
+  const std::size_t descriptors = open_descriptors(server.pid());
+  const std::size_t rss_before = server.rss_bytes();
+  PeakRss peak(server);
+  constexpr std::size_t kClients = 1000;
+  std::vector<Client> offenders;
+  for (std::size_t i = 0; i < kClients; ++i) {
+    offenders.emplace_back(server.port());
+    flood(offenders.back().fd(), 100 * 1024);  // more than one read of the server's
+  }
+  EXPECT_TRUE(eventually([&] { return open_descriptors(server.pid()) <= descriptors; }, 3s))
+      << open_descriptors(server.pid()) - descriptors << " descriptors still open";
+  EXPECT_EQ(watcher.stat("clients"), 1u);
+  const std::size_t grown = peak.stop() - std::min(rss_before, peak.stop());
+  measure("linger_1000_offenders_peak_rss_growth", mib(grown));
+  if (!sanitized()) {
+    EXPECT_LT(grown, 64u << 20) << "RSS grew by " << mib(grown);
+  }
+  std::size_t clean = 0;
+  for (Client& c : offenders) {
+    const Ending end = read_to_end(c.fd(), 1s);
+    clean += !end.timed_out && end.error == 0 && end.data == "/error line-too-long\n";
+  }
+  EXPECT_EQ(clean, kClients) << "offenders that got their reply and then a clean EOF";
+  EXPECT_EQ(watcher.stat("lingering"), 0u);
+}
+
+// Out of threads, a writer that finds a receiver's socket full cannot get it a writer
+// thread. It must not wait on that socket itself: the receivers it writes for after it,
+// healthy and reading, would wait too, and be disconnected as slow. Here S never reads.
+// X sends, 4096 bytes at a time (one read of the server's), a line to room a (S) and then
+// one to room b (H, Y), so that once S is full, H is always among the receivers X's
+// thread writes for after S. Y then sends 1 MB to room b, more than H may have queued.
+// H reads all along: only S may be counted slow.
+TEST(Exhaustion, OutOfThreadsNeverBlamesAHealthyReceiver) {
+  if (server_command().variant != "threads") GTEST_SKIP() << "only chat-threads spends a thread per client";
+  ServerProcess server(
+      Wrapper{{"prlimit", "--nproc=40", "setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"}},
+      {"--write-timeout-ms", "5000", "--max-pending", "262144"});
+  Watcher watcher(server);
+  std::vector<Client> fillers;
+  for (int i = 0; i < 80; ++i) {  // use up every thread
+    fillers.emplace_back(server.port());
+    if (fillers.back().read_line(100ms) == "/error server-full") {
+      fillers.pop_back();
+      break;
+    }
+  }
+  ASSERT_GE(fillers.size(), 4u);
+  for (int i = 0; i < 4; ++i) fillers.pop_back();  // room for exactly S, H, X and Y
+  ASSERT_TRUE(eventually([&] { return watcher.stat("clients") == fillers.size() + 1; }));
+  const auto joined = [&](Client c, const std::string& room) {
+    c.send_line("/join " + room);
+    EXPECT_EQ(c.read_line(), "/joined " + room);
+    return c;
+  };
+  Client slow = joined(Client(server.port(), {.receive_buffer = 4096}), "a");
+  Client healthy = joined(Client(server.port()), "b");
+  Client x(server.port());
+  Client y = joined(Client(server.port()), "b");
+  // Everyone but S reads all along; H counts its lines.
+  std::atomic<int> heard = 0;
+  std::vector<std::thread> readers;
+  readers.emplace_back([&] {
+    while (healthy.read_line(20s)) ++heard;
+  });
+  for (Client* c : {&x, &y}) {
+    readers.emplace_back([c] {
+      while (c->read_line(20s)) {
+      }
+    });
+  }
+  constexpr int kPatterns = 1500;
+  std::string pattern = "/join a\n" + std::string(3000, 'a') + "\n/join b\n";
+  pattern += std::string(4096 - pattern.size() - 1, 'b') + "\n";
+  for (int i = 0; i < kPatterns; ++i) {
+    x.send(pattern);
+    std::this_thread::sleep_for(1ms);  // one pattern per read of the server's
+  }
+  constexpr int kLinesFromY = 1000;
+  std::string batch;
+  for (int i = 0; i < kLinesFromY; ++i) batch += std::string(999, 'y') + "\n";
+  y.send(batch);
+  const bool all = eventually([&] { return heard == kPatterns + kLinesFromY; }, 30s);
+  EXPECT_TRUE(all) << "the healthy receiver heard " << heard << " of " << kPatterns + kLinesFromY << " lines";
+  EXPECT_LE(watcher.stat("slow_disconnects"), 1u) << "a healthy receiver was counted as slow";
+  for (Client* c : {&healthy, &x, &y}) ::shutdown(c->fd(), SHUT_RDWR);
+  for (std::thread& t : readers) t.join();
 }
 
 // ---- abrupt endings ------------------------------------------------------------------

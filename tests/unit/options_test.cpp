@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "chat/backoff.hpp"
+#include "chat/linger.hpp"
 
 namespace chat {
 namespace {
@@ -52,6 +53,26 @@ TEST(OptionsDeathTest, BadValuesExitWithAnError) {
   EXPECT_EXIT(parse({"--port", "70000"}), failed, "port");
   EXPECT_EXIT(parse({"--write-timeout-ms", "-1"}), failed, "write-timeout-ms");
   EXPECT_EXIT(parse({"--frobnicate"}), failed, "frobnicate");
+}
+
+// The lingering close (chat/linger.hpp): its options and the policy's deadline and limit.
+TEST(Linger, OptionsDeadlineAndByteLimit) {
+  EXPECT_EQ(parse({}).linger, std::chrono::milliseconds(1000));
+  EXPECT_EQ(parse({}).linger_bytes, 4194304u);
+  const auto o = parse({"--linger-ms", "500", "--linger-bytes", "10"});
+  EXPECT_EQ(o.linger, std::chrono::milliseconds(500));
+  EXPECT_EQ(o.linger_bytes, 10u);
+  const auto t0 = Linger::Clock::now();
+  Linger closing(o);
+  EXPECT_TRUE(closing.discarded(1000, t0));  // draining: the write timeout bounds it
+  closing.drained(t0);
+  EXPECT_EQ(closing.deadline(), t0 + std::chrono::milliseconds(500));
+  EXPECT_TRUE(closing.discarded(9, t0));
+  EXPECT_FALSE(closing.discarded(1, t0));  // --linger-bytes reached
+  Linger refused(o, true);
+  refused.drained(t0);
+  EXPECT_EQ(refused.deadline(), t0 + Linger::refused_linger);
+  EXPECT_FALSE(refused.discarded(1, t0 + Linger::refused_linger));
 }
 
 TEST(Backoff, DoublesFromTenMillisecondsToOneSecondAndResets) {

@@ -80,7 +80,7 @@ TEST_F(HubTest, StatsLineHasEveryKey) {
   const std::string line = *say(a, "/stats").reply;
   EXPECT_EQ(line,
             "/stats variant=test clients=3 rooms=1 lines_in=1 lines_out=0 bytes_in=5 bytes_out=0 "
-            "slow_disconnects=0 rejected=0\n");
+            "slow_disconnects=0 rejected=0 lingering=0\n");
 }
 
 TEST_F(HubTest, ExitStopsDeliveryAndCountsDown) {

@@ -18,6 +18,7 @@ struct Counters {
   Count bytes_out{};
   Count slow_disconnects{};
   Count rejected{};
+  Count lingering{};  // closing (chat/linger.hpp): out of `clients`, still held
 };
 
 // "/stats variant=NAME clients=… rooms=… …" without the LF; also what a server prints to
@@ -37,7 +38,14 @@ std::string stats_line(std::string_view variant, const Counters<Count>& c, std::
   field(line, "bytes_out", c.bytes_out);
   field(line, "slow_disconnects", c.slow_disconnects);
   field(line, "rejected", c.rejected);
+  field(line, "lingering", c.lingering);
   return line;
+}
+
+// --max-clients: a lingering connection still holds its descriptor, so it still counts.
+template <class Count>
+bool server_full(const Counters<Count>& c, std::size_t max_clients) {
+  return max_clients != 0 && c.clients + c.lingering >= max_clients;
 }
 
 }  // namespace chat

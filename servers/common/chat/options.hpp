@@ -21,6 +21,8 @@ struct ServerOptions {
   std::size_t max_pending = 1048576;
   std::chrono::milliseconds write_timeout{5000};
   std::size_t max_clients = 0;  // 0: as many as the process can hold
+  std::chrono::milliseconds linger{1000};  // lingering close (chat/linger.hpp)
+  std::size_t linger_bytes = 4194304;
 };
 
 // Parses the shared options; add_own adds the variant's own (e.g. --stack-size). On

@@ -7,11 +7,14 @@
 #include <array>
 #include <boost/asio.hpp>
 #include <chrono>
+#include <boost/intrusive/list.hpp>
 #include <cstdint>
+#include <memory>
 #include <span>
 #include <string_view>
 
 #include "chat/counters.hpp"
+#include "chat/linger.hpp"
 #include "chat/message.hpp"
 #include "chat/options.hpp"
 #include "chat/outbox.hpp"
@@ -94,13 +97,134 @@ inline std::chrono::milliseconds sweep_interval(const ServerOptions& options) {
   return std::max(options.write_timeout / 10, std::chrono::milliseconds(1));
 }
 
-// A client over --max-clients: tell it why, best effort, and close it. Counted in rejected.
-inline void refuse(Socket& socket, Counts& counts) {
-  boost::system::error_code ignored;
-  socket.non_blocking(true);
-  counts.bytes_out += socket.write_some(asio::buffer(*replies::server_full()), ignored);
-  socket.close(ignored);
+// A connection whose close is decided (chat/linger.hpp): it takes over the socket and what
+// is still queued for it, and drives the lingering close on its own timer, outside any
+// room. Counted in `lingering` from construction to close. Written with completion
+// callbacks, which both Asio variants can run: it never waits on anything but its own
+// socket and timer, so how the variant waits elsewhere does not matter here.
+using CloserHook =
+    boost::intrusive::list_base_hook<boost::intrusive::link_mode<boost::intrusive::auto_unlink>>;
+
+class Closer : public CloserHook, public std::enable_shared_from_this<Closer> {
+ public:
+  // `eof`: the peer already ended its stream (read nothing more).
+  Closer(Socket socket, Outbox outbox, const ServerOptions& options, Counts& counts,
+         bool refused = false, bool eof = false)
+      : socket_(std::move(socket)),
+        timer_(socket_.get_executor()),
+        outbox_(std::move(outbox)),
+        linger_(options, refused),
+        write_timeout_(options.write_timeout),
+        counts_(counts),
+        eof_(eof) {
+    ++counts_.lingering;
+  }
+
+  void start() {
+    progress_ = Clock::now();
+    if (!eof_) read();
+    write();
+  }
+
+  // Closes at once (shutdown, or the peer is gone); the pending waits end aborted.
+  void close() {
+    if (closed_) return;
+    closed_ = true;
+    --counts_.lingering;
+    boost::system::error_code ignored;
+    socket_.close(ignored);
+    timer_.cancel();
+    outbox_.clear();
+    unlink();
+  }
+
+ private:
+  void read() {
+    socket_.async_wait(Socket::wait_read, [self = shared_from_this()](boost::system::error_code error) {
+      if (!error) self->on_readable();
+    });
+  }
+
+  void on_readable() {
+    if (closed_) return;
+    thread_local std::array<char, 16 * 1024> discard;
+    boost::system::error_code error;
+    const std::size_t size = socket_.read_some(asio::buffer(discard), error);
+    if (error == asio::error::would_block) return read();
+    if (error == asio::error::eof) {
+      eof_ = true;
+      if (linger_.lingering()) close();  // all done: the peer has read its FIN
+      return;                            // else close once drained
+    }
+    if (error) return close();  // reset: nothing more can reach the peer
+    counts_.bytes_in += size;
+    if (!linger_.discarded(size, Clock::now())) return close();
+    read();
+  }
+
+  void write() {
+    if (closed_ || linger_.lingering()) return;
+    const auto error = write_queued(socket_, outbox_, counts_);
+    if (error && error != asio::error::would_block) return close();  // the peer is gone
+    const auto now = Clock::now();
+    if (!error) progress_ = now;
+    if (outbox_.empty()) return drained(now);
+    socket_.async_wait(Socket::wait_write, [self = shared_from_this()](boost::system::error_code error) {
+      if (!error) self->write();
+    });
+    arm(progress_ + write_timeout_);
+  }
+
+  // Output written, or given up on: FIN after it, then the linger deadline.
+  void drained(Clock::time_point now) {
+    if (eof_) return close();
+    boost::system::error_code ignored;
+    socket_.shutdown(Socket::shutdown_send, ignored);
+    linger_.drained(now);
+    arm(linger_.deadline());
+  }
+
+  void arm(Clock::time_point when) {
+    timer_.expires_at(when);
+    timer_.async_wait([self = shared_from_this()](boost::system::error_code error) {
+      if (!error) self->on_timer();
+    });
+  }
+
+  void on_timer() {
+    if (closed_) return;
+    const auto now = Clock::now();
+    if (linger_.lingering()) return close();  // the deadline
+    if (now - progress_ < write_timeout_) return arm(progress_ + write_timeout_);
+    ++counts_.slow_disconnects;  // the write timeout gives up on the queued output
+    socket_.cancel();            // the write wait ends aborted (and the read wait: resume it)
+    outbox_.clear();
+    drained(now);
+    if (!eof_ && !closed_) read();
+  }
+
+  Socket socket_;
+  Timer timer_;
+  Outbox outbox_;
+  Linger linger_;
+  std::chrono::milliseconds write_timeout_;
+  Counts& counts_;
+  Clock::time_point progress_{};  // the peer last took bytes
+  bool eof_ = false;
+  bool closed_ = false;
+};
+using CloserList = boost::intrusive::list<Closer, boost::intrusive::constant_time_size<false>>;
+
+// A client over --max-clients: tell it why, linger briefly (Linger::refused_linger), close.
+// Counted in rejected.
+inline void refuse(Socket socket, const ServerOptions& options, Counts& counts, CloserList& closers) {
   ++counts.rejected;
+  prepare(socket);
+  Outbox reply(options.max_pending);
+  (void)reply.push(replies::server_full(), Outbox::Kind::reply);
+  auto closer = std::make_shared<Closer>(std::move(socket), std::move(reply), options, counts, true);
+  closers.push_back(*closer);
+  closer->start();
 }
 
 }  // namespace chat::net
