@@ -66,7 +66,7 @@ std::string describe(const CLI::App& app, const CLI::ParseError& error) {
       names += (names.empty() ? "" : ", ") + sub->get_name();
     }
     const auto rest = app.remaining();
-    what = (rest.empty() ? "missing" : in_quotes(rest.front()) + " is not") + " one of: " + names;
+    what = (rest.empty() ? std::string("needs") : in_quotes(rest.front()) + " is not") + " one of: " + names;
   }
   for (char& c : what) {
     if (c == '\n') c = ' ';
