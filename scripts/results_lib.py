@@ -4,6 +4,7 @@ docs/methodology.md defines every column."""
 import csv
 import json
 import statistics
+import sys
 from pathlib import Path
 
 VARIANTS = ["threads", "fibers", "asio", "coro", "eventlet"]
@@ -304,3 +305,22 @@ def idle_series(rows, config, column):
 
 def failures(rows):
     return [r for r in rows if r["status"] != "ok"]
+
+
+def results_dir_argument(prog):
+    """The one argument of plot.py and report.py: a results directory with results.csv.
+    --help prints the usage; anything else wrong is a usage error (exit 2)."""
+    usage = f"usage: scripts/{prog} RESULTS_DIR   (a directory written by scripts/run_all.sh)"
+    args = sys.argv[1:]
+    if args in (["-h"], ["--help"]):
+        print(usage)
+        sys.exit(0)
+    if len(args) != 1 or args[0].startswith("-"):
+        problem = f"expects one RESULTS_DIR, got {len(args)} arguments" if len(args) != 1 else f"unknown option {args[0]}"
+    elif not (Path(args[0]) / "results.csv").is_file():
+        problem = f"no {Path(args[0]) / 'results.csv'}"
+    else:
+        return Path(args[0])
+    print(f"{prog}: {problem}", file=sys.stderr)
+    print(usage, file=sys.stderr)
+    sys.exit(2)
