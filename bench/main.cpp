@@ -4,7 +4,9 @@
 
 #include <sys/resource.h>
 
+#include <chatbench/cli.hpp>
 #include <cstring>
+#include <iostream>
 #include <string>
 #include <vector>
 
@@ -40,12 +42,21 @@ int main(int argc, char** argv) {
     if (std::strcmp(argv[i], "--smoke") == 0) {
       smoke = true;
     } else {
+      if (std::strcmp(argv[i], "--help") == 0 || std::strcmp(argv[i], "-h") == 0) {
+        // Google Benchmark prints its flags and exits 0; ours and the docs first.
+        std::cout << "usage: microbench [--smoke] [Google Benchmark flags below]\n"
+                     "  --smoke  small sizes, for a quick check\n"
+                     "More in docs/microbench.md; exit statuses in docs/exit-status.md.\n";
+      }
       arguments.push_back(argv[i]);
     }
   }
   int argument_count = static_cast<int>(arguments.size());
   benchmark::Initialize(&argument_count, arguments.data());
-  if (benchmark::ReportUnrecognizedArguments(argument_count, arguments.data())) return 1;
+  // It names what it did not take, and so does a flag with a bad value.
+  if (benchmark::ReportUnrecognizedArguments(argument_count, arguments.data())) {
+    return chatbench::cli::exit_usage;
+  }
 
   Sizes sizes;
   if (smoke) sizes = {.idle_units = 100, .fanout = {10, 100}, .sockets = {100}};

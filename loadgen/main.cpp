@@ -1,11 +1,15 @@
 // loadgen: drives a chat server (SPEC §1) and reports what it measured (SPEC §3).
+#include <arpa/inet.h>
+#include <sys/resource.h>
+
 #include <CLI/CLI.hpp>
 #include <charconv>
+#include <chatbench/cli.hpp>
 #include <csignal>
 #include <cstdio>
+#include <filesystem>
 #include <fstream>
 #include <iostream>
-#include <sys/resource.h>
 
 #include "engine.hpp"
 #include "report.hpp"
@@ -15,22 +19,58 @@ namespace {
 
 using namespace loadgen;
 
-// Exit statuses (docs/loadgen.md): 0 measured, 1 internal error, 2 usage,
-// 4 the server died during a --find-ceiling search (the report is still written).
-constexpr int exit_usage = 2;
-constexpr int exit_server_died = 4;
+namespace cli = chatbench::cli;
+
+// Exit statuses of a run that wrote its report (docs/exit-status.md).
+constexpr int exit_usage = 2;      // also cli::parse's status
+constexpr int exit_no_client = 3;    // not one client connected: the report measured nothing
+constexpr int exit_server_died = 4;  // during a --find-ceiling search
+
+// --server-pid: a process there is to sample.
+const CLI::Validator running_process(
+    [](std::string& pid) {
+      return std::filesystem::exists("/proc/" + pid) ? std::string() : "no process " + pid + " (no /proc/" + pid + ")";
+    },
+    "running");
+
+// --json: a file in a directory there is, so that a long run is not lost at the end.
+const CLI::Validator writable_path(
+    [](std::string& path) {
+      const auto parent = std::filesystem::path(path).parent_path();
+      return parent.empty() || std::filesystem::is_directory(parent) ? std::string() : "no directory " + parent.string();
+    },
+    "");
+
+// --source-ips: A.B.C.D or A.B.C.D-A.B.C.E, first <= last, at most 65536 addresses.
+const CLI::Validator address_range(
+    [](std::string& text) {
+      const auto dash = text.find('-');
+      in_addr first{}, last{};
+      if (inet_pton(AF_INET, text.substr(0, dash).c_str(), &first) == 1 &&
+          inet_pton(AF_INET, dash == std::string::npos ? text.c_str() : text.substr(dash + 1).c_str(), &last) == 1 &&
+          ntohl(first.s_addr) <= ntohl(last.s_addr) && ntohl(last.s_addr) - ntohl(first.s_addr) < 65536) {
+        return std::string();
+      }
+      return "'" + text + "' is not an IPv4 address or a range of up to 65536 of them (e.g. 127.0.0.1-127.0.0.8)";
+    },
+    "A.B.C.D[-A.B.C.E]");
+
+// Ceilings far above any use, low enough that no count or deadline overflows.
+constexpr std::int64_t most_clients = 1'000'000;
+constexpr double most_seconds = 86'400;  // a day
 
 void add_common_options(CLI::App& command, Options& o) {
-  command.add_option("--host", o.host, "server IPv4 address")->capture_default_str();
-  command.add_option("--port", o.port, "server port")->capture_default_str();
-  command.add_option("--clients", o.clients, "connections to open")->capture_default_str();
-  command.add_option("--server-pid", o.server_pid, "server process to sample (/proc/PID)");
-  command.add_option("--json", o.json_path, "write the JSON report to this file");
-  command.add_option("--threads", o.threads, "worker threads, each with its own connections")->capture_default_str()->check(CLI::Range(1u, 256u));
-  command.add_option("--connect-concurrency", o.connect_concurrency, "connects in flight at once")->capture_default_str()->check(CLI::Range(1u, 100000u));
-  command.add_option("--source-ips", o.source_ips, "source addresses, e.g. 127.0.0.1-127.0.0.8, spread over connections");
-  command.add_option("--connect-timeout-s", o.connect_timeout_s, "deadline of each connect or join phase")->capture_default_str();
-  command.add_option("--drain-s", o.drain_s, "deadline for lines still in flight after sending stops")->capture_default_str();
+  command.add_option("--host", o.host, "server IPv4 address")->capture_default_str()->check(cli::ip_address(false));
+  command.add_option("--port", o.port, "server port")->capture_default_str()->check(cli::integer(1, 65535));
+  command.add_option("--clients", o.clients, "connections to open")->capture_default_str()->check(cli::integer(1, most_clients));
+  command.add_option("--server-pid", o.server_pid, "server process to sample (/proc/PID)")
+      ->check(cli::integer(1, 1 << 22))->check(running_process);
+  command.add_option("--json", o.json_path, "write the JSON report to this file")->check(writable_path);
+  command.add_option("--threads", o.threads, "worker threads, each with its own connections")->capture_default_str()->check(cli::integer(1, 256));
+  command.add_option("--connect-concurrency", o.connect_concurrency, "connects in flight at once")->capture_default_str()->check(cli::integer(1, 100000));
+  command.add_option("--source-ips", o.source_ips, "source addresses, e.g. 127.0.0.1-127.0.0.8, spread over connections")->check(address_range);
+  command.add_option("--connect-timeout-s", o.connect_timeout_s, "deadline of each connect or join phase")->capture_default_str()->check(cli::number(0, false, most_seconds));
+  command.add_option("--drain-s", o.drain_s, "deadline for lines still in flight after sending stops")->capture_default_str()->check(cli::number(0, true, most_seconds));
   command.add_flag("--quiet", o.quiet, "no progress line");
   command
       .add_option_function<std::string>(
@@ -91,41 +131,41 @@ std::vector<std::string> preflight(const Options& o) {
 
 int main(int argc, char** argv) {
   Options options;
-  CLI::App app{"loadgen: drives a chat server and measures it (idle | broadcast | chat)"};
+  CLI::App app{"loadgen: drives a chat server and measures it (idle | broadcast | chat)", "loadgen"};
   app.require_subcommand(1);
 
   auto* idle = app.add_subcommand("idle", "ramp connections in steps, hold, sample memory at each step");
   add_common_options(*idle, options);
-  idle->add_option("--steps", options.steps, "ramp steps (after a baseline at 0 clients)")->capture_default_str()->check(CLI::Range(1u, 1000u));
-  idle->add_option("--hold-s", options.hold_s, "longest hold per step while memory settles")->capture_default_str();
+  idle->add_option("--steps", options.steps, "ramp steps (after a baseline at 0 clients)")->capture_default_str()->check(cli::integer(1, 1000));
+  idle->add_option("--hold-s", options.hold_s, "longest hold per step while memory settles")->capture_default_str()->check(cli::number(0, true, most_seconds));
 
   auto* broadcast = app.add_subcommand("broadcast", "one sender, every other client receives each line");
   add_common_options(*broadcast, options);
-  broadcast->add_option("--messages", options.messages, "lines to send")->capture_default_str()->check(CLI::Range(1u, 10000000u));
-  broadcast->add_option("--interval-ms", options.interval_ms, "open-loop interval between lines")->capture_default_str()->check(CLI::PositiveNumber);
-  broadcast->add_option("--size", options.size, "bytes per line, LF included")->capture_default_str();
+  broadcast->add_option("--messages", options.messages, "lines to send")->capture_default_str()->check(cli::integer(1, 10000000));
+  broadcast->add_option("--interval-ms", options.interval_ms, "open-loop interval between lines")->capture_default_str()->check(cli::number(0, false, most_seconds * 1000));
+  broadcast->add_option("--size", options.size, "bytes per line, LF included")->capture_default_str()->check(cli::integer(1, 1 << 20));
 
   auto* chat = app.add_subcommand("chat", "clients in rooms of K, each sending open-loop at a fixed rate");
   add_common_options(*chat, options);
-  chat->add_option("--room-size", options.room_size, "clients per room")->capture_default_str()->check(CLI::Range(1u, 1000000u));
+  chat->add_option("--room-size", options.room_size, "clients per room")->capture_default_str()->check(cli::integer(1, most_clients));
   chat->add_option("--rate", options.rates, "lines per second per client; a list steps the load up in one run")
-      ->capture_default_str()->delimiter(',')->check(CLI::PositiveNumber);
-  chat->add_option("--duration-s", options.duration_s, "measured window per rate")->capture_default_str()->check(CLI::PositiveNumber);
-  chat->add_option("--warmup-s", options.warmup_s, "sending before the window, excluded from latency")->capture_default_str();
-  chat->add_option("--size", options.size, "bytes per line, LF included")->capture_default_str();
+      ->capture_default_str()->delimiter(',')->check(cli::number(0, false, 1000000));
+  chat->add_option("--duration-s", options.duration_s, "measured window per rate")->capture_default_str()->check(cli::number(0, false, most_seconds));
+  chat->add_option("--warmup-s", options.warmup_s, "sending before the window, excluded from latency")->capture_default_str()->check(cli::number(0, true, most_seconds));
+  chat->add_option("--size", options.size, "bytes per line, LF included")->capture_default_str()->check(cli::integer(1, 1 << 20));
   chat->add_flag("--find-ceiling", options.find_ceiling, "search for the highest sustained rate, starting at --rate");
   chat->add_option("--ceiling-growth", options.ceiling_growth, "factor between rates until one passes and one fails")
-      ->capture_default_str()->check(CLI::Range(1.1, 100.0));
+      ->capture_default_str()->check(cli::number(1.1, true, 100));
   chat->add_option("--ceiling-precision", options.ceiling_precision, "stop bisecting once failed rate / passed rate is at most this")
-      ->capture_default_str()->check(CLI::Range(1.001, 10.0));
+      ->capture_default_str()->check(cli::number(1.001, true, 10));
   chat->add_option("--ceiling-max-steps", options.ceiling_max_steps, "measured windows in the whole search")
-      ->capture_default_str()->check(CLI::Range(1u, 100u));
+      ->capture_default_str()->check(cli::integer(1, 100));
   chat->add_option("--p99-bar-ms", options.p99_bar_ms, "a rate passes only with p99 latency at most this")
-      ->capture_default_str()->check(CLI::PositiveNumber);
+      ->capture_default_str()->check(cli::number(0, false, most_seconds * 1000));
   chat->add_option("--late-bar-pct", options.late_bar_pct, "a rate passes only with at most this % of its sends late (> 1 ms)")
-      ->capture_default_str()->check(CLI::Range(0.0, 100.0));
+      ->capture_default_str()->check(cli::number(0, true, 100));
 
-  CLI11_PARSE(app, argc, argv);
+  cli::parse(app, argc, argv, "docs/loadgen.md");
   options.mode = chat->parsed() ? Mode::chat : broadcast->parsed() ? Mode::broadcast : Mode::idle;
   if (options.find_ceiling && options.rates.size() != 1) {
     std::cerr << "loadgen: --find-ceiling takes one --rate, the rate it starts from, not a list\n";
@@ -145,6 +185,7 @@ int main(int argc, char** argv) {
       report["warnings"].as_array().push_back(boost::json::value(warning));
     }
     Progress progress(options.quiet);
+    std::uint64_t ever_connected = 0;
     {
       Engine engine(options);
       report["engine"] = engine.name();
@@ -156,16 +197,22 @@ int main(int argc, char** argv) {
         case Mode::broadcast: run_broadcast(engine, report, progress); break;
         case Mode::chat: run_chat(engine, report, progress); break;
       }
+      ever_connected = engine.sum(&Worker::connected);
     }
     if (!options.json_path.empty()) write_json_file(options.json_path, report);
     std::cout << human_summary(report) << std::flush;
+    if (ever_connected == 0) {
+      // The report says why (limit_hit); the status lets a script notice without reading it.
+      std::cerr << "loadgen: no client connected to " << options.host << ":" << options.port << "\n";
+      return exit_no_client;
+    }
     if (const auto* ceiling = report.at("ceiling").if_object(); ceiling && ceiling->at("server_died").as_bool()) {
       std::cerr << "loadgen: server died during the search\n";
       return exit_server_died;
     }
   } catch (const std::exception& error) {
     std::cerr << "loadgen: " << error.what() << "\n";
-    return 1;
+    return cli::exit_failure;
   }
   return 0;
 }

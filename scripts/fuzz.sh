@@ -11,8 +11,21 @@
 # Worth committing to fuzz/corpus: a reproducer of a fixed bug, minimised (-minimize_crash=1).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
+usage="usage: scripts/fuzz.sh [SECONDS] [-LIBFUZZER_FLAG=VALUE...]   (more at the top of scripts/fuzz.sh)"
+bad() {
+  echo "fuzz.sh: $1" >&2
+  echo "$usage" >&2
+  exit 2
+}
+case ${1-} in -h|--help) echo "$usage"; exit 0 ;; esac
 seconds=${1:-600}
 shift || true
+case $seconds in '' | *[!0-9]* | 0) bad "SECONDS must be a whole number above 0, not '$seconds'" ;; esac
+# libFuzzer takes a word without a dash for a corpus directory, and only warns about a flag
+# it does not know: at least the form is checked here.
+for arg in "$@"; do
+  [[ $arg =~ ^-[a-z_]+=.+$ ]] || bad "'$arg' is not a libFuzzer flag of the form -name=value"
+done
 corpus=${FUZZ_CORPUS:-$HOME/.cache/chatbench/fuzz-corpus}
 artifacts=${FUZZ_ARTIFACTS:-$(dirname "$corpus")}
 mkdir -p "$corpus" "$artifacts"

@@ -313,9 +313,7 @@ def plot_microbench(rows, out, note):
 
 
 def main():
-    if len(sys.argv) != 2:
-        sys.exit("usage: scripts/plot.py RESULTS_DIR")
-    out = Path(sys.argv[1])
+    out = rl.results_dir_argument("plot.py")
     rows = rl.read_csv(out / "results.csv")
     note = ""
     machine = out / "machine.json"

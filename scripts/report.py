@@ -342,9 +342,7 @@ def server_host_section(rows, configs):
 
 
 def main():
-    if len(sys.argv) != 2:
-        sys.exit("usage: scripts/report.py RESULTS_DIR")
-    out = Path(sys.argv[1])
+    out = rl.results_dir_argument("report.py")
     rows = rl.read_csv(out / "results.csv")
     machine = json.loads((out / "machine.json").read_text()) if (out / "machine.json").exists() else {}
     plan = json.loads((out / "plan.json").read_text()) if (out / "plan.json").exists() else {}

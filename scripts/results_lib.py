@@ -6,6 +6,7 @@ import itertools
 import json
 import math
 import statistics
+import sys
 from pathlib import Path
 
 VARIANTS = ["threads", "fibers", "asio", "coro", "eventlet", "seed"]
@@ -520,3 +521,22 @@ def leading_group(candidates, lower_is_better=True):
             elif outcome == "too few":
                 unranked.append(c)
     return best, tied, unranked
+
+
+def results_dir_argument(prog):
+    """The one argument of plot.py and report.py: a results directory with results.csv.
+    --help prints the usage; anything else wrong is a usage error (exit 2)."""
+    usage = f"usage: scripts/{prog} RESULTS_DIR   (a directory written by scripts/run_all.sh)"
+    args = sys.argv[1:]
+    if args in (["-h"], ["--help"]):
+        print(usage)
+        sys.exit(0)
+    if len(args) != 1 or args[0].startswith("-"):
+        problem = f"expects one RESULTS_DIR, got {len(args)} arguments" if len(args) != 1 else f"unknown option {args[0]}"
+    elif not (Path(args[0]) / "results.csv").is_file():
+        problem = f"no {Path(args[0]) / 'results.csv'}"
+    else:
+        return Path(args[0])
+    print(f"{prog}: {problem}", file=sys.stderr)
+    print(usage, file=sys.stderr)
+    sys.exit(2)

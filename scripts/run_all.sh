@@ -10,6 +10,9 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 export BUILD_DIR=${BUILD_DIR:-$root/build}
 
+# run_matrix.py reads the command line, under this script's name, so that its help and
+# its errors name the command the user typed.
+export CHATBENCH_PROG=run_all.sh
 setup=1 build=1
 for arg in "$@"; do
   case $arg in
@@ -18,6 +21,11 @@ for arg in "$@"; do
     -h|--help) exec /usr/bin/python3 "$root/scripts/run_matrix.py" --help ;;
   esac
 done
+# A bad command line stops here, before setup and build (exit 2, docs/exit-status.md);
+# on a machine without python3 yet, run_matrix.py finds it after setup.
+if [ -x /usr/bin/python3 ]; then
+  /usr/bin/python3 "$root/scripts/run_matrix.py" --check-args "$@"
+fi
 
 [ $setup = 1 ] && "$root/scripts/setup.sh"
 if [ $build = 1 ]; then

@@ -36,6 +36,9 @@ sys.path.insert(0, str(ROOT / "scripts"))
 import results_lib  # noqa: E402  (scripts/ is not a package)
 
 SERVER_CPU, LOADGEN_CPU = "0", "1"
+# What loadgen's exit statuses mean (docs/exit-status.md), for a failed row's reason.
+LOADGEN_STATUS = {1: "loadgen error", 2: "bad loadgen command line", 3: "no client connected",
+                  4: "server died during the ceiling search"}
 FD_MARGIN = 100  # descriptors each process keeps for itself (listener, epoll, stdio, files)
 
 
@@ -55,7 +58,9 @@ def float_list(text):
 
 
 def parse_args():
+    # prog: run_all.sh passes its own name, so that help and errors name what was typed.
     p = argparse.ArgumentParser(
+        prog=os.environ.get("CHATBENCH_PROG"),
         description="Run the chatbench matrix (SPEC §4). Every option also reads "
                     "CHATBENCH_<NAME> from the environment, e.g. CHATBENCH_REPEATS=5.")
     p.add_argument("--quick", action="store_true", default=env_default("QUICK", "") != "",
@@ -102,25 +107,31 @@ def parse_args():
     p.add_argument("--modes", default=env_default("MODES", "idle,broadcast,chat,ceiling,microbench"),
                    help="ceiling runs only where loadgen has --find-ceiling")
     p.add_argument("--command", default=" ".join(sys.argv), help=argparse.SUPPRESS)
-    p.add_argument("--no-setup", action="store_true", help=argparse.SUPPRESS)
-    p.add_argument("--no-build", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--no-setup", action="store_true", help="run_all.sh: do not run scripts/setup.sh")
+    p.add_argument("--no-build", action="store_true", help="run_all.sh: use the binaries already built")
+    p.add_argument("--check-args", action="store_true", help=argparse.SUPPRESS)  # run_all.sh
     a = p.parse_args()
 
     q = a.quick
-    a.repeats = int(a.repeats or (1 if q else 4))
-    a.ceiling_start_rate = float(a.ceiling_start_rate or (100 if q else 10))
-    a.idle_steps = int(a.idle_steps or (4 if q else 10))
-    a.broadcast_clients = int_list(a.broadcast_clients or ("50,200" if q else "100,1000,5000,10000"))
-    a.broadcast_messages = int(a.broadcast_messages or (10 if q else 40))
-    a.chat_clients = int(a.chat_clients or (100 if q else 1000))
-    a.chat_rates = float_list(a.chat_rates or ("5,20" if q else "1,5,10,20,40,80,160"))
-    a.chat_duration_s = float(a.chat_duration_s or (1 if q else 2))
-    a.quiet_wait_s = float(a.quiet_wait_s if a.quiet_wait_s is not None else (5 if q else 60))
+    try:  # the lists, and defaults from the environment, are read here: a usage error too
+        a.repeats = int(a.repeats or (1 if q else 4))
+        a.ceiling_start_rate = float(a.ceiling_start_rate or (100 if q else 10))
+        a.idle_steps = int(a.idle_steps or (4 if q else 10))
+        a.broadcast_clients = int_list(a.broadcast_clients or ("50,200" if q else "100,1000,5000,10000"))
+        a.broadcast_messages = int(a.broadcast_messages or (10 if q else 40))
+        a.chat_clients = int(a.chat_clients or (100 if q else 1000))
+        a.chat_rates = float_list(a.chat_rates or ("5,20" if q else "1,5,10,20,40,80,160"))
+        a.chat_duration_s = float(a.chat_duration_s or (1 if q else 2))
+        a.quiet_wait_s = float(a.quiet_wait_s if a.quiet_wait_s is not None else (5 if q else 60))
+    except ValueError as e:
+        p.error(f"not a number (in a count, a comma-separated list or a CHATBENCH_* variable): {e}")
     a.variants = [v for v in a.variants.split(",") if v]
     unknown = set(a.variants) - set(results_lib.VARIANTS)
     if unknown:
         p.error("unknown variant(s): " + ",".join(sorted(unknown)))
     a.modes = [m for m in a.modes.split(",") if m]
+    if a.check_args:
+        sys.exit(0)
     return a
 
 
@@ -613,7 +624,7 @@ def run_measurement(m, build_dir, raw):
             rc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT,
                                 timeout=m.deadline_s, preexec_fn=raise_nofile).returncode
             if rc != 0:
-                why = f"loadgen exited {rc}" + m.exit_reasons.get(rc, "")
+                why = f"loadgen exited {rc}: {LOADGEN_STATUS.get(rc, 'see the log')}"
         except subprocess.TimeoutExpired:
             why = f"deadline of {m.deadline_s:.0f} s passed"
     note = server.stop()

@@ -3,6 +3,14 @@
 # Idempotent: a machine that has everything is left alone (no apt-get update, no root).
 set -euo pipefail
 
+usage="usage: scripts/setup.sh   (no arguments; installs with apt-get what is missing)"
+if [ $# -gt 0 ]; then
+  case $1 in -h|--help) echo "$usage"; exit 0 ;; esac
+  echo "setup.sh: takes no arguments, got '$*'" >&2
+  echo "$usage" >&2
+  exit 2
+fi
+
 packages=(
   build-essential cmake
   libboost1.81-all-dev libboost-json1.81-dev   # Asio, Fiber, Context, JSON

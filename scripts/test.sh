@@ -15,11 +15,27 @@
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 
+usage="usage: scripts/test.sh [--sanitize] [CTEST OPTIONS...]   (more at the top of scripts/test.sh)"
 sanitize=false
 if [ "${1:-}" = --sanitize ]; then
   sanitize=true
   shift
 fi
+# ctest runs every test when it meets an option it does not know: check them against its
+# own --help before anything is built (docs/exit-status.md: 2 is a bad command line).
+ctest_options=$(ctest --help | grep -oE '(^|[ ,])--?[A-Za-z][-A-Za-z0-9]*' | tr -d ' ,' | sort -u)
+for arg in "$@"; do
+  case $arg in
+    -h|--help) echo "$usage"; exit 0 ;;
+    -*) if ! grep -qxF -- "${arg%%=*}" <<<"$ctest_options" && ! grep -qxF -- "${arg:0:2}" <<<"$ctest_options"; then
+          hint=""
+          [ "$arg" = --sanitize ] && hint=" (--sanitize comes first)"
+          echo "test.sh: '$arg' is not a ctest option$hint" >&2
+          echo "$usage" >&2
+          exit 2
+        fi ;;
+  esac
+done
 
 "$root/scripts/setup.sh"
 werror=()

@@ -13,7 +13,6 @@
 #include <boost/asio/signal_set.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/write.hpp>
-#include <boost/context/stack_traits.hpp>
 #include <boost/fiber/condition_variable.hpp>
 #include <boost/fiber/fiber.hpp>
 #include <boost/fiber/mutex.hpp>
@@ -24,6 +23,7 @@
 #include <chat/hub.hpp>
 #include <chat/line_decoder.hpp>
 #include <chat/linger.hpp>
+#include <chat/net.hpp>
 #include <chat/options.hpp>
 #include <chat/outbox.hpp>
 #include <cstdlib>
@@ -82,9 +82,11 @@ class Server {
   Server(boost::asio::io_context& io, const chat::ServerOptions& options, std::size_t stack_size)
       : options_(options),
         stacks_(stack_size),
-        acceptor_(io, tcp::endpoint(boost::asio::ip::make_address(options.bind), options.port)),
+        acceptor_(chat::net::listen<tcp::acceptor>(io, options)),
         signals_(io, SIGINT, SIGTERM),
-        backoff_timer_(io) {}
+        backoff_timer_(io) {
+    hub_.add_setting("stack_size", stack_size);
+  }
 
   std::uint16_t port() const { return acceptor_.local_endpoint().port(); }
   std::string stats() const { return hub_.stats(); }
@@ -420,19 +422,14 @@ void Server::stop() {
 // ---- main -----------------------------------------------------------------------------
 
 int main(int argc, char** argv) {
+  // Whole pages (add_stack_size_option rounds up): the guard page below a stack must
+  // start on a page boundary.
   std::size_t stack_size = default_stack_size;
   const chat::ServerOptions options =
       chat::parse_server_options(argc, argv, variant, [&](CLI::App& app) {
-        chat::add_stack_size_option(app, stack_size, "default 32K, at least 16K");
+        chat::add_stack_size_option(app, stack_size, minimum_stack_size,
+                                    "default 32K (docs/fibers.md, \"Stack size\")");
       });
-  if (stack_size < minimum_stack_size) {
-    std::cerr << "chat-fibers: --stack-size " << stack_size << " is below the minimum of "
-              << minimum_stack_size << " bytes (docs/fibers.md, \"Stack size\")\n";
-    return EXIT_FAILURE;
-  }
-  // Whole pages: the guard page below the stack must start on a page boundary.
-  const std::size_t page = boost::context::stack_traits::page_size();
-  stack_size = (stack_size + page - 1) / page * page;
 
   auto io = std::make_shared<boost::asio::io_context>(1);
   fiberio::use_asio_scheduler(io);

@@ -17,7 +17,7 @@
 #include <algorithm>
 #include <array>
 #include <atomic>
-#include <boost/asio/ip/address_v4.hpp>
+#include <boost/asio/ip/tcp.hpp>
 #include <cerrno>
 #include <chat/backoff.hpp>
 #include <chat/hub.hpp>
@@ -46,6 +46,12 @@ using chat::Outbox;
 using Clock = std::chrono::steady_clock;
 
 constexpr std::string_view variant = "threads";
+
+// The least stack pthread_attr_setstacksize() takes (PTHREAD_STACK_MIN).
+std::size_t minimum_stack_size() {
+  const long minimum = ::sysconf(_SC_THREAD_STACK_MIN);
+  return minimum > 0 ? static_cast<std::size_t>(minimum) : 16384;
+}
 
 // Bytes read at a time, into a buffer on each connection thread's stack.
 constexpr std::size_t read_buffer_size = 4096;
@@ -112,7 +118,7 @@ class Server {
   bool spawn(Body body);
 
   chat::ServerOptions options_;
-  std::size_t stack_size_;  // 0: the system's default (ulimit -s)
+  pthread_attr_t thread_attributes_;  // detached, --stack-size; never destroyed, as the server
   int listener_ = -1;
   std::uint16_t port_ = 0;
   std::mutex room_mutex_;  // guards the hub's rooms; its counters are atomic
@@ -409,22 +415,31 @@ void Server::relay(Session& session, std::string_view line, bool& quit, std::vec
 
 // ---- accept loop ----------------------------------------------------------------------
 
-Server::Server(const chat::ServerOptions& options, std::size_t stack_size)
-    : options_(options), stack_size_(stack_size) {
-  sockaddr_in address{};
-  address.sin_family = AF_INET;
-  address.sin_port = htons(options.port);
-  address.sin_addr.s_addr = htonl(boost::asio::ip::make_address_v4(options.bind).to_uint());
-  listener_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  const int on = 1;
-  ::setsockopt(listener_, SOL_SOCKET, SO_REUSEADDR, &on, sizeof on);
-  socklen_t length = sizeof address;
-  if (listener_ < 0 || ::bind(listener_, reinterpret_cast<sockaddr*>(&address), sizeof address) != 0 ||
-      ::listen(listener_, SOMAXCONN) != 0 ||
-      ::getsockname(listener_, reinterpret_cast<sockaddr*>(&address), &length) != 0) {
-    throw std::system_error(errno, std::generic_category(), "cannot listen on " + options.bind);
+Server::Server(const chat::ServerOptions& options, std::size_t stack_size) : options_(options) {
+  // Every thread is made from these. Each call's result is checked: glibc refuses a size
+  // it cannot honour with EINVAL, and would otherwise run the default stack silently.
+  // The size in /stats is the one the threads get (0 asks for the default, ulimit -s).
+  std::size_t effective = 0;
+  if (pthread_attr_init(&thread_attributes_) != 0 ||
+      pthread_attr_setdetachstate(&thread_attributes_, PTHREAD_CREATE_DETACHED) != 0 ||
+      (stack_size != 0 && pthread_attr_setstacksize(&thread_attributes_, stack_size) != 0) ||
+      pthread_attr_getstacksize(&thread_attributes_, &effective) != 0) {
+    throw std::runtime_error("cannot use a thread stack of " + std::to_string(stack_size) + " bytes");
   }
-  port_ = ntohs(address.sin_port);
+  hub_.add_setting("stack_size", effective);
+
+  const boost::asio::ip::tcp::endpoint endpoint(boost::asio::ip::make_address(options.bind), options.port);
+  boost::asio::ip::tcp::endpoint bound;
+  socklen_t length = bound.capacity();
+  const int on = 1;
+  listener_ = ::socket(endpoint.protocol().family(), SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (listener_ < 0 || ::setsockopt(listener_, SOL_SOCKET, SO_REUSEADDR, &on, sizeof on) != 0 ||
+      ::bind(listener_, endpoint.data(), endpoint.size()) != 0 || ::listen(listener_, SOMAXCONN) != 0 ||
+      ::getsockname(listener_, bound.data(), &length) != 0) {
+    throw chat::ListenError(options, std::strerror(errno));
+  }
+  bound.resize(length);
+  port_ = bound.port();
 }
 
 void Server::run() {
@@ -554,15 +569,10 @@ bool Server::spawn(Body body) {
     --owned->server->threads_;
     return nullptr;
   };
-  pthread_attr_t attributes;
-  pthread_attr_init(&attributes);
-  pthread_attr_setdetachstate(&attributes, PTHREAD_CREATE_DETACHED);
-  if (stack_size_ != 0) pthread_attr_setstacksize(&attributes, stack_size_);
   auto* start = new Start{this, std::move(body)};
   ++threads_;
   pthread_t thread;
-  const int error = pthread_create(&thread, &attributes, run, start);
-  pthread_attr_destroy(&attributes);
+  const int error = pthread_create(&thread, &thread_attributes_, run, start);
   if (error != 0) {
     --threads_;
     delete start;
@@ -592,7 +602,8 @@ int main(int argc, char** argv) {
   std::size_t stack_size = 0;
   const chat::ServerOptions options =
       chat::parse_server_options(argc, argv, variant, [&](CLI::App& app) {
-        chat::add_stack_size_option(app, stack_size, "default: the system's (ulimit -s)");
+        chat::add_stack_size_option(app, stack_size, minimum_stack_size(),
+                                    "default: the system's (ulimit -s)");
       });
   // Before any thread starts, so that every thread inherits it: signals go to sigwait().
   sigset_t signals;

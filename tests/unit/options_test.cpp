@@ -2,8 +2,6 @@
 
 #include <gtest/gtest.h>
 
-#include <sys/wait.h>
-
 #include <CLI/CLI.hpp>
 #include <vector>
 
@@ -18,7 +16,7 @@ ServerOptions parse(std::vector<std::string> args, std::size_t* stack = nullptr)
   std::vector<char*> argv;
   for (auto& a : args) argv.push_back(a.data());
   return parse_server_options(static_cast<int>(argv.size()), argv.data(), "test", [&](CLI::App& app) {
-    if (stack) add_stack_size_option(app, *stack, "test");
+    if (stack) add_stack_size_option(app, *stack, 16384, "test");
   });
 }
 
@@ -46,13 +44,26 @@ TEST(Options, ParsesEveryOption) {
   EXPECT_EQ(stack, 65536u);
 }
 
-bool failed(int status) { return WIFEXITED(status) && WEXITSTATUS(status) != 0; }
+TEST(Options, StackSizeIsRoundedUpToWholePages) {
+  std::size_t stack = 0;
+  parse({"--stack-size", "20000"}, &stack);
+  EXPECT_EQ(stack, 20480u);
+  parse({"--stack-size", "1M"}, &stack);
+  EXPECT_EQ(stack, 1048576u);
+}
 
-TEST(OptionsDeathTest, BadValuesExitWithAnError) {
-  EXPECT_EXIT(parse({"--max-line", "0"}), failed, "max-line");
-  EXPECT_EXIT(parse({"--port", "70000"}), failed, "port");
-  EXPECT_EXIT(parse({"--write-timeout-ms", "-1"}), failed, "write-timeout-ms");
-  EXPECT_EXIT(parse({"--frobnicate"}), failed, "frobnicate");
+// A bad command line is a usage error: exit status 2, one line naming the option and
+// what it accepts.
+TEST(OptionsDeathTest, BadValuesAreUsageErrors) {
+  const auto usage_error = ::testing::ExitedWithCode(2);
+  EXPECT_EXIT(parse({"--max-line", "0"}), usage_error, "--max-line: '0' is not an integer from 1 to");
+  EXPECT_EXIT(parse({"--port", "70000"}), usage_error, "--port: '70000' is not an integer from 0 to 65535");
+  EXPECT_EXIT(parse({"--write-timeout-ms", "-1"}), usage_error, "write-timeout-ms");
+  EXPECT_EXIT(parse({"--bind", "localhost"}), usage_error, "--bind: 'localhost' is not an IPv4 or IPv6 address");
+  EXPECT_EXIT(parse({"--frobnicate"}), usage_error, "unknown option or argument: --frobnicate");
+  std::size_t stack = 0;
+  EXPECT_EXIT(parse({"--stack-size", "8K"}, &stack), usage_error, "--stack-size: '8K' is below the minimum of 16K");
+  EXPECT_EXIT(parse({"--stack-size", "8X"}, &stack), usage_error, "--stack-size: '8X' is not a size from 16K to 1G");
 }
 
 // The lingering close (chat/linger.hpp): its options and the policy's deadline and limit.

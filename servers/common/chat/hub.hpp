@@ -79,13 +79,19 @@ class Hub {
   }
 
   Counters<Count>& counters() noexcept { return counters_; }
-  std::string stats() const { return stats_line(variant_, counters_, rooms_.count()); }
+  // A setting /stats reports after the counters, e.g. stack_size, so that a report can
+  // show what was measured.
+  void add_setting(std::string_view key, std::uint64_t value) {
+    settings_.append(" ").append(key).append("=").append(std::to_string(value));
+  }
+  std::string stats() const { return stats_line(variant_, counters_, rooms_.count()) + settings_; }
   std::string_view variant() const noexcept { return variant_; }
 
  private:
   std::string variant_;
   Rooms rooms_;
   Counters<Count> counters_;
+  std::string settings_;  // " key=value" for each add_setting()
 };
 
 }  // namespace chat

@@ -1,10 +1,12 @@
 #pragma once
-// The command line every variant shares (protocol §Limits, §Life cycle).
+// The command line every variant shares (protocol §Limits, §Life cycle), and how a
+// server says it cannot start (docs/exit-status.md).
 
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <functional>
+#include <stdexcept>
 #include <string>
 #include <string_view>
 
@@ -25,15 +27,26 @@ struct ServerOptions {
   std::size_t linger_bytes = 4194304;
 };
 
-// Parses the shared options; add_own adds the variant's own (e.g. --stack-size). On
-// --help or a bad option it prints and exits with CLI11's status.
+// Parses the shared options; add_own adds the variant's own (e.g. --stack-size). --help
+// prints the help and exits 0; a bad command line prints one line and exits 2
+// (chatbench/cli.hpp).
 ServerOptions parse_server_options(int argc, char** argv, std::string_view variant,
                                    const std::function<void(CLI::App&)>& add_own = {});
 
-// --stack-size BYTES, with K/M suffixes (KiB, MiB).
-void add_stack_size_option(CLI::App& app, std::size_t& bytes, const std::string& what);
+// --stack-size BYTES (K, M, G suffixes: KiB, MiB, GiB): below `minimum` is a usage
+// error; a size that is not whole pages is rounded up to them, and stderr says so.
+void add_stack_size_option(CLI::App& app, std::size_t& bytes, std::size_t minimum,
+                           const std::string& what);
 
 // The one line a server prints when ready: "listening on ADDRESS:PORT variant=NAME".
 void announce_listening(std::string_view address, std::uint16_t port, std::string_view variant);
+
+// A server that cannot listen (address in use, permission denied, no such address) throws
+// this; main() prints "chat-VARIANT: " and what(), "cannot listen on ADDRESS:PORT:
+// REASON", and exits 1.
+class ListenError : public std::runtime_error {
+ public:
+  ListenError(const ServerOptions& options, const std::string& reason);
+};
 
 }  // namespace chat

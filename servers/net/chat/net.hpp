@@ -34,14 +34,21 @@ using Clock = std::chrono::steady_clock;
 using Counts = Counters<std::uint64_t>;
 
 // Binds and listens with a deep backlog (a burst of thousands of connects must not be
-// dropped while the accept loop catches up).
-inline Acceptor listen(asio::io_context& io, const ServerOptions& options) {
-  const asio::ip::tcp::endpoint endpoint(asio::ip::make_address(options.bind), options.port);
-  Acceptor acceptor(io.get_executor(), endpoint.protocol());
-  acceptor.set_option(asio::socket_base::reuse_address(true));
-  acceptor.bind(endpoint);
-  acceptor.listen(asio::socket_base::max_listen_connections);
-  return acceptor;
+// dropped while the accept loop catches up). Throws ListenError, which names the address
+// and the reason without Asio's source location. An acceptor type of the variant's own
+// (e.g. on any_io_executor) can be asked for.
+template <class A = Acceptor>
+A listen(asio::io_context& io, const ServerOptions& options) {
+  try {
+    const asio::ip::tcp::endpoint endpoint(asio::ip::make_address(options.bind), options.port);
+    A acceptor(io.get_executor(), endpoint.protocol());
+    acceptor.set_option(asio::socket_base::reuse_address(true));
+    acceptor.bind(endpoint);
+    acceptor.listen(asio::socket_base::max_listen_connections);
+    return acceptor;
+  } catch (const boost::system::system_error& error) {
+    throw ListenError(options, error.code().message());
+  }
 }
 
 // The one "listening on" line; print it only once signals are handled and the accept
