@@ -514,7 +514,11 @@ def parse_options(argv):
         parse.__name__ = "integer"
         return parse
 
-    parser = argparse.ArgumentParser(description="Chat protocol v1 server, eventlet variant")
+    parser = argparse.ArgumentParser(
+        prog="chat-eventlet", description="Chat protocol v1 server, eventlet variant",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="More in docs/servers.md and docs/protocol.md;\n"
+               "exit statuses in docs/exit-status.md.")
     parser.add_argument("--bind", default="127.0.0.1", help="address to listen on")
     parser.add_argument("--port", type=count(0), default=3000, help="0 picks a free port")
     parser.add_argument("--max-line", type=count(1), default=4096,
