@@ -138,7 +138,7 @@ MemorySample sample_memory(pid_t pid);
 std::optional<std::uint64_t> kernel_stack_per_task();
 
 // What the client's end of the connections held in the kernel, per slab cache: the drop
-// when loadgen reset its connections while the server was stopped (scenarios.cpp).
+// when loadgen reset its connections while the server was stopped (idle.cpp).
 struct ClientEnd {
   std::uint64_t connections = 0;
   SlabCaches dropped_bytes;  // whole drop per cache, not yet per connection

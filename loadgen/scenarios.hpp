@@ -1,4 +1,5 @@
-// The three modes of SPEC §3, each a sequence of phases driven from the main thread.
+// The three modes of SPEC §3, each a sequence of phases driven from the main thread:
+// idle.cpp, broadcast.cpp and chat.cpp, on what they share in scenario_common.hpp.
 #pragma once
 
 #include <boost/json.hpp>

@@ -1,0 +1,414 @@
+// chat mode (SPEC §3): rooms of --room-size, every member sending at --rate; one
+// measured window per rate, or the ceiling search (ceiling.hpp) over such windows.
+#include <algorithm>
+#include <cmath>
+#include <map>
+#include <sstream>
+
+#include "ceiling.hpp"
+#include "scenario_common.hpp"
+
+namespace loadgen {
+
+namespace json = boost::json;
+
+namespace {
+
+std::map<std::string, std::string> parse_stats_reply(std::string_view line) {
+  std::map<std::string, std::string> values;
+  std::istringstream fields{std::string(line.substr(std::min<std::size_t>(line.size(), 7)))};
+  std::string field;
+  while (fields >> field) {
+    const auto eq = field.find('=');
+    if (eq != std::string::npos) values[field.substr(0, eq)] = field.substr(eq + 1);
+  }
+  return values;
+}
+
+// Ask the server for its counters on one open connection; nullopt if no reply in time.
+std::optional<std::map<std::string, std::string>> query_server_stats(Engine& engine) {
+  for (auto& worker : engine.workers()) {
+    std::uint64_t replies_before = 0;
+    bool sent = false;
+    worker->call([&] {
+      replies_before = worker->stats_replies.get();
+      for (auto& connection : worker->connections())
+        if (connection->state == ConnectionState::open && connection->joined) {
+          sent = worker->send(*connection, "/stats\n");
+          if (sent) break;
+        }
+    });
+    if (!sent) continue;
+    if (!wait_until(Clock::now() + std::chrono::seconds(2), [&] { return worker->stats_replies.get() > replies_before; }, nullptr))
+      return std::nullopt;
+    std::string reply;
+    worker->call([&] { reply = worker->last_stats_reply; });
+    return parse_stats_reply(reply);
+  }
+  return std::nullopt;
+}
+
+std::optional<std::uint64_t> stat_number(const std::optional<std::map<std::string, std::string>>& stats, const std::string& key) {
+  if (!stats) return std::nullopt;
+  const auto it = stats->find(key);
+  if (it == stats->end()) return std::nullopt;
+  try {
+    return std::stoull(it->second);
+  } catch (const std::exception&) {
+    return std::nullopt;
+  }
+}
+
+// Everything the measured windows of one chat run share; lives for the whole run.
+struct ChatRun {
+  ChatRun(Engine& e, json::object& r, Progress& p) : engine(e), report(r), progress(p) {}
+  Engine& engine;
+  json::object& report;
+  Progress& progress;
+  std::uint32_t room_size = 1, attempted = 0;
+  Phase phase;
+  std::vector<TrafficState> traffic;
+  std::uint64_t planned_total = 0;   // sends scheduled by every step so far
+  std::uint64_t sender_pairs = 0;    // sum over rooms of m (m - 1), m its joined senders
+  std::uint64_t fan_out = 0;         // the largest m - 1: the deliveries of one send
+  std::uint64_t expected_so_far = 0; // deliveries owed by every line sent so far
+  std::uint64_t lost_so_far = 0;
+  json::value settle = nullptr;      // how the wait before the next step went
+};
+
+struct ChatLoss {
+  LossTotals loss;
+  std::uint64_t sent = 0, expected = 0, receivers = 0, receivers_disconnected = 0, unknown = 0;
+};
+
+// Every receiver's lines from the other joined members of its room, in one pass per worker.
+// What each sender sent must be final (every send loop stopped); lines may still be
+// arriving, so each receiver's counters are read once and stay consistent with each other:
+// delivered + lost + outstanding = expected for every receiver.
+ChatLoss count_chat_loss(Engine& engine, std::uint32_t room_size) {
+  std::map<std::uint32_t, std::uint64_t> sent_by;
+  engine.for_each_worker([&](Worker& worker) {
+    static std::mutex merge_mutex;
+    std::lock_guard lock(merge_mutex);
+    for (auto& connection : worker.connections())
+      if (connection->sender) sent_by[connection->id] = connection->sent;
+  });
+  ChatLoss result;
+  std::map<std::uint32_t, std::uint64_t> room_sent, room_members;
+  for (const auto& [id, sent] : sent_by) {
+    room_sent[id / room_size] += sent;
+    room_members[id / room_size] += 1;
+    result.sent += sent;
+  }
+  for (const auto& [room, sent] : room_sent) result.expected += (room_members[room] - 1) * sent;
+  engine.for_each_worker([&](Worker& worker) {
+    static std::mutex merge_mutex;
+    std::lock_guard lock(merge_mutex);
+    result.unknown += worker.unknown_lines;
+    for (auto& connection : worker.connections()) {
+      if (!connection->sender) continue;
+      ++result.receivers;
+      const bool open = connection->state != ConnectionState::closed;
+      if (!open) ++result.receivers_disconnected;
+      SenderTrack::Missing missing;
+      for (std::uint32_t slot = 0; slot < connection->tracks.size(); ++slot) {
+        const SenderTrack& track = connection->tracks[slot];
+        result.loss.received += track.received;
+        result.loss.duplicated += track.duplicated;
+        result.loss.reordered += track.reordered;
+        const std::uint32_t sender = connection->track_base + slot;
+        if (sender == connection->id) continue;  // a client does not hear itself
+        const auto it = sent_by.find(sender);     // absent: never joined, sent nothing
+        const auto m = track.missing(it == sent_by.end() ? 0 : it->second, open);
+        missing.lost += m.lost;
+        missing.outstanding += m.outstanding;
+      }
+      result.loss.add_receiver(missing);
+    }
+  });
+  return result;
+}
+
+bool server_gone(Engine& engine) {
+  const pid_t pid = engine.options().server_pid;
+  return engine.open_connections() == 0 || (pid > 0 && !process_alive(pid));
+}
+
+// One measured window at one per-client rate: warm-up, window, drain. Every sender is
+// stopped at the end, so the next call starts from a clean schedule.
+StepResult run_chat_step(ChatRun& run, double rate) {
+  Engine& engine = run.engine;
+  const Options& options = engine.options();
+  Phase& phase = run.phase;
+  // The phase: warm-up then the measured window; each client starts at its own offset
+  // within one interval, so the load is spread rather than synchronised.
+  const std::int64_t start_ns = to_ns(Clock::now() + std::chrono::milliseconds(50));
+  phase.window_start_ns = start_ns + static_cast<std::int64_t>(options.warmup_s * 1e9);
+  phase.window_end_ns = phase.window_start_ns + static_cast<std::int64_t>(options.duration_s * 1e9);
+  auto lines_sent = [&] {
+    std::uint64_t total = 0;
+    for (const auto& state : run.traffic) total += state.lines_sent.get();
+    return total;
+  };
+  const std::uint64_t sent_before = lines_sent();
+  engine.for_each_worker([&](Worker& worker) {
+    worker.latency = LatencyRecorder();
+    worker.window_deliveries = 0;
+    worker.window_arrivals = ArrivalWindow{phase.window_start_ns, phase.window_end_ns, 0};
+    worker.late_sends = 0;
+    TrafficState& state = run.traffic[worker.index()];
+    state.window_sent = 0;
+    std::vector<Sender> senders;
+    std::uint64_t planned = 0;
+    for (auto& connection : worker.connections()) {
+      if (!connection->sender) continue;
+      const auto offset = static_cast<std::int64_t>(1e9 / rate * connection->id / std::max<std::uint32_t>(1, run.attempted));
+      const OpenLoopSchedule schedule(start_ns + offset, rate);
+      SendPlan plan{start_ns + offset, rate, schedule.due_by(phase.window_end_ns - 1), phase.window_start_ns};
+      senders.push_back(Sender{connection.get(), plan});
+      planned += plan.total;
+    }
+    state.plan.total = planned;
+    start_sending(worker, state, std::move(senders), options.size);
+  });
+  const auto window_start = from_ns(phase.window_start_ns), window_end = from_ns(phase.window_end_ns);
+  auto show = [&] {
+    std::uint64_t delivered = engine.sum(&Worker::unique_deliveries);
+    run.progress.show("chat rate " + std::to_string(rate) + "/s: " + std::to_string(delivered) + " delivered, " +
+                      std::to_string(engine.open_connections()) + " connected");
+  };
+  wait_until(window_start, [] { return false; }, show);
+  const auto cpu_start = CpuWindow::now(options.server_pid);
+  wait_until(window_end, [] { return false; }, show);
+  const auto cpu_end = CpuWindow::now(options.server_pid);
+  // Senders that fell behind finish their last sends; then the totals are final.
+  for (const auto& state : run.traffic) run.planned_total += state.plan.total;
+  wait_until(Clock::now() + seconds(options.drain_s),
+             [&] { return lines_sent() >= run.planned_total || engine.open_connections() == 0; }, show);
+
+  // Expected deliveries so far: each joined member of a room hears every line the other
+  // joined members sent, over the whole run (warm-up included).
+  std::map<std::uint32_t, std::pair<std::uint64_t, std::uint64_t>> rooms;  // room -> (members, lines sent)
+  engine.for_each_worker([&](Worker& worker) {
+    static std::mutex merge_mutex;
+    std::lock_guard lock(merge_mutex);
+    for (auto& connection : worker.connections()) {
+      if (!connection->sender) continue;
+      auto& room = rooms[connection->id / run.room_size];
+      room.first += 1;
+      room.second += connection->sent;
+    }
+  });
+  std::uint64_t expected = 0;
+  for (const auto& [room, totals] : rooms) expected += (totals.first - 1) * totals.second;
+  drain(engine, expected, run.progress);
+
+  LatencyRecorder latency;
+  std::uint64_t window_deliveries = 0, window_sent = 0, late = 0;
+  ArrivalWindow arrived{phase.window_start_ns, phase.window_end_ns, 0};
+  engine.for_each_worker([&](Worker& worker) {
+    // Stop any sender still behind; no further sends in this phase.
+    stop_sending(worker, run.traffic[worker.index()]);
+    static std::mutex merge_mutex;
+    std::lock_guard lock(merge_mutex);
+    latency.merge(worker.latency);
+    window_deliveries += worker.window_deliveries;
+    arrived.arrivals += worker.window_arrivals.arrivals;
+    window_sent += run.traffic[worker.index()].window_sent;
+    late += worker.late_sends;
+  });
+  const ChatLoss loss = count_chat_loss(engine, run.room_size);
+  run.expected_so_far = loss.expected;
+
+  StepResult result;
+  result.rate_per_client = rate;
+  result.offered_per_s = rate * static_cast<double>(run.sender_pairs);
+  result.deliveries_per_s = arrived.per_second();
+  result.granularity_per_s = static_cast<double>(run.fan_out) / options.duration_s;
+  if (latency.count() > 0) result.p99_us = static_cast<double>(latency.percentile(0.99)) / 1000.0;
+  result.sends = lines_sent() - sent_before;
+  result.late_sends = late;
+  result.lost = loss.loss.lost - std::min(loss.loss.lost, run.lost_so_far);
+  run.lost_so_far = loss.loss.lost;
+  result.outstanding = loss.loss.outstanding;
+  const CpuUse cpu = fill_cpu(run.report, cpu_start, cpu_end, options.server_pid);
+  result.server_cpu_fraction = cpu.server_fraction;
+  result.loadgen_cpu_fraction = cpu.loadgen_fraction;
+  result.cores = cpu.cores;
+  result.server_died = server_gone(engine);
+  result.detail = json::object{{"rate", rate},
+                               {"latency_us", latency_json(latency)},
+                               // deliveries_per_s by arrival time: a server that falls behind shows it here.
+                               // window_lines_delivered counts the window's lines however late they came.
+                               {"throughput", json::object{{"sent_per_s", static_cast<double>(window_sent) / options.duration_s},
+                                                           {"deliveries_per_s", arrived.per_second()},
+                                                           {"offered_per_s", result.offered_per_s},
+                                                           {"window_arrivals", arrived.arrivals},
+                                                           {"window_lines_sent", window_sent},
+                                                           {"window_lines_delivered", window_deliveries}}},
+                               {"late_sends", late},
+                               {"lost", result.lost},
+                               {"outstanding", result.outstanding},
+                               {"expected_so_far", expected},
+                               {"cpu", run.report["cpu"]},
+                               {"settle", run.settle}};
+  run.settle = nullptr;
+  return result;
+}
+
+// Before a search step: every line sent so far has arrived (or is known lost) and the
+// server has gone idle (under 5% of a core over 250 ms), so no step inherits another's
+// backlog. Waits at most --drain-s; false if the server is gone.
+bool settle_before_step(ChatRun& run) {
+  Engine& engine = run.engine;
+  const Options& options = engine.options();
+  const auto start = Clock::now();
+  const auto deadline = start + seconds(options.drain_s);
+  constexpr auto interval = std::chrono::milliseconds(250);
+  constexpr double idle_fraction = 0.05;
+  bool drained = false, idle = options.server_pid <= 0;
+  std::optional<double> last_fraction;
+  while (!server_gone(engine)) {
+    drained = engine.sum(&Worker::unique_deliveries) + run.lost_so_far >= run.expected_so_far;  // lost lines never come
+    const auto before = options.server_pid > 0 ? process_cpu(options.server_pid) : std::nullopt;
+    std::this_thread::sleep_for(interval);
+    if (options.server_pid > 0) {
+      const auto after = process_cpu(options.server_pid);
+      if (!before || !after) break;
+      // Of one core, not of the server's cores: the question is whether it still works at all.
+      last_fraction = (after->user_s + after->sys_s - before->user_s - before->sys_s) / std::chrono::duration<double>(interval).count();
+      idle = *last_fraction < idle_fraction;
+    }
+    if ((drained && idle) || Clock::now() >= deadline) break;
+  }
+  if (server_gone(engine)) return false;
+  run.settle = json::object{{"seconds", std::chrono::duration<double>(Clock::now() - start).count()},
+                            {"drained", drained},
+                            {"server_idle", options.server_pid > 0 ? json::value(idle) : json::value(nullptr)},
+                            {"server_cpu_fraction", last_fraction ? json::value(std::round(*last_fraction * 1e4) / 1e4) : json::value(nullptr)}};
+  if (!drained || !idle)
+    warn(run.report, "before a ceiling step the server was still " + std::string(drained ? "busy" : "delivering") +
+                         " after --drain-s; that step may include the previous one's backlog");
+  return true;
+}
+
+}  // namespace
+
+void run_chat(Engine& engine, json::object& report, Progress& progress) {
+  const Options& options = engine.options();
+  std::vector<MemorySample> steps;
+  sample_step(engine, steps, report);
+  ramp_all(engine, report, progress);
+  sample_step(engine, steps, report);
+
+  ChatRun run(engine, report, progress);
+  run.room_size = std::max(1u, options.room_size);
+  run.attempted = engine.attempted();
+  run.phase.mode = Mode::chat;
+  Phase& phase = run.phase;
+  engine.for_each_worker([&](Worker& worker) {
+    worker.set_line_handler([&phase](Worker& w, Connection& c, std::string_view line, std::int64_t now) { handle_line(w, c, line, now, phase); });
+    for (auto& connection : worker.connections()) {
+      const std::uint32_t room = connection->id / run.room_size;
+      connection->track_base = room * run.room_size;
+      connection->tracks.assign(std::min(run.room_size, run.attempted - connection->track_base), SenderTrack{});
+      worker.send(*connection, "/join r" + std::to_string(room) + "\n");
+    }
+  });
+  const bool all_joined = wait_until(
+      Clock::now() + seconds(options.connect_timeout_s), [&] { return engine.sum(&Worker::joined) >= engine.open_connections(); },
+      [&] { progress.show("joining: " + std::to_string(engine.sum(&Worker::joined)) + "/" + std::to_string(engine.open_connections())); });
+  if (!all_joined) warn(report, "not every client got /joined before the deadline; those are left out");
+  const auto stats_before = query_server_stats(engine);
+
+  run.traffic = std::vector<TrafficState>(engine.workers().size());
+  std::map<std::uint32_t, std::uint64_t> room_senders;
+  engine.for_each_worker([&](Worker& worker) {
+    static std::mutex merge_mutex;
+    for (auto& connection : worker.connections())
+      if (connection->joined && connection->state == ConnectionState::open) {
+        connection->sender = true;
+        std::lock_guard lock(merge_mutex);
+        ++room_senders[connection->id / run.room_size];
+      }
+  });
+  for (const auto& [room, members] : room_senders) {
+    run.sender_pairs += members * (members - 1);
+    run.fan_out = std::max(run.fan_out, members - 1);
+  }
+
+  json::array rate_steps;
+  if (options.find_ceiling) {
+    if (options.server_pid <= 0)
+      warn(report, "--find-ceiling without --server-pid cannot wait for the server to go idle between steps, nor report its CPU");
+    CeilingOptions search;
+    search.start_rate = options.rates.front();
+    search.growth = options.ceiling_growth;
+    search.precision = options.ceiling_precision;
+    search.max_steps = options.ceiling_max_steps;
+    search.criteria.p99_bar_us = options.p99_bar_ms * 1000;
+    search.criteria.max_late_fraction = options.late_bar_pct / 100;
+    const CeilingResult result = find_ceiling(
+        search,
+        [&](double rate) {
+          StepResult step = run_chat_step(run, rate);
+          rate_steps.push_back(step.detail);
+          return step;
+        },
+        [&] { return settle_before_step(run); });
+    report["ceiling"] = ceiling_json(result);
+    if (result.server_died)
+      engine.hit_limit("server died during the ceiling search, after " + std::to_string(result.steps.size()) + " steps");
+    // The top-level figures are the ceiling's window (or the last one, if no rate passed).
+    if (!rate_steps.empty()) {
+      const json::object& top = rate_steps[result.ceiling.value_or(rate_steps.size() - 1)].as_object();
+      report["latency_us"] = top.at("latency_us");
+      report["throughput"] = top.at("throughput");
+      report["cpu"] = top.at("cpu");
+    }
+  } else {
+    for (const double rate : options.rates) {
+      const StepResult step = run_chat_step(run, rate);
+      rate_steps.push_back(step.detail);
+      report["latency_us"] = step.detail.at("latency_us");
+      report["throughput"] = step.detail.at("throughput");
+      if (engine.open_connections() == 0) break;
+    }
+  }
+  progress.finish();
+  const auto stats_after = query_server_stats(engine);
+
+  const ChatLoss totals = count_chat_loss(engine, run.room_size);
+  const LossTotals& loss = totals.loss;
+  if (loss.outstanding > 0)
+    warn(report, std::to_string(loss.outstanding) + " lines had not arrived by the end of the run (server behind by more than --drain-s); "
+                 "latency percentiles leave them out, so they are optimistic");
+
+  const auto out_before = stat_number(stats_before, "lines_out"), out_after = stat_number(stats_after, "lines_out");
+  const auto in_before = stat_number(stats_before, "lines_in"), in_after = stat_number(stats_after, "lines_in");
+  json::value server_lines_out = nullptr;
+  if (out_before && out_after) server_lines_out = *out_after - *out_before;
+  report["lines"] = json::object{{"sent", totals.sent}, {"delivered", loss.received}, {"expected", totals.expected},
+                                 {"lost", loss.lost}, {"outstanding", loss.outstanding}, {"duplicated", loss.duplicated},
+                                 {"reordered", loss.reordered}, {"receivers", totals.receivers},
+                                 {"receivers_with_loss", loss.receivers_with_loss},
+                                 {"receivers_with_outstanding", loss.receivers_with_outstanding},
+                                 {"receivers_disconnected", totals.receivers_disconnected}, {"unknown", totals.unknown},
+                                 {"server_lines_out", server_lines_out}};
+  if (stats_after) {
+    json::object server;
+    for (const auto& [key, value] : *stats_after) server[key] = value;
+    json::value lines_in_delta = nullptr;
+    if (in_before && in_after) lines_in_delta = *in_after - *in_before;
+    report["server_stats"] = json::object{{"after", server}, {"lines_in_delta", lines_in_delta}, {"lines_out_delta", server_lines_out}};
+    if (out_before && out_after && *out_after - *out_before != loss.received)
+      warn(report, "server lines_out delta " + std::to_string(*out_after - *out_before) + " differs from the " +
+                       std::to_string(loss.received) + " deliveries received");
+  } else {
+    warn(report, "the server did not answer /stats at the end; server_lines_out is null");
+  }
+  report["rate_steps"] = rate_steps;
+  finish_common(engine, report);
+}
+
+}  // namespace loadgen

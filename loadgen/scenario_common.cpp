@@ -1,0 +1,201 @@
+// The parts of the scenarios every mode, or both traffic modes, use (scenario_common.hpp).
+#include "scenario_common.hpp"
+
+#include <algorithm>
+#include <charconv>
+#include <cmath>
+
+namespace loadgen {
+
+namespace json = boost::json;
+
+namespace {
+
+constexpr std::int64_t late_send_ns = 1'000'000;  // a send more than 1 ms behind schedule is "late"
+
+// One connection's sends that are due: everything due is sent now (a behind-schedule
+// sender catches up at once, each line still carrying its intended time). False when the
+// sender is finished or its connection is gone.
+bool send_due(Worker& worker, Sender& sender, TrafficState& state, unsigned size) {
+  Connection& connection = *sender.connection;
+  if (connection.state != ConnectionState::open) return false;
+  const OpenLoopSchedule schedule(sender.plan.start_ns, sender.plan.rate);
+  const std::int64_t now = to_ns(Clock::now());
+  const std::uint64_t due = std::min(schedule.due_by(now), sender.plan.total);
+  for (; sender.done < due; ++sender.done) {
+    const std::int64_t intended = schedule.intended_ns(sender.done);
+    if (now - intended > late_send_ns) ++worker.late_sends;
+    if (intended >= sender.plan.window_start_ns) ++state.window_sent;
+    format_chat_line(worker.scratch, connection.id, connection.sent, intended, size);
+    if (!worker.send(connection, worker.scratch)) return false;
+    ++connection.sent;
+    state.lines_sent.add();
+  }
+  sender.next_ns = schedule.intended_ns(sender.done);
+  return sender.done < sender.plan.total;
+}
+
+// The send loop of one worker: one timer for all its senders, set to the earliest next
+// send. Each wake-up sends everything due on every connection; the engine hands those
+// sends to the kernel together when the wake-up ends.
+void send_all_due(Worker& worker, TrafficState& state, unsigned size) {
+  auto later = [](const Sender& a, const Sender& b) { return a.next_ns > b.next_ns; };
+  auto& heap = state.senders;
+  while (!heap.empty() && heap.front().next_ns <= to_ns(Clock::now())) {
+    std::pop_heap(heap.begin(), heap.end(), later);
+    if (send_due(worker, heap.back(), state, size))
+      std::push_heap(heap.begin(), heap.end(), later);
+    else
+      heap.pop_back();
+  }
+  if (!heap.empty()) worker.set_timer(heap.front().next_ns, [&worker, &state, size] { send_all_due(worker, state, size); });
+}
+
+}  // namespace
+
+void start_sending(Worker& worker, TrafficState& state, std::vector<Sender> senders, unsigned size) {
+  for (auto& sender : senders) sender.next_ns = sender.plan.start_ns;
+  state.senders = std::move(senders);
+  std::make_heap(state.senders.begin(), state.senders.end(), [](const Sender& a, const Sender& b) { return a.next_ns > b.next_ns; });
+  send_all_due(worker, state, size);
+}
+
+void stop_sending(Worker& worker, TrafficState& state) {
+  worker.cancel_timer();
+  state.senders.clear();
+}
+
+void handle_line(Worker& worker, Connection& connection, std::string_view line, std::int64_t now, const Phase& phase) {
+  if (line.starts_with('/') && !line.starts_with("//")) {
+    if (line.starts_with("/joined ")) {
+      if (!connection.joined) {
+        connection.joined = true;
+        worker.joined.add();
+      }
+    } else if (line.starts_with("/stats ")) {
+      worker.last_stats_reply.assign(line);
+      worker.stats_replies.add();
+    }
+    return;
+  }
+  if (line == "sync") {
+    if (!connection.joined) {
+      connection.joined = true;
+      worker.joined.add();
+    }
+    return;
+  }
+  const auto chat = parse_chat_line(line);
+  const std::uint32_t slot = chat ? chat->sender - connection.track_base : 0;
+  if (!chat || chat->sender < connection.track_base || slot >= connection.tracks.size() || !connection.joined) {
+    ++worker.unknown_lines;
+    return;
+  }
+  SenderTrack& track = connection.tracks[slot];
+  const std::uint64_t duplicates_before = track.duplicated;
+  track.on_sequence(chat->seq);
+  if (track.duplicated != duplicates_before) return;
+  worker.unique_deliveries.add();
+  worker.window_arrivals.on_arrival(now);
+  const std::int64_t latency = now - chat->intended_ns;
+  if (chat->intended_ns >= phase.window_start_ns && chat->intended_ns < phase.window_end_ns) {
+    worker.latency.record(latency);
+    ++worker.window_deliveries;
+  }
+  if (phase.mode == Mode::broadcast && chat->seq < worker.message_receivers.size()) {
+    ++worker.message_receivers[chat->seq];
+    worker.message_last_arrival_ns[chat->seq] = std::max(worker.message_last_arrival_ns[chat->seq], now);
+  }
+}
+
+void ramp_all(Engine& engine, json::object& report, Progress& progress) {
+  const auto start = Clock::now();
+  engine.ramp_to(engine.options().clients, [&] {
+    progress.show("connecting: " + std::to_string(engine.open_connections()) + "/" + std::to_string(engine.options().clients));
+  });
+  const double elapsed = std::chrono::duration<double>(Clock::now() - start).count();
+  const auto connected = engine.open_connections();
+  report["ramp"] = json::object{{"seconds", elapsed}, {"connected", connected},
+                                {"connects_per_s", elapsed > 0 ? static_cast<double>(connected) / elapsed : 0.0}};
+}
+
+void sample_step(Engine& engine, std::vector<MemorySample>& steps, json::object& report) {
+  MemorySample sample = sample_memory(engine.options().server_pid);
+  sample.clients = engine.open_connections();
+  steps.push_back(sample);
+  auto& memory = report["memory"].as_object();
+  memory["steps"].as_array().push_back(memory_sample_json(sample));
+  memory["per_connection"] = per_connection_json(steps);
+}
+
+CpuUse fill_cpu(json::object& report, const CpuWindow& a, const CpuWindow& b, pid_t server_pid) {
+  const double window = std::chrono::duration<double>(b.wall - a.wall).count();
+  CpuUse use;
+  auto& cpu = report["cpu"].as_object();
+  if (a.server && b.server) {
+    cpu["server_user_s"] = b.server->user_s - a.server->user_s;
+    cpu["server_sys_s"] = b.server->sys_s - a.server->sys_s;
+    use.server_fraction = cpu_fraction(b.server->user_s - a.server->user_s + b.server->sys_s - a.server->sys_s, window, server_pid);
+  }
+  const double user = b.self.user_s - a.self.user_s, sys = b.self.sys_s - a.self.sys_s;
+  use.loadgen_fraction = loadgen_cpu_fraction(user + sys, window);
+  use.cores = core_busy(a.cores, b.cores);
+  cpu["loadgen_user_s"] = user;
+  cpu["loadgen_sys_s"] = sys;
+  cpu["window_s"] = window;
+  cpu["loadgen_cpu_fraction"] = std::round(use.loadgen_fraction * 1e4) / 1e4;
+  cpu["server_cpu_fraction"] = use.server_fraction ? json::value(std::round(*use.server_fraction * 1e4) / 1e4) : json::value(nullptr);
+  cpu["cores"] = cores_json(use.cores);
+  // Near the whole of its CPUs, the result may measure the load generator.
+  const bool saturated = use.loadgen_fraction > loadgen_saturated_fraction;
+  cpu["loadgen_saturated"] = saturated;
+  if (saturated)
+    report["warnings"].as_array().push_back(json::value("loadgen used more than " + std::to_string(std::lround(loadgen_saturated_fraction * 100)) +
+                                                        "% of the CPUs it may run on during the measured window; "
+                                                        "the result may measure the load generator"));
+  return use;
+}
+
+void finish_common(Engine& engine, json::object& report) {
+  report["clients_connected"] = engine.open_connections();
+  if (const auto limit = engine.limit_hit()) report["limit_hit"] = *limit;
+}
+
+void warn(json::object& report, const std::string& text) { report["warnings"].as_array().push_back(json::value(text)); }
+
+void drain(Engine& engine, std::uint64_t expected_unique, Progress& progress) {
+  wait_until(
+      Clock::now() + seconds(engine.options().drain_s),
+      [&] { return engine.sum(&Worker::unique_deliveries) >= expected_unique || engine.open_connections() == 0; },
+      [&] { progress.show("draining: " + std::to_string(engine.sum(&Worker::unique_deliveries)) + "/" + std::to_string(expected_unique)); });
+}
+
+void format_chat_line(std::string& out, std::uint32_t sender, std::uint64_t seq, std::int64_t intended_ns, unsigned size) {
+  out.clear();
+  auto append = [&out](auto number) {
+    char digits[24];  // enough for any 64-bit integer
+    out.append(digits, std::to_chars(digits, digits + sizeof digits, number).ptr);
+    out.push_back(' ');
+  };
+  append(sender);
+  append(seq);
+  append(intended_ns);
+  if (out.size() + 1 < size) out.append(size - 1 - out.size(), 'x');
+  out.push_back('\n');
+}
+
+std::optional<ChatLine> parse_chat_line(std::string_view line) {
+  ChatLine chat{};
+  const char* p = line.data();
+  const char* end = line.data() + line.size();
+  auto field = [&](auto& value) {
+    const auto [next, error] = std::from_chars(p, end, value);
+    if (error != std::errc() || next == end || *next != ' ') return false;
+    p = next + 1;
+    return true;
+  };
+  if (!field(chat.sender) || !field(chat.seq) || !field(chat.intended_ns)) return std::nullopt;
+  return chat;
+}
+
+}  // namespace loadgen

@@ -1,0 +1,112 @@
+// What the three modes (idle.cpp, broadcast.cpp, chat.cpp) share: the per-worker send
+// schedule, the line handler, ramp and memory steps, the CPU window, drain and loss
+// totals. Internal to the scenarios: main.cpp and the tests include scenarios.hpp.
+#pragma once
+
+#include <boost/json.hpp>
+#include <chrono>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "engine.hpp"
+#include "metrics.hpp"
+#include "report.hpp"
+#include "scenarios.hpp"
+
+namespace loadgen {
+
+inline Clock::duration seconds(double s) { return std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(s)); }
+inline Clock::time_point from_ns(std::int64_t ns) { return Clock::time_point(std::chrono::duration_cast<Clock::duration>(std::chrono::nanoseconds(ns))); }
+
+// Per-connection send schedule of one phase: sends [0, total) of an open-loop schedule.
+struct SendPlan {
+  std::int64_t start_ns;
+  double rate;
+  std::uint64_t total;
+  std::int64_t window_start_ns;  // sends intended before this are warm-up
+};
+
+// Worker-side state of the phase in progress, set by the main thread between phases
+// (never while traffic flows), read by the handlers on the worker thread.
+struct Phase {
+  Mode mode = Mode::chat;
+  std::int64_t window_start_ns = 0, window_end_ns = INT64_MAX;
+  std::vector<std::int64_t> message_intended_ns;  // broadcast
+};
+
+// One connection's share of a worker's sends in the current phase.
+struct Sender {
+  Connection* connection;
+  SendPlan plan;
+  std::uint64_t done = 0;    // sends made so far
+  std::int64_t next_ns = 0;  // intended time of send `done`
+};
+
+// The sending side of one worker in the current phase, next to Worker's own counters.
+struct TrafficState {
+  SendPlan plan{};
+  OwnedCounter lines_sent;
+  std::uint64_t window_sent = 0;
+  std::vector<Sender> senders;  // a heap, earliest next send first
+};
+
+// Starts the send loop of one worker over these plans (on the worker's thread).
+void start_sending(Worker& worker, TrafficState& state, std::vector<Sender> senders, unsigned size);
+// Ends the send loop of one worker: no further sends in this phase.
+void stop_sending(Worker& worker, TrafficState& state);
+
+// Handles every line received in broadcast and chat: replies, sync lines, chat lines.
+void handle_line(Worker& worker, Connection& connection, std::string_view line, std::int64_t now, const Phase& phase);
+
+// Ramp to --clients in one step; fills "ramp" and "clients_connected".
+void ramp_all(Engine& engine, boost::json::object& report, Progress& progress);
+
+// Samples the server's memory at the current client count into report["memory"].
+void sample_step(Engine& engine, std::vector<MemorySample>& steps, boost::json::object& report);
+
+// One reading of the clock, the server's and loadgen's CPU time and every core's ticks.
+struct CpuWindow {
+  Clock::time_point wall;
+  std::optional<CpuTimes> server;
+  CpuTimes self;
+  std::vector<CoreTicks> cores;
+  static CpuWindow now(pid_t pid) { return {Clock::now(), pid > 0 ? process_cpu(pid) : std::nullopt, self_cpu(), read_core_ticks()}; }
+};
+
+// What the processes and the cores did between two readings.
+struct CpuUse {
+  double loadgen_fraction = 0;
+  std::optional<double> server_fraction;
+  std::vector<CoreBusy> cores;
+};
+
+// Fills report["cpu"] for the window [a, b], warns if loadgen was saturated, and returns
+// the CPU fractions and per-core busy time of the window.
+CpuUse fill_cpu(boost::json::object& report, const CpuWindow& a, const CpuWindow& b, pid_t server_pid);
+
+// The keys every mode ends with: clients_connected, and limit_hit if a limit was hit.
+void finish_common(Engine& engine, boost::json::object& report);
+
+void warn(boost::json::object& report, const std::string& text);
+
+// Broadcast and chat: waits until every sent line has arrived everywhere it
+// should, or every connection is gone, or the drain deadline passed.
+void drain(Engine& engine, std::uint64_t expected_unique, Progress& progress);
+
+struct LossTotals {
+  std::uint64_t received = 0, duplicated = 0, reordered = 0;
+  std::uint64_t lost = 0, outstanding = 0, receivers_with_loss = 0, receivers_with_outstanding = 0;
+
+  // Adds one receiver's missing lines (the sum over the senders it tracks).
+  void add_receiver(const SenderTrack::Missing& missing) {
+    lost += missing.lost;
+    outstanding += missing.outstanding;
+    if (missing.lost > 0) ++receivers_with_loss;
+    if (missing.outstanding > 0) ++receivers_with_outstanding;
+  }
+};
+
+}  // namespace loadgen
