@@ -162,6 +162,10 @@ def rows_from_report(config, variant, stack, mode, point, repeat, status, why, p
         steps = _get(report, "memory", "steps") or []
         slope = _get(report, "memory", "per_connection") or {}
         zero = steps[0] if steps and steps[0]["clients"] == 0 else None
+        # A run in which the server closed connections gives no step rows: the server did
+        # not hold what the ramp opened (loadgen's closed_by_server), only its failed row.
+        if report.get("closed_by_server"):
+            steps = []
         for s in steps:
             if s["clients"] == 0:
                 continue

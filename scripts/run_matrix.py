@@ -422,9 +422,12 @@ http {{
 """, f"worker_connections {conns}"
     if peer == "redis":
         # redis needs maxclients + 32 descriptors; timeout 0 never closes an idle client.
+        # Protected mode would refuse loadgen's connections from 127.0.0.2 and up (it takes
+        # only 127.0.0.1 for loopback); bind keeps the server on loopback.
         clients = fds - 100
         return "redis.conf", f"""port {port}
 bind 127.0.0.1
+protected-mode no
 daemonize no
 dir {d}
 logfile ""
