@@ -80,7 +80,7 @@ def plot_memory_per_connection(rows, out, note):
     ax.legend(fontsize=8)
     finish(fig, out, "memory_per_connection.png",
            "Per connection = (value at N − value at 0 clients) / N; median of repeats, bars min–max. "
-           + (f"Grey dotted: {rl.PEER_NOTE}. " if rl.peers_in(rows) else "") + note)
+           + ("Grey: reference servers (idle only). " if rl.peers_in(rows) else "") + note)
 
 
 HOST_PART_LABELS = {"rss": "server RSS", "pte": "server page tables", "kernel_stack": "kernel stacks",
@@ -152,7 +152,7 @@ def plot_server_memory(rows, out, note):
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8)
     finish(fig, out, "server_memory.png",
-           (f"Grey dotted: {rl.PEER_NOTE}. " if rl.peers_in(rows) else "") + note)
+           ("Grey: reference servers (idle only). " if rl.peers_in(rows) else "") + note)
 
 
 def plot_broadcast(rows, out, note):

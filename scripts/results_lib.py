@@ -21,7 +21,9 @@ PEERS = ["nginx", "mosquitto", "redis", "nats"]
 PEER_PACKAGES = {"nginx": "nginx", "mosquitto": "mosquitto", "redis": "redis-server",
                  "nats": "nats-server"}
 PEER_NOTE = "reference servers: no chat protocol, idle only"
-PEER_COLOUR = "#9e9e9e"
+# Greys, told apart by their dashes: muted beside the variants' colours.
+PEER_STYLES = {"nginx": ("#6e6e6e", ":"), "mosquitto": ("#8c8c8c", "--"),
+               "redis": ("#a8a8a8", "-."), "nats": ("#7a7a7a", (0, (1, 4)))}
 # One colour per variant in every plot; a configuration with a non-default stack size
 # keeps its variant's colour and gets a dashed line.
 COLOURS = {"threads": "#d62728", "fibers": "#ff7f0e", "asio": "#1f77b4",
@@ -409,7 +411,8 @@ def style(rows, config):
     """matplotlib keyword arguments of a configuration's line."""
     r = next(r for r in rows if r["config"] == config)
     if r["variant"] in PEERS:  # muted: a reference, not a candidate
-        return {"color": PEER_COLOUR, "linestyle": ":", "alpha": 0.8, "label": f"{config} (reference)"}
+        colour, dashes = PEER_STYLES[r["variant"]]
+        return {"color": colour, "linestyle": dashes, "label": f"{config} (reference)"}
     return {"color": COLOURS.get(r["variant"], "black"), "linestyle": "--" if r["stack_size"] else "-",
             "label": config.replace("@", " stack ")}
 
