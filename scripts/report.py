@@ -303,7 +303,7 @@ def among_peers(rows, rss, configs):
         if v is None:
             continue
         below = [x for x, pv in peer_rss.items() if v < pv]
-        parts.append(f"`{c}` {fmt_bytes(v)} (below {len(below)} of {len(peer_rss)})")
+        parts.append(f"`{c}` {fmt_bytes(v)} (less than {len(below)} of the {len(peer_rss)})")
     return (f"- **Among the reference servers** ({order}; {rl.PEER_NOTE}): " + "; ".join(parts) + ".")
 
 

@@ -299,7 +299,6 @@ class Config:
             cmd += ["--stack-size", self.stack]
         return ["taskset", "-c", SERVER_CPU] + cmd
 
-
     def server(self, build_dir, log_path):
         return Server(self, build_dir, log_path)
 
@@ -470,7 +469,7 @@ class PeerServer(Server):
 
     def __init__(self, config, log_path):
         self.config, self.log_path = config, log_path
-        self.proc, self.port, self.setting = None, None, ""
+        self.proc, self.port = None, None
 
     def start(self, timeout_s=10):
         peer = self.config.variant
@@ -479,7 +478,7 @@ class PeerServer(Server):
             self.port = s.getsockname()[1]
         directory = Path(str(self.log_path).removesuffix(".server.log") + ".peer")
         directory.mkdir(parents=True, exist_ok=True)
-        name, text, self.setting = peer_config(peer, self.port, directory)
+        name, text, _ = peer_config(peer, self.port, directory)
         (directory / name).write_text(text)
         conf = str(directory / name)
         args = {"nginx": ["-p", str(directory), "-e", "stderr", "-c", conf],
@@ -930,6 +929,8 @@ def main():
     # Peers: idle only, no verification (they speak no chat protocol); one whose package
     # is missing is skipped, and the report says why.
     peers, machine["peers"] = [], {}
+    if args.peers and "idle" not in args.modes:
+        print("  note: --peers run in idle only, and --modes has no idle: no peer measured")
     for x in args.peers if "idle" in args.modes else []:
         why = peer_missing(x)
         info = {"package": results_lib.PEER_PACKAGES[x], "version": peer_version(x),

@@ -67,10 +67,10 @@ fi
 export DEBIAN_FRONTEND=noninteractive
 "${sudo[@]}" apt-get update -qq
 # The peers are measured as processes run_matrix.py starts itself; their packages would
-# start system services (on ports the benchmark does not use, but running, and enabled for
-# the next boot). A policy-rc.d that answers 101 ("action forbidden") keeps invoke-rc.d
-# from starting any service during this install; it is removed afterwards, and one that
-# was already there is left alone.
+# start system services at install (on other ports, but running beside the benchmark). A
+# policy-rc.d that answers 101 ("action forbidden") keeps invoke-rc.d from starting any
+# service during this install; it is removed afterwards, and one that was already there
+# is left alone.
 policy=/usr/sbin/policy-rc.d
 if [ ${#peer_packages[@]} -gt 0 ] && [ ! -e $policy ]; then
   printf '#!/bin/sh\n# scripts/setup.sh --peers: no service starts during its install\nexit 101\n' \
