@@ -84,6 +84,13 @@ void run_idle(Engine& engine, json::object& report, Progress& progress) {
     if (engine.limit_hit()) break;
   }
   progress.finish();
+  // loadgen closes nothing before finish_common: every close so far was the server's (or a
+  // connection error), and a server that times out silent clients must not pass for one
+  // that holds them at a lower cost.
+  const auto closed = engine.sum(&Worker::closed);
+  report["closed_by_server"] = closed;
+  if (closed > 0)
+    warn(report, std::to_string(closed) + " connections were closed by the server (or failed) during the ramp and holds");
   const auto connected = engine.open_connections();
   report["ramp"] = json::object{{"seconds", ramp_seconds}, {"connected", connected},
                                 {"connects_per_s", ramp_seconds > 0 ? static_cast<double>(connected) / ramp_seconds : 0.0}};

@@ -66,7 +66,7 @@ def plot_memory_per_connection(rows, out, note):
     # The server's RSS per step only: the MemAvailable drop per step counts both ends and
     # reclaimable slab as free; the server host's cost is server_host_memory.png.
     fig, ax = plt.subplots(1, 1, figsize=(8, 5))
-    for c in rl.configs_in(rows):
+    for c in rl.configs_in(rows) + rl.peers_in(rows):
         errorbar(ax, positive(rl.idle_series(rows, c, "rss_per_conn_bytes")), rows, c)
     ax.axhline(SEED_STACK, color="black", linestyle=":", linewidth=1.5,
                label="seed's claim: 8 MiB per thread")
@@ -79,7 +79,8 @@ def plot_memory_per_connection(rows, out, note):
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8)
     finish(fig, out, "memory_per_connection.png",
-           "Per connection = (value at N − value at 0 clients) / N; median of repeats, bars min–max. " + note)
+           "Per connection = (value at N − value at 0 clients) / N; median of repeats, bars min–max. "
+           + ("Grey: reference servers (idle only). " if rl.peers_in(rows) else "") + note)
 
 
 HOST_PART_LABELS = {"rss": "server RSS", "pte": "server page tables", "kernel_stack": "kernel stacks",
@@ -128,7 +129,7 @@ def plot_server_host(rows, out, note):
 def plot_server_memory(rows, out, note):
     fig, ax = plt.subplots(figsize=(9, 5.5))
     top = 0
-    for c in rl.configs_in(rows):
+    for c in rl.configs_in(rows) + rl.peers_in(rows):
         pts = rl.idle_series(rows, c, "rss_bytes")
         errorbar(ax, pts, rows, c)
         top = max([top] + [p[0] for p in pts])
@@ -150,7 +151,8 @@ def plot_server_memory(rows, out, note):
     ax.set_title("Server memory vs idle connections (RSS; VSZ for threads)")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8)
-    finish(fig, out, "server_memory.png", note)
+    finish(fig, out, "server_memory.png",
+           ("Grey: reference servers (idle only). " if rl.peers_in(rows) else "") + note)
 
 
 def plot_broadcast(rows, out, note):

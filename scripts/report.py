@@ -262,6 +262,51 @@ def seed_section(rows):
             + table(["clients", "figure", "eventlet", "seed", "verdict"], lines) + "\n")
 
 
+def peers_section(rows, machine):
+    """The reference servers' idle figures (run_all.sh --peers), each with its Debian
+    version and the setting its memory at zero connections follows from."""
+    info = machine.get("peers") or {}
+    if not info:
+        return ""
+    lines = []
+    for x, i in info.items():
+        last = idle_last_steps(rows, x)
+        if i.get("skipped"):
+            lines.append([x, i.get("version") or "–", "skipped: " + i["skipped"], "–", "–", "–"])
+            continue
+        if not last:
+            lines.append([x, i.get("version") or "–", "no ok run (see *Failures*)", "–", "–", i.get("setting")])
+            continue
+        col = lambda k: [rl.num(r[k]) for r in last]  # noqa: E731
+        lines.append([x, i.get("version"), cell(col("clients"), fmt_num), cell(col("rss_slope_bytes"), fmt_bytes),
+                      cell(col("rss_zero_bytes"), fmt_bytes), i.get("setting")])
+    return ("### Reference servers\n\n"
+            f"{rl.PEER_NOTE[0].upper() + rl.PEER_NOTE[1:]}: Debian's builds, one process, loopback, "
+            "the same ramp and pinning as the variants (docs/methodology.md *Peers*). They never "
+            "rank as a variant to deploy. RSS at 0 connections is the intercept, set largely by "
+            "the setting beside it.\n\n"
+            + table(["server", "Debian version", "connections reached", "RSS / conn",
+                     "RSS at 0 connections", "setting"], lines) + "\n")
+
+
+def among_peers(rows, rss, configs):
+    """Where each variant's RSS per idle connection falls among the reference servers'."""
+    peer_rss = {x: median_or_none([rl.num(r["rss_slope_bytes"]) for r in idle_last_steps(rows, x)])
+                for x in rl.peers_in(rows)}
+    peer_rss = {x: v for x, v in peer_rss.items() if v is not None}
+    if not peer_rss:
+        return ""
+    order = ", ".join(f"{x} {fmt_bytes(v)}" for x, v in sorted(peer_rss.items(), key=lambda kv: kv[1]))
+    parts = []
+    for c in configs:
+        v = rss.get(c)
+        if v is None:
+            continue
+        below = [x for x, pv in peer_rss.items() if v < pv]
+        parts.append(f"`{c}` {fmt_bytes(v)} (less than {len(below)} of the {len(peer_rss)})")
+    return (f"- **Among the reference servers** ({order}; {rl.PEER_NOTE}): " + "; ".join(parts) + ".")
+
+
 def chat_rates(rows, chat):
     """The rates the chat curve ran at (the run may extend --chat-rates past the ceilings)."""
     used = points(rows, "chat")
@@ -422,6 +467,7 @@ def main():
                  "threads / conn", "RSS at top", "VSZ at top"], lines))
         w("\n![memory per connection](memory_per_connection.png)\n\n![server memory](server_memory.png)\n\n")
         w(server_host_section(rows, configs))
+    w(peers_section(rows, machine))
 
     if points(rows, "broadcast"):
         w("## Broadcast\n")
@@ -537,6 +583,7 @@ def main():
                         + (f"; default `threads` {fmt_bytes(thr)}" if thr else "") + ". Per connection the "
                         f"server host as a whole gave {fmt_bytes(mem.get(c))} for `{c}`."
                         + " The seed's 8 MiB per thread is virtual size (VSZ), not memory in use.")
+    findings.append(among_peers(rows, rss, base))
     p99_repeats = {x: point_values(rows, x, "broadcast", "completion_p99_us", top_bc) for x in base}
     sentence = ranking(p99_repeats, "the best broadcast completion p99", fmt_us)
     if sentence:

@@ -15,6 +15,15 @@ VARIANTS = ["threads", "fibers", "asio", "coro", "eventlet", "seed"]
 SEED = "seed"
 SEED_NOTE = "the seed as written: no protocol limits"
 SEED_MODES = ["idle", "broadcast"]
+# Reference servers (run_all.sh --peers): Debian's builds of servers a reader knows,
+# measured in idle only, beside the variants and never ranked as one to deploy.
+PEERS = ["nginx", "mosquitto", "redis", "nats"]
+PEER_PACKAGES = {"nginx": "nginx", "mosquitto": "mosquitto", "redis": "redis-server",
+                 "nats": "nats-server"}
+PEER_NOTE = "reference servers: no chat protocol, idle only"
+# Greys, told apart by their dashes: muted beside the variants' colours.
+PEER_STYLES = {"nginx": ("#6e6e6e", ":"), "mosquitto": ("#8c8c8c", "--"),
+               "redis": ("#a8a8a8", "-."), "nats": ("#7a7a7a", (0, (1, 4)))}
 # One colour per variant in every plot; a configuration with a non-default stack size
 # keeps its variant's colour and gets a dashed line.
 COLOURS = {"threads": "#d62728", "fibers": "#ff7f0e", "asio": "#1f77b4",
@@ -31,6 +40,8 @@ COLUMNS = [
     "rss_bytes", "pss_bytes", "vsz_bytes", "threads", "system_used_bytes",
     "kernel_stack_bytes", "slab_bytes", "sock_mem_bytes",
     "rss_per_conn_bytes", "vsz_per_conn_bytes", "system_per_conn_bytes",
+    # idle: the server's RSS before any client (the intercept, same on every step row)
+    "rss_zero_bytes",
     # idle: loadgen's least-squares slopes over the whole ramp (same on every step row)
     "rss_slope_bytes", "pss_slope_bytes", "vsz_slope_bytes", "system_slope_bytes",
     "threads_slope",
@@ -153,6 +164,10 @@ def rows_from_report(config, variant, stack, mode, point, repeat, status, why, p
         steps = _get(report, "memory", "steps") or []
         slope = _get(report, "memory", "per_connection") or {}
         zero = steps[0] if steps and steps[0]["clients"] == 0 else None
+        # A run in which the server closed connections gives no step rows: the server did
+        # not hold what the ramp opened (loadgen's closed_by_server), only its failed row.
+        if report.get("closed_by_server"):
+            steps = []
         for s in steps:
             if s["clients"] == 0:
                 continue
@@ -166,6 +181,7 @@ def rows_from_report(config, variant, stack, mode, point, repeat, status, why, p
                 row["rss_per_conn_bytes"] = (s["rss_bytes"] - zero["rss_bytes"]) / n
                 row["vsz_per_conn_bytes"] = (s["vsz_bytes"] - zero["vsz_bytes"]) / n
                 row["system_per_conn_bytes"] = row["system_used_bytes"] / n
+                row["rss_zero_bytes"] = zero["rss_bytes"]
             for k in ["rss", "pss", "vsz", "system"]:
                 row[f"{k}_slope_bytes"] = slope.get(f"{k}_bytes")
             row["threads_slope"] = slope.get("threads")
@@ -381,6 +397,12 @@ def configs_in(rows):
     return [c for _, _, c in order]
 
 
+def peers_in(rows):
+    """The reference servers measured, in PEERS order."""
+    seen = {r["config"] for r in rows if r["variant"] in PEERS}
+    return [x for x in PEERS if x in seen]
+
+
 def variant_of(rows, config):
     return next(r["variant"] for r in rows if r["config"] == config)
 
@@ -388,6 +410,9 @@ def variant_of(rows, config):
 def style(rows, config):
     """matplotlib keyword arguments of a configuration's line."""
     r = next(r for r in rows if r["config"] == config)
+    if r["variant"] in PEERS:  # muted: a reference, not a candidate
+        colour, dashes = PEER_STYLES[r["variant"]]
+        return {"color": colour, "linestyle": dashes, "label": f"{config} (reference)"}
     return {"color": COLOURS.get(r["variant"], "black"), "linestyle": "--" if r["stack_size"] else "-",
             "label": config.replace("@", " stack ")}
 

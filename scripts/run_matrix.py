@@ -68,6 +68,10 @@ def parse_args():
     p.add_argument("--variants", default=env_default("VARIANTS", ",".join(default_variants())),
                    help="comma-separated subset of " + ",".join(results_lib.VARIANTS)
                         + " (seed: idle and broadcast only)")
+    p.add_argument("--peers", default=env_default("PEERS", ""),
+                   help="reference servers measured in idle beside the variants: a "
+                        "comma-separated subset of " + ",".join(results_lib.PEERS)
+                        + ", or all (Debian's packages: scripts/setup.sh --peers)")
     p.add_argument("--out", default=env_default("OUT", ""),
                    help="results directory (default results/<date>-<host>)")
     p.add_argument("--repeats", type=int, default=env_default("REPEATS", None),
@@ -129,6 +133,11 @@ def parse_args():
     unknown = set(a.variants) - set(results_lib.VARIANTS)
     if unknown:
         p.error("unknown variant(s): " + ",".join(sorted(unknown)))
+    a.peers = results_lib.PEERS if a.peers == "all" else [x for x in a.peers.split(",") if x]
+    unknown = set(a.peers) - set(results_lib.PEERS)
+    if unknown:
+        p.error("unknown peer(s): " + ",".join(sorted(unknown)) + " (known: "
+                + ",".join(results_lib.PEERS) + ", or all)")
     a.modes = [m for m in a.modes.split(",") if m]
     if a.check_args:
         sys.exit(0)
@@ -290,6 +299,9 @@ class Config:
             cmd += ["--stack-size", self.stack]
         return ["taskset", "-c", SERVER_CPU] + cmd
 
+    def server(self, build_dir, log_path):
+        return Server(self, build_dir, log_path)
+
 
 def raise_nofile():
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -345,9 +357,149 @@ class Server:
                 self.proc.kill()
                 self.proc.wait()
                 note = "server did not exit within 5 s of SIGTERM (killed)"
-        self.proc.stdout.close()
+        if self.proc.stdout:
+            self.proc.stdout.close()
         self.log.close()
         return note
+
+
+# ---------------------------------------------------------------------------------------
+# Peers: reference servers from Debian's packages (run_all.sh --peers)
+
+def peer_binary(peer):
+    return {"nginx": "/usr/sbin/nginx", "mosquitto": "/usr/sbin/mosquitto",
+            "redis": "/usr/bin/redis-server", "nats": "/usr/sbin/nats-server"}[peer]
+
+
+def peer_version(peer):
+    """The Debian package's version, or None when it is not installed."""
+    text = run_text(["dpkg-query", "-W", "-f=${Status} ${Version}", results_lib.PEER_PACKAGES[peer]])
+    return text.split()[-1] if text.startswith("install ok installed") else None
+
+
+def peer_missing(peer):
+    """Why a peer cannot run here, or None."""
+    package = results_lib.PEER_PACKAGES[peer]
+    if peer_version(peer) is None:
+        return f"package {package} not installed (scripts/setup.sh --peers {peer})"
+    if not os.access(peer_binary(peer), os.X_OK):
+        return f"{peer_binary(peer)} missing although {package} is installed"
+    return None
+
+
+def nofile_hard():
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+
+
+def peer_config(peer, port, directory):
+    """(config file name, its text, the setting that sizes its start-up memory). One
+    process or worker, loopback only, room for the whole ramp, no idle timeout within a
+    run, and nothing written outside `directory`."""
+    d, fds = directory, nofile_hard()
+    if peer == "nginx":
+        # master_process off: the one process measured is the one that holds the
+        # connections. nginx allocates its connection and event arrays for all of
+        # worker_connections at start: that is its intercept. client_header_timeout (60 s
+        # by default) would close a connection that sends no request.
+        conns = fds - 100
+        temp = "\n".join(f"  {k}_temp_path {d}/{k};" for k in
+                         ["client_body", "proxy", "fastcgi", "uwsgi", "scgi"])
+        return "nginx.conf", f"""daemon off;
+master_process off;
+worker_processes 1;
+worker_rlimit_nofile {fds};
+pid {d}/nginx.pid;
+error_log stderr;
+events {{ worker_connections {conns}; }}
+http {{
+  access_log off;
+{temp}
+  client_header_timeout 1h;
+  keepalive_timeout 1h;
+  server {{ listen 127.0.0.1:{port}; return 204; }}
+}}
+""", f"worker_connections {conns}"
+    if peer == "redis":
+        # redis needs maxclients + 32 descriptors; timeout 0 never closes an idle client.
+        # Protected mode would refuse loadgen's connections from 127.0.0.2 and up (it takes
+        # only 127.0.0.1 for loopback); bind keeps the server on loopback.
+        clients = fds - 100
+        return "redis.conf", f"""port {port}
+bind 127.0.0.1
+protected-mode no
+daemonize no
+dir {d}
+logfile ""
+save ""
+appendonly no
+maxclients {clients}
+timeout 0
+""", f"maxclients {clients}"
+    if peer == "mosquitto":
+        # No pid_file when not a daemon; persistence off: nothing written.
+        return "mosquitto.conf", f"""listener {port} 127.0.0.1
+allow_anonymous true
+persistence false
+log_dest stderr
+max_connections -1
+""", "max_connections -1 (unlimited)"
+    # nats: a client that never sends CONNECT is dropped after the authorization timeout,
+    # and one that answers no PING after ping_max of them: both pushed past any run.
+    return "nats.conf", f"""listen: 127.0.0.1:{port}
+max_connections: {fds - 100}
+ping_interval: "1h"
+authorization {{ timeout: 3600 }}
+""", f"max_connections {fds - 100}"
+
+
+class PeerConfig:
+    """A reference server: idle only, no /stats, no relay to verify."""
+
+    def __init__(self, peer):
+        self.variant = self.name = peer
+        self.stack = ""
+
+    def server(self, build_dir, log_path):
+        return PeerServer(self, log_path)
+
+
+class PeerServer(Server):
+    """A peer started from its package with a config written beside its log; ready when a
+    connect succeeds."""
+
+    def __init__(self, config, log_path):
+        self.config, self.log_path = config, log_path
+        self.proc, self.port = None, None
+
+    def start(self, timeout_s=10):
+        peer = self.config.variant
+        with socket.socket() as s:  # a free port; the peer binds it a moment later
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        directory = Path(str(self.log_path).removesuffix(".server.log") + ".peer")
+        directory.mkdir(parents=True, exist_ok=True)
+        name, text, _ = peer_config(peer, self.port, directory)
+        (directory / name).write_text(text)
+        conf = str(directory / name)
+        args = {"nginx": ["-p", str(directory), "-e", "stderr", "-c", conf],
+                "redis": [conf], "mosquitto": ["-c", conf], "nats": ["-c", conf]}[peer]
+        self.log = open(self.log_path, "wb")
+        self.proc = subprocess.Popen(["taskset", "-c", SERVER_CPU, peer_binary(peer)] + args,
+                                     stdout=self.log, stderr=subprocess.STDOUT, cwd=directory,
+                                     preexec_fn=raise_nofile)
+        deadline = time.monotonic() + timeout_s
+        while True:
+            if self.proc.poll() is not None:
+                self.log.flush()
+                said = read(self.log_path).splitlines()[-1:] or ["nothing on stderr"]
+                raise RuntimeError(f"{peer} exited ({self.proc.returncode}) before listening: {said[0][:200]}")
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                return self
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"{peer} accepted no connection within {timeout_s} s")
+                time.sleep(0.05)
 
 
 def verify(config, build_dir, log_path):
@@ -517,7 +669,7 @@ def loadgen_finds_ceilings(build_dir):
     return "--find-ceiling" in text
 
 
-def plan(args, target, variants, curve):
+def plan(args, target, variants, curve, peers=()):
     """The matrix, repeat-major so that drift of the machine spreads over all variants.
     Within a repeat the ceiling searches come before the fixed-rate chat curve, whose top
     rates follow from the ceilings."""
@@ -536,7 +688,7 @@ def plan(args, target, variants, curve):
     out = []
     for r in range(1, args.repeats + 1):
         if "idle" in args.modes:
-            for c in configs + extra:
+            for c in configs + extra + [PeerConfig(x) for x in peers]:
                 slow = 3 if c.variant in ("eventlet", results_lib.SEED) else 1
                 est = (2 + args.idle_steps * 0.6 + target / 4000) * slow
                 out.append(Measurement(c, "idle", target, r, est,
@@ -611,7 +763,7 @@ def wait_quiet(bound_s):
 def run_measurement(m, build_dir, raw):
     """One fresh server, one loadgen run. Returns (status, why, json_path)."""
     json_path = raw / f"{m.label}.json"
-    server = Server(m.config, build_dir, raw / f"{m.label}.server.log")
+    server = m.config.server(build_dir, raw / f"{m.label}.server.log")
     why = ""
     try:
         server.start()
@@ -645,12 +797,15 @@ def run_measurement(m, build_dir, raw):
         reasons.append(f"limit hit: {report['limit_hit']}")
     if connected < requested:
         reasons.append(f"{connected}/{requested} clients connected")
+    closed = report.get("closed_by_server") or 0
+    if closed:  # a server that timed clients out has not held them: no measurement
+        reasons.append(f"server closed {closed} idle connections during the run")
     disconnected = (report.get("lines") or {}).get("receivers_disconnected")
     if disconnected:
         reasons.append(f"server disconnected {disconnected} receivers")
     if note:
         reasons.append(note)
-    return ("failed" if connected < requested else "ok"), "; ".join(reasons), json_path
+    return ("failed" if connected < requested or closed else "ok"), "; ".join(reasons), json_path
 
 
 def run_microbench(args, build_dir, raw):
@@ -771,16 +926,31 @@ def main():
             failures[v] = why
     machine["verification"] = {v: failures.get(v, "ok") for v in args.variants}
 
+    # Peers: idle only, no verification (they speak no chat protocol); one whose package
+    # is missing is skipped, and the report says why.
+    peers, machine["peers"] = [], {}
+    if args.peers and "idle" not in args.modes:
+        print("  note: --peers run in idle only, and --modes has no idle: no peer measured")
+    for x in args.peers if "idle" in args.modes else []:
+        why = peer_missing(x)
+        info = {"package": results_lib.PEER_PACKAGES[x], "version": peer_version(x),
+                "setting": peer_config(x, 0, out / "raw")[2], "skipped": why or ""}
+        machine["peers"][x] = info
+        print(f"peer   {x:9s} " + (f"skipped: {why}" if why else f"{info['package']} {info['version']}"),
+              flush=True)
+        if not why:
+            peers.append(x)
+
     if "ceiling" in args.modes and not loadgen_finds_ceilings(build_dir):
         # A loadgen without the search: the run goes on without it, and says so.
         args.modes.remove("ceiling")
         machine["ceiling_search"] = "not run: this loadgen has no `chat --find-ceiling`"
         print("  note: " + machine["ceiling_search"])
     curve = Curve(args)
-    measurements = plan(args, target, variants, curve)
+    measurements = plan(args, target, variants, curve, peers)
     micro_estimate = (20 if args.quick else 60) if "microbench" in args.modes else 0
     (out / "plan.json").write_text(json.dumps({
-        "variants": args.variants, "verified": variants, "repeats": args.repeats,
+        "variants": args.variants, "verified": variants, "peers": peers, "repeats": args.repeats,
         "idle": {"clients": target, "steps": args.idle_steps},
         "broadcast": {"clients": args.broadcast_clients, "messages": args.broadcast_messages,
                       "interval_ms": args.broadcast_interval_ms, "size": 64},

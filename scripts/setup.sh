@@ -1,15 +1,22 @@
 #!/usr/bin/env bash
 # Installs, from Debian's archive, whatever chatbench needs and this machine lacks.
 # Idempotent: a machine that has everything is left alone (no apt-get update, no root).
+# --peers [LIST] also installs the reference servers of run_all.sh --peers (nginx,
+# mosquitto, redis, nats; default all) with their system services kept from starting.
 set -euo pipefail
 
-usage="usage: scripts/setup.sh   (no arguments; installs with apt-get what is missing)"
-if [ $# -gt 0 ]; then
-  case $1 in -h|--help) echo "$usage"; exit 0 ;; esac
-  echo "setup.sh: takes no arguments, got '$*'" >&2
-  echo "$usage" >&2
-  exit 2
-fi
+usage="usage: scripts/setup.sh [--peers [nginx,mosquitto,redis,nats|all]]"
+peers=""
+while [ $# -gt 0 ]; do
+  case $1 in
+    -h|--help) echo "$usage"; exit 0 ;;
+    --peers)
+      if [ $# -gt 1 ] && [ "${2#-}" = "$2" ]; then peers=$2; shift; else peers=all; fi ;;
+    --peers=*) peers=${1#--peers=} ;;
+    *) echo "setup.sh: unknown argument '$1'" >&2; echo "$usage" >&2; exit 2 ;;
+  esac
+  shift
+done
 
 packages=(
   build-essential cmake
@@ -21,6 +28,19 @@ packages=(
   liburing-dev                                 # loadgen's io_uring engine
   procps util-linux                            # ps, taskset
 )
+
+# The peers' Debian packages (run_matrix.py's PEERS names the same ones).
+declare -A peer_package=([nginx]=nginx [mosquitto]=mosquitto [redis]=redis-server [nats]=nats-server)
+peer_packages=()
+if [ -n "$peers" ]; then
+  [ "$peers" = all ] && peers=nginx,mosquitto,redis,nats
+  IFS=, read -ra wanted <<<"$peers"
+  for peer in "${wanted[@]}"; do
+    [ -n "${peer_package[$peer]:-}" ] || { echo "setup.sh: unknown peer '$peer' (nginx, mosquitto, redis, nats)" >&2; exit 2; }
+    peer_packages+=("${peer_package[$peer]}")
+  done
+  packages+=("${peer_packages[@]}")
+fi
 
 missing=()
 for p in "${packages[@]}"; do
@@ -46,6 +66,21 @@ fi
 
 export DEBIAN_FRONTEND=noninteractive
 "${sudo[@]}" apt-get update -qq
+# The peers are measured as processes run_matrix.py starts itself; their packages would
+# start system services at install (on other ports, but running beside the benchmark). A
+# policy-rc.d that answers 101 ("action forbidden") keeps invoke-rc.d from starting any
+# service during this install; it is removed afterwards, and one that was already there
+# is left alone.
+policy=/usr/sbin/policy-rc.d
+if [ ${#peer_packages[@]} -gt 0 ] && [ ! -e $policy ]; then
+  printf '#!/bin/sh\n# scripts/setup.sh --peers: no service starts during its install\nexit 101\n' \
+    | "${sudo[@]}" tee $policy >/dev/null
+  "${sudo[@]}" chmod 755 $policy
+  trap '"${sudo[@]}" rm -f $policy' EXIT
+  echo "setup: the peers' system services are kept from starting ($policy exits 101 during the install)"
+elif [ ${#peer_packages[@]} -gt 0 ]; then
+  echo "setup: $policy already present (left as it is): it decides whether the peers' services start"
+fi
 if ! "${sudo[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}"; then
   still=()
   for p in "${missing[@]}"; do
