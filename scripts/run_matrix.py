@@ -680,11 +680,6 @@ def plan(args, target, variants, curve, peers=()):
     if "fibers" in variants and args.fiber_big_stack:
         extra.append(Config("fibers", args.fiber_big_stack))
     hold = 1 if args.quick else 2
-    # The seed listens with eventlet's default backlog of 50: more connects in flight than
-    # that overflow its accept queue, and the dropped SYNs come back only after a second
-    # or more, leaving receivers out of a broadcast. Fewer in flight, the seed unchanged.
-    def pacing(c):
-        return ["--connect-concurrency", 32] if c.variant == results_lib.SEED else []
     out = []
     for r in range(1, args.repeats + 1):
         if "idle" in args.modes:
@@ -693,7 +688,7 @@ def plan(args, target, variants, curve, peers=()):
                 est = (2 + args.idle_steps * 0.6 + target / 4000) * slow
                 out.append(Measurement(c, "idle", target, r, est,
                                        ["idle", "--clients", target, "--steps", args.idle_steps,
-                                        "--hold-s", hold] + pacing(c),
+                                        "--hold-s", hold],
                                        deadline_s=60 + args.idle_steps * (hold + 12)))
         if "broadcast" in args.modes:
             for c in configs:  # the seed included: its model's fan-out is the comparison
@@ -704,7 +699,7 @@ def plan(args, target, variants, curve, peers=()):
                                            ["broadcast", "--clients", n,
                                             "--messages", args.broadcast_messages,
                                             "--interval-ms", args.broadcast_interval_ms,
-                                            "--size", 64] + pacing(c),
+                                            "--size", 64],
                                            deadline_s=60 + send_s * 2))
         chat_configs = [c for c in configs if c.variant != results_lib.SEED]
         if "ceiling" in args.modes:
