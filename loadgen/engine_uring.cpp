@@ -278,14 +278,15 @@ class UringWorker final : public Worker {
     io_uring_for_each_cqe(&ring_, head, cqe) {
       ++seen;
       const std::uint64_t data = io_uring_cqe_get_data64(cqe);
-      auto& c = *reinterpret_cast<UringConnection*>(data & ~std::uint64_t{op_mask});
+      // Null for the wake-up and for ignored completions: dereferenced only for the others.
+      auto* c = reinterpret_cast<UringConnection*>(data & ~std::uint64_t{op_mask});
       switch (data & op_mask) {
         case op_connect:
-          c.connecting = false;
-          on_connected(c, cqe->res < 0 ? -cqe->res : 0);
+          c->connecting = false;
+          on_connected(*c, cqe->res < 0 ? -cqe->res : 0);
           break;
-        case op_recv: on_receive(c, cqe->res, cqe->flags, now); break;
-        case op_send: on_sent(c, cqe->res); break;
+        case op_recv: on_receive(*c, cqe->res, cqe->flags, now); break;
+        case op_send: on_sent(*c, cqe->res); break;
         case op_wake: run_posted(); break;
         default: break;
       }
