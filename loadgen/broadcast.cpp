@@ -64,7 +64,7 @@ void run_broadcast(Engine& engine, json::object& report, Progress& progress) {
   if (sender) {
     phase.window_start_ns = start_ns;
     TrafficState& state = traffic[sender_worker.index()];
-    state.plan = SendPlan{start_ns, rate, messages, start_ns};
+    state.plan = SendPlan{start_ns, rate, messages, start_ns, 0};  // exact times: one send per interval
     sender_worker.call([&] {
       sender->sender = true;
       start_sending(sender_worker, state, {Sender{sender, state.plan}}, options.size);

@@ -163,8 +163,9 @@ StepResult run_chat_step(ChatRun& run, double rate) {
     for (auto& connection : worker.connections()) {
       if (!connection->sender) continue;
       const auto offset = static_cast<std::int64_t>(1e9 / rate * connection->id / std::max<std::uint32_t>(1, run.attempted));
-      const OpenLoopSchedule schedule(start_ns + offset, rate);
-      SendPlan plan{start_ns + offset, rate, schedule.due_by(phase.window_end_ns - 1), phase.window_start_ns};
+      const std::int64_t tick_ns = std::int64_t{options.tick_us} * 1000;
+      const OpenLoopSchedule schedule(start_ns + offset, rate, tick_ns);
+      SendPlan plan{start_ns + offset, rate, schedule.due_by(phase.window_end_ns - 1), phase.window_start_ns, tick_ns};
       senders.push_back(Sender{connection.get(), plan});
       planned += plan.total;
     }

@@ -143,6 +143,24 @@ void Worker::on_bytes(Connection& connection, std::string_view data, std::int64_
   }
 }
 
+void Worker::sync_clocks() {
+  timespec real{};
+  ::clock_gettime(CLOCK_REALTIME, &real);
+  const std::int64_t steady = to_ns(Clock::now());
+  realtime_minus_steady_ns_ = real.tv_sec * std::int64_t{1'000'000'000} + real.tv_nsec - steady;
+}
+
+std::int64_t Worker::steady_from_kernel(const cmsghdr& cmsg) const {
+  timespec stamp{};
+  std::memcpy(&stamp, CMSG_DATA(&cmsg), sizeof stamp);
+  return stamp.tv_sec * std::int64_t{1'000'000'000} + stamp.tv_nsec - realtime_minus_steady_ns_;
+}
+
+void request_receive_times(int fd) {
+  int on = 1;
+  ::setsockopt(fd, SOL_SOCKET, SO_TIMESTAMPNS, &on, sizeof on);
+}
+
 bool Worker::send(Connection& connection, std::string_view bytes) {
   if (connection.state != ConnectionState::open) return false;
   connection.queued.append(bytes);

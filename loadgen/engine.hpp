@@ -14,7 +14,9 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <ctime>
 #include <netinet/in.h>
+#include <sys/socket.h>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -118,6 +120,7 @@ class Worker {
   ArrivalWindow window_arrivals;        // chat: deliveries that arrived during the window
   std::uint64_t late_sends = 0;         // sends made more than 1 ms after their intended time
   std::uint64_t unknown_lines = 0;      // lines that were neither ours nor a known reply
+  std::uint64_t untimed_reads = 0;      // reads without a kernel receive time (timed at the read)
   std::vector<std::int64_t> message_last_arrival_ns;  // broadcast: per message, latest arrival
   std::vector<std::uint32_t> message_receivers;       // broadcast: per message, receivers that had it
   std::string last_stats_reply;                       // chat: the last "/stats ..." line
@@ -137,6 +140,20 @@ class Worker {
   // Close the socket and give up whatever is in flight on it; idempotent. reset: SO_LINGER 0.
   virtual void release(Connection& connection, bool reset) = 0;
 
+  // Receive times come from the kernel (docs/loadgen.md, "Receive times"): when a line
+  // reached the socket, not when this thread got round to reading it. The kernel stamps
+  // CLOCK_REALTIME; lines carry the steady clock. sync_clocks() before each batch of reads
+  // takes the offset between the two; receive_time() maps a read's control messages (the
+  // first, and a function to the next) onto the steady clock, or gives read_ns without one.
+  void sync_clocks();
+  template <typename Next>
+  std::int64_t receive_time(cmsghdr* cmsg, Next next, std::int64_t read_ns) {
+    for (; cmsg; cmsg = next(cmsg))
+      if (cmsg->cmsg_level == SOL_SOCKET && cmsg->cmsg_type == SO_TIMESTAMPNS) return steady_from_kernel(*cmsg);
+    ++untimed_reads;
+    return read_ns;
+  }
+
   // error: 0 or an errno value (ECANCELED after abort_connects).
   void on_connected(Connection& connection, int error);
   // Bytes read from an open connection at now_ns: complete lines go to the line handler.
@@ -148,7 +165,10 @@ class Worker {
  private:
   void launch_connects();
 
+  std::int64_t steady_from_kernel(const cmsghdr& cmsg) const;
+
   unsigned index_;
+  std::int64_t realtime_minus_steady_ns_ = 0;
   std::vector<std::unique_ptr<Connection>> connections_;
   std::deque<std::uint32_t> to_connect_;
   unsigned in_flight_ = 0;
@@ -208,6 +228,11 @@ std::unique_ptr<Worker> make_uring_worker(Engine& engine, unsigned index);
 // Why this process cannot run the io_uring engine (disabled, not permitted, a kernel
 // without a feature it needs); nullopt when it can. Tries the real setup once.
 std::optional<std::string> uring_unavailable();
+
+// Ask the kernel to stamp every read on fd with its receive time (SO_TIMESTAMPNS).
+void request_receive_times(int fd);
+// Room for that control message in a read.
+constexpr std::size_t receive_time_control_bytes = CMSG_SPACE(sizeof(timespec));
 
 // "127.0.0.1-127.0.0.8" or "127.0.0.1": the addresses in that range, inclusive, in
 // network byte order.

@@ -1,7 +1,9 @@
 // The epoll engine (--engine epoll): Asio's reactor, one io_context per worker. Every
 // read, write and connect is its own system call; portable to any Linux.
 #include <boost/asio.hpp>
+#include <cerrno>
 #include <future>
+#include <sys/socket.h>
 
 #include "engine.hpp"
 
@@ -76,6 +78,7 @@ class EpollWorker final : public Worker {
     boost::system::error_code ignored;
     of(connection).socket.set_option(tcp::no_delay(true), ignored);
     of(connection).socket.non_blocking(true, ignored);
+    request_receive_times(of(connection).socket.native_handle());
     wait_readable(connection);
   }
 
@@ -114,17 +117,23 @@ class EpollWorker final : public Worker {
 
   void on_readable(Connection& connection) {
     if (connection.state != ConnectionState::open) return;
-    boost::system::error_code error;
-    const std::size_t n = of(connection).socket.read_some(asio::buffer(read_buffer_), error);
-    if (error == asio::error::would_block || error == asio::error::try_again) {
+    // recvmsg rather than read_some: the receive time comes with the bytes.
+    iovec data{read_buffer_.data(), read_buffer_.size()};
+    alignas(cmsghdr) char control[receive_time_control_bytes];
+    msghdr header{nullptr, 0, &data, 1, control, sizeof control, 0};
+    const ssize_t n = ::recvmsg(of(connection).socket.native_handle(), &header, MSG_DONTWAIT);
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) {
       wait_readable(connection);
       return;
     }
-    if (error || n == 0) {
+    if (n <= 0) {
       close(connection);
       return;
     }
-    on_bytes(connection, std::string_view(read_buffer_.data(), n), to_ns(Clock::now()));
+    const std::int64_t now = to_ns(Clock::now());
+    sync_clocks();
+    const std::int64_t arrived = receive_time(CMSG_FIRSTHDR(&header), [&](cmsghdr* cmsg) { return CMSG_NXTHDR(&header, cmsg); }, now);
+    on_bytes(connection, std::string_view(read_buffer_.data(), static_cast<std::size_t>(n)), arrived);
     if (connection.state == ConnectionState::open) wait_readable(connection);
   }
 

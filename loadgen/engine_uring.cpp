@@ -39,6 +39,9 @@ constexpr unsigned sq_entries = 4096;
 constexpr unsigned cq_entries = 16384;
 constexpr unsigned buffer_bytes = 4096;
 constexpr unsigned buffer_group = 0;
+// With a tick, a worker also wakes once this many completions are waiting: the buffer
+// ring (--uring-buffers) must not run dry between wake-ups.
+constexpr unsigned batch_completions = 256;
 
 // user_data: the connection's address with the operation in its low bits (Connection is
 // 8-aligned). 0: a completion nobody waits for (a cancel).
@@ -169,6 +172,7 @@ class UringWorker final : public Worker {
   void on_open(Connection& connection) override {
     int on = 1;
     ::setsockopt(of(connection).fd, IPPROTO_TCP, TCP_NODELAY, &on, sizeof on);
+    request_receive_times(of(connection).fd);
     arm_receive(of(connection));
   }
 
@@ -212,7 +216,7 @@ class UringWorker final : public Worker {
 
   void arm_receive(UringConnection& c) {
     io_uring_sqe* sqe = next_sqe();
-    io_uring_prep_recv_multishot(sqe, c.fd, nullptr, 0, 0);
+    io_uring_prep_recvmsg_multishot(sqe, c.fd, &receive_header_, 0);
     sqe->flags |= IOSQE_BUFFER_SELECT;
     sqe->buf_group = buffer_group;
     io_uring_sqe_set_data64(sqe, tag(c, op_recv));
@@ -245,15 +249,25 @@ class UringWorker final : public Worker {
     io_uring_register_ring_fd(&ring_);  // saves an fd lookup per enter where supported
     ready.set_value(std::nullopt);
     arm_wake();
+    const std::int64_t tick_ns = std::int64_t{engine_.options().tick_us} * 1000;
     while (!stopping_) {
+      // With a tick, sleep until the next send (on the tick's grid), at most one tick, or
+      // until a batch of completions is waiting; receive times come from the kernel, so
+      // waiting costs them nothing. Without one, wake for each completion.
+      std::int64_t wake_ns = timer_ns_;
+      if (tick_ns > 0) {
+        const std::int64_t latest = to_ns(Clock::now()) + tick_ns;
+        wake_ns = wake_ns < 0 ? latest : std::min(wake_ns, latest);
+      }
       io_uring_cqe* cqe = nullptr;
+      const unsigned wait_for = tick_ns > 0 ? batch_completions : 1;
       int r;
-      if (timer_ns_ >= 0) {
-        const std::int64_t wait_ns = std::max<std::int64_t>(0, timer_ns_ - to_ns(Clock::now()));
+      if (wake_ns >= 0) {
+        const std::int64_t wait_ns = std::max<std::int64_t>(0, wake_ns - to_ns(Clock::now()));
         __kernel_timespec timeout{wait_ns / 1'000'000'000, wait_ns % 1'000'000'000};
-        r = io_uring_submit_and_wait_timeout(&ring_, &cqe, 1, &timeout, nullptr);
+        r = io_uring_submit_and_wait_timeout(&ring_, &cqe, wait_for, &timeout, nullptr);
       } else {
-        r = io_uring_submit_and_wait(&ring_, 1);
+        r = io_uring_submit_and_wait(&ring_, wait_for);
       }
       if (r < 0 && r != -ETIME && r != -EINTR && r != -EBUSY && r != -EAGAIN) {
         std::fprintf(stderr, "loadgen: io_uring_enter failed: %s\n", std::strerror(-r));
@@ -273,6 +287,7 @@ class UringWorker final : public Worker {
   // Every completion ready now; one clock read for the batch, which had all arrived by then.
   void reap() {
     const std::int64_t now = to_ns(Clock::now());
+    sync_clocks();
     unsigned head, seen = 0;
     io_uring_cqe* cqe;
     io_uring_for_each_cqe(&ring_, head, cqe) {
@@ -298,7 +313,15 @@ class UringWorker final : public Worker {
     if (flags & IORING_CQE_F_BUFFER) {
       const unsigned id = flags >> IORING_CQE_BUFFER_SHIFT;
       char* buffer = buffers_.buffers + static_cast<std::size_t>(id) * buffer_bytes;
-      if (res > 0 && c.state == ConnectionState::open) on_bytes(c, std::string_view(buffer, static_cast<std::size_t>(res)), now);
+      // A recvmsg buffer: a header, the control messages (the receive time), then the bytes.
+      io_uring_recvmsg_out* out = res > 0 ? io_uring_recvmsg_validate(buffer, res, &receive_header_) : nullptr;
+      if (out && out->payloadlen > 0 && c.state == ConnectionState::open) {
+        auto next = [&](cmsghdr* cmsg) { return io_uring_recvmsg_cmsg_nexthdr(out, &receive_header_, cmsg); };
+        const std::int64_t arrived = receive_time(io_uring_recvmsg_cmsg_firsthdr(out, &receive_header_), next, now);
+        on_bytes(c, std::string_view(static_cast<char*>(io_uring_recvmsg_payload(out, &receive_header_)), out->payloadlen), arrived);
+      }
+      if (out && out->payloadlen == 0) res = 0;  // end of stream: no bytes, only the header
+      if (res > 0 && !out) res = -EPROTO;       // not what recvmsg writes: give up on it
       // Parsed (a partial line was copied), so the buffer goes straight back.
       io_uring_buf_ring_add(buffers_.ring, buffer, buffer_bytes, static_cast<unsigned short>(id), io_uring_buf_ring_mask(buffer_count_), 0);
       io_uring_buf_ring_advance(buffers_.ring, 1);
@@ -340,6 +363,9 @@ class UringWorker final : public Worker {
   }
 
   io_uring ring_{};
+  // What every multishot recvmsg asks for: no address, room for the receive time. The
+  // kernel reads it when the request is submitted.
+  msghdr receive_header_{nullptr, 0, nullptr, 0, nullptr, receive_time_control_bytes, 0};
   const unsigned buffer_count_;  // a power of two
   BufferRing buffers_;
   int wake_fd_ = -1;

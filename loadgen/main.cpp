@@ -87,6 +87,10 @@ void add_common_options(CLI::App& command, Options& o) {
             return ok ? std::string() : "must be a power of two from 1 to 32768";
           },
           "POWER OF 2"));
+  command.add_option("--tick-us", o.tick_us,
+                     "chat sends fall on a grid of this many µs, and an io_uring worker sleeps at most this long; 0: exact send times, a wake-up per completion")
+      ->capture_default_str()
+      ->check(cli::integer(0, 100000));
 }
 
 // Says up front what will cap the run, so a short run is not a surprise.

@@ -13,12 +13,15 @@
 namespace loadgen {
 
 std::uint64_t OpenLoopSchedule::due_by(std::int64_t now_ns) const {
+  // Rounding up to the grid keeps the order of sends, so this counts the exact times at or
+  // before the last grid point not after now.
+  if (tick_ns_ > 0) now_ns -= now_ns % tick_ns_;
   if (now_ns < start_ns_) return 0;
-  // Start from the floating-point estimate, then settle it against intended_ns() itself so
+  // Start from the floating-point estimate, then settle it against exact_ns() itself so
   // the two never disagree by a rounding step.
   auto k = static_cast<std::uint64_t>(static_cast<double>(now_ns - start_ns_) * rate_ / 1e9);
-  while (k > 0 && intended_ns(k - 1) > now_ns) --k;
-  while (intended_ns(k) <= now_ns) ++k;
+  while (k > 0 && exact_ns(k - 1) > now_ns) --k;
+  while (exact_ns(k) <= now_ns) ++k;
   return k;
 }
 

@@ -23,19 +23,30 @@ inline std::int64_t to_ns(Clock::time_point t) {
 
 // The open-loop schedule of wrk2: send k is due at start + k / rate, whatever happened to
 // sends before it, so a stalled server shows up as latency and not as a lower send rate.
+// With a tick, each time is rounded up to the next multiple of the tick on the steady
+// clock: every sender's sends fall on one shared grid, so a worker wakes once per tick
+// for all of them instead of once per send (docs/loadgen.md, "The tick"). The rounded
+// time is the intended time: the line carries it and latency starts from it.
 class OpenLoopSchedule {
  public:
-  OpenLoopSchedule(std::int64_t start_ns, double rate_per_s) : start_ns_(start_ns), rate_(rate_per_s) {}
+  OpenLoopSchedule(std::int64_t start_ns, double rate_per_s, std::int64_t tick_ns = 0)
+      : start_ns_(start_ns), rate_(rate_per_s), tick_ns_(tick_ns) {}
   // Intended send time of send number k (0-based).
-  std::int64_t intended_ns(std::uint64_t k) const {
-    return start_ns_ + static_cast<std::int64_t>(static_cast<double>(k) * 1e9 / rate_);
-  }
+  std::int64_t intended_ns(std::uint64_t k) const { return on_grid(exact_ns(k)); }
   // How many sends are due at or before now_ns (i.e. the k of the first send not yet due).
   std::uint64_t due_by(std::int64_t now_ns) const;
 
  private:
+  std::int64_t exact_ns(std::uint64_t k) const { return start_ns_ + static_cast<std::int64_t>(static_cast<double>(k) * 1e9 / rate_); }
+  std::int64_t on_grid(std::int64_t t) const {
+    if (tick_ns_ <= 0) return t;
+    const std::int64_t r = t % tick_ns_;  // steady-clock times are positive
+    return r == 0 ? t : t + (tick_ns_ - r);
+  }
+
   std::int64_t start_ns_;
   double rate_;
+  std::int64_t tick_ns_;
 };
 
 // Log-linear histogram of non-negative values (nanoseconds here): exact below 128, then

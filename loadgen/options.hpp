@@ -28,6 +28,7 @@ struct Options {
   bool quiet = false;
   EngineKind engine = EngineKind::automatic;
   unsigned uring_buffers = 2048;  // io_uring engine: receive buffers (4 KiB) per worker
+  unsigned tick_us = 250;  // chat sends on this grid; io_uring workers sleep at most this long (0: neither)
   // idle
   unsigned steps = 5;
   double hold_s = 2;

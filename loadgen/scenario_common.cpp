@@ -2,6 +2,7 @@
 #include "scenario_common.hpp"
 
 #include <algorithm>
+#include <atomic>
 #include <charconv>
 #include <cmath>
 
@@ -19,7 +20,7 @@ constexpr std::int64_t late_send_ns = 1'000'000;  // a send more than 1 ms behin
 bool send_due(Worker& worker, Sender& sender, TrafficState& state, unsigned size) {
   Connection& connection = *sender.connection;
   if (connection.state != ConnectionState::open) return false;
-  const OpenLoopSchedule schedule(sender.plan.start_ns, sender.plan.rate);
+  const OpenLoopSchedule schedule(sender.plan.start_ns, sender.plan.rate, sender.plan.tick_ns);
   const std::int64_t now = to_ns(Clock::now());
   const std::uint64_t due = std::min(schedule.due_by(now), sender.plan.total);
   for (; sender.done < due; ++sender.done) {
@@ -159,6 +160,11 @@ CpuUse fill_cpu(json::object& report, const CpuWindow& a, const CpuWindow& b, pi
 void finish_common(Engine& engine, json::object& report) {
   report["clients_connected"] = engine.open_connections();
   if (const auto limit = engine.limit_hit()) report["limit_hit"] = *limit;
+  std::atomic<std::uint64_t> untimed{0};
+  engine.for_each_worker([&](Worker& worker) { untimed += worker.untimed_reads; });
+  if (untimed > 0)
+    warn(report, std::to_string(untimed.load()) + " reads came without the kernel's receive time; their lines were timed when read, "
+                 "so their latency includes loadgen's own delay");
 }
 
 void warn(json::object& report, const std::string& text) { report["warnings"].as_array().push_back(json::value(text)); }

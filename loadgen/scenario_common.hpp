@@ -27,6 +27,7 @@ struct SendPlan {
   double rate;
   std::uint64_t total;
   std::int64_t window_start_ns;  // sends intended before this are warm-up
+  std::int64_t tick_ns = 0;      // intended times fall on this grid (OpenLoopSchedule)
 };
 
 // Worker-side state of the phase in progress, set by the main thread between phases

@@ -115,6 +115,13 @@ def case_broadcast(loadgen, server, port):
     completion = report["broadcast_completion_us"]
     check(completion is not None and completion["count"] == 50, "completion %s" % completion)
     check(completion["max"] >= completion["p50"] > 0, "completion order %s" % completion)
+    check_receive_times(report)
+
+
+def check_receive_times(report):
+    # Every read came with the kernel's receive time (docs/loadgen.md, "Receive times").
+    untimed = [w for w in report["warnings"] if "receive time" in w]
+    check(not untimed, "reads without a receive time: %s" % untimed)
 
 
 def case_chat(loadgen, server, port):
@@ -133,6 +140,24 @@ def case_chat(loadgen, server, port):
     check(report["server_stats"]["lines_in_delta"] == lines["sent"], "server lines_in %s" % report["server_stats"])
     check(report["latency_us"]["count"] > 0, "latency")
     check(report["cpu"]["server_user_s"] is not None, "server cpu")
+    check_receive_times(report)
+
+
+def case_tick(loadgen, server, port):
+    # A 50 ms tick: sends fall on a 50 ms grid, and the io_uring engine reads only at the
+    # grid points, 25 ms after a line arrived on average. Latency ends when the line reached
+    # the socket (the kernel's receive time), so that wait must not show: a median latency
+    # timed at the read would be about 25 ms. (The epoll engine reads when a socket is
+    # readable, so there it shows that the grid itself costs no latency.)
+    report, _ = run_loadgen(None, loadgen, port, server.pid,
+                            ["chat", "--clients", "40", "--room-size", "8", "--rate", "20", "--duration-s", "2",
+                             "--warmup-s", "0.5", "--tick-us", "50000"])
+    lines = report["lines"]
+    check(lines["sent"] > 0 and lines["lost"] == 0 and lines["delivered"] == lines["expected"], "loss %s" % lines)
+    check(report["options"]["tick_us"] == 50000, "options %s" % report["options"])
+    check_receive_times(report)
+    p50_ms = report["latency_us"]["p50"] / 1000
+    check(p50_ms < 12.5, "median latency %.1f ms includes loadgen's wait for the next tick" % p50_ms)
 
 
 def case_server_killed(loadgen, server, port):
@@ -261,7 +286,7 @@ def case_engine_fallback(loadgen, server, port):
 
 def main():
     parser = argparse.ArgumentParser()
-    parser.add_argument("case", choices=["idle", "broadcast", "chat", "server_killed", "fd_limit", "few_buffers",
+    parser.add_argument("case", choices=["idle", "broadcast", "chat", "tick", "server_killed", "fd_limit", "few_buffers",
                                          "no_time_wait", "engine_fallback"])
     parser.add_argument("--loadgen", required=True)
     parser.add_argument("--server", required=True)

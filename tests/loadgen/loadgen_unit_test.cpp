@@ -35,6 +35,29 @@ TEST(OpenLoopSchedule, DueByCountsSendsAtOrBeforeNow) {
   }
 }
 
+TEST(OpenLoopSchedule, ATickPutsEverySendOnTheGridWithoutLosingAny) {
+  const std::int64_t tick = 250'000;
+  for (const double rate : {700.0, 10'000.0}) {  // fewer and more sends than grid points
+    const OpenLoopSchedule exact(1'234'567, rate), grid(1'234'567, rate, tick);
+    std::uint64_t due = 0;  // sends whose rounded time is at or before t, counted one by one
+    for (std::uint64_t k = 0; k < 5000; ++k) {
+      const std::int64_t t = grid.intended_ns(k);
+      EXPECT_EQ(t % tick, 0) << k;
+      // Rounded up, never by a whole tick: over any span the rate stays the rate.
+      EXPECT_GE(t, exact.intended_ns(k)) << k;
+      EXPECT_LT(t - exact.intended_ns(k), tick) << k;
+      if (k > 0) {
+        EXPECT_GE(t, grid.intended_ns(k - 1)) << k;  // order kept
+      }
+      // due_by agrees with the rounded times: a wake-up on the grid sends exactly these.
+      while (grid.intended_ns(due) <= t) ++due;
+      EXPECT_EQ(grid.due_by(t), due) << k;
+      EXPECT_EQ(grid.due_by(t + tick - 1), due) << k;  // nothing new falls due between grid points
+      EXPECT_LE(grid.due_by(t - 1), k) << k;
+    }
+  }
+}
+
 TEST(LatencyRecorder, BucketsAreContiguousAndNarrow) {
   for (std::size_t b = 0; b + 1 < LatencyRecorder::bucket_of(INT64_MAX); ++b) {
     ASSERT_EQ(LatencyRecorder::bucket_high(b) + 1, LatencyRecorder::bucket_low(b + 1)) << b;
