@@ -211,6 +211,8 @@ MemorySample sample_memory(pid_t pid) {
   s.slab_bytes = proc_field("/proc/meminfo", "Slab");
   s.sock_mem_bytes = tcp_socket_memory();
   s.mem_free_bytes = proc_field("/proc/meminfo", "MemFree");
+  const auto cached = proc_field("/proc/meminfo", "Cached"), buffers = proc_field("/proc/meminfo", "Buffers");
+  if (cached && buffers) s.page_cache_bytes = *cached + *buffers;
   s.anon_pages_bytes = proc_field("/proc/meminfo", "AnonPages");
   s.page_tables_bytes = proc_field("/proc/meminfo", "PageTables");
   s.slab_reclaimable_bytes = proc_field("/proc/meminfo", "SReclaimable");

@@ -196,6 +196,7 @@ json::object memory_sample_json(const MemorySample& s) {
           {"sock_mem_bytes", optional_json(s.sock_mem_bytes)},
           {"pte_bytes", optional_json(s.pte_bytes)},
           {"mem_free_bytes", optional_json(s.mem_free_bytes)},
+          {"page_cache_bytes", optional_json(s.page_cache_bytes)},
           {"anon_pages_bytes", optional_json(s.anon_pages_bytes)},
           {"page_tables_bytes", optional_json(s.page_tables_bytes)},
           {"slab_reclaimable_bytes", optional_json(s.slab_reclaimable_bytes)},
@@ -333,7 +334,14 @@ json::object server_host_json(const std::vector<MemorySample>& steps, const std:
     return static_cast<double>(*s.loadgen_rss_bytes + s.loadgen_pte_bytes.value_or(0));
   });
   const double client_side = client_total + loadgen.value_or(0);
-  const auto free_drop = slope_over(steps, [](const MemorySample& s) { return as_double(s.mem_free_bytes); });
+  // Free memory less the page cache's changes: file pages the kernel drops or reads in for
+  // reasons of its own (writeback, another process, proactive reclaim) move MemFree by
+  // megabytes while the ramp runs, and none of them belongs to a connection.
+  const auto free_drop = slope_over(steps, [](const MemorySample& s) -> std::optional<double> {
+    if (!s.mem_free_bytes || !s.page_cache_bytes) return std::nullopt;
+    return static_cast<double>(*s.mem_free_bytes + *s.page_cache_bytes);
+  });
+  const auto page_cache = slope_over(steps, [](const MemorySample& s) { return as_double(s.page_cache_bytes); });
   const auto meminfo_sum = slope_over(steps, [](const MemorySample& s) -> std::optional<double> {
     if (!s.anon_pages_bytes || !s.slab_bytes || !s.kernel_stack_bytes || !s.page_tables_bytes) return std::nullopt;
     return static_cast<double>(*s.anon_pages_bytes + *s.slab_bytes + *s.kernel_stack_bytes + *s.page_tables_bytes);
@@ -372,6 +380,7 @@ json::object server_host_json(const std::vector<MemorySample>& steps, const std:
   out["parts_bytes"] = rounded(parts);
   out["whole_bytes"] = rounded(whole);
   out["whole_meminfo_bytes"] = rounded(whole_sum);
+  out["page_cache_bytes"] = rounded(page_cache);
   out["mem_available_bytes"] = rounded(available);
   out["client_end_bytes"] = have_client ? json::value(std::round(client_total)) : json::value(nullptr);
   out["loadgen_bytes"] = rounded(loadgen);

@@ -8,7 +8,8 @@ the connects and after them. Then the client resets its connections (SO_LINGER 0
 TIME_WAIT is left) and the server is stopped.
 
 The figures include both ends: the client's sockets are on this machine too. The one that
-compares with loadgen's idle report is the machine's MemFree drop less the client process's
+compares with loadgen's idle report is the machine's MemFree drop (less the page cache's own
+changes) less the client process's
 own growth (RSS and page tables), i.e. server host + the client's end in the kernel; the
 same scope in a loadgen report is memory.server_host.whole_bytes + client_end_bytes, and
 --compare prints both. docs/methodology.md, "Memory per connection", explains why.
@@ -32,8 +33,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 VARIANTS = ["threads", "fibers", "asio", "coro", "eventlet"]
-MEMINFO_KEYS = ["MemFree", "MemAvailable", "AnonPages", "Slab", "SReclaimable", "KernelStack",
-                "PageTables"]
+MEMINFO_KEYS = ["MemFree", "Cached", "Buffers", "MemAvailable", "AnonPages", "Slab", "SReclaimable",
+                "KernelStack", "PageTables"]
 
 
 # ---------------------------------------------------------------------------------------
@@ -193,12 +194,15 @@ def check(args):
     caches = {k: per(before[1].get(k, 0), v) for k, v in after[1].items()}
     client_growth = per(before[3]["VmRSS"], after[3]["VmRSS"]) + per(before[3].get("VmPTE", 0),
                                                                        after[3].get("VmPTE", 0))
-    mem_free_drop = -per(m0["MemFree"], m1["MemFree"])
+    # Free memory less the page cache's own comings and goings, as loadgen counts it.
+    free = lambda m: m["MemFree"] + m["Cached"] + m["Buffers"]  # noqa: E731
+    mem_free_drop = -per(free(m0), free(m1))
     return {
         "variant": args.variant, "clients": n, "sources": args.sources, "port": port,
         "time_wait_at_start": tw, "busy_machine_loadavg": Path("/proc/loadavg").read_text().split()[:3],
         "per_connection": {
             "mem_free_drop_bytes": mem_free_drop,
+            "page_cache_bytes": per(m0["Cached"] + m0["Buffers"], m1["Cached"] + m1["Buffers"]),
             "mem_available_drop_bytes": -per(m0["MemAvailable"], m1["MemAvailable"]),
             **{f"{k}_bytes": per(m0[k], m1[k]) for k in ["AnonPages", "Slab", "SReclaimable",
                                                          "KernelStack", "PageTables"]},
