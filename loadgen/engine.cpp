@@ -232,19 +232,41 @@ void Engine::for_each_worker(const std::function<void(Worker&)>& fn) {
 
 void Engine::ramp_to(std::uint32_t target, const std::function<void()>& progress) {
   if (target <= attempted_ || stop_connecting()) return;
-  std::vector<std::vector<std::uint32_t>> ids(workers_.size());
-  for (std::uint32_t id = attempted_; id < target; ++id) ids[id % workers_.size()].push_back(id);
+  const std::uint32_t first = attempted_;
   attempted_ = target;
-  // Counted before the post, so the wait below cannot see "nothing pending" too early.
-  for (std::size_t i = 0; i < workers_.size(); ++i) workers_[i]->connects_pending.add(ids[i].size());
-  for (std::size_t i = 0; i < workers_.size(); ++i)
-    workers_[i]->post([this, i, batch = std::move(ids[i])]() mutable { workers_[i]->start_connects(std::move(batch)); });
-  const auto deadline = Clock::now() + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(options_.connect_timeout_s));
-  const bool finished = wait_until(deadline, [&] { return sum(&Worker::connects_pending) == 0; }, progress);
+  // Hand the workers clients [handed, upto): all at once, or with --connect-rate as the
+  // clock allows. A connect completes in the kernel before the server accepts it, so only
+  // a rate, not the number in flight, keeps a slow accepter's backlog from overflowing.
+  std::uint32_t handed = first;
+  auto hand_out = [&](std::uint32_t upto) {
+    if (upto <= handed) return;
+    std::vector<std::vector<std::uint32_t>> ids(workers_.size());
+    for (std::uint32_t id = handed; id < upto; ++id) ids[id % workers_.size()].push_back(id);
+    handed = upto;
+    // Synchronously: once a worker has its batch, its connects_pending counts it.
+    for (std::size_t i = 0; i < workers_.size(); ++i)
+      if (!ids[i].empty()) workers_[i]->call([&, i] { workers_[i]->start_connects(std::move(ids[i])); });
+  };
+  const auto started = Clock::now();
+  auto allowed = [&] {
+    if (options_.connect_rate <= 0) return target;
+    const double seconds = std::chrono::duration<double>(Clock::now() - started).count();
+    return static_cast<std::uint32_t>(std::min<double>(target, first + 1 + seconds * options_.connect_rate));
+  };
+  hand_out(allowed());
+  // The deadline is for the connects, so a paced ramp gets the time its pacing takes.
+  const double pacing_s = options_.connect_rate > 0 ? (target - first) / options_.connect_rate : 0;
+  const auto deadline = started + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(options_.connect_timeout_s + pacing_s));
+  const bool finished = wait_until(deadline, [&] { return handed == target && sum(&Worker::connects_pending) == 0; }, [&] {
+    if (stop_connecting())
+      handed = target;  // a limit stopped the ramp: the clients not handed out are not attempted
+    hand_out(allowed());
+    if (progress) progress();
+  });
   if (!finished) {
     const auto pending = sum(&Worker::connects_pending);
     hit_limit("connect deadline: " + std::to_string(pending) + " connects still pending after " +
-              std::to_string(options_.connect_timeout_s) + " s (server not accepting?)");
+              std::to_string(options_.connect_timeout_s + pacing_s) + " s (server not accepting?)");
     for_each_worker([](Worker& worker) { worker.abort_connects(); });
   }
 }

@@ -68,6 +68,9 @@ void add_common_options(CLI::App& command, Options& o) {
   command.add_option("--json", o.json_path, "write the JSON report to this file")->check(writable_path);
   command.add_option("--threads", o.threads, "worker threads, each with its own connections")->capture_default_str()->check(cli::integer(1, 256));
   command.add_option("--connect-concurrency", o.connect_concurrency, "connects in flight at once")->capture_default_str()->check(cli::integer(1, 100000));
+  command.add_option("--connect-rate", o.connect_rate, "connects started per second (0: no limit); paces a server that accepts slowly")
+      ->capture_default_str()
+      ->check(cli::number(0, true, 1e7));
   command.add_option("--source-ips", o.source_ips, "source addresses, e.g. 127.0.0.1-127.0.0.8, spread over connections")->check(address_range);
   command.add_option("--connect-timeout-s", o.connect_timeout_s, "deadline of each connect or join phase")->capture_default_str()->check(cli::number(0, false, most_seconds));
   command.add_option("--drain-s", o.drain_s, "deadline for lines still in flight after sending stops")->capture_default_str()->check(cli::number(0, true, most_seconds));

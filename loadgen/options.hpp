@@ -22,6 +22,7 @@ struct Options {
   std::string json_path;
   unsigned threads = 1;
   unsigned connect_concurrency = 256;
+  double connect_rate = 0;  // connects started per second; 0: as fast as --connect-concurrency allows
   std::string source_ips;  // "A.B.C.D" or "A.B.C.D-A.B.C.E"; empty: let the kernel choose
   double connect_timeout_s = 10;
   double drain_s = 5;

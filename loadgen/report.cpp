@@ -135,7 +135,7 @@ json::object make_report_skeleton(const Options& options) {
   report["warnings"] = json::array{};
   json::object opts{{"host", options.host}, {"port", options.port}, {"clients", options.clients},
                     {"server_pid", options.server_pid}, {"threads", options.threads},
-                    {"connect_concurrency", options.connect_concurrency}, {"source_ips", options.source_ips},
+                    {"connect_concurrency", options.connect_concurrency}, {"connect_rate", options.connect_rate}, {"source_ips", options.source_ips},
                     {"connect_timeout_s", options.connect_timeout_s}, {"drain_s", options.drain_s},
                     {"uring_buffers", options.uring_buffers}, {"tick_us", options.tick_us}};
   switch (options.mode) {

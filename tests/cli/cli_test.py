@@ -282,6 +282,16 @@ def loadgen_zero_clients(args):
         r"--clients: '0' is not an integer from 1 to \d+")
 
 
+def loadgen_negative_connect_rate(args):
+    loadgen(args, "idle", "--port", str(free_port()), "--connect-rate", "-5").usage_error(
+        r"--connect-rate: '-5' is not a number at least 0, at most \d+")
+
+
+def loadgen_tick_too_long(args):
+    loadgen(args, "chat", "--port", str(free_port()), "--tick-us", "100001").usage_error(
+        r"--tick-us: '100001' is not an integer from 0 to 100000")
+
+
 def loadgen_missing_value(args):
     loadgen(args, "broadcast", "--messages").usage_error(r"--messages: needs a value")
 

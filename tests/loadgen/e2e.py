@@ -103,6 +103,17 @@ def case_idle(loadgen, server, port):
     check(report["latency_us"] is None and report["lines"] is None, "idle measures no latency or lines")
 
 
+def case_connect_rate(loadgen, server, port):
+    # 150 clients at 300 connects/s: the ramp takes at least half a second (the first
+    # connect starts at once), however fast the server accepts, and every client connects.
+    report, _ = run_loadgen(None, loadgen, port, server.pid,
+                            ["idle", "--clients", "150", "--steps", "1", "--hold-s", "0.2", "--connect-rate", "300"])
+    check(report["clients_connected"] == 150 and report["limit_hit"] is None, "connected %s, limit %s" %
+          (report["clients_connected"], report["limit_hit"]))
+    check(report["options"]["connect_rate"] == 300, "options %s" % report["options"])
+    check(report["ramp"]["seconds"] >= 0.49, "a ramp paced at 300/s took %.3f s" % report["ramp"]["seconds"])
+
+
 def case_broadcast(loadgen, server, port):
     report, _ = run_loadgen(None, loadgen, port, server.pid,
                             ["broadcast", "--clients", "100", "--messages", "50", "--interval-ms", "5", "--size", "100"])
@@ -286,7 +297,7 @@ def case_engine_fallback(loadgen, server, port):
 
 def main():
     parser = argparse.ArgumentParser()
-    parser.add_argument("case", choices=["idle", "broadcast", "chat", "tick", "server_killed", "fd_limit", "few_buffers",
+    parser.add_argument("case", choices=["idle", "connect_rate", "broadcast", "chat", "tick", "server_killed", "fd_limit", "few_buffers",
                                          "no_time_wait", "engine_fallback"])
     parser.add_argument("--loadgen", required=True)
     parser.add_argument("--server", required=True)
