@@ -158,6 +158,22 @@ static std::optional<std::uint64_t> tcp_socket_memory() {
   return std::nullopt;
 }
 
+// Free pages held in the per-CPU page lists: the "count:" of every pageset in
+// /proc/zoneinfo. MemFree leaves them out, and since Linux 6.7 those lists grow to hold
+// what was just freed (tens of MB here) and give it back over seconds.
+static std::optional<std::uint64_t> per_cpu_free_pages() {
+  std::ifstream in("/proc/zoneinfo");
+  if (!in) return std::nullopt;
+  std::string word;
+  std::uint64_t pages = 0;
+  while (in >> word)
+    if (word == "count:") {
+      std::uint64_t n = 0;
+      if (in >> n) pages += n;
+    }
+  return pages * static_cast<std::uint64_t>(sysconf(_SC_PAGESIZE));
+}
+
 SlabCaches read_slab_caches() {
   SlabCaches caches;
   std::ifstream in("/proc/slabinfo");
@@ -211,6 +227,7 @@ MemorySample sample_memory(pid_t pid) {
   s.slab_bytes = proc_field("/proc/meminfo", "Slab");
   s.sock_mem_bytes = tcp_socket_memory();
   s.mem_free_bytes = proc_field("/proc/meminfo", "MemFree");
+  s.per_cpu_free_bytes = per_cpu_free_pages();
   const auto cached = proc_field("/proc/meminfo", "Cached"), buffers = proc_field("/proc/meminfo", "Buffers");
   if (cached && buffers) s.page_cache_bytes = *cached + *buffers;
   s.anon_pages_bytes = proc_field("/proc/meminfo", "AnonPages");

@@ -135,7 +135,8 @@ struct MemorySample {
   std::optional<std::uint64_t> rss_bytes, pss_bytes, anonymous_bytes, vsz_bytes, threads, pte_bytes;
   std::optional<std::uint64_t> mem_available_bytes, kernel_stack_bytes, slab_bytes, sock_mem_bytes;
   std::optional<std::uint64_t> mem_free_bytes, anon_pages_bytes, page_tables_bytes, slab_reclaimable_bytes;
-  std::optional<std::uint64_t> page_cache_bytes;  // Cached + Buffers: file pages, which come and go with the rest of the machine
+  std::optional<std::uint64_t> page_cache_bytes;
+  std::optional<std::uint64_t> per_cpu_free_bytes;  // free pages in the per-CPU lists, which MemFree leaves out  // Cached + Buffers: file pages, which come and go with the rest of the machine
   std::optional<std::uint64_t> loadgen_rss_bytes, loadgen_pte_bytes;  // the client's process
   SlabCaches slab_caches;  // kept for the per-cache slopes; not written per step
 };

@@ -197,6 +197,7 @@ json::object memory_sample_json(const MemorySample& s) {
           {"pte_bytes", optional_json(s.pte_bytes)},
           {"mem_free_bytes", optional_json(s.mem_free_bytes)},
           {"page_cache_bytes", optional_json(s.page_cache_bytes)},
+          {"per_cpu_free_bytes", optional_json(s.per_cpu_free_bytes)},
           {"anon_pages_bytes", optional_json(s.anon_pages_bytes)},
           {"page_tables_bytes", optional_json(s.page_tables_bytes)},
           {"slab_reclaimable_bytes", optional_json(s.slab_reclaimable_bytes)},
@@ -334,13 +335,15 @@ json::object server_host_json(const std::vector<MemorySample>& steps, const std:
     return static_cast<double>(*s.loadgen_rss_bytes + s.loadgen_pte_bytes.value_or(0));
   });
   const double client_side = client_total + loadgen.value_or(0);
-  // Free memory less the page cache's changes: file pages the kernel drops or reads in for
-  // reasons of its own (writeback, another process, proactive reclaim) move MemFree by
-  // megabytes while the ramp runs, and none of them belongs to a connection.
+  // Free memory: MemFree plus the free pages parked in the per-CPU lists (MemFree leaves
+  // them out, and they swing by tens of MB within seconds of a ramp or a teardown), less
+  // the page cache's changes: file pages the kernel drops or reads in for reasons of its
+  // own (writeback, another process, proactive reclaim), none of them a connection's.
   const auto free_drop = slope_over(steps, [](const MemorySample& s) -> std::optional<double> {
-    if (!s.mem_free_bytes || !s.page_cache_bytes) return std::nullopt;
-    return static_cast<double>(*s.mem_free_bytes + *s.page_cache_bytes);
+    if (!s.mem_free_bytes || !s.per_cpu_free_bytes || !s.page_cache_bytes) return std::nullopt;
+    return static_cast<double>(*s.mem_free_bytes + *s.per_cpu_free_bytes + *s.page_cache_bytes);
   });
+  const auto per_cpu_free = slope_over(steps, [](const MemorySample& s) { return as_double(s.per_cpu_free_bytes); });
   const auto page_cache = slope_over(steps, [](const MemorySample& s) { return as_double(s.page_cache_bytes); });
   const auto meminfo_sum = slope_over(steps, [](const MemorySample& s) -> std::optional<double> {
     if (!s.anon_pages_bytes || !s.slab_bytes || !s.kernel_stack_bytes || !s.page_tables_bytes) return std::nullopt;
@@ -381,6 +384,7 @@ json::object server_host_json(const std::vector<MemorySample>& steps, const std:
   out["whole_bytes"] = rounded(whole);
   out["whole_meminfo_bytes"] = rounded(whole_sum);
   out["page_cache_bytes"] = rounded(page_cache);
+  out["per_cpu_free_bytes"] = rounded(per_cpu_free);
   out["mem_available_bytes"] = rounded(available);
   out["client_end_bytes"] = have_client ? json::value(std::round(client_total)) : json::value(nullptr);
   out["loadgen_bytes"] = rounded(loadgen);

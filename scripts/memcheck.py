@@ -31,6 +31,9 @@ import sys
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import results_lib  # noqa: E402  (scripts/ is not a package)
+
 ROOT = Path(__file__).resolve().parent.parent
 VARIANTS = ["threads", "fibers", "asio", "coro", "eventlet"]
 MEMINFO_KEYS = ["MemFree", "Cached", "Buffers", "MemAvailable", "AnonPages", "Slab", "SReclaimable",
@@ -73,6 +76,7 @@ def meminfo():
         key, value = line.split(":", 1)
         if key in MEMINFO_KEYS:
             out[key] = int(value.split()[0]) * 1024
+    out["PerCpuFree"] = results_lib.per_cpu_free_bytes()  # free, but not in MemFree
     return out
 
 
@@ -194,8 +198,9 @@ def check(args):
     caches = {k: per(before[1].get(k, 0), v) for k, v in after[1].items()}
     client_growth = per(before[3]["VmRSS"], after[3]["VmRSS"]) + per(before[3].get("VmPTE", 0),
                                                                        after[3].get("VmPTE", 0))
-    # Free memory less the page cache's own comings and goings, as loadgen counts it.
-    free = lambda m: m["MemFree"] + m["Cached"] + m["Buffers"]  # noqa: E731
+    # Free memory as loadgen counts it: MemFree, the free pages in the per-CPU lists, less
+    # the page cache's own comings and goings.
+    free = lambda m: m["MemFree"] + m["PerCpuFree"] + m["Cached"] + m["Buffers"]  # noqa: E731
     mem_free_drop = -per(free(m0), free(m1))
     return {
         "variant": args.variant, "clients": n, "sources": args.sources, "port": port,
@@ -203,6 +208,7 @@ def check(args):
         "per_connection": {
             "mem_free_drop_bytes": mem_free_drop,
             "page_cache_bytes": per(m0["Cached"] + m0["Buffers"], m1["Cached"] + m1["Buffers"]),
+            "per_cpu_free_bytes": per(m0["PerCpuFree"], m1["PerCpuFree"]),
             "mem_available_drop_bytes": -per(m0["MemAvailable"], m1["MemAvailable"]),
             **{f"{k}_bytes": per(m0[k], m1[k]) for k in ["AnonPages", "Slab", "SReclaimable",
                                                          "KernelStack", "PageTables"]},

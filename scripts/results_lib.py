@@ -565,3 +565,14 @@ def results_dir_argument(prog):
     print(f"{prog}: {problem}", file=sys.stderr)
     print(usage, file=sys.stderr)
     sys.exit(2)
+
+
+def per_cpu_free_bytes():
+    """Free pages parked in the kernel's per-CPU page lists (the "count:" of every pageset
+    in /proc/zoneinfo). MemFree leaves them out; since Linux 6.7 those lists grow to hold
+    what was just freed (tens of MB on a 2-core VM) and hand it back over seconds, so free
+    memory is MemFree plus these (docs/methodology.md, "Memory per connection")."""
+    import os
+    import re
+    counts = re.findall(r"^\s+count:\s+(\d+)$", Path("/proc/zoneinfo").read_text(), re.M)
+    return sum(int(c) for c in counts) * os.sysconf("SC_PAGE_SIZE")

@@ -737,13 +737,14 @@ QUIET_SLAB_RANGE = 256 << 10          # take ~50 MiB) and Slab less than this
 
 def wait_quiet(bound_s):
     """Waits (at most bound_s) until TIME_WAIT sockets are at most QUIET_TIME_WAIT and
-    MemFree and Slab have settled. Returns what it found, with a problem text if it gave up."""
+    free memory (MemFree and the per-CPU lists) and Slab have settled. Returns what it found, with a problem text if it gave up."""
     begin = time.monotonic()
     window = []  # (time, MemFree, Slab) over the last QUIET_WINDOW_S
     while True:
         now = time.monotonic()
         info = meminfo()
-        window = [w for w in window if now - w[0] <= QUIET_WINDOW_S] + [(now, info["MemFree"], info["Slab"])]
+        free = info["MemFree"] + results_lib.per_cpu_free_bytes()  # free memory, parked pages included
+        window = [w for w in window if now - w[0] <= QUIET_WINDOW_S] + [(now, free, info["Slab"])]
         tw = time_wait_count()
         full = now - window[0][0] >= QUIET_WINDOW_S * 0.9
         free_range = max(w[1] for w in window) - min(w[1] for w in window)
@@ -754,7 +755,7 @@ def wait_quiet(bound_s):
             if tw > QUIET_TIME_WAIT:
                 problems.append(f"{tw} sockets in TIME_WAIT")
             if not settled:
-                problems.append(f"memory not settled (MemFree moved {free_range >> 10} KiB, "
+                problems.append(f"memory not settled (free memory moved {free_range >> 10} KiB, "
                                 f"Slab {slab_range >> 10} KiB in {QUIET_WINDOW_S:g} s)")
             return {"time_wait": tw, "wait_s": round(now - begin, 1), "settled": settled,
                     "problem": ("machine not quiet after %.0f s: " % bound_s + ", ".join(problems))
