@@ -58,19 +58,22 @@ struct Verdict {
   bool passed = false;
   Limit limit = Limit::none;  // none when passed, or when the server died
   std::string reason;         // every criterion that failed, "" when passed
+  bool late_only = false;     // late sends were the one criterion that failed
 };
 Verdict judge(const StepResult& step, const CeilingCriteria& criteria);
 
 struct CeilingResult {
   std::vector<StepResult> steps;  // in the order measured
   std::vector<Verdict> verdicts;
+  std::vector<bool> superseded;  // failed on late sends alone and measured once more right after
   std::optional<std::size_t> ceiling;     // the highest passing rate below every failing one
   std::optional<std::size_t> first_above; // the lowest failing rate: what it failed on is limited_by
   bool server_died = false;
 };
 
 // Measures start_rate, then rises (or falls, if it failed) by `growth` until a rate passes
-// and a higher one fails, then bisects geometrically inside that bracket. settle() runs
+// and a higher one fails, then bisects geometrically inside that bracket. A rate that
+// fails on late sends alone is measured once more, and the second window decides. settle() runs
 // before every step and returns false if the server is gone, which ends the search.
 CeilingResult find_ceiling(const CeilingOptions& options, const std::function<StepResult(double rate)>& measure,
                            const std::function<bool()>& settle);

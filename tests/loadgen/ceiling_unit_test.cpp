@@ -1,5 +1,6 @@
 // Unit tests of the ceiling search (loadgen/ceiling.*) against simulated servers, and of
 // the CPU figures it judges by: the one loadgen CPU fraction and per-core busy time.
+#include <algorithm>
 #include <gtest/gtest.h>
 #include <sched.h>
 
@@ -15,6 +16,7 @@ namespace {
 struct Simulated {
   double capacity = 1e9, loadgen_limit = 1e9, lose_above = 1e9;
   int die_at_step = -1;
+  std::vector<int> late_at_steps;  // 1-based steps whose window has 5% of its sends late
   std::vector<double> rates;
 
   StepResult operator()(double rate) {
@@ -25,7 +27,7 @@ struct Simulated {
     s.deliveries_per_s = std::min(rate, capacity) * 90;
     s.p99_us = rate <= capacity ? 500.0 : 250'000.0;
     s.sends = static_cast<std::uint64_t>(rate * 100);
-    s.late_sends = 0;
+    s.late_sends = std::count(late_at_steps.begin(), late_at_steps.end(), static_cast<int>(rates.size())) ? s.sends / 20 : 0;
     s.lost = rate > lose_above ? 3 : 0;
     s.loadgen_cpu_fraction = rate > loadgen_limit ? 0.95 : 0.3;
     s.server_died = static_cast<int>(rates.size()) == die_at_step;
@@ -45,6 +47,7 @@ CeilingResult search(Simulated& sim, double start, unsigned max_steps = 30) {
 void expect_monotone_bracket(const CeilingResult& r) {
   double passed = 0, failed = 1e300;
   for (std::size_t i = 0; i < r.steps.size(); ++i) {
+    if (r.superseded[i]) continue;  // measured again at once: the next step decides
     const double rate = r.steps[i].rate_per_client;
     EXPECT_GT(rate, passed) << "step " << i;
     EXPECT_LT(rate, failed) << "step " << i;
@@ -97,6 +100,34 @@ TEST(CeilingSearch, LoadgenWithoutHeadroomMakesItALowerBound) {
   const auto json = ceiling_json(r);
   EXPECT_EQ(json.at("limited_by").as_string(), "loadgen");
   EXPECT_TRUE(json.at("lower_bound").as_bool());
+}
+
+TEST(CeilingSearch, ARateLateOnceIsMeasuredAgainAndTheSecondWindowDecides) {
+  Simulated sim;
+  sim.capacity = 137;
+  sim.late_at_steps = {2, 4, 5};  // 20 late once (a hiccup); then 40 late twice running
+  const auto r = search(sim, 10);
+  expect_monotone_bracket(r);
+  ASSERT_GE(sim.rates.size(), 6u);
+  EXPECT_EQ(sim.rates[1], 20);
+  EXPECT_EQ(sim.rates[2], 20);  // measured again at once
+  EXPECT_TRUE(r.superseded[1] && r.verdicts[1].late_only && !r.verdicts[1].passed);
+  EXPECT_TRUE(r.verdicts[2].passed);
+  EXPECT_EQ(sim.rates[3], 40);
+  EXPECT_EQ(sim.rates[4], 40);  // late twice running: that rate fails, for loadgen
+  EXPECT_TRUE(r.superseded[3] && !r.superseded[4]);
+  EXPECT_FALSE(r.verdicts[4].passed);
+  EXPECT_EQ(r.verdicts[4].limit, Limit::loadgen);
+  ASSERT_TRUE(r.ceiling);
+  EXPECT_LT(r.steps[*r.ceiling].rate_per_client, 40);
+  const auto json = ceiling_json(r);
+  EXPECT_TRUE(json.at("steps").as_array()[1].as_object().at("superseded").as_bool());
+  EXPECT_FALSE(json.at("steps").as_array()[2].as_object().at("superseded").as_bool());
+  // A failure with any other cause is not measured again.
+  Simulated slow;
+  slow.capacity = 15;
+  const auto s = search(slow, 10);
+  for (std::size_t i = 1; i < slow.rates.size(); ++i) EXPECT_NE(slow.rates[i], slow.rates[i - 1]);
 }
 
 TEST(CeilingSearch, LossIsNamedApartFromTheServerBeingSlow) {
