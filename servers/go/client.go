@@ -7,6 +7,7 @@ import (
 	"errors"
 	"net"
 	"os"
+	"runtime"
 	"sync"
 	"syscall"
 	"time"
@@ -96,6 +97,11 @@ func (c *client) serve() {
 			c.reply(replyLineTooLong)
 			quit = true
 		}
+		// Let the writers this read woke run before the next read, as an event loop
+		// does. A reader that always finds input would otherwise keep the processor for
+		// its whole time slice (10 ms) and queue megabytes for them meanwhile: a receiver
+		// that keeps up would be disconnected as slow (tests/faults, Flood.*).
+		runtime.Gosched()
 	}
 	s.hub.exit(c)
 	if (quit || eof) && !c.isClosed() {
