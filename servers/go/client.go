@@ -42,7 +42,8 @@ const readBufferSize = 64 * 1024
 var readBuffers = sync.Pool{New: func() any { b := make([]byte, readBufferSize); return &b }}
 
 // read waits until the socket is readable, then reads into a pooled buffer; the caller
-// hands it back with readBuffers.Put. n == 0 with no error: the peer ended its stream.
+// hands it back with readBuffers.Put. n == 0 with no error (and no buffer): the peer
+// ended its stream.
 func (c *client) read() (buffer *[]byte, n int, err error) {
 	var readErr error
 	err = c.raw.Read(func(fd uintptr) bool {
@@ -63,7 +64,7 @@ func (c *client) read() (buffer *[]byte, n int, err error) {
 	if err == nil {
 		err = readErr
 	}
-	if err != nil {
+	if err != nil || n == 0 {
 		if buffer != nil {
 			readBuffers.Put(buffer)
 		}
@@ -73,7 +74,8 @@ func (c *client) read() (buffer *[]byte, n int, err error) {
 	return buffer, n, nil
 }
 
-// serve is the reader goroutine of an admitted client (in the lobby): read, handle every line read, loop; then close.
+// serve is the reader goroutine of an admitted client (already in the lobby): read,
+// handle every line read, loop; then close.
 func (c *client) serve() {
 	s := c.srv
 	decoder := lineDecoder{maxLine: s.opts.maxLine}
@@ -273,8 +275,11 @@ func (c *client) lingeringClose(eof bool, linger time.Duration) {
 		if err != nil {
 			return // reset, or stopped
 		}
+		if n == 0 {
+			eof = true
+			break
+		}
 		readBuffers.Put(buffer)
-		eof = n == 0
 	}
 	if drained != nil {
 		<-drained // at once, unless the peer sent EOF: then within the write timeout
