@@ -26,6 +26,7 @@ packages=(
   python3-matplotlib python3-eventlet
   clang libclang-rt-14-dev                     # sanitizer and fuzzer runtimes
   liburing-dev                                 # loadgen's io_uring engine
+  golang-go                                    # chat-go (servers/go)
   procps util-linux                            # ps, taskset
 )
 

@@ -1,0 +1,3 @@
+module chatbench/servers/go
+
+go 1.19
