@@ -565,6 +565,10 @@ class Server {
   }
 
   void on_accept(int result, unsigned flags) {
+    if (stopped_) {  // completed in the round that shut down
+      if (result >= 0) ::close(result);
+      return;
+    }
     if (!(flags & IORING_CQE_F_MORE)) accepting_ = false;
     if (result < 0 && chat::is_resource_exhaustion(-result)) {
       // accept() would fail again at once: wait, keep serving, then try again. (The
