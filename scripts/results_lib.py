@@ -9,7 +9,9 @@ import statistics
 import sys
 from pathlib import Path
 
-VARIANTS = ["threads", "fibers", "asio", "coro", "eventlet", "go", "seed"]
+VARIANTS = ["threads", "fibers", "asio", "coro", "uring", "asio-uring", "coro-uring", "eventlet", "go", "seed"]
+# A variant built from another's source (servers/<source>/), on another I/O backend.
+SOURCE_DIRS = {"asio-uring": "asio", "coro-uring": "coro"}
 # The seed's server as written (servers/seed/): no rooms, no commands, no /stats, no
 # protocol limits; measured in idle and broadcast only, and never a variant to deploy.
 SEED = "seed"
@@ -27,7 +29,9 @@ PEER_STYLES = {"nginx": ("#6e6e6e", ":"), "mosquitto": ("#8c8c8c", "--"),
 # One colour per variant in every plot; a configuration with a non-default stack size
 # keeps its variant's colour and gets a dashed line.
 COLOURS = {"threads": "#d62728", "fibers": "#ff7f0e", "asio": "#1f77b4",
-           "coro": "#2ca02c", "eventlet": "#9467bd", "go": "#17becf", "seed": "#8c564b", "system": "#7f7f7f"}
+           "coro": "#2ca02c", "uring": "#17becf", "asio-uring": "#aec7e8",
+           "coro-uring": "#98df8a", "eventlet": "#9467bd", "go": "#bcbd22", "seed": "#8c564b",
+           "system": "#7f7f7f"}
 
 COLUMNS = [
     # what was measured

@@ -280,7 +280,8 @@ def describe_machine(args, build_dir):
         "pinning": {"server_cpus": SERVER_CPU, "loadgen_cpus": LOADGEN_CPU, "tool": "taskset -c"},
         "loadavg_start": read("/proc/loadavg"),
         "command": args.command,
-        "code_lines": dict({v: {"own": code_lines(ROOT / "servers" / v)} for v in results_lib.VARIANTS},
+        "code_lines": dict({v: {"own": code_lines(ROOT / "servers" / results_lib.SOURCE_DIRS.get(v, v))}
+                            for v in results_lib.VARIANTS},
                            shared={"common": code_lines(ROOT / "servers/common"),
                                    "net": code_lines(ROOT / "servers/net")}),
     }

@@ -108,7 +108,7 @@ asan_options=$asan_base run_sanitized "$fuzz" fuzz -R '^fuzz\.' "$@" || failed=1
 # they share it through. The other variants run one thread or fibers on one thread.
 tsan=$root/build-tsan
 cmake -S "$root" -B "$tsan" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCHATBENCH_SANITIZE=thread \
-  -DCHATBENCH_SKIP="bench;loadgen;servers/fibers;servers/asio;servers/coro" >/dev/null
+  -DCHATBENCH_SKIP="bench;loadgen;servers/fibers;servers/asio;servers/coro;servers/uring" >/dev/null
 cmake --build "$tsan" -j 2 --target protocol_unit_test conformance chat-threads
 run_sanitized "$tsan" tsan -R '^(unit|threads)\.' "$@" || failed=1
 

@@ -24,6 +24,9 @@
 
 namespace {
 
+// "asio", or "asio-uring" for the build on Asio's io_uring backend (CMakeLists.txt).
+constexpr std::string_view kVariant = CHAT_VARIANT;
+
 namespace asio = boost::asio;
 using boost::system::error_code;
 using chat::net::Clock;
@@ -72,7 +75,7 @@ class Session : public chat::Participant,
 // What the sessions share. One thread runs everything, so nothing here is locked.
 struct Shared {
   chat::ServerOptions options;
-  Hub hub{"asio"};
+  Hub hub{kVariant};
   SessionList sessions;
   chat::net::CloserList closers;  // connections in their lingering close
   // One read buffer for all: a session reads only once its socket is readable and hands
@@ -205,7 +208,7 @@ class Server {
     });
     accept();
     sweep();
-    chat::net::announce(acceptor_, "asio");
+    chat::net::announce(acceptor_, kVariant);
   }
 
  private:
@@ -274,13 +277,13 @@ class Server {
 
 // ---- main
 int main(int argc, char** argv) {
-  const chat::ServerOptions options = chat::parse_server_options(argc, argv, "asio");
+  const chat::ServerOptions options = chat::parse_server_options(argc, argv, kVariant);
   try {
     asio::io_context io(1);  // one thread
     Server server(io, options);
     io.run();
   } catch (const std::exception& error) {
-    std::cerr << "chat-asio: " << error.what() << std::endl;
+    std::cerr << "chat-" << kVariant << ": " << error.what() << std::endl;
     return 1;
   }
   return 0;

@@ -26,6 +26,9 @@
 
 namespace {
 
+// "coro", or "coro-uring" for the build on Asio's io_uring backend (CMakeLists.txt).
+constexpr std::string_view kVariant = CHAT_VARIANT;
+
 namespace asio = boost::asio;
 using boost::system::error_code;
 using chat::net::Clock;
@@ -84,7 +87,7 @@ class Session : public chat::Participant,
 // What the sessions share. One thread runs everything, so nothing here is locked.
 struct Shared {
   chat::ServerOptions options;
-  Hub hub{"coro"};
+  Hub hub{kVariant};
   SessionList sessions;
   chat::net::CloserList closers;  // connections in their lingering close
   // One read buffer for all: a session reads only once its socket is readable and hands
@@ -217,7 +220,7 @@ class Server {
     asio::co_spawn(io, wait_for_signal(), asio::detached);
     asio::co_spawn(io, accept(), asio::detached);
     asio::co_spawn(io, sweep(), asio::detached);
-    chat::net::announce(acceptor_, "coro");
+    chat::net::announce(acceptor_, kVariant);
   }
 
  private:
@@ -291,13 +294,13 @@ class Server {
 
 // ---- main
 int main(int argc, char** argv) {
-  const chat::ServerOptions options = chat::parse_server_options(argc, argv, "coro");
+  const chat::ServerOptions options = chat::parse_server_options(argc, argv, kVariant);
   try {
     asio::io_context io(1);  // one thread
     Server server(io, options);
     io.run();
   } catch (const std::exception& error) {
-    std::cerr << "chat-coro: " << error.what() << std::endl;
+    std::cerr << "chat-" << kVariant << ": " << error.what() << std::endl;
     return 1;
   }
   return 0;

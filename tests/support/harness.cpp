@@ -119,7 +119,7 @@ ServerProcess::ServerProcess(const Wrapper& wrapper, const std::vector<std::stri
   }
   ::close(out[0]);  // a server that writes more to stdout gets EPIPE: it must not
   listening_line_ = text.substr(0, text.find('\n'));
-  static const std::regex pattern(R"(^listening on ([0-9.]+):([0-9]+) variant=([a-z]+)$)");
+  static const std::regex pattern(R"(^listening on ([0-9.]+):([0-9]+) variant=([a-z]+(?:-[a-z]+)*)$)");
   std::smatch match;
   if (!std::regex_match(listening_line_, match, pattern)) {
     throw std::runtime_error("no 'listening on' line from the server; got: '" + text + "'; stderr: " +
