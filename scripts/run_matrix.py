@@ -671,7 +671,9 @@ def ceiling_measurement(args, c, r, curve):
                        ["chat", "--find-ceiling", "--clients", args.chat_clients,
                         "--room-size", args.room_size, "--rate", lambda: curve.start_rate(c.name),
                         "--p99-bar-ms", f"{args.p99_bar_ms:g}", "--duration-s", args.chat_duration_s,
-                        "--warmup-s", warm, "--size", 64],
+                        "--warmup-s", warm, "--size", 64]
+                       # A smoke run brackets coarsely: ten variants' searches must fit in minutes.
+                       + (["--ceiling-max-steps", 6] if args.quick else []),
                        deadline_s=60 + 30 * step,
                        exit_reasons={4: ": the server died during the ceiling search"})
 
