@@ -759,9 +759,13 @@ def wait_quiet(bound_s):
         now = time.monotonic()
         info = meminfo()
         free = info["MemFree"] + results_lib.per_cpu_free_bytes()  # free memory, parked pages included
-        window = [w for w in window if now - w[0] <= QUIET_WINDOW_S] + [(now, free, info["Slab"])]
+        # Keep one sample older than the window, so that it spans the whole window (with
+        # samples every 0.25 s, keeping only those inside it left it short of full forever).
+        window.append((now, free, info["Slab"]))
+        while len(window) > 1 and now - window[1][0] >= QUIET_WINDOW_S:
+            window.pop(0)
         tw = time_wait_count()
-        full = now - window[0][0] >= QUIET_WINDOW_S * 0.9
+        full = now - window[0][0] >= QUIET_WINDOW_S
         free_range = max(w[1] for w in window) - min(w[1] for w in window)
         slab_range = max(w[2] for w in window) - min(w[2] for w in window)
         settled = full and free_range < QUIET_MEM_FREE_RANGE and slab_range < QUIET_SLAB_RANGE
