@@ -892,7 +892,8 @@ def main():
     args = parse_args()
     build_dir = Path(os.environ.get("BUILD_DIR", ROOT / "build"))
     host = socket.gethostname()
-    out = Path(args.out or ROOT / "results" / f"{datetime.date.today().isoformat()}-{host}")
+    # Absolute: peers are started in their own directory and read their config by this path.
+    out = Path(args.out or ROOT / "results" / f"{datetime.date.today().isoformat()}-{host}").resolve()
     raw = out / "raw"
     raw.mkdir(parents=True, exist_ok=True)
 
