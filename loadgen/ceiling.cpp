@@ -69,8 +69,8 @@ CeilingResult find_ceiling(const CeilingOptions& options, const std::function<St
                            const std::function<bool()>& settle) {
   CeilingResult result;
   std::optional<double> passed, failed;  // the bracket: passed < ceiling < failed
-  // Measures one rate; false when the search cannot go on (the server is gone).
-  auto step = [&](double rate) {
+  // One window at one rate, after the settle; false when the server is gone.
+  auto window = [&](double rate) {
     if (!settle()) {
       result.server_died = true;
       return false;
@@ -78,19 +78,18 @@ CeilingResult find_ceiling(const CeilingOptions& options, const std::function<St
     result.steps.push_back(measure(rate));
     result.verdicts.push_back(judge(result.steps.back(), options.criteria));
     result.superseded.push_back(false);
+    return true;
+  };
+  // Measures one rate; false when the search cannot go on (the server is gone).
+  auto step = [&](double rate) {
+    if (!window(rate)) return false;
     // Late sends alone, with loadgen's CPU under its bar: this VM now and then delays the
     // wake-up of an idle core by more than 1 ms (docs/loadgen.md), which can put a window
     // over the bar however light the load. Once more: a loadgen that cannot keep up fails
     // again, a hiccup does not come back on cue.
     if (result.verdicts.back().late_only && result.steps.size() < options.max_steps) {
       result.superseded.back() = true;
-      if (!settle()) {
-        result.server_died = true;
-        return false;
-      }
-      result.steps.push_back(measure(rate));
-      result.verdicts.push_back(judge(result.steps.back(), options.criteria));
-      result.superseded.push_back(false);
+      if (!window(rate)) return false;
     }
     const std::size_t index = result.steps.size() - 1;
     if (result.steps.back().server_died) {
