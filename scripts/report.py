@@ -355,7 +355,7 @@ def server_host_section(rows, configs):
            "the server's end, and other kernel objects (epoll items, …) by slab cache. The client's "
            "end, measured apart (server stopped, loadgen's sockets reset, slab drop read), is taken "
            "out of every column but the last: it is not on the server in a deployment. **Whole** = "
-           "the MemFree drop, less the client's end and loadgen's own growth; **meminfo sum** = "
+           "the drop of free memory (MemFree plus the per-CPU page lists, less the page cache's own change), less the client's end and loadgen's own growth; **meminfo sum** = "
            "the same for AnonPages + Slab + KernelStack + PageTables. Reclaimable slab is part of "
            "the kernel parts, shown apart. **MemAvailable drop** counts reclaimable slab as free "
            "although a socket's inode and dentry stay pinned while it is open: beside, not a "
