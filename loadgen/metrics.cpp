@@ -294,23 +294,23 @@ std::vector<CoreTicks> read_core_ticks() {
     std::uint64_t user = 0, nice = 0, system = 0, idle = 0, iowait = 0, irq = 0, softirq = 0, steal = 0;
     if (!(fields >> core.cpu >> user >> nice >> system >> idle >> iowait >> irq >> softirq)) continue;
     fields >> steal;  // absent on very old kernels
-    core.busy = user + nice + system + irq + softirq;
-    core.softirq = softirq;
+    core.idle = idle + iowait;
     core.steal = steal;
-    core.total = core.busy + idle + iowait + steal;
     cores.push_back(core);
   }
   return cores;
 }
 
-std::vector<CoreBusy> core_busy(const std::vector<CoreTicks>& before, const std::vector<CoreTicks>& after) {
+std::vector<CoreBusy> core_busy(const std::vector<CoreTicks>& before, const std::vector<CoreTicks>& after, double window_s) {
   std::vector<CoreBusy> result;
+  const double ticks = window_s * static_cast<double>(sysconf(_SC_CLK_TCK));
+  if (ticks <= 0) return result;
   for (const CoreTicks& b : after) {
     const auto a = std::find_if(before.begin(), before.end(), [&](const CoreTicks& t) { return t.cpu == b.cpu; });
-    if (a == before.end() || b.total <= a->total) continue;  // came online during the window, or no tick passed
-    const auto total = static_cast<double>(b.total - a->total);
-    auto part = [&](std::uint64_t x, std::uint64_t y) { return y >= x ? static_cast<double>(y - x) / total : 0.0; };
-    result.push_back({b.cpu, part(a->busy, b.busy), part(a->softirq, b.softirq), part(a->steal, b.steal)});
+    if (a == before.end() || b.idle < a->idle || b.steal < a->steal) continue;  // came online during the window
+    // Each reading is whole ticks, so a fraction may stray past [0, 1] by a tick or two.
+    const double idle = static_cast<double>(b.idle - a->idle) / ticks, steal = static_cast<double>(b.steal - a->steal) / ticks;
+    result.push_back({b.cpu, std::clamp(1 - idle - steal, 0.0, 1.0), std::clamp(steal, 0.0, 1.0)});
   }
   return result;
 }

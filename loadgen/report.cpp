@@ -179,7 +179,7 @@ json::array cores_json(const std::vector<CoreBusy>& cores) {
   json::array out;
   auto r4 = [](double x) { return std::round(x * 1e4) / 1e4; };
   for (const CoreBusy& c : cores)
-    out.push_back(json::object{{"cpu", c.cpu}, {"busy", r4(c.busy)}, {"softirq", r4(c.softirq)}, {"steal", r4(c.steal)}});
+    out.push_back(json::object{{"cpu", c.cpu}, {"busy", r4(c.busy)}, {"steal", r4(c.steal)}});
   return out;
 }
 

@@ -18,7 +18,7 @@ boost::json::object machine_info(pid_t server_pid);
 
 // {p50, p90, p99, p999, max, count} in microseconds; null when nothing was recorded.
 boost::json::value latency_json(const LatencyRecorder& recorder);
-// [{cpu, busy, softirq, steal}] fractions of a window, one per online core (/proc/stat).
+// [{cpu, busy, steal}] fractions of a window, one per online core (/proc/stat).
 boost::json::array cores_json(const std::vector<CoreBusy>& cores);
 boost::json::object memory_sample_json(const MemorySample& sample);
 // memory.per_connection from the steps: least-squares slopes in bytes per connection.

@@ -140,7 +140,7 @@ CpuUse fill_cpu(json::object& report, const CpuWindow& a, const CpuWindow& b, pi
   }
   const double user = b.self.user_s - a.self.user_s, sys = b.self.sys_s - a.self.sys_s;
   use.loadgen_fraction = loadgen_cpu_fraction(user + sys, window);
-  use.cores = core_busy(a.cores, b.cores);
+  use.cores = core_busy(a.cores, b.cores, window);
   cpu["loadgen_user_s"] = user;
   cpu["loadgen_sys_s"] = sys;
   cpu["window_s"] = window;
