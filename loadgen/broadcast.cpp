@@ -85,13 +85,14 @@ void run_broadcast(Engine& engine, json::object& report, Progress& progress) {
   std::vector<std::uint32_t> message_receivers(messages, 0);
   std::vector<std::int64_t> last_arrival(messages, 0);
   LossTotals loss;
-  std::uint64_t receivers_disconnected = 0, unknown = 0, late = 0;
+  std::uint64_t receivers_disconnected = 0, unknown = 0, late = 0, late_stalled = 0;
   engine.for_each_worker([&](Worker& worker) {
     static std::mutex merge_mutex;
     std::lock_guard lock(merge_mutex);
     latency.merge(worker.latency);
     unknown += worker.unknown_lines;
     late += worker.late_sends;
+    late_stalled += worker.late_sends_stalled;
     for (unsigned m = 0; m < messages; ++m) {
       message_receivers[m] += worker.message_receivers[m];
       last_arrival[m] = std::max(last_arrival[m], worker.message_last_arrival_ns[m]);
@@ -129,7 +130,7 @@ void run_broadcast(Engine& engine, json::object& report, Progress& progress) {
                                  {"receivers_with_loss", loss.receivers_with_loss},
                                  {"receivers_with_outstanding", loss.receivers_with_outstanding},
                                  {"receivers_disconnected", receivers_disconnected}, {"unknown", unknown},
-                                 {"late_sends", late}, {"server_lines_out", nullptr}};
+                                 {"late_sends", late}, {"late_sends_stalled", late_stalled}, {"server_lines_out", nullptr}};
   const double window = std::max(1e-9, std::chrono::duration<double>(cpu_end.wall - cpu_start.wall).count());
   report["throughput"] = json::object{{"sent_per_s", static_cast<double>(sends_done) / window},
                                       {"deliveries_per_s", static_cast<double>(loss.received) / window}};

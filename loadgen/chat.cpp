@@ -156,6 +156,7 @@ StepResult run_chat_step(ChatRun& run, double rate) {
     worker.window_deliveries = 0;
     worker.window_arrivals = ArrivalWindow{phase.window_start_ns, phase.window_end_ns, 0};
     worker.late_sends = 0;
+    worker.late_sends_stalled = 0;
     TrafficState& state = run.traffic[worker.index()];
     state.window_sent = 0;
     std::vector<Sender> senders;
@@ -205,7 +206,7 @@ StepResult run_chat_step(ChatRun& run, double rate) {
   drain(engine, expected, run.progress);
 
   LatencyRecorder latency;
-  std::uint64_t window_deliveries = 0, window_sent = 0, late = 0;
+  std::uint64_t window_deliveries = 0, window_sent = 0, late = 0, late_stalled = 0;
   ArrivalWindow arrived{phase.window_start_ns, phase.window_end_ns, 0};
   engine.for_each_worker([&](Worker& worker) {
     // Stop any sender still behind; no further sends in this phase.
@@ -217,6 +218,7 @@ StepResult run_chat_step(ChatRun& run, double rate) {
     arrived.arrivals += worker.window_arrivals.arrivals;
     window_sent += run.traffic[worker.index()].window_sent;
     late += worker.late_sends;
+    late_stalled += worker.late_sends_stalled;
   });
   const ChatLoss loss = count_chat_loss(engine, run.room_size);
   run.expected_so_far = loss.expected;
@@ -229,6 +231,7 @@ StepResult run_chat_step(ChatRun& run, double rate) {
   if (latency.count() > 0) result.p99_us = static_cast<double>(latency.percentile(0.99)) / 1000.0;
   result.sends = lines_sent() - sent_before;
   result.late_sends = late;
+  result.late_sends_stalled = late_stalled;
   result.lost = loss.loss.lost - std::min(loss.loss.lost, run.lost_so_far);
   run.lost_so_far = loss.loss.lost;
   result.outstanding = loss.loss.outstanding;
@@ -236,6 +239,7 @@ StepResult run_chat_step(ChatRun& run, double rate) {
   result.server_cpu_fraction = cpu.server_fraction;
   result.loadgen_cpu_fraction = cpu.loadgen_fraction;
   result.cores = cpu.cores;
+  result.others_on_loadgen_cores = cpu.others_on_loadgen_cores;
   result.server_died = server_gone(engine);
   result.detail = json::object{{"rate", rate},
                                {"latency_us", latency_json(latency)},
@@ -248,6 +252,7 @@ StepResult run_chat_step(ChatRun& run, double rate) {
                                                            {"window_lines_sent", window_sent},
                                                            {"window_lines_delivered", window_deliveries}}},
                                {"late_sends", late},
+                               {"late_sends_stalled", late_stalled},
                                {"lost", result.lost},
                                {"outstanding", result.outstanding},
                                {"expected_so_far", expected},

@@ -119,6 +119,7 @@ class Worker {
   std::uint64_t window_deliveries = 0;  // deliveries whose intended send time is in the window
   ArrivalWindow window_arrivals;        // chat: deliveries that arrived during the window
   std::uint64_t late_sends = 0;         // sends made more than 1 ms after their intended time
+  std::uint64_t late_sends_stalled = 0; // of those, late only because the thread was kept off its core
   std::uint64_t unknown_lines = 0;      // lines that were neither ours nor a known reply
   std::uint64_t untimed_reads = 0;      // reads without a kernel receive time (timed at the read)
   std::vector<std::int64_t> message_last_arrival_ns;  // broadcast: per message, latest arrival

@@ -8,6 +8,7 @@
 #include <sched.h>
 #include <sstream>
 #include <sys/resource.h>
+#include <time.h>
 #include <unistd.h>
 
 namespace loadgen {
@@ -277,9 +278,21 @@ unsigned allowed_cpu_count(pid_t pid) {
   return static_cast<unsigned>(std::max(1, CPU_COUNT(&set)));
 }
 
+bool allowed_cpu(int cpu, pid_t pid) {
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  return cpu >= 0 && cpu < CPU_SETSIZE && sched_getaffinity(pid, sizeof set, &set) == 0 && CPU_ISSET(cpu, &set);
+}
+
 double cpu_fraction(double cpu_seconds, double window_s, pid_t pid) {
   if (window_s <= 0) return 0;
   return cpu_seconds / (window_s * static_cast<double>(allowed_cpu_count(pid)));
+}
+
+std::int64_t thread_cpu_ns() {
+  timespec t{};
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t);
+  return std::int64_t{t.tv_sec} * 1'000'000'000 + t.tv_nsec;
 }
 
 std::vector<CoreTicks> read_core_ticks() {

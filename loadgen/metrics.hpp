@@ -170,6 +170,8 @@ CpuTimes self_cpu();
 
 // The CPUs a process may run on (sched_getaffinity); pid 0 is this process. At least 1.
 unsigned allowed_cpu_count(pid_t pid = 0);
+// Whether the process may run on this CPU.
+bool allowed_cpu(int cpu, pid_t pid = 0);
 
 // CPU seconds over a window as a fraction of the CPUs the process may run on:
 // cpu_seconds / (window_s x allowed_cpu_count(pid)). 1.0 means every core it was given
@@ -181,6 +183,9 @@ double cpu_fraction(double cpu_seconds, double window_s, pid_t pid);
 inline double loadgen_cpu_fraction(double cpu_seconds, double window_s) { return cpu_fraction(cpu_seconds, window_s, 0); }
 // Above this, a measured window may measure loadgen itself: warning and loadgen_saturated.
 constexpr double loadgen_saturated_fraction = 0.9;
+
+// The calling thread's CPU time (CLOCK_THREAD_CPUTIME_ID), in ns.
+std::int64_t thread_cpu_ns();
 
 // One core's cumulative idle and stolen time from a "cpuN" line of /proc/stat, in clock
 // ticks. Busy time is the rest of the wall clock: the busy fields themselves are sampled at

@@ -16,8 +16,9 @@ constexpr std::int64_t late_send_ns = 1'000'000;  // a send more than 1 ms behin
 
 // One connection's sends that are due: everything due is sent now (a behind-schedule
 // sender catches up at once, each line still carrying its intended time). False when the
-// sender is finished or its connection is gone.
-bool send_due(Worker& worker, Sender& sender, TrafficState& state, unsigned size) {
+// sender is finished or its connection is gone. stalled_ns: how long past the wake-up's
+// deadline the thread was off its core (see send_all_due).
+bool send_due(Worker& worker, Sender& sender, TrafficState& state, unsigned size, std::int64_t stalled_ns) {
   Connection& connection = *sender.connection;
   if (connection.state != ConnectionState::open) return false;
   const OpenLoopSchedule schedule(sender.plan.start_ns, sender.plan.rate, sender.plan.tick_ns);
@@ -25,7 +26,11 @@ bool send_due(Worker& worker, Sender& sender, TrafficState& state, unsigned size
   const std::uint64_t due = std::min(schedule.due_by(now), sender.plan.total);
   for (; sender.done < due; ++sender.done) {
     const std::int64_t intended = schedule.intended_ns(sender.done);
-    if (now - intended > late_send_ns) ++worker.late_sends;
+    if (now - intended > late_send_ns) {
+      ++worker.late_sends;
+      // Had the thread had its core, this send would not have been late.
+      if (now - intended - stalled_ns <= late_send_ns) ++worker.late_sends_stalled;
+    }
     if (intended >= sender.plan.window_start_ns) ++state.window_sent;
     format_chat_line(worker.scratch, connection.id, connection.sent, intended, size);
     if (!worker.send(connection, worker.scratch)) return false;
@@ -39,12 +44,28 @@ bool send_due(Worker& worker, Sender& sender, TrafficState& state, unsigned size
 // The send loop of one worker: one timer for all its senders, set to the earliest next
 // send. Each wake-up sends everything due on every connection; the engine hands those
 // sends to the kernel together when the wake-up ends.
+//
+// A send can be late because loadgen was busy, or because its thread was kept off its core
+// past the deadline: a timer the machine delivered late (a VM wakes an idle core more than
+// 1 ms late now and then), or another task on the core. The second is told apart by the
+// thread's CPU time: of the time since the last wake-up, what the thread did not run, less
+// what it was meant to sleep (until the deadline), is time it was off its core after the
+// deadline. A lower bound: any doubt counts against loadgen.
 void send_all_due(Worker& worker, TrafficState& state, unsigned size) {
   auto later = [](const Sender& a, const Sender& b) { return a.next_ns > b.next_ns; };
   auto& heap = state.senders;
+  const std::int64_t now = to_ns(Clock::now()), cpu = thread_cpu_ns();
+  std::int64_t stalled_ns = 0;
+  if (state.woke_ns >= 0 && !heap.empty()) {
+    const std::int64_t deadline = std::max(heap.front().next_ns, state.woke_ns);
+    const std::int64_t off_core = (now - state.woke_ns) - (cpu - state.woke_cpu_ns);
+    stalled_ns = std::clamp<std::int64_t>(off_core - (deadline - state.woke_ns), 0, std::max<std::int64_t>(0, now - deadline));
+  }
+  state.woke_ns = now;
+  state.woke_cpu_ns = cpu;
   while (!heap.empty() && heap.front().next_ns <= to_ns(Clock::now())) {
     std::pop_heap(heap.begin(), heap.end(), later);
-    if (send_due(worker, heap.back(), state, size))
+    if (send_due(worker, heap.back(), state, size, stalled_ns))
       std::push_heap(heap.begin(), heap.end(), later);
     else
       heap.pop_back();
@@ -64,6 +85,7 @@ void start_sending(Worker& worker, TrafficState& state, std::vector<Sender> send
 void stop_sending(Worker& worker, TrafficState& state) {
   worker.cancel_timer();
   state.senders.clear();
+  state.woke_ns = -1;
 }
 
 void handle_line(Worker& worker, Connection& connection, std::string_view line, std::int64_t now, const Phase& phase) {
@@ -141,12 +163,18 @@ CpuUse fill_cpu(json::object& report, const CpuWindow& a, const CpuWindow& b, pi
   const double user = b.self.user_s - a.self.user_s, sys = b.self.sys_s - a.self.sys_s;
   use.loadgen_fraction = loadgen_cpu_fraction(user + sys, window);
   use.cores = core_busy(a.cores, b.cores, window);
+  double mine = 0;
+  unsigned mine_count = 0;
+  for (const CoreBusy& core : use.cores)
+    if (allowed_cpu(core.cpu)) mine += core.busy, ++mine_count;
+  if (mine_count > 0) use.others_on_loadgen_cores = std::max(0.0, mine / mine_count - use.loadgen_fraction);
   cpu["loadgen_user_s"] = user;
   cpu["loadgen_sys_s"] = sys;
   cpu["window_s"] = window;
   cpu["loadgen_cpu_fraction"] = std::round(use.loadgen_fraction * 1e4) / 1e4;
   cpu["server_cpu_fraction"] = use.server_fraction ? json::value(std::round(*use.server_fraction * 1e4) / 1e4) : json::value(nullptr);
   cpu["cores"] = cores_json(use.cores);
+  cpu["others_on_loadgen_cores"] = std::round(use.others_on_loadgen_cores * 1e4) / 1e4;
   // Near the whole of its CPUs, the result may measure the load generator.
   const bool saturated = use.loadgen_fraction > loadgen_saturated_fraction;
   cpu["loadgen_saturated"] = saturated;

@@ -52,6 +52,8 @@ struct TrafficState {
   OwnedCounter lines_sent;
   std::uint64_t window_sent = 0;
   std::vector<Sender> senders;  // a heap, earliest next send first
+  // The last wake-up of the send loop: its time and the thread's CPU time then.
+  std::int64_t woke_ns = -1, woke_cpu_ns = 0;
 };
 
 // Starts the send loop of one worker over these plans (on the worker's thread).
@@ -82,6 +84,9 @@ struct CpuUse {
   double loadgen_fraction = 0;
   std::optional<double> server_fraction;
   std::vector<CoreBusy> cores;
+  // How busy loadgen's own cores were with anything but loadgen (other processes, kernel
+  // threads such as ksoftirqd, interrupts in idle), as a fraction of those cores.
+  double others_on_loadgen_cores = 0;
 };
 
 // Fills report["cpu"] for the window [a, b], warns if loadgen was saturated, and returns

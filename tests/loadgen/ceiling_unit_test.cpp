@@ -201,6 +201,15 @@ TEST(CeilingJudge, EveryCriterionFailsARate) {
   fails([](StepResult& s) { s.outstanding = 1; }, Limit::server);
   fails([](StepResult& s) { s.lost = 1; }, Limit::loss);
   fails([](StepResult& s) { s.late_sends = 11; }, Limit::loadgen);
+  // Sends late only while the machine kept loadgen off its core do not count against it...
+  StepResult stalled = good;
+  stalled.late_sends = 60;
+  stalled.late_sends_stalled = 50;
+  stalled.others_on_loadgen_cores = 0.05;
+  EXPECT_TRUE(judge(stalled, criteria).passed) << judge(stalled, criteria).reason;
+  fails([&](StepResult& s) { s = stalled; s.late_sends_stalled = 49; }, Limit::loadgen);
+  // ...unless other work crowded loadgen's core: that work may be the test's own.
+  fails([&](StepResult& s) { s = stalled; s.others_on_loadgen_cores = 0.06; }, Limit::loadgen);
   fails([](StepResult& s) { s.loadgen_cpu_fraction = 0.71; }, Limit::loadgen);
   // Loadgen out of headroom explains whatever else went wrong; loss outranks slowness.
   fails([](StepResult& s) { s.loadgen_cpu_fraction = 0.9; s.lost = 5; s.deliveries_per_s = 10; }, Limit::loadgen);

@@ -171,22 +171,59 @@ def case_tick(loadgen, server, port):
     check(p50_ms < 12.5, "median latency %.1f ms includes loadgen's wait for the next tick" % p50_ms)
 
 
+def wait_for_lines_in(port, count, timeout=15):
+    """Polls the server's /stats from a client of our own until it has relayed count lines."""
+    deadline = time.monotonic() + timeout
+    with socket.create_connection(("127.0.0.1", port)) as probe:
+        reader = probe.makefile("rb")
+        while time.monotonic() < deadline:
+            probe.sendall(b"/stats\n")
+            line = reader.readline()
+            while line and not line.startswith(b"/stats "):
+                line = reader.readline()
+            stats = dict(f.split(b"=", 1) for f in line.split()[1:] if b"=" in f)
+            if int(stats.get(b"lines_in", b"0")) >= count:
+                return
+            time.sleep(0.05)
+
+
+def case_stalled(loadgen, server, port):
+    # Sends made late because loadgen was kept off its core (here: stopped by a signal,
+    # as a VM's late wake-up or another task would) are counted apart from sends made late
+    # by loadgen's own work; the ceiling search does not hold them against it.
+    def stop_now_and_then(run):
+        wait_for_lines_in(port, 200)
+        for _ in range(5):
+            run.send_signal(signal.SIGSTOP)
+            time.sleep(0.06)
+            run.send_signal(signal.SIGCONT)
+            time.sleep(0.2)
+
+    report, _ = run_loadgen(None, loadgen, port, server.pid,
+                            ["chat", "--clients", "20", "--room-size", "10", "--rate", "100", "--duration-s", "4",
+                             "--warmup-s", "0.2"], during=stop_now_and_then)
+    step = report["rate_steps"][0]
+    # Five 60 ms stops at 2 000 sends/s: about 600 late sends, all while stopped.
+    check(step["late_sends"] >= 250, "late sends %d" % step["late_sends"])
+    check(step["late_sends_stalled"] >= 0.9 * step["late_sends"],
+          "%d of %d late sends counted as loadgen's own delay" % (step["late_sends"] - step["late_sends_stalled"], step["late_sends"]))
+
+    # A loadgen that cannot keep up on its own core makes late sends of its own.
+    one = [sorted(os.sched_getaffinity(0))[-1]]
+    report, _ = run_loadgen(None, loadgen, port, server.pid,
+                            ["chat", "--clients", "1000", "--room-size", "10", "--rate", "400", "--duration-s", "2",
+                             "--warmup-s", "0.2", "--tick-us", "0"], timeout=60, preexec=lambda: os.sched_setaffinity(0, one))
+    step = report["rate_steps"][0]
+    busy = step["late_sends"] - step["late_sends_stalled"]
+    check(busy > 0.5 * step["late_sends"] > 0, "%d late sends, %d of them while loadgen was off its core (cpu %s)"
+          % (step["late_sends"], step["late_sends_stalled"], step["cpu"]))
+
+
 def case_server_killed(loadgen, server, port):
     def kill_soon(_loadgen):
         # Kill once the server has relayed some lines, however slow the build (a sanitized
-        # loadgen takes longer to connect): ask its /stats from a client of our own.
-        deadline = time.monotonic() + 15
-        with socket.create_connection(("127.0.0.1", port)) as probe:
-            reader = probe.makefile("rb")
-            while time.monotonic() < deadline:
-                probe.sendall(b"/stats\n")
-                line = reader.readline()
-                while line and not line.startswith(b"/stats "):
-                    line = reader.readline()
-                stats = dict(f.split(b"=", 1) for f in line.split()[1:] if b"=" in f)
-                if int(stats.get(b"lines_in", b"0")) >= 100:
-                    break
-                time.sleep(0.05)
+        # loadgen takes longer to connect).
+        wait_for_lines_in(port, 100)
         # Stop the server before killing it, so that lines are certainly in flight: what
         # loadgen sends meanwhile waits unread in the server's sockets and dies with it.
         # A plain SIGKILL may land between two sends, with nothing in flight to lose.
@@ -300,7 +337,7 @@ def case_engine_fallback(loadgen, server, port):
 
 def main():
     parser = argparse.ArgumentParser()
-    parser.add_argument("case", choices=["idle", "connect_rate", "broadcast", "chat", "tick", "server_killed", "fd_limit", "few_buffers",
+    parser.add_argument("case", choices=["idle", "connect_rate", "broadcast", "chat", "tick", "stalled", "server_killed", "fd_limit", "few_buffers",
                                          "no_time_wait", "engine_fallback"])
     parser.add_argument("--loadgen", required=True)
     parser.add_argument("--server", required=True)
