@@ -190,7 +190,7 @@ std::int64_t thread_cpu_ns();
 // One core's cumulative idle and stolen time from a "cpuN" line of /proc/stat, in clock
 // ticks. Busy time is the rest of the wall clock: the busy fields themselves are sampled at
 // the scheduler tick on kernels with tick-based accounting (this one), which aliases with
-// timer-driven work (a process 40% busy on a 1 ms grid showed 59% there, one on a 250 µs
+// timer-driven work (a process 29% busy on a 1 ms grid showed 59% there, one 8% on a 250 µs
 // grid 0%), while a tickless kernel measures idle time exactly (NO_HZ_IDLE).
 struct CoreTicks {
   int cpu = -1;

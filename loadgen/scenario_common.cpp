@@ -55,12 +55,8 @@ void send_all_due(Worker& worker, TrafficState& state, unsigned size) {
   auto later = [](const Sender& a, const Sender& b) { return a.next_ns > b.next_ns; };
   auto& heap = state.senders;
   const std::int64_t now = to_ns(Clock::now()), cpu = thread_cpu_ns();
-  std::int64_t stalled_ns = 0;
-  if (state.woke_ns >= 0 && !heap.empty()) {
-    const std::int64_t deadline = std::max(heap.front().next_ns, state.woke_ns);
-    const std::int64_t off_core = (now - state.woke_ns) - (cpu - state.woke_cpu_ns);
-    stalled_ns = std::clamp<std::int64_t>(off_core - (deadline - state.woke_ns), 0, std::max<std::int64_t>(0, now - deadline));
-  }
+  const std::int64_t stalled_ns =
+      state.woke_ns >= 0 && !heap.empty() ? off_core_after_deadline_ns(state.woke_ns, state.woke_cpu_ns, now, cpu, heap.front().next_ns) : 0;
   state.woke_ns = now;
   state.woke_cpu_ns = cpu;
   while (!heap.empty() && heap.front().next_ns <= to_ns(Clock::now())) {
@@ -74,6 +70,13 @@ void send_all_due(Worker& worker, TrafficState& state, unsigned size) {
 }
 
 }  // namespace
+
+std::int64_t off_core_after_deadline_ns(std::int64_t woke_ns, std::int64_t woke_cpu_ns, std::int64_t now_ns, std::int64_t cpu_ns,
+                                        std::int64_t deadline_ns) {
+  const std::int64_t deadline = std::max(deadline_ns, woke_ns);
+  const std::int64_t off_core = (now_ns - woke_ns) - (cpu_ns - woke_cpu_ns);
+  return std::clamp<std::int64_t>(off_core - (deadline - woke_ns), 0, std::max<std::int64_t>(0, now_ns - deadline));
+}
 
 void start_sending(Worker& worker, TrafficState& state, std::vector<Sender> senders, unsigned size) {
   for (auto& sender : senders) sender.next_ns = sender.plan.start_ns;

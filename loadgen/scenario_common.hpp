@@ -56,6 +56,12 @@ struct TrafficState {
   std::int64_t woke_ns = -1, woke_cpu_ns = 0;
 };
 
+// How long a thread was off its core after a deadline (a lower bound), from two readings
+// of the wall clock and of its CPU clock: at its previous wake-up (woke) and now. Of the
+// time between, what it did not run, less what it was meant to sleep (until deadline).
+std::int64_t off_core_after_deadline_ns(std::int64_t woke_ns, std::int64_t woke_cpu_ns, std::int64_t now_ns, std::int64_t cpu_ns,
+                                        std::int64_t deadline_ns);
+
 // Starts the send loop of one worker over these plans (on the worker's thread).
 void start_sending(Worker& worker, TrafficState& state, std::vector<Sender> senders, unsigned size);
 // Ends the send loop of one worker: no further sends in this phase.

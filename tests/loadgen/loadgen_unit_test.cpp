@@ -8,6 +8,7 @@
 #include <random>
 
 #include "metrics.hpp"
+#include "scenario_common.hpp"
 #include "scenarios.hpp"
 
 using namespace loadgen;
@@ -253,4 +254,19 @@ TEST(ServerHost, WithoutTheClientEndThePointIsFlagged) {
   const auto host = loadgen::server_host_json(memory_steps(1.0), std::nullopt, 16384);
   EXPECT_TRUE(host.at("client_end_bytes").is_null());
   EXPECT_NE(boost::json::serialize(host.at("flags")).find("client end not measured"), std::string::npos);
+}
+
+TEST(OffCore, CountsOnlyTimeOffTheCorePastTheDeadline) {
+  constexpr std::int64_t ms = 1'000'000;
+  // Woke at 0 (CPU clock 50 ms), next send due at 1 ms; now 5 ms.
+  // Slept until the deadline, then ran the whole time: never off its core when it mattered.
+  EXPECT_EQ(off_core_after_deadline_ns(0, 50 * ms, 5 * ms, 54 * ms, 1 * ms), 0);
+  // Ran 1 ms in all: of the 4 ms it did not, 1 ms was its sleep until the deadline.
+  EXPECT_EQ(off_core_after_deadline_ns(0, 50 * ms, 5 * ms, 51 * ms, 1 * ms), 3 * ms);
+  // Never ran at all: off its core from the deadline on, and no longer than that.
+  EXPECT_EQ(off_core_after_deadline_ns(0, 50 * ms, 5 * ms, 50 * ms, 1 * ms), 4 * ms);
+  // Busy from the wake-up past the deadline: its own work, whatever it did not run before.
+  EXPECT_EQ(off_core_after_deadline_ns(0, 50 * ms, 5 * ms, 55 * ms, 1 * ms), 0);
+  // A deadline already past at the wake-up counts from the wake-up.
+  EXPECT_EQ(off_core_after_deadline_ns(2 * ms, 50 * ms, 5 * ms, 50 * ms, 1 * ms), 3 * ms);
 }
