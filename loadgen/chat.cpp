@@ -66,6 +66,9 @@ struct ChatRun {
   json::object& report;
   Progress& progress;
   std::uint32_t room_size = 1, attempted = 0;
+  std::uint32_t total = 0;  // clients in the global run: --clients-total, else attempted
+  std::int64_t start_at_ns = 0, step_span_ns = 0;  // --start-at on the steady clock; one step's length
+  unsigned steps_started = 0;
   Phase phase;
   std::vector<TrafficState> traffic;
   std::uint64_t planned_total = 0;   // sends scheduled by every step so far
@@ -76,57 +79,72 @@ struct ChatRun {
   json::value settle = nullptr;      // how the wait before the next step went
 };
 
-struct ChatLoss {
-  LossTotals loss;
-  std::uint64_t sent = 0, expected = 0, receivers = 0, receivers_disconnected = 0, unknown = 0;
-};
+// A client's id in the global run: its slice's offset plus its index in this process.
+std::uint32_t global_id(const Options& options, const Connection& connection) { return options.client_offset + connection.id; }
 
-// Every receiver's lines from the other joined members of its room, in one pass per worker.
-// What each sender sent must be final (every send loop stopped); lines may still be
-// arriving, so each receiver's counters are read once and stay consistent with each other:
-// delivered + lost + outstanding = expected for every receiver.
-ChatLoss count_chat_loss(Engine& engine, std::uint32_t room_size) {
+// Whether this process runs one slice of a larger run (docs/distributed.md).
+bool sliced(const Options& options) { return options.clients_total > 0; }
+
+// What every joined sender of this process sent, by global id.
+std::map<std::uint32_t, std::uint64_t> sent_by_sender(Engine& engine) {
   std::map<std::uint32_t, std::uint64_t> sent_by;
   engine.for_each_worker([&](Worker& worker) {
     static std::mutex merge_mutex;
     std::lock_guard lock(merge_mutex);
     for (auto& connection : worker.connections())
-      if (connection->sender) sent_by[connection->id] = connection->sent;
+      if (connection->sender) sent_by[global_id(engine.options(), *connection)] = connection->sent;
   });
-  ChatLoss result;
-  std::map<std::uint32_t, std::uint64_t> room_sent, room_members;
-  for (const auto& [id, sent] : sent_by) {
-    room_sent[id / room_size] += sent;
-    room_members[id / room_size] += 1;
-    result.sent += sent;
-  }
-  for (const auto& [room, sent] : room_sent) result.expected += (room_members[room] - 1) * sent;
+  return sent_by;
+}
+
+// Every receiver's lines from the other joined members of its room, in one pass per worker.
+// What each sender sent must be final (every send loop stopped); lines may still be
+// arriving, so each receiver's counters are read once and stay consistent with each other:
+// delivered + lost + outstanding = expected for every receiver. In a slice, the senders of
+// other slices count as having sent nothing: only the merge knows what they sent.
+ChatLossCounter count_chat_loss(Engine& engine, std::uint32_t room_size) {
+  ChatLossCounter counter(sent_by_sender(engine), room_size);
   engine.for_each_worker([&](Worker& worker) {
     static std::mutex merge_mutex;
     std::lock_guard lock(merge_mutex);
-    result.unknown += worker.unknown_lines;
+    for (auto& connection : worker.connections())
+      if (connection->sender)
+        counter.add_receiver(global_id(engine.options(), *connection), connection->state != ConnectionState::closed,
+                             connection->track_base, connection->tracks);
+  });
+  return counter;
+}
+
+// What `loadgen merge` needs to count loss over every slice (docs/loadgen.md, "loss_detail"):
+// what each sender sent, and per receiver, for each member of its room, the next sequence
+// number it expects (the highest heard + 1, 0: none) and the gaps below it (lines missing
+// there, which per-sender FIFO means will never come).
+json::object loss_detail_json(Engine& engine) {
+  json::array sender_ids, sent;
+  for (const auto& [id, n] : sent_by_sender(engine)) sender_ids.push_back(id), sent.push_back(n);
+  std::map<std::uint32_t, json::object> receivers;  // by id, so the document does not depend on the threads
+  engine.for_each_worker([&](Worker& worker) {
+    static std::mutex merge_mutex;
+    std::lock_guard lock(merge_mutex);
     for (auto& connection : worker.connections()) {
       if (!connection->sender) continue;
-      ++result.receivers;
-      const bool open = connection->state != ConnectionState::closed;
-      if (!open) ++result.receivers_disconnected;
-      SenderTrack::Missing missing;
-      for (std::uint32_t slot = 0; slot < connection->tracks.size(); ++slot) {
-        const SenderTrack& track = connection->tracks[slot];
-        result.loss.received += track.received;
-        result.loss.duplicated += track.duplicated;
-        result.loss.reordered += track.reordered;
-        const std::uint32_t sender = connection->track_base + slot;
-        if (sender == connection->id) continue;  // a client does not hear itself
-        const auto it = sent_by.find(sender);     // absent: never joined, sent nothing
-        const auto m = track.missing(it == sent_by.end() ? 0 : it->second, open);
-        missing.lost += m.lost;
-        missing.outstanding += m.outstanding;
+      json::array next, gaps;
+      std::uint64_t duplicated = 0, reordered = 0;
+      for (const SenderTrack& track : connection->tracks) {
+        next.push_back(track.next_expected);
+        gaps.push_back(track.next_expected - std::min(track.next_expected, track.unique_received()));
+        duplicated += track.duplicated;
+        reordered += track.reordered;
       }
-      result.loss.add_receiver(missing);
+      const std::uint32_t id = global_id(engine.options(), *connection);
+      receivers[id] = json::object{{"id", id}, {"open", connection->state != ConnectionState::closed},
+                                   {"room_first", connection->track_base}, {"next", std::move(next)}, {"gaps", std::move(gaps)},
+                                   {"duplicated", duplicated}, {"reordered", reordered}};
     }
   });
-  return result;
+  json::array receiver_array;
+  for (auto& [id, receiver] : receivers) receiver_array.push_back(std::move(receiver));
+  return {{"senders", json::object{{"id", std::move(sender_ids)}, {"sent", std::move(sent)}}}, {"receivers", std::move(receiver_array)}};
 }
 
 bool server_gone(Engine& engine) {
@@ -142,7 +160,12 @@ StepResult run_chat_step(ChatRun& run, double rate) {
   Phase& phase = run.phase;
   // The phase: warm-up then the measured window; each client starts at its own offset
   // within one interval, so the load is spread rather than synchronised.
-  const std::int64_t start_ns = to_ns(Clock::now() + std::chrono::milliseconds(50));
+  // With --start-at every slice starts step i together, at T plus i whole step lengths
+  // (warm-up, window, drain deadline and a second to spare), each on its own clock.
+  const std::int64_t start_ns = options.start_at_ms > 0 ? run.start_at_ns + static_cast<std::int64_t>(run.steps_started) * run.step_span_ns
+                                                        : to_ns(Clock::now() + std::chrono::milliseconds(50));
+  const std::int64_t late_ns = to_ns(Clock::now()) - start_ns;  // > 0: this process was not ready in time
+  ++run.steps_started;
   phase.window_start_ns = start_ns + static_cast<std::int64_t>(options.warmup_s * 1e9);
   phase.window_end_ns = phase.window_start_ns + static_cast<std::int64_t>(options.duration_s * 1e9);
   auto lines_sent = [&] {
@@ -160,14 +183,16 @@ StepResult run_chat_step(ChatRun& run, double rate) {
     TrafficState& state = run.traffic[worker.index()];
     state.window_sent = 0;
     std::vector<Sender> senders;
+    state.line_clock_offset_ns = phase.line_clock_offset_ns;
     std::uint64_t planned = 0;
     for (auto& connection : worker.connections()) {
       if (!connection->sender) continue;
-      const auto offset = static_cast<std::int64_t>(1e9 / rate * connection->id / std::max<std::uint32_t>(1, run.attempted));
+      const std::uint32_t id = global_id(options, *connection);
+      const auto offset = static_cast<std::int64_t>(1e9 / rate * id / std::max<std::uint32_t>(1, run.total));
       const std::int64_t tick_ns = std::int64_t{options.tick_us} * 1000;
       const OpenLoopSchedule schedule(start_ns + offset, rate, tick_ns);
       SendPlan plan{start_ns + offset, rate, schedule.due_by(phase.window_end_ns - 1), phase.window_start_ns, tick_ns};
-      senders.push_back(Sender{connection.get(), plan});
+      senders.push_back(Sender{connection.get(), plan, 0, 0, id});
       planned += plan.total;
     }
     state.plan.total = planned;
@@ -189,21 +214,13 @@ StepResult run_chat_step(ChatRun& run, double rate) {
              [&] { return lines_sent() >= run.planned_total || engine.open_connections() == 0; }, show);
 
   // Expected deliveries so far: each joined member of a room hears every line the other
-  // joined members sent, over the whole run (warm-up included).
-  std::map<std::uint32_t, std::pair<std::uint64_t, std::uint64_t>> rooms;  // room -> (members, lines sent)
-  engine.for_each_worker([&](Worker& worker) {
-    static std::mutex merge_mutex;
-    std::lock_guard lock(merge_mutex);
-    for (auto& connection : worker.connections()) {
-      if (!connection->sender) continue;
-      auto& room = rooms[connection->id / run.room_size];
-      room.first += 1;
-      room.second += connection->sent;
-    }
-  });
-  std::uint64_t expected = 0;
-  for (const auto& [room, totals] : rooms) expected += (totals.first - 1) * totals.second;
-  drain(engine, expected, run.progress);
+  // joined members sent, over the whole run (warm-up included). A slice cannot know what
+  // the other slices sent, so it waits for the lines to stop coming.
+  const std::uint64_t expected = sliced(options) ? 0 : ChatLossCounter(sent_by_sender(engine), run.room_size).expected;
+  if (sliced(options))
+    drain_until_quiet(engine, std::chrono::milliseconds(500), run.progress);
+  else
+    drain(engine, expected, run.progress);
 
   LatencyRecorder latency;
   std::uint64_t window_deliveries = 0, window_sent = 0, late = 0, late_stalled = 0;
@@ -220,7 +237,7 @@ StepResult run_chat_step(ChatRun& run, double rate) {
     late += worker.late_sends;
     late_stalled += worker.late_sends_stalled;
   });
-  const ChatLoss loss = count_chat_loss(engine, run.room_size);
+  const ChatLossCounter loss = count_chat_loss(engine, run.room_size);
   run.expected_so_far = loss.expected;
 
   StepResult result;
@@ -243,6 +260,8 @@ StepResult run_chat_step(ChatRun& run, double rate) {
   result.server_died = server_gone(engine);
   result.detail = json::object{{"rate", rate},
                                {"latency_us", latency_json(latency)},
+                               {"latency_histogram", histogram_json(latency)},
+                               {"start_late_ms", options.start_at_ms > 0 ? json::value(static_cast<double>(late_ns) / 1e6) : json::value(nullptr)},
                                // deliveries_per_s by arrival time: a server that falls behind shows it here.
                                // window_lines_delivered counts the window's lines however late they came.
                                {"throughput", json::object{{"sent_per_s", static_cast<double>(window_sent) / options.duration_s},
@@ -255,7 +274,7 @@ StepResult run_chat_step(ChatRun& run, double rate) {
                                {"late_sends_stalled", late_stalled},
                                {"lost", result.lost},
                                {"outstanding", result.outstanding},
-                               {"expected_so_far", expected},
+                               {"expected_so_far", sliced(options) ? json::value(nullptr) : json::value(expected)},
                                {"cpu", run.report["cpu"]},
                                {"settle", run.settle}};
   run.settle = nullptr;
@@ -310,14 +329,18 @@ void run_chat(Engine& engine, json::object& report, Progress& progress) {
   ChatRun run(engine, report, progress);
   run.room_size = std::max(1u, options.room_size);
   run.attempted = engine.attempted();
+  run.total = sliced(options) ? options.clients_total : run.attempted;
   run.phase.mode = Mode::chat;
   Phase& phase = run.phase;
+  phase.own_first = options.client_offset;
+  phase.own_end = options.client_offset + options.clients;
+  phase.line_clock_offset_ns = static_cast<std::int64_t>(std::llround(options.clock_offset_ms * 1e6));
   engine.for_each_worker([&](Worker& worker) {
     worker.set_line_handler([&phase](Worker& w, Connection& c, std::string_view line, std::int64_t now) { handle_line(w, c, line, now, phase); });
     for (auto& connection : worker.connections()) {
-      const std::uint32_t room = connection->id / run.room_size;
+      const std::uint32_t room = global_id(options, *connection) / run.room_size;
       connection->track_base = room * run.room_size;
-      connection->tracks.assign(std::min(run.room_size, run.attempted - connection->track_base), SenderTrack{});
+      connection->tracks.assign(std::min(run.room_size, run.total - connection->track_base), SenderTrack{});
       worker.send(*connection, "/join r" + std::to_string(room) + "\n");
     }
   });
@@ -326,6 +349,11 @@ void run_chat(Engine& engine, json::object& report, Progress& progress) {
       [&] { progress.show("joining: " + std::to_string(engine.sum(&Worker::joined)) + "/" + std::to_string(engine.open_connections())); });
   if (!all_joined) warn(report, "not every client got /joined before the deadline; those are left out");
   const auto stats_before = query_server_stats(engine);
+  report["ready_at_unix_ms"] = unix_ms_now(options.clock_offset_ms);
+  if (options.start_at_ms > 0) {
+    run.start_at_ns = steady_ns_at_unix_ms(options.start_at_ms, options.clock_offset_ms);
+    run.step_span_ns = static_cast<std::int64_t>((options.warmup_s + options.duration_s + options.drain_s + 1) * 1e9);
+  }
 
   run.traffic = std::vector<TrafficState>(engine.workers().size());
   std::map<std::uint32_t, std::uint64_t> room_senders;
@@ -335,7 +363,7 @@ void run_chat(Engine& engine, json::object& report, Progress& progress) {
       if (connection->joined && connection->state == ConnectionState::open) {
         connection->sender = true;
         std::lock_guard lock(merge_mutex);
-        ++room_senders[connection->id / run.room_size];
+        ++room_senders[global_id(options, *connection) / run.room_size];
       }
   });
   for (const auto& [room, members] : room_senders) {
@@ -369,6 +397,7 @@ void run_chat(Engine& engine, json::object& report, Progress& progress) {
     if (!rate_steps.empty()) {
       const json::object& top = rate_steps[result.ceiling.value_or(rate_steps.size() - 1)].as_object();
       report["latency_us"] = top.at("latency_us");
+      report["latency_histogram"] = top.at("latency_histogram");
       report["throughput"] = top.at("throughput");
       report["cpu"] = top.at("cpu");
     }
@@ -377,6 +406,7 @@ void run_chat(Engine& engine, json::object& report, Progress& progress) {
       const StepResult step = run_chat_step(run, rate);
       rate_steps.push_back(step.detail);
       report["latency_us"] = step.detail.at("latency_us");
+      report["latency_histogram"] = step.detail.at("latency_histogram");
       report["throughput"] = step.detail.at("throughput");
       if (engine.open_connections() == 0) break;
     }
@@ -384,9 +414,15 @@ void run_chat(Engine& engine, json::object& report, Progress& progress) {
   progress.finish();
   const auto stats_after = query_server_stats(engine);
 
-  const ChatLoss totals = count_chat_loss(engine, run.room_size);
+  const ChatLossCounter totals = count_chat_loss(engine, run.room_size);
   const LossTotals& loss = totals.loss;
-  if (loss.outstanding > 0)
+  std::uint64_t unknown_lines = 0;
+  engine.for_each_worker([&](Worker& worker) {
+    static std::mutex merge_mutex;
+    std::lock_guard lock(merge_mutex);
+    unknown_lines += worker.unknown_lines;
+  });
+  if (loss.outstanding > 0 && !sliced(options))
     warn(report, std::to_string(loss.outstanding) + " lines had not arrived by the end of the run (server behind by more than --drain-s); "
                  "latency percentiles leave them out, so they are optimistic");
 
@@ -394,12 +430,15 @@ void run_chat(Engine& engine, json::object& report, Progress& progress) {
   const auto in_before = stat_number(stats_before, "lines_in"), in_after = stat_number(stats_after, "lines_in");
   json::value server_lines_out = nullptr;
   if (out_before && out_after) server_lines_out = *out_after - *out_before;
-  report["lines"] = json::object{{"sent", totals.sent}, {"delivered", loss.received}, {"expected", totals.expected},
-                                 {"lost", loss.lost}, {"outstanding", loss.outstanding}, {"duplicated", loss.duplicated},
+  // A slice's expected, lost and outstanding need the other slices' sends: null here,
+  // counted by `loadgen merge` from loss_detail.
+  auto whole_run_only = [&](std::uint64_t value) { return sliced(options) ? json::value(nullptr) : json::value(value); };
+  report["lines"] = json::object{{"sent", totals.sent}, {"delivered", loss.received}, {"expected", whole_run_only(totals.expected)},
+                                 {"lost", whole_run_only(loss.lost)}, {"outstanding", whole_run_only(loss.outstanding)}, {"duplicated", loss.duplicated},
                                  {"reordered", loss.reordered}, {"receivers", totals.receivers},
                                  {"receivers_with_loss", loss.receivers_with_loss},
                                  {"receivers_with_outstanding", loss.receivers_with_outstanding},
-                                 {"receivers_disconnected", totals.receivers_disconnected}, {"unknown", totals.unknown},
+                                 {"receivers_disconnected", totals.receivers_disconnected}, {"unknown", unknown_lines},
                                  {"server_lines_out", server_lines_out}};
   if (stats_after) {
     json::object server;
@@ -414,6 +453,17 @@ void run_chat(Engine& engine, json::object& report, Progress& progress) {
     warn(report, "the server did not answer /stats at the end; server_lines_out is null");
   }
   report["rate_steps"] = rate_steps;
+  report["loss_detail"] = loss_detail_json(engine);
+  std::uint64_t cross_slice = 0;
+  engine.for_each_worker([&](Worker& worker) {
+    static std::mutex merge_mutex;
+    std::lock_guard lock(merge_mutex);
+    cross_slice += worker.cross_slice_deliveries;
+  });
+  report["clock"] = json::object{{"line_clock", "steady clock of the sending process"},
+                                 {"timed", "same-process pairs only"},
+                                 {"clock_offset_ms", options.clock_offset_ms},
+                                 {"cross_slice_deliveries_untimed", cross_slice}};
   finish_common(engine, report);
 }
 

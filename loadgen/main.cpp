@@ -12,6 +12,7 @@
 #include <iostream>
 
 #include "engine.hpp"
+#include "merge.hpp"
 #include "report.hpp"
 #include "scenarios.hpp"
 
@@ -25,6 +26,8 @@ namespace cli = chatbench::cli;
 constexpr int exit_usage = 2;      // also cli::parse's status
 constexpr int exit_no_client = 3;    // not one client connected: the report measured nothing
 constexpr int exit_server_died = 4;  // during a --find-ceiling search
+constexpr int exit_merge_refused = 5;     // loadgen merge: the reports are not slices of one run
+constexpr int exit_merge_incomplete = 6;  // loadgen merge: written, but some clients are in no report
 
 // --server-pid: a process there is to sample.
 const CLI::Validator running_process(
@@ -134,6 +137,39 @@ std::vector<std::string> preflight(const Options& o) {
   return warnings;
 }
 
+// loadgen merge: reads every report, merges, writes; the checks are merge_reports'.
+int run_merge(const std::vector<std::string>& inputs, const std::string& output) {
+  std::vector<SliceReport> slices;
+  try {
+    for (const auto& path : inputs) {
+      std::ifstream in(path);
+      std::stringstream text;
+      text << in.rdbuf();
+      boost::system::error_code error;
+      boost::json::value report = boost::json::parse(text.str(), error);
+      if (error || !report.is_object()) {
+        std::cerr << "loadgen merge: " << path << " is not a JSON report" << (error ? ": " + error.message() : "") << "\n";
+        return exit_merge_refused;
+      }
+      slices.push_back({path, std::move(report.as_object())});
+    }
+    const boost::json::object merged = merge_reports(slices);
+    write_json_file(output, merged);
+    std::cout << human_summary(merged) << std::flush;
+    if (!merged.at("missing_clients").as_array().empty()) {
+      std::cerr << "loadgen merge: clients " << boost::json::serialize(merged.at("missing_clients")) << " are in no report\n";
+      return exit_merge_incomplete;
+    }
+  } catch (const MergeRefused& refused) {
+    std::cerr << "loadgen merge: refused: " << refused.what() << "\n";
+    return exit_merge_refused;
+  } catch (const std::exception& error) {
+    std::cerr << "loadgen merge: a report lacks what a merge needs (" << error.what() << ")\n";
+    return exit_merge_refused;
+  }
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -169,13 +205,43 @@ int main(int argc, char** argv) {
       ->capture_default_str()->check(cli::integer(1, 100));
   chat->add_option("--p99-bar-ms", options.p99_bar_ms, "a rate passes only with p99 latency at most this")
       ->capture_default_str()->check(cli::number(0, false, most_seconds * 1000));
+  chat->add_option("--clients-total", options.clients_total,
+                   "many hosts: the clients of the whole run, of which this process runs --clients from --client-offset")
+      ->check(cli::integer(1, most_clients));
+  chat->add_option("--client-offset", options.client_offset, "many hosts: the global id of this process's first client")
+      ->capture_default_str()->check(cli::integer(0, most_clients));
+  chat->add_option("--start-at", options.start_at_ms, "UNIX time in ms at which the schedule starts (after connecting and joining)")
+      ->check(cli::integer(1, std::int64_t{1} << 50));
+  chat->add_option("--clock-offset-ms", options.clock_offset_ms,
+                   "TEST KNOB: this process's clocks read this much ahead (a skewed host); docs/distributed.md")
+      ->capture_default_str()->check(cli::number(-86'400'000, true, 86'400'000));
   chat->add_option("--late-bar-pct", options.late_bar_pct, "a rate passes only with at most this % of its sends late (> 1 ms)")
       ->capture_default_str()->check(cli::number(0, true, 100));
 
+  std::vector<std::string> merge_inputs;
+  std::string merge_output;
+  auto* merge = app.add_subcommand("merge", "merge the reports of the slices of one chat run into one (docs/distributed.md)");
+  merge->add_option("reports", merge_inputs, "the slices' JSON reports")->required()->check(CLI::ExistingFile);
+  merge->add_option("--json", merge_output, "write the merged report to this file")->required()->check(writable_path);
+
   cli::parse(app, argc, argv, "docs/loadgen.md");
+  if (merge->parsed()) return run_merge(merge_inputs, merge_output);
   options.mode = chat->parsed() ? Mode::chat : broadcast->parsed() ? Mode::broadcast : Mode::idle;
   if (options.find_ceiling && options.rates.size() != 1) {
     std::cerr << "loadgen: --find-ceiling takes one --rate, the rate it starts from, not a list\n";
+    return exit_usage;
+  }
+  if (options.clients_total > 0 && std::uint64_t{options.client_offset} + options.clients > options.clients_total) {
+    std::cerr << "loadgen: --client-offset " << options.client_offset << " + --clients " << options.clients << " exceeds --clients-total "
+              << options.clients_total << "\n";
+    return exit_usage;
+  }
+  if (options.clients_total == 0 && options.client_offset > 0) {
+    std::cerr << "loadgen: --client-offset needs --clients-total\n";
+    return exit_usage;
+  }
+  if (options.find_ceiling && (options.clients_total > 0 || options.start_at_ms > 0)) {
+    std::cerr << "loadgen: --find-ceiling adapts each step to the last one; it cannot run as a slice (--clients-total, --start-at)\n";
     return exit_usage;
   }
   std::signal(SIGPIPE, SIG_IGN);  // a closed peer is an error code, not a death

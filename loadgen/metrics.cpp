@@ -7,6 +7,7 @@
 #include <fstream>
 #include <sched.h>
 #include <sstream>
+#include <stdexcept>
 #include <sys/resource.h>
 #include <time.h>
 #include <unistd.h>
@@ -79,6 +80,19 @@ std::int64_t LatencyRecorder::percentile(double q) const {
   return max_;
 }
 
+std::vector<std::pair<std::size_t, std::uint64_t>> LatencyRecorder::nonempty_buckets() const {
+  std::vector<std::pair<std::size_t, std::uint64_t>> out;
+  for (std::size_t i = 0; i < buckets_.size(); ++i)
+    if (buckets_[i] > 0) out.emplace_back(i, buckets_[i]);
+  return out;
+}
+
+void LatencyRecorder::add_bucket(std::size_t bucket, std::uint64_t count) {
+  if (bucket >= buckets_.size()) throw std::out_of_range("latency histogram bucket " + std::to_string(bucket) + " out of range");
+  buckets_[bucket] += count;
+  count_ += count;
+}
+
 void SenderTrack::on_sequence(std::uint64_t seq) {
   ++received;
   if (seq >= next_expected) {
@@ -107,6 +121,36 @@ SenderTrack::Missing SenderTrack::missing(std::uint64_t sent, bool receiver_open
   const std::uint64_t tail = sent > next_expected ? sent - next_expected : 0;
   if (!receiver_open) return {gaps + tail, 0};
   return {gaps, tail};
+}
+
+ChatLossCounter::ChatLossCounter(std::map<std::uint32_t, std::uint64_t> sent_by, std::uint32_t room_size)
+    : sent_by_(std::move(sent_by)) {
+  std::map<std::uint32_t, std::uint64_t> room_sent, room_members;
+  for (const auto& [id, n] : sent_by_) {
+    room_sent[id / room_size] += n;
+    room_members[id / room_size] += 1;
+    sent += n;
+  }
+  for (const auto& [room, n] : room_sent) expected += (room_members[room] - 1) * n;
+}
+
+void ChatLossCounter::add_receiver(std::uint32_t id, bool open, std::uint32_t track_base, const std::vector<SenderTrack>& tracks) {
+  ++receivers;
+  if (!open) ++receivers_disconnected;
+  SenderTrack::Missing missing;
+  for (std::uint32_t slot = 0; slot < tracks.size(); ++slot) {
+    const SenderTrack& track = tracks[slot];
+    loss.received += track.received;
+    loss.duplicated += track.duplicated;
+    loss.reordered += track.reordered;
+    const std::uint32_t sender = track_base + slot;
+    if (sender == id) continue;  // a client does not hear itself
+    const auto it = sent_by_.find(sender);
+    const auto m = track.missing(it == sent_by_.end() ? 0 : it->second, open);
+    missing.lost += m.lost;
+    missing.outstanding += m.outstanding;
+  }
+  loss.add_receiver(missing);
 }
 
 std::optional<double> least_squares_slope(const std::vector<double>& x, const std::vector<double>& y) {

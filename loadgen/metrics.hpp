@@ -9,6 +9,7 @@
 #include <optional>
 #include <string>
 #include <sys/types.h>
+#include <utility>
 #include <vector>
 
 namespace loadgen {
@@ -64,6 +65,11 @@ class LatencyRecorder {
   std::int64_t max() const { return max_; }
   // Nearest-rank percentile, q in (0, 1]; 0 when empty.
   std::int64_t percentile(double q) const;
+  // Non-empty buckets in order, as (bucket index, count): what a report carries so that
+  // reports can be merged exactly (merge.hpp). Rebuilt with add_bucket and raise_max.
+  std::vector<std::pair<std::size_t, std::uint64_t>> nonempty_buckets() const;
+  void add_bucket(std::size_t bucket, std::uint64_t count);
+  void raise_max(std::int64_t value) { max_ = std::max(max_, value); }
 
   static std::size_t bucket_of(std::int64_t value);
   static std::int64_t bucket_low(std::size_t bucket);
@@ -98,6 +104,38 @@ struct SenderTrack {
     std::uint64_t lost = 0, outstanding = 0;
   };
   Missing missing(std::uint64_t sent, bool receiver_open) const;
+};
+
+struct LossTotals {
+  std::uint64_t received = 0, duplicated = 0, reordered = 0;
+  std::uint64_t lost = 0, outstanding = 0, receivers_with_loss = 0, receivers_with_outstanding = 0;
+
+  // Adds one receiver's missing lines (the sum over the senders it tracks).
+  void add_receiver(const SenderTrack::Missing& missing) {
+    lost += missing.lost;
+    outstanding += missing.outstanding;
+    if (missing.lost > 0) ++receivers_with_loss;
+    if (missing.outstanding > 0) ++receivers_with_outstanding;
+  }
+};
+
+// Chat loss over rooms of room_size consecutive client ids (room r: ids [r*K, (r+1)*K)).
+// One definition for a single process (chat.cpp) and for merged reports (merge.cpp):
+// given what every sender sent (an id absent from sent_by never joined and sent nothing),
+// expected = sum over senders of sent x (joined members of its room - 1), and each
+// receiver's tracks split what it lacks into lost and outstanding (SenderTrack::missing).
+class ChatLossCounter {
+ public:
+  ChatLossCounter(std::map<std::uint32_t, std::uint64_t> sent_by, std::uint32_t room_size);
+  // One receiver: tracks[i] is its track of sender track_base + i; open: the server had not
+  // closed it. duplicated and reordered are the receiver's totals over its tracks.
+  void add_receiver(std::uint32_t id, bool open, std::uint32_t track_base, const std::vector<SenderTrack>& tracks);
+
+  LossTotals loss;
+  std::uint64_t sent = 0, expected = 0, receivers = 0, receivers_disconnected = 0;
+
+ private:
+  std::map<std::uint32_t, std::uint64_t> sent_by_;
 };
 
 // Deliveries counted by arrival time over the window [start_ns, end_ns): the rate at which

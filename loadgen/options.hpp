@@ -50,6 +50,11 @@ struct Options {
   unsigned ceiling_max_steps = 14;  // measured windows in the whole search
   double p99_bar_ms = 100;
   double late_bar_pct = 1;  // a rate passes with at most this % of its sends late
+  // chat, many hosts (docs/distributed.md): this process runs clients client_offset ..
+  // client_offset + clients - 1 of clients_total (0: a whole run of --clients).
+  std::uint32_t clients_total = 0, client_offset = 0;
+  std::int64_t start_at_ms = 0;  // UNIX ms at which the schedule starts; 0: once joined
+  double clock_offset_ms = 0;    // test knob: this process's clocks read this much ahead
 };
 
 const char* mode_name(Mode mode);

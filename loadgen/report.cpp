@@ -95,6 +95,7 @@ json::object machine_info(pid_t server_pid) {
       {"somaxconn", number_or_null(first_line("/proc/sys/net/core/somaxconn"))},
   };
   return {
+      {"hostname", names.nodename},
       {"cpu", cpu_model()},
       {"cores", std::thread::hardware_concurrency()},
       {"kernel", std::string(names.sysname) + " " + names.release + " " + names.machine},
@@ -123,6 +124,7 @@ json::object make_report_skeleton(const Options& options) {
       {"server_host", nullptr},
   };
   report["latency_us"] = nullptr;
+  report["latency_histogram"] = nullptr;
   report["lines"] = nullptr;
   report["throughput"] = nullptr;
   report["cpu"] = json::object{{"server_user_s", nullptr}, {"server_sys_s", nullptr}, {"loadgen_user_s", nullptr},
@@ -150,6 +152,12 @@ json::object make_report_skeleton(const Options& options) {
       break;
     case Mode::chat: {
       opts["room_size"] = options.room_size;
+      opts["clients_total"] = options.clients_total;
+      opts["client_offset"] = options.client_offset;
+      opts["start_at_ms"] = options.start_at_ms;
+      opts["clock_offset_ms"] = options.clock_offset_ms;
+      report["slice"] = json::object{{"clients_total", options.clients_total > 0 ? options.clients_total : options.clients},
+                                     {"client_offset", options.client_offset}, {"clients", options.clients}};
       json::array rates;
       for (double r : options.rates) rates.push_back(r);
       opts["rate"] = rates;
@@ -173,6 +181,31 @@ json::value latency_json(const LatencyRecorder& recorder) {
   auto us = [&](double q) { return round3(static_cast<double>(recorder.percentile(q)) / 1000.0); };
   return json::object{{"p50", us(0.50)}, {"p90", us(0.90)}, {"p99", us(0.99)}, {"p999", us(0.999)},
                       {"max", round3(static_cast<double>(recorder.max()) / 1000.0)}, {"count", recorder.count()}};
+}
+
+json::value histogram_json(const LatencyRecorder& recorder) {
+  if (recorder.count() == 0) return nullptr;
+  json::array buckets;
+  for (const auto& [index, count] : recorder.nonempty_buckets()) buckets.push_back(json::array{index, count});
+  return json::object{{"unit", "ns"}, {"sub_bucket_bits", LatencyRecorder::sub_bucket_bits}, {"count", recorder.count()},
+                      {"max", recorder.max()}, {"buckets", std::move(buckets)}};
+}
+
+LatencyRecorder histogram_from_json(const json::value& histogram) {
+  LatencyRecorder recorder;
+  if (histogram.is_null()) return recorder;
+  const json::object& h = histogram.as_object();
+  if (h.at("unit").as_string() != "ns" || h.at("sub_bucket_bits").to_number<int>() != LatencyRecorder::sub_bucket_bits)
+    throw std::runtime_error("latency histogram of another layout (unit or sub_bucket_bits differ)");
+  for (const json::value& bucket : h.at("buckets").as_array()) {
+    const json::array& pair = bucket.as_array();
+    recorder.add_bucket(pair.at(0).to_number<std::size_t>(), pair.at(1).to_number<std::uint64_t>());
+  }
+  recorder.raise_max(h.at("max").to_number<std::int64_t>());
+  if (recorder.count() != h.at("count").to_number<std::uint64_t>())
+    throw std::runtime_error("latency histogram: its buckets add up to " + std::to_string(recorder.count()) + ", not its count " +
+                             std::to_string(h.at("count").to_number<std::uint64_t>()));
+  return recorder;
 }
 
 json::array cores_json(const std::vector<CoreBusy>& cores) {

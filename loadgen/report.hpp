@@ -18,6 +18,12 @@ boost::json::object machine_info(pid_t server_pid);
 
 // {p50, p90, p99, p999, max, count} in microseconds; null when nothing was recorded.
 boost::json::value latency_json(const LatencyRecorder& recorder);
+// The whole histogram, for an exact merge: {"unit": "ns", "sub_bucket_bits", "count",
+// "max", "buckets": [[index, count], ...]} with only the non-empty buckets.
+boost::json::value histogram_json(const LatencyRecorder& recorder);
+// Reads histogram_json() back (null: an empty recorder); throws std::runtime_error on a
+// histogram of another layout or one whose counts do not add up.
+LatencyRecorder histogram_from_json(const boost::json::value& histogram);
 // [{cpu, busy, steal}] fractions of a window, one per online core (/proc/stat).
 boost::json::array cores_json(const std::vector<CoreBusy>& cores);
 boost::json::object memory_sample_json(const MemorySample& sample);

@@ -32,7 +32,7 @@ bool send_due(Worker& worker, Sender& sender, TrafficState& state, unsigned size
       if (now - intended - stalled_ns <= late_send_ns) ++worker.late_sends_stalled;
     }
     if (intended >= sender.plan.window_start_ns) ++state.window_sent;
-    format_chat_line(worker.scratch, connection.id, connection.sent, intended, size);
+    format_chat_line(worker.scratch, sender.line_id, connection.sent, intended + state.line_clock_offset_ns, size);
     if (!worker.send(connection, worker.scratch)) return false;
     ++connection.sent;
     state.lines_sent.add();
@@ -123,8 +123,13 @@ void handle_line(Worker& worker, Connection& connection, std::string_view line, 
   if (track.duplicated != duplicates_before) return;
   worker.unique_deliveries.add();
   worker.window_arrivals.on_arrival(now);
-  const std::int64_t latency = now - chat->intended_ns;
-  if (chat->intended_ns >= phase.window_start_ns && chat->intended_ns < phase.window_end_ns) {
+  if (chat->sender < phase.own_first || chat->sender >= phase.own_end) {
+    ++worker.cross_slice_deliveries;  // counted above for loss and order; never timed
+    return;
+  }
+  const std::int64_t intended = chat->intended_ns - phase.line_clock_offset_ns;
+  const std::int64_t latency = now - intended;
+  if (intended >= phase.window_start_ns && intended < phase.window_end_ns) {
     worker.latency.record(latency);
     ++worker.window_deliveries;
   }
@@ -205,6 +210,31 @@ void drain(Engine& engine, std::uint64_t expected_unique, Progress& progress) {
       Clock::now() + seconds(engine.options().drain_s),
       [&] { return engine.sum(&Worker::unique_deliveries) >= expected_unique || engine.open_connections() == 0; },
       [&] { progress.show("draining: " + std::to_string(engine.sum(&Worker::unique_deliveries)) + "/" + std::to_string(expected_unique)); });
+}
+
+void drain_until_quiet(Engine& engine, Clock::duration quiet, Progress& progress) {
+  std::uint64_t last = engine.sum(&Worker::unique_deliveries);
+  auto last_change = Clock::now();
+  wait_until(
+      Clock::now() + seconds(engine.options().drain_s),
+      [&] {
+        const std::uint64_t now = engine.sum(&Worker::unique_deliveries);
+        if (now != last) last = now, last_change = Clock::now();
+        return Clock::now() - last_change >= quiet || engine.open_connections() == 0;
+      },
+      [&] { progress.show("draining: " + std::to_string(last) + " delivered"); });
+}
+
+std::int64_t unix_ms_now(double clock_offset_ms) {
+  const auto now = std::chrono::system_clock::now().time_since_epoch();
+  return std::chrono::duration_cast<std::chrono::milliseconds>(now).count() + std::llround(clock_offset_ms);
+}
+
+std::int64_t steady_ns_at_unix_ms(std::int64_t unix_ms, double clock_offset_ms) {
+  const std::int64_t steady = to_ns(Clock::now());
+  const auto now = std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::system_clock::now().time_since_epoch()).count() +
+                   static_cast<std::int64_t>(std::llround(clock_offset_ms * 1e6));
+  return steady + (unix_ms * 1'000'000 - now);
 }
 
 void format_chat_line(std::string& out, std::uint32_t sender, std::uint64_t seq, std::int64_t intended_ns, unsigned size) {

@@ -35,6 +35,10 @@ struct SendPlan {
 struct Phase {
   Mode mode = Mode::chat;
   std::int64_t window_start_ns = 0, window_end_ns = INT64_MAX;
+  // The senders of this process (global ids): only their lines are timed, since another
+  // process's times are on another clock (docs/methodology.md, "Clocks").
+  std::uint32_t own_first = 0, own_end = UINT32_MAX;
+  std::int64_t line_clock_offset_ns = 0;  // --clock-offset-ms: added to this process's line clock
   std::vector<std::int64_t> message_intended_ns;  // broadcast
 };
 
@@ -44,11 +48,13 @@ struct Sender {
   SendPlan plan;
   std::uint64_t done = 0;    // sends made so far
   std::int64_t next_ns = 0;  // intended time of send `done`
+  std::uint32_t line_id = 0;  // the sender id its lines carry: the global client id
 };
 
 // The sending side of one worker in the current phase, next to Worker's own counters.
 struct TrafficState {
   SendPlan plan{};
+  std::int64_t line_clock_offset_ns = 0;  // added to the intended time a line carries
   OwnedCounter lines_sent;
   std::uint64_t window_sent = 0;
   std::vector<Sender> senders;  // a heap, earliest next send first
@@ -107,18 +113,15 @@ void warn(boost::json::object& report, const std::string& text);
 // Broadcast and chat: waits until every sent line has arrived everywhere it
 // should, or every connection is gone, or the drain deadline passed.
 void drain(Engine& engine, std::uint64_t expected_unique, Progress& progress);
+// A slice of a global run cannot know what the other slices sent: it waits until no line
+// has arrived for `quiet`, or every connection is gone, or the drain deadline passed.
+void drain_until_quiet(Engine& engine, Clock::duration quiet, Progress& progress);
 
-struct LossTotals {
-  std::uint64_t received = 0, duplicated = 0, reordered = 0;
-  std::uint64_t lost = 0, outstanding = 0, receivers_with_loss = 0, receivers_with_outstanding = 0;
+// The steady-clock time at which the UNIX clock, read with --clock-offset-ms added,
+// reaches unix_ms.
+std::int64_t steady_ns_at_unix_ms(std::int64_t unix_ms, double clock_offset_ms);
+// The UNIX clock now, in ms, with --clock-offset-ms added.
+std::int64_t unix_ms_now(double clock_offset_ms);
 
-  // Adds one receiver's missing lines (the sum over the senders it tracks).
-  void add_receiver(const SenderTrack::Missing& missing) {
-    lost += missing.lost;
-    outstanding += missing.outstanding;
-    if (missing.lost > 0) ++receivers_with_loss;
-    if (missing.outstanding > 0) ++receivers_with_outstanding;
-  }
-};
 
 }  // namespace loadgen

@@ -28,6 +28,8 @@ packages=(
   liburing-dev                                 # loadgen's io_uring engine
   golang-go                                    # chat-go (servers/go)
   procps util-linux                            # ps, taskset
+  parallel rsync openssh-client openssh-server # scripts/run_distributed.sh, tests/distributed/ (sshd per namespace)
+  iproute2                                     # tests/distributed/: namespaces, veths, a bridge
 )
 
 # The peers' Debian packages (run_matrix.py's PEERS names the same ones).
@@ -67,20 +69,25 @@ fi
 
 export DEBIAN_FRONTEND=noninteractive
 "${sudo[@]}" apt-get update -qq
+# Packages whose install would start a system service: the peers, and openssh-server
+# (tests/distributed/ starts its own sshd per namespace; a system one would listen on every
+# address of the machine).
+services=("${peer_packages[@]}")
+for p in "${missing[@]}"; do [ "$p" = openssh-server ] && services+=("$p"); done
 # The peers are measured as processes run_matrix.py starts itself; their packages would
 # start system services at install (on other ports, but running beside the benchmark). A
 # policy-rc.d that answers 101 ("action forbidden") keeps invoke-rc.d from starting any
 # service during this install; it is removed afterwards, and one that was already there
 # is left alone.
 policy=/usr/sbin/policy-rc.d
-if [ ${#peer_packages[@]} -gt 0 ] && [ ! -e $policy ]; then
-  printf '#!/bin/sh\n# scripts/setup.sh --peers: no service starts during its install\nexit 101\n' \
+if [ ${#services[@]} -gt 0 ] && [ ! -e $policy ]; then
+  printf '#!/bin/sh\n# scripts/setup.sh: no service starts during its install\nexit 101\n' \
     | "${sudo[@]}" tee $policy >/dev/null
   "${sudo[@]}" chmod 755 $policy
   trap '"${sudo[@]}" rm -f $policy' EXIT
-  echo "setup: the peers' system services are kept from starting ($policy exits 101 during the install)"
-elif [ ${#peer_packages[@]} -gt 0 ]; then
-  echo "setup: $policy already present (left as it is): it decides whether the peers' services start"
+  echo "setup: the system services of ${services[*]} are kept from starting ($policy exits 101 during the install)"
+elif [ ${#services[@]} -gt 0 ]; then
+  echo "setup: $policy already present (left as it is): it decides whether the services of ${services[*]} start"
 fi
 if ! "${sudo[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}"; then
   still=()

@@ -1,0 +1,174 @@
+// Unit tests of `loadgen merge`: histograms written to a report and merged give the
+// percentiles of one histogram over the union, loss is counted over every slice with lost
+// and outstanding told apart per pair, and reports that are not slices of one run are refused.
+#include <gtest/gtest.h>
+#include <random>
+
+#include "merge.hpp"
+#include "metrics.hpp"
+#include "report.hpp"
+
+using namespace loadgen;
+namespace json = boost::json;
+
+// A histogram as a report carries it, read back from its text.
+static LatencyRecorder through_report(const LatencyRecorder& recorder) {
+  return histogram_from_json(json::parse(json::serialize(histogram_json(recorder))));
+}
+
+TEST(MergeHistogram, MergedPercentilesEqualThoseOfTheUnion) {
+  std::mt19937_64 random(13);
+  // Three hosts with different distributions: a fast one, a slow one, one with a long tail.
+  std::lognormal_distribution<double> fast(std::log(80'000.0), 0.3), slow(std::log(400'000.0), 0.5), tail(std::log(150'000.0), 1.5);
+  LatencyRecorder hosts[3], whole;
+  for (int i = 0; i < 200'000; ++i) {
+    const int host = i % 3;
+    const auto value = static_cast<std::int64_t>(host == 0 ? fast(random) : host == 1 ? slow(random) : tail(random));
+    hosts[host].record(value);
+    whole.record(value);
+  }
+  LatencyRecorder merged;
+  for (const auto& host : hosts) merged.merge(through_report(host));
+  EXPECT_EQ(merged.count(), whole.count());
+  EXPECT_EQ(merged.max(), whole.max());
+  EXPECT_EQ(merged.nonempty_buckets(), whole.nonempty_buckets());
+  for (double q : {0.001, 0.1, 0.5, 0.9, 0.99, 0.999, 0.9999, 1.0}) EXPECT_EQ(merged.percentile(q), whole.percentile(q)) << "q " << q;
+  // Only non-empty buckets are written.
+  EXPECT_EQ(histogram_json(hosts[0]).as_object().at("buckets").as_array().size(), hosts[0].nonempty_buckets().size());
+  EXPECT_TRUE(histogram_json(LatencyRecorder()).is_null());
+}
+
+TEST(MergeHistogram, ABucketCountThatDoesNotAddUpIsAnError) {
+  LatencyRecorder r;
+  r.record(1000);
+  json::value h = histogram_json(r);
+  h.as_object()["count"] = 2;
+  EXPECT_THROW(histogram_from_json(h), std::runtime_error);
+}
+
+namespace {
+
+// A slice report of a chat run: clients [offset, offset + clients) of `total` in rooms of
+// room_size, every one of them sending `sent` lines, each receiver having every line of
+// every room member in its report.
+json::object slice_report(std::uint32_t offset, std::uint32_t clients, std::uint32_t total, std::uint32_t room_size, std::uint64_t sent,
+                          std::int64_t latency_ns) {
+  LatencyRecorder latency;
+  json::array ids, sent_counts, receivers;
+  for (std::uint32_t id = offset; id < offset + clients; ++id) {
+    ids.push_back(id);
+    sent_counts.push_back(sent);
+    latency.record(latency_ns + id);
+    const std::uint32_t room_first = id / room_size * room_size;
+    json::array next, gaps;
+    for (std::uint32_t s = room_first; s < std::min(room_first + room_size, total); ++s) {
+      next.push_back(s == id ? 0 : sent);
+      gaps.push_back(0);
+    }
+    receivers.push_back(json::object{{"id", id}, {"open", true}, {"room_first", room_first}, {"next", next}, {"gaps", gaps},
+                                     {"duplicated", 0}, {"reordered", 0}});
+  }
+  json::object step{{"rate", 5.0},
+                    {"latency_histogram", histogram_json(latency)},
+                    {"throughput", json::object{{"sent_per_s", 10.0}, {"deliveries_per_s", 20.0}}},
+                    {"late_sends", 0},
+                    {"late_sends_stalled", 0},
+                    {"start_late_ms", -100.0}};
+  return json::object{
+      {"mode", "chat"},
+      {"clients_requested", clients},
+      {"clients_connected", clients},
+      {"limit_hit", nullptr},
+      {"machine", json::object{{"git_commit", "abc"}, {"git_dirty", false}, {"hostname", "h" + std::to_string(offset)}}},
+      {"options", json::object{{"room_size", room_size}, {"rate", json::array{5.0}}, {"duration_s", 1.0}, {"warmup_s", 0.0}, {"size", 64},
+                               {"tick_us", 250}, {"start_at_ms", 1}, {"find_ceiling", false}, {"clock_offset_ms", 0.0}}},
+      {"slice", json::object{{"clients_total", total}, {"client_offset", offset}, {"clients", clients}}},
+      {"latency_histogram", histogram_json(latency)},
+      {"rate_steps", json::array{step}},
+      {"lines", json::object{{"unknown", 0}}},
+      {"clock", json::object{{"cross_slice_deliveries_untimed", 0}}},
+      {"cpu", json::object{{"loadgen_cpu_fraction", 0.1}, {"loadgen_saturated", false}}},
+      {"warnings", json::array{}},
+      {"loss_detail", json::object{{"senders", json::object{{"id", ids}, {"sent", sent_counts}}}, {"receivers", receivers}}},
+  };
+}
+
+json::object& receiver(json::object& report, std::uint32_t id) {
+  for (auto& r : report["loss_detail"].as_object()["receivers"].as_array())
+    if (r.as_object().at("id") == id) return r.as_object();
+  throw std::logic_error("no receiver " + std::to_string(id));
+}
+
+}  // namespace
+
+TEST(MergeReports, CountsOverEverySliceWithRoomsSpanningThem) {
+  // 10 clients in rooms of 3: rooms {0,1,2} {3,4,5} {6,7,8} {9}; slices 0-3, 4-7, 8-9.
+  std::vector<SliceReport> slices{{"a.json", slice_report(0, 4, 10, 3, 20, 1000)},
+                                  {"b.json", slice_report(4, 4, 10, 3, 20, 2000)},
+                                  {"c.json", slice_report(8, 2, 10, 3, 20, 3000)}};
+  // Receiver 3 (slice a) lacks line 5 of sender 4 (slice b) but has later ones: lost. It has
+  // sender 5's lines 0-16 only: 3 outstanding. Receiver 8 (slice c) has line 19 of sender 7
+  // twice.
+  receiver(slices[0].report, 3)["gaps"].as_array()[1] = 1;
+  receiver(slices[0].report, 3)["next"].as_array()[2] = 17;
+  receiver(slices[2].report, 8)["duplicated"] = 1;
+  const json::object merged = merge_reports(slices);
+  const json::object& lines = merged.at("lines").as_object();
+  // Expected: rooms of 3 -> 3 x 2 x 20 each, the room of one -> 0.
+  EXPECT_EQ(lines.at("sent"), 200);
+  EXPECT_EQ(lines.at("expected"), 3 * 3 * 2 * 20);
+  EXPECT_EQ(lines.at("lost"), 1);
+  EXPECT_EQ(lines.at("outstanding"), 3);
+  EXPECT_EQ(lines.at("duplicated"), 1);
+  EXPECT_EQ(lines.at("delivered"), 3 * 3 * 2 * 20 - 1 - 3 + 1);
+  EXPECT_EQ(lines.at("receivers_with_loss"), 1);
+  EXPECT_TRUE(merged.at("missing_clients").as_array().empty());
+  EXPECT_TRUE(merged.at("limit_hit").is_null());
+  EXPECT_EQ(merged.at("hosts").as_array().size(), 3u);
+  EXPECT_EQ(merged.at("latency_us").as_object().at("count"), 10);
+  EXPECT_EQ(merged.at("clients_connected"), 10);
+}
+
+TEST(MergeReports, AnyHostsLimitIsTheRunsAndALateHostMarksItsStep) {
+  std::vector<SliceReport> slices{{"a.json", slice_report(0, 5, 10, 5, 20, 1000)}, {"b.json", slice_report(5, 5, 10, 5, 20, 1000)}};
+  slices[1].report["limit_hit"] = "fd limit";
+  slices[1].report["rate_steps"].as_array()[0].as_object()["start_late_ms"] = 250.0;
+  const json::object merged = merge_reports(slices);
+  EXPECT_EQ(merged.at("limit_hit"), "b.json: fd limit");
+  const json::array& late = merged.at("rate_steps").as_array()[0].as_object().at("late_hosts").as_array();
+  ASSERT_EQ(late.size(), 1u);
+  EXPECT_NE(std::string(late[0].as_string()).find("b.json"), std::string::npos);
+}
+
+TEST(MergeReports, AMissingSliceIsNamedAndLossIsNotGuessed) {
+  std::vector<SliceReport> slices{{"a.json", slice_report(0, 4, 12, 3, 20, 1000)}, {"c.json", slice_report(8, 4, 12, 3, 20, 1000)}};
+  const json::object merged = merge_reports(slices);
+  EXPECT_EQ(json::serialize(merged.at("missing_clients")), "[[4,7]]");
+  EXPECT_TRUE(merged.at("lines").as_object().at("expected").is_null());
+  EXPECT_TRUE(merged.at("lines").as_object().at("lost").is_null());
+}
+
+TEST(MergeReports, RefusesOverlapsOtherVersionsOtherOptionsAndOtherModes) {
+  auto refused = [](std::vector<SliceReport> slices, const std::string& says) {
+    try {
+      merge_reports(slices);
+    } catch (const MergeRefused& e) {
+      EXPECT_NE(std::string(e.what()).find(says), std::string::npos) << e.what();
+      return;
+    }
+    ADD_FAILURE() << "merged, expected a refusal saying " << says;
+  };
+  refused({{"a.json", slice_report(0, 6, 10, 3, 20, 1)}, {"b.json", slice_report(5, 5, 10, 3, 20, 1)}}, "overlapping client slices: a.json runs clients 0-5, b.json runs 5-9");
+  auto other_build = slice_report(5, 5, 10, 3, 20, 1);
+  other_build["machine"].as_object()["git_commit"] = "def";
+  refused({{"a.json", slice_report(0, 5, 10, 3, 20, 1)}, {"b.json", other_build}}, "different loadgen versions");
+  auto other_rooms = slice_report(5, 5, 10, 3, 20, 1);
+  other_rooms["options"].as_object()["room_size"] = 4;
+  refused({{"a.json", slice_report(0, 5, 10, 3, 20, 1)}, {"b.json", other_rooms}}, "option room_size differs");
+  auto broadcast = slice_report(5, 5, 10, 3, 20, 1);
+  broadcast["mode"] = "broadcast";
+  refused({{"a.json", slice_report(0, 5, 10, 3, 20, 1)}, {"b.json", broadcast}}, "only chat reports");
+  auto old = slice_report(5, 5, 10, 3, 20, 1);
+  old.erase("loss_detail");
+  refused({{"a.json", slice_report(0, 5, 10, 3, 20, 1)}, {"b.json", old}}, "without latency_histogram, loss_detail");
+}
