@@ -217,7 +217,12 @@ StepResult run_chat_step(ChatRun& run, double rate) {
   // joined members sent, over the whole run (warm-up included). A slice cannot know what
   // the other slices sent, so it waits for the lines to stop coming.
   const std::uint64_t expected = sliced(options) ? 0 : ChatLossCounter(sent_by_sender(engine), run.room_size).expected;
-  if (sliced(options))
+  // With --start-at, every slice counts at the same moment, the end of the step's span
+  // less half a second (each on its own clock): no slice stops listening while another,
+  // started late, still sends to its rooms.
+  if (sliced(options) && options.start_at_ms > 0)
+    wait_until(from_ns(start_ns + run.step_span_ns - 500'000'000), [] { return false; }, [&] { run.progress.show("draining"); });
+  else if (sliced(options))
     drain_until_quiet(engine, std::chrono::milliseconds(500), run.progress);
   else
     drain(engine, expected, run.progress);
@@ -261,7 +266,7 @@ StepResult run_chat_step(ChatRun& run, double rate) {
   result.detail = json::object{{"rate", rate},
                                {"latency_us", latency_json(latency)},
                                {"latency_histogram", histogram_json(latency)},
-                               {"start_late_ms", options.start_at_ms > 0 ? json::value(static_cast<double>(late_ns) / 1e6) : json::value(nullptr)},
+                               {"start_late_ms", options.start_at_ms > 0 ? json::value(std::round(static_cast<double>(late_ns) / 1e5) / 10) : json::value(nullptr)},
                                // deliveries_per_s by arrival time: a server that falls behind shows it here.
                                // window_lines_delivered counts the window's lines however late they came.
                                {"throughput", json::object{{"sent_per_s", static_cast<double>(window_sent) / options.duration_s},
@@ -428,8 +433,10 @@ void run_chat(Engine& engine, json::object& report, Progress& progress) {
 
   const auto out_before = stat_number(stats_before, "lines_out"), out_after = stat_number(stats_after, "lines_out");
   const auto in_before = stat_number(stats_before, "lines_in"), in_after = stat_number(stats_after, "lines_in");
+  // A slice's server delta counts the other slices' deliveries too: the launcher reads the
+  // server's counters over the whole run instead (scripts/run_distributed.sh).
   json::value server_lines_out = nullptr;
-  if (out_before && out_after) server_lines_out = *out_after - *out_before;
+  if (out_before && out_after && !sliced(options)) server_lines_out = *out_after - *out_before;
   // A slice's expected, lost and outstanding need the other slices' sends: null here,
   // counted by `loadgen merge` from loss_detail.
   auto whole_run_only = [&](std::uint64_t value) { return sliced(options) ? json::value(nullptr) : json::value(value); };
@@ -446,7 +453,7 @@ void run_chat(Engine& engine, json::object& report, Progress& progress) {
     json::value lines_in_delta = nullptr;
     if (in_before && in_after) lines_in_delta = *in_after - *in_before;
     report["server_stats"] = json::object{{"after", server}, {"lines_in_delta", lines_in_delta}, {"lines_out_delta", server_lines_out}};
-    if (out_before && out_after && *out_after - *out_before != loss.received)
+    if (out_before && out_after && !sliced(options) && *out_after - *out_before != loss.received)
       warn(report, "server lines_out delta " + std::to_string(*out_after - *out_before) + " differs from the " +
                        std::to_string(loss.received) + " deliveries received");
   } else {

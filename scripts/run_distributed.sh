@@ -1,0 +1,230 @@
+#!/usr/bin/env bash
+# One chat run from several load hosts: one loadgen slice per host over ssh with GNU
+# parallel, a common start time, the slices' reports fetched and merged exactly
+# (docs/distributed.md). Exit: 0 merged and complete; 1 a host failed its check, a slice
+# failed or missed its deadline, or the merge is incomplete (each named); 2 bad command line.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+
+usage="usage: scripts/run_distributed.sh --hosts FILE --server ADDRESS:PORT --clients N [--loadgen PATH] [--ship]
+       [--ssh-config FILE] [--server-ssh SSHLOGIN --server-pid PID] [--out DIR] [--start-delay-s S] [--deadline-s S] -- chat LOADGEN_OPTIONS..."
+die_usage() { echo "run_distributed.sh: $1" >&2; echo "$usage" >&2; exit 2; }
+die() { echo "run_distributed.sh: $1" >&2; exit 1; }
+
+hosts_file="" server="" clients="" loadgen="$root/build/bin/loadgen" ship=0 server_ssh="" server_pid=""
+out="" start_delay_s=10 deadline_s="" ssh_config=""
+while [ $# -gt 0 ]; do
+  case $1 in
+    -h|--help) echo "$usage"; exit 0 ;;
+    --hosts) hosts_file=${2:-}; shift ;;
+    --server) server=${2:-}; shift ;;
+    --clients) clients=${2:-}; shift ;;
+    --loadgen) loadgen=${2:-}; shift ;;
+    --ship) ship=1 ;;
+    --ssh-config) ssh_config=${2:-}; shift ;;
+    --server-ssh) server_ssh=${2:-}; shift ;;
+    --server-pid) server_pid=${2:-}; shift ;;
+    --out) out=${2:-}; shift ;;
+    --start-delay-s) start_delay_s=${2:-}; shift ;;
+    --deadline-s) deadline_s=${2:-}; shift ;;
+    --) shift; break ;;
+    *) die_usage "unknown argument '$1'" ;;
+  esac
+  shift
+done
+[ -n "$hosts_file" ] && [ -r "$hosts_file" ] || die_usage "--hosts FILE: a readable sshlogin file is required"
+[[ $server =~ ^([0-9.]+):([0-9]+)$ ]] || die_usage "--server ADDRESS:PORT is required (IPv4), got '$server'"
+server_address=${BASH_REMATCH[1]} server_port=${BASH_REMATCH[2]}
+[[ $clients =~ ^[1-9][0-9]*$ ]] || die_usage "--clients N (the whole run's clients) is required"
+[[ $start_delay_s =~ ^[0-9]+$ ]] || die_usage "--start-delay-s takes whole seconds"
+[ -z "$deadline_s" ] || [[ $deadline_s =~ ^[1-9][0-9]*$ ]] || die_usage "--deadline-s takes whole seconds"
+[ -z "$server_pid" ] || { [[ $server_pid =~ ^[1-9][0-9]*$ ]] && [ -n "$server_ssh" ]; } || die_usage "--server-pid PID needs --server-ssh SSHLOGIN"
+[ "${1:-}" = chat ] || die_usage "after --: chat and its options (only chat runs as slices)"
+shift
+for arg in "$@"; do
+  case $arg in
+    --host|--host=*|--port|--port=*|--clients|--clients=*|--clients-total*|--client-offset*|--start-at*|--json*|--server-pid*)
+      die_usage "$arg is set by this script; leave it out of the loadgen options" ;;
+  esac
+done
+for tool in parallel rsync; do  # parallel's --return and --basefile use rsync
+  command -v $tool >/dev/null || die "$tool is missing (scripts/setup.sh installs it)"
+done
+[ -x "$loadgen" ] || die "no loadgen at $loadgen (scripts/build.sh, or --loadgen PATH)"
+loadgen=$(cd "$(dirname "$loadgen")" && pwd)/$(basename "$loadgen")  # the same path on every host
+
+# The sshlogins of GNU parallel's --sshloginfile: one a line, "#" comments, an optional
+# "N/" job-slot prefix (each host runs one slice here, so it is ignored), ":" (this
+# machine) not allowed: every slice runs on a load host.
+mapfile -t logins < <(sed -e 's/#.*//' -e 's/^[[:space:]]*//' -e 's/[[:space:]]*$//' "$hosts_file" | grep -v '^$' | sed -E 's#^[0-9]+/##')
+[ ${#logins[@]} -gt 0 ] || die_usage "$hosts_file names no host"
+host_count=${#logins[@]}
+[ "$clients" -ge "$host_count" ] || die_usage "--clients $clients is fewer than the $host_count hosts"
+out=${out:-$(mktemp -d /tmp/run_distributed.XXXXXX)}
+mkdir -p "$out"
+ssh_options=(-o BatchMode=yes -o ConnectTimeout=10 -o ServerAliveInterval=5 -o ServerAliveCountMax=3)
+if [ -n "$ssh_config" ]; then
+  [ -r "$ssh_config" ] || die_usage "--ssh-config $ssh_config is not readable"
+  ssh_options=(-F "$(cd "$(dirname "$ssh_config")" && pwd)/$(basename "$ssh_config")" "${ssh_options[@]}")
+fi
+per_host=$(( (clients + host_count - 1) / host_count ))
+remote_loadgen=$loadgen
+[ $ship = 1 ] && remote_loadgen=./loadgen
+
+# 1. Every host, before anything is timed, all at once, each within 20 s: reachable,
+# loadgen there (or shipped), fd limit and port range enough for its slice.
+echo "run_distributed: checking ${host_count} hosts"
+check_dir=$out/checks
+mkdir -p "$check_dir"
+for i in "${!logins[@]}"; do
+  # shellcheck disable=SC2016  # expanded on the load host
+  timeout 20 ssh "${ssh_options[@]}" "${logins[$i]}" \
+    "ulimit -Hn; cat /proc/sys/net/ipv4/ip_local_port_range; if [ $ship = 1 ] || [ -x '$loadgen' ]; then echo present; else echo absent; fi" \
+    >"$check_dir/$i.out" 2>"$check_dir/$i.err" &
+done
+failed=0
+for i in "${!logins[@]}"; do
+  wait -n || true
+done
+for i in "${!logins[@]}"; do
+  login=${logins[$i]}
+  read -r fd_limit <"$check_dir/$i.out" 2>/dev/null || fd_limit=""
+  if [ -z "$fd_limit" ]; then
+    echo "run_distributed.sh: host $login unreachable over ssh: $(tr '\n' ' ' <"$check_dir/$i.err")" >&2; failed=1; continue
+  fi
+  read -r low high < <(sed -n 2p "$check_dir/$i.out")
+  present=$(sed -n 3p "$check_dir/$i.out")
+  [ "$present" = present ] || { echo "run_distributed.sh: host $login has no $loadgen (build it there, or --ship)" >&2; failed=1; }
+  if [ "$fd_limit" != unlimited ] && [ "$fd_limit" -lt $((per_host + 16)) ]; then
+    echo "run_distributed.sh: host $login: hard fd limit $fd_limit is below its $per_host clients + 16 (docs/distributed.md)" >&2; failed=1
+  fi
+  if [ $((high - low + 1)) -lt "$per_host" ]; then
+    echo "run_distributed.sh: host $login: port range $low-$high is smaller than its $per_host clients (net.ipv4.ip_local_port_range)" >&2; failed=1
+  fi
+done
+[ $failed = 0 ] || exit 1
+
+# 2. The slices: host i runs clients [offset_i, offset_i + n_i), the remainder spread over the first hosts.
+slices=$out/slices.txt
+: >"$slices"
+offset=0
+for i in "${!logins[@]}"; do
+  n=$(( clients / host_count + (i < clients % host_count ? 1 : 0) ))
+  echo "$((i + 1)) $offset $n" >>"$slices"
+  offset=$((offset + n))
+done
+
+# The server's counters and CPU, before and after, from this machine and the server's host.
+stats() {
+  python3 - "$server_address" "$server_port" <<'EOF'
+import socket, sys
+with socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=5) as s:
+    s.sendall(b"/stats\n")
+    data = b""
+    while b"\n" not in data:
+        chunk = s.recv(4096)
+        if not chunk: break
+        data += chunk
+print(data.split(b"\n")[0].decode())
+EOF
+}
+server_sample() {
+  [ -n "$server_pid" ] || return 0
+  timeout 20 ssh "${ssh_options[@]}" "$server_ssh" \
+    "awk '{print \$14, \$15}' /proc/$server_pid/stat; grep VmRSS /proc/$server_pid/status; getconf CLK_TCK"
+}
+stats >"$out/server_stats_before.txt" || die "the server at $server does not answer /stats"
+server_sample >"$out/server_before.txt" || die "cannot sample process $server_pid on $server_ssh"
+
+start_at=$(( $(date +%s%3N) + start_delay_s * 1000 ))
+# How long a slice may take: its start delay, every rate step's span (as loadgen lays them
+# out: warm-up + window + drain deadline + 1 s) and the drain, plus a minute to spare.
+if [ -z "$deadline_s" ]; then
+  deadline_s=$(python3 - "$@" <<'EOF'
+import sys
+a = sys.argv[1:]
+def opt(name, default):
+    for i, x in enumerate(a):
+        if x == name and i + 1 < len(a): return a[i + 1]
+        if x.startswith(name + "="): return x.split("=", 1)[1]
+    return default
+steps = len(opt("--rate", "10").split(","))
+span = float(opt("--warmup-s", "1")) + float(opt("--duration-s", "5")) + float(opt("--drain-s", "5")) + 1
+print(int(steps * span + 2 * float(opt("--drain-s", "5")) + 60))
+EOF
+)
+  deadline_s=$((deadline_s + start_delay_s))
+fi
+
+# 3. One loadgen per host: one job slot per host, as many jobs as hosts, so each host runs
+# exactly one slice; reports come back with --return, hung slices end at --timeout.
+login_file=$out/sshlogins
+printf '1/%s\n' "${logins[@]}" >"$login_file"
+parallel_options=(--sshloginfile "$login_file" --jobs 1 --colsep ' ' --timeout "$deadline_s" --joblog "$out/joblog"
+                  --tagstring 'slice {1}' --workdir ... --return 'slice-{1}.json' --cleanup
+                  --ssh "ssh ${ssh_options[*]}")
+if [ $ship = 1 ]; then
+  cp "$loadgen" "$out/loadgen"  # --basefile sends it from the run directory, --cleanup removes it there
+  parallel_options+=(--basefile loadgen)
+fi
+echo "run_distributed: $clients clients on $host_count hosts, start at $start_at (UNIX ms), deadline ${deadline_s} s"
+set +e
+(cd "$out" && parallel "${parallel_options[@]}" \
+   "$remote_loadgen" chat --host "$server_address" --port "$server_port" --clients '{3}' --clients-total "$clients" \
+   --client-offset '{2}' --start-at "$start_at" --json 'slice-{1}.json' --quiet "$@" :::: "$slices")
+parallel_status=$?
+set -e
+server_sample >"$out/server_after.txt" || true
+stats >"$out/server_stats_after.txt" || echo "run_distributed.sh: the server did not answer /stats after the run" >&2
+
+# 4. Which slices failed, by host (joblog: Seq Host Starttime JobRuntime Send Receive Exitval Signal Command).
+failed=0
+while read -r seq host _ runtime _ _ exitval signal _; do
+  [ "$seq" = Seq ] && continue
+  if [ "$exitval" != 0 ] || [ "$signal" != 0 ]; then
+    read -r _ first n < <(sed -n "${seq}p" "$slices")
+    why="exit status $exitval"
+    [ "$signal" != 0 ] && why="killed by signal $signal after ${runtime} s (deadline ${deadline_s} s)"
+    echo "run_distributed.sh: slice $seq (clients $first-$((first + n - 1))) on $host failed: $why" >&2
+    failed=1
+  fi
+done <"$out/joblog"
+[ "$parallel_status" = 0 ] || failed=1
+reports=()
+while read -r seq first n; do
+  if [ -s "$out/slice-$seq.json" ]; then reports+=("$out/slice-$seq.json")
+  else echo "run_distributed.sh: no report from slice $seq (clients $first-$((first + n - 1)))" >&2; failed=1; fi
+done <"$slices"
+[ ${#reports[@]} -gt 0 ] || die "no slice returned a report"
+
+merge_status=0
+"$loadgen" merge "${reports[@]}" --json "$out/merged.json" || merge_status=$?
+[ -s "$out/merged.json" ] || die "the merge wrote nothing (status $merge_status)"
+# The server's side of the run, measured here rather than by any slice.
+python3 - "$out" <<'EOF'
+import json, sys, pathlib
+out = pathlib.Path(sys.argv[1])
+def stats(name):
+    line = (out / name).read_text().split()
+    return {k: v for k, v in (f.split("=", 1) for f in line[1:] if "=" in f)} if line else {}
+def sample(name):
+    p = out / name
+    if not p.exists() or not p.read_text().strip(): return None
+    rows = p.read_text().split("\n")
+    user, system = (int(x) for x in rows[0].split())
+    hz = int(rows[2])
+    return {"user_s": user / hz, "sys_s": system / hz, "rss_bytes": int(rows[1].split()[1]) * 1024}
+merged = json.loads((out / "merged.json").read_text())
+before, after = stats("server_stats_before.txt"), stats("server_stats_after.txt")
+delta = lambda k: int(after[k]) - int(before[k]) if k in before and k in after else None
+merged["lines"]["server_lines_out"] = delta("lines_out")
+b, a = sample("server_before.txt"), sample("server_after.txt")
+merged["server"] = {"stats_before": before, "stats_after": after, "lines_in_delta": delta("lines_in"), "lines_out_delta": delta("lines_out"),
+                    "cpu_user_s": a["user_s"] - b["user_s"] if a and b else None, "cpu_sys_s": a["sys_s"] - b["sys_s"] if a and b else None,
+                    "rss_bytes_after": a["rss_bytes"] if a else None,
+                    "note": "deltas over the whole run, from before the first slice started to after the last one ended"}
+(out / "merged.json").write_text(json.dumps(merged, indent=1))
+EOF
+echo "run_distributed: merged report $out/merged.json"
+[ $merge_status = 0 ] || { echo "run_distributed.sh: the merge is incomplete or refused (loadgen merge exited $merge_status)" >&2; failed=1; }
+exit $failed

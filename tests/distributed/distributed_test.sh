@@ -1,0 +1,192 @@
+#!/usr/bin/env bash
+# Load from many hosts, for real on one machine: three network namespaces stand in for
+# three load hosts, each a veth into a bridge in the root namespace (198.18.N.0/24 of the
+# benchmarking range, nothing else routed) with its own sshd that accepts only a key this
+# test makes. A server in the root namespace listens on the bridge's address.
+#
+# Usage: distributed_test.sh CASE --loadgen PATH --server PATH
+#   chat         run_distributed.sh over the 3 hosts (rooms spanning them): merged counts
+#                equal the server's lines_out and one process's run of the same workload,
+#                lost 0, every slice connected
+#   skew         two slices, one with --clock-offset-ms: its lines are never timed by the
+#                other slice, and the merge says how many samples it used
+#   unreachable  one host of the file does not answer: run_distributed.sh fails within 30 s
+#                naming it
+# Skips (exit 77) only where namespaces cannot be created. Everything it creates is
+# removed on exit, failure included.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/../.." && pwd)
+case_name=${1:-}
+shift || true
+loadgen="" server_bin=""
+while [ $# -gt 0 ]; do
+  case $1 in
+    --loadgen) loadgen=$2; shift ;;
+    --server) server_bin=$2; shift ;;
+    *) echo "distributed_test.sh: unknown argument $1" >&2; exit 2 ;;
+  esac
+  shift
+done
+case $case_name in chat|skew|unreachable) ;; *) echo "usage: distributed_test.sh chat|skew|unreachable --loadgen PATH --server PATH" >&2; exit 2 ;; esac
+fail() { echo "FAIL: $*" >&2; exit 1; }
+
+tag=cbd$$                      # names of this run's namespaces and links (interface names <= 15 chars)
+net=198.18.$(( $$ % 250 + 1 ))  # this run's /24, so concurrent runs do not collide
+bridge=${tag}br
+tmp=$(mktemp -d /tmp/distributed_test.XXXXXX)
+namespaces=() pids=() made_run_sshd=0
+
+teardown() {
+  local status=$?
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+  for ns in "${namespaces[@]}"; do ip netns del "$ns" 2>/dev/null || true; done  # takes its veth pair with it
+  ip link del "$bridge" 2>/dev/null || true
+  [ $made_run_sshd = 1 ] && rmdir /run/sshd 2>/dev/null || true
+  rm -rf "$tmp"  # the keys
+  exit $status
+}
+trap teardown EXIT INT TERM
+
+if ! ip netns add "${tag}probe" 2>/dev/null; then
+  echo "SKIP: cannot create network namespaces here (needs root: CAP_SYS_ADMIN and CAP_NET_ADMIN)"
+  exit 77
+fi
+ip netns del "${tag}probe"
+for tool in sshd parallel rsync; do
+  command -v $tool >/dev/null || [ -x /usr/sbin/$tool ] || fail "$tool is missing (scripts/setup.sh installs it)"
+done
+
+# The network: the bridge holds .1; namespace i holds .(10+i), reachable only over it.
+ip link add "$bridge" type bridge
+ip addr add "$net.1/24" dev "$bridge"
+ip link set "$bridge" up
+hosts=3
+[ "$case_name" = skew ] && hosts=2
+for i in $(seq 1 $hosts); do
+  ns=${tag}n$i
+  ip netns add "$ns"
+  namespaces+=("$ns")
+  ip link add "${tag}h$i" type veth peer name "${tag}p$i"
+  ip link set "${tag}p$i" netns "$ns"
+  ip link set "${tag}h$i" master "$bridge" up
+  ip -n "$ns" link set lo up
+  ip -n "$ns" addr add "$net.$((10 + i))/24" dev "${tag}p$i"
+  ip -n "$ns" link set "${tag}p$i" up
+done
+
+# sshd in each namespace: its address only, this test's key only.
+ssh-keygen -q -t ed25519 -N '' -f "$tmp/host_key"
+ssh-keygen -q -t ed25519 -N '' -f "$tmp/client_key"
+cp "$tmp/client_key.pub" "$tmp/authorized_keys"
+[ -d /run/sshd ] || { mkdir -p /run/sshd; made_run_sshd=1; }  # sshd's privilege separation directory
+for i in $(seq 1 $hosts); do
+  cat >"$tmp/sshd_$i.conf" <<EOF
+ListenAddress $net.$((10 + i)):22
+HostKey $tmp/host_key
+AuthorizedKeysFile $tmp/authorized_keys
+PermitRootLogin prohibit-password
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+UsePAM no
+StrictModes no
+PidFile none
+MaxStartups 100
+EOF
+  ip netns exec "${tag}n$i" /usr/sbin/sshd -D -e -f "$tmp/sshd_$i.conf" 2>>"$tmp/sshd_$i.log" &
+  pids+=($!)
+done
+cat >"$tmp/ssh_config" <<EOF
+Host *
+  User root
+  IdentityFile $tmp/client_key
+  IdentitiesOnly yes
+  StrictHostKeyChecking no
+  UserKnownHostsFile /dev/null
+  LogLevel ERROR
+EOF
+for i in $(seq 1 $hosts); do
+  for _ in $(seq 1 50); do
+    ssh -F "$tmp/ssh_config" -o ConnectTimeout=2 "$net.$((10 + i))" true 2>/dev/null && continue 2
+    sleep 0.1
+  done
+  fail "sshd in namespace $i did not accept the test's key: $(cat "$tmp/sshd_$i.log")"
+done
+
+# The server, in the root namespace, on the bridge's address only.
+coproc SERVER { exec "$server_bin" --bind "$net.1" --port 0 2>"$tmp/server.err"; }
+pids+=("$SERVER_PID")
+read -r announce <&"${SERVER[0]}"
+[[ $announce == "listening on "* ]] || fail "server did not announce itself: $announce"
+read -r _ _ address _ <<<"$announce"  # "listening on ADDRESS:PORT variant=..."
+port=${address##*:}
+for i in $(seq 1 $hosts); do echo "$net.$((10 + i))"; done >"$tmp/hosts"
+
+json() { python3 -c "import json,sys; r=json.load(open(sys.argv[1])); print(eval(sys.argv[2], {'r': r}))" "$@"; }
+
+case $case_name in
+chat)
+  # 3 x 600 clients in rooms of 7: 600 is no multiple of 7, so rooms span the hosts.
+  clients=1800
+  chat_args=(--room-size 7 --rate 5 --duration-s 3 --warmup-s 0.5 --tick-us 0 --drain-s 5)
+  "$root/scripts/run_distributed.sh" --hosts "$tmp/hosts" --ssh-config "$tmp/ssh_config" --server "$net.1:$port" --clients $clients \
+    --loadgen "$loadgen" --out "$tmp/run" --start-delay-s 10 -- chat "${chat_args[@]}" || fail "run_distributed.sh exited $?"
+  m=$tmp/run/merged.json
+  echo "merged: $(json "$m" 'r["lines"]')"
+  echo "latency: $(json "$m" 'r["latency_us"]')  clock: $(json "$m" 'r["clock"]')"
+  [ "$(json "$m" 'r["merged_from"]')" = 3 ] || fail "merged $(json "$m" 'r["merged_from"]') reports, not 3"
+  [ "$(json "$m" 'r["clients_connected"]')" = $clients ] || fail "not every slice connected: $(json "$m" '[h["clients_connected"] for h in r["hosts"]]')"
+  [ "$(json "$m" 'all(h["clients_connected"] == 600 for h in r["hosts"])')" = True ] || fail "a slice did not connect all of its 600"
+  [ "$(json "$m" 'r["lines"]["lost"]')" = 0 ] || fail "lost $(json "$m" 'r["lines"]["lost"]')"
+  [ "$(json "$m" 'r["lines"]["outstanding"]')" = 0 ] || fail "outstanding $(json "$m" 'r["lines"]["outstanding"]')"
+  [ "$(json "$m" 'r["lines"]["delivered"] == r["lines"]["expected"] == r["lines"]["server_lines_out"] > 0')" = True ] ||
+    fail "delivered, expected and the server's lines_out differ: $(json "$m" 'r["lines"]')"
+  [ "$(json "$m" 'r["clock"]["cross_slice_deliveries_untimed"] > 0')" = True ] || fail "no room spanned two slices"
+  [ "$(json "$m" 'r["latency_us"]["count"] == r["clock"]["samples_used"] > 0')" = True ] || fail "samples used not reported"
+  # The same workload from one process, in one namespace: the same counts.
+  ip netns exec "${tag}n1" "$loadgen" chat --host "$net.1" --port "$port" --clients $clients "${chat_args[@]}" \
+    --json "$tmp/single.json" --quiet >/dev/null || fail "the single-process run exited $?"
+  s=$tmp/single.json
+  echo "single: $(json "$s" 'r["lines"]')"
+  for key in sent delivered expected lost; do
+    [ "$(json "$s" "r['lines']['$key']")" = "$(json "$m" "r['lines']['$key']")" ] ||
+      fail "lines.$key: one process $(json "$s" "r['lines']['$key']"), merged $(json "$m" "r['lines']['$key']")"
+  done
+  ;;
+skew)
+  # Two slices started together by hand, the second with its clocks 300 ms ahead.
+  start_at=$(( $(date +%s%3N) + 3000 ))
+  common=(chat --host "$net.1" --port "$port" --clients 50 --clients-total 100 --room-size 10 --rate 20 --duration-s 2 --warmup-s 0.2
+          --tick-us 0 --start-at "$start_at" --quiet)
+  ip netns exec "${tag}n1" "$loadgen" "${common[@]}" --client-offset 0 --json "$tmp/a.json" >/dev/null &
+  a=$!
+  ip netns exec "${tag}n2" "$loadgen" "${common[@]}" --client-offset 50 --clock-offset-ms 300 --json "$tmp/b.json" >/dev/null &
+  b=$!
+  wait $a || fail "slice a exited $?"
+  wait $b || fail "slice b exited $?"
+  "$loadgen" merge "$tmp/a.json" "$tmp/b.json" --json "$tmp/m.json" >/dev/null || fail "merge exited $?"
+  echo "merged latency: $(json "$tmp/m.json" 'r["latency_us"]')  clock: $(json "$tmp/m.json" 'r["clock"]')"
+  # Mixed in, a line of the skewed slice would read 300 ms slow (or fast) on the other.
+  [ "$(json "$tmp/m.json" 'r["latency_us"]["max"] < 300000')" = True ] || fail "a skewed sample was mixed in: max $(json "$tmp/m.json" 'r["latency_us"]["max"]') us"
+  [ "$(json "$tmp/m.json" 'r["clock"]["cross_slice_deliveries_untimed"] > 0')" = True ] || fail "no cross-slice line was set apart"
+  [ "$(json "$tmp/m.json" 'r["latency_us"]["count"] == r["clock"]["samples_used"] > 0')" = True ] || fail "samples_used missing"
+  [ "$(json "$tmp/m.json" 'r["lines"]["lost"] == 0 and r["lines"]["delivered"] == r["lines"]["expected"]')" = True ] ||
+    fail "cross-slice lines not all counted: $(json "$tmp/m.json" 'r["lines"]')"
+  ;;
+unreachable)
+  echo "$net.99" >>"$tmp/hosts"  # on the bridge's subnet, but no namespace holds it
+  started=$(date +%s)
+  set +e
+  "$root/scripts/run_distributed.sh" --hosts "$tmp/hosts" --ssh-config "$tmp/ssh_config" --server "$net.1:$port" --clients 40 \
+    --loadgen "$loadgen" --out "$tmp/run" -- chat --room-size 5 --rate 5 --duration-s 1 2>"$tmp/err"
+  status=$?
+  set -e
+  elapsed=$(( $(date +%s) - started ))
+  cat "$tmp/err"
+  [ $status = 1 ] || fail "run_distributed.sh exited $status, not 1"
+  grep -q "host $net.99 unreachable" "$tmp/err" || fail "the unreachable host was not named"
+  echo "gave up after $elapsed s"  # each check has a 20 s deadline; not asserted, the machine may be loaded
+  [ ! -e "$tmp/run/merged.json" ] || fail "a run started without every host"
+  ;;
+esac
+echo "PASS: distributed $case_name"
