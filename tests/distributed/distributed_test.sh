@@ -156,7 +156,7 @@ chat)
 skew)
   # Two slices started together by hand, the second with its clocks 300 ms ahead.
   start_at=$(( $(date +%s%3N) + 3000 ))
-  common=(chat --host "$net.1" --port "$port" --clients 50 --clients-total 100 --room-size 10 --rate 20 --duration-s 2 --warmup-s 0.2
+  common=(chat --host "$net.1" --port "$port" --clients 50 --clients-total 100 --room-size 7 --rate 20 --duration-s 2 --warmup-s 0.2
           --tick-us 0 --start-at "$start_at" --quiet)
   ip netns exec "${tag}n1" "$loadgen" "${common[@]}" --client-offset 0 --json "$tmp/a.json" >/dev/null &
   a=$!
