@@ -12,6 +12,8 @@
 #                other slice, and the merge says how many samples it used
 #   unreachable  one host of the file does not answer: run_distributed.sh fails within 30 s
 #                naming it
+#   deadline     slices that outlive --deadline-s are killed, and each is named with its
+#                host and clients
 # Skips (exit 77) only where namespaces cannot be created. Everything it creates is
 # removed on exit, failure included.
 set -euo pipefail
@@ -27,7 +29,7 @@ while [ $# -gt 0 ]; do
   esac
   shift
 done
-case $case_name in chat|skew|unreachable) ;; *) echo "usage: distributed_test.sh chat|skew|unreachable --loadgen PATH --server PATH" >&2; exit 2 ;; esac
+case $case_name in chat|skew|unreachable|deadline) ;; *) echo "usage: distributed_test.sh chat|skew|unreachable|deadline --loadgen PATH --server PATH" >&2; exit 2 ;; esac
 fail() { echo "FAIL: $*" >&2; exit 1; }
 
 tag=cbd$$                      # names of this run's namespaces and links (interface names <= 15 chars)
@@ -194,6 +196,20 @@ unreachable)
   grep -q "host $net.99 unreachable" "$tmp/err" || fail "the unreachable host was not named"
   echo "gave up after $elapsed s"  # each check has a 20 s deadline; not asserted, the machine may be loaded
   [ ! -e "$tmp/run/merged.json" ] || fail "a run started without every host"
+  ;;
+deadline)
+  # The slices wait 60 s for their start; the deadline ends them after 8.
+  set +e
+  "$root/scripts/run_distributed.sh" --hosts "$tmp/hosts" --ssh-config "$tmp/ssh_config" --server "$net.1:$port" --clients 30 \
+    --loadgen "$loadgen" --out "$tmp/run" --start-delay-s 60 --deadline-s 8 -- chat --room-size 5 --rate 5 --duration-s 1 2>"$tmp/err"
+  status=$?
+  set -e
+  cat "$tmp/err"
+  [ $status = 1 ] || fail "run_distributed.sh exited $status, not 1"
+  for i in 1 2 3; do
+    grep -q "slice $i (clients $(( (i - 1) * 10 ))-$(( i * 10 - 1 ))) on .* failed: killed by signal" "$tmp/err" || fail "slice $i was not named as killed"
+  done
+  [ ! -e "$tmp/run/merged.json" ] || fail "a merge was written without any slice"
   ;;
 esac
 echo "PASS: distributed $case_name"
