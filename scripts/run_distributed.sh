@@ -69,7 +69,7 @@ if [ -n "$ssh_config" ]; then
 fi
 per_host=$(( (clients + host_count - 1) / host_count ))
 remote_loadgen=$loadgen
-[ $ship = 1 ] && remote_loadgen=./loadgen
+[ $ship = 1 ] && remote_loadgen=$(cd "$out" && pwd)/loadgen  # --basefile puts it at the same absolute path
 
 # 1. Every host, before anything is timed, all at once, each within 20 s: reachable,
 # loadgen there (or shipped), fd limit and port range enough for its slice.
@@ -164,8 +164,8 @@ parallel_options=(--sshloginfile "$login_file" --jobs 1 --colsep ' ' --timeout "
                   --tagstring 'slice {1}' --workdir ... --return 'slice-{1}.json' --cleanup
                   --ssh "ssh ${ssh_options[*]}")
 if [ $ship = 1 ]; then
-  cp "$loadgen" "$out/loadgen"  # --basefile sends it from the run directory, --cleanup removes it there
-  parallel_options+=(--basefile loadgen)
+  cp "$loadgen" "$remote_loadgen"  # --cleanup removes it from the hosts afterwards
+  parallel_options+=(--basefile "$remote_loadgen")
 fi
 echo "run_distributed: $clients clients on $host_count hosts, start at $start_at (UNIX ms), deadline ${deadline_s} s"
 set +e

@@ -135,8 +135,11 @@ chat)
   # (docs/distributed.md); ctest runs the default.
   clients=$(( 3 * ${DISTRIBUTED_CLIENTS_PER_HOST:-600} ))
   chat_args=(--room-size 7 --rate 5 --duration-s "${DISTRIBUTED_DURATION_S:-3}" --warmup-s 0.5 --tick-us 0 --drain-s 5)
+  # The namespaces share the root namespace's /proc, so the server's host is any of them.
+  # loadgen is shipped (--basefile) although the namespaces share its file too.
   "$root/scripts/run_distributed.sh" --hosts "$tmp/hosts" --ssh-config "$tmp/ssh_config" --server "$net.1:$port" --clients $clients \
-    --loadgen "$loadgen" --out "$tmp/run" --start-delay-s 20 -- chat "${chat_args[@]}" || fail "run_distributed.sh exited $?"
+    --loadgen "$loadgen" --ship --server-ssh "$net.11" --server-pid "$SERVER_PID" --out "$tmp/run" --start-delay-s 20 \
+    -- chat "${chat_args[@]}" || fail "run_distributed.sh exited $?"
   # The same workload from one process, in one namespace: the same counts.
   ip netns exec "${tag}n1" "$loadgen" chat --host "$net.1" --port "$port" --clients $clients "${chat_args[@]}" \
     --json "$tmp/single.json" --quiet >/dev/null || fail "the single-process run exited $?"
@@ -154,6 +157,9 @@ if merged["clients_connected"] != clients or any(h["clients_connected"] != clien
 if lines["lost"] != 0 or lines["outstanding"] != 0: problems.append(f"lost {lines['lost']}, outstanding {lines['outstanding']}")
 if not lines["delivered"] == lines["expected"] == lines["server_lines_out"] > 0:
     problems.append("delivered, expected and the server's lines_out differ")
+server = merged["server"]
+if not (server["cpu_user_s"] is not None and server["cpu_user_s"] + server["cpu_sys_s"] > 0 and server["rss_bytes_after"] > 0):
+    problems.append(f"the server's CPU and memory were not sampled: {server}")
 if merged["clock"]["cross_slice_deliveries_untimed"] == 0: problems.append("no room spanned two slices")
 if not merged["latency_us"]["count"] == merged["clock"]["samples_used"] > 0: problems.append("samples_used not reported")
 for key in ("sent", "delivered", "expected", "lost"):
