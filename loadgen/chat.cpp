@@ -165,6 +165,9 @@ StepResult run_chat_step(ChatRun& run, double rate) {
   const std::int64_t start_ns = options.start_at_ms > 0 ? run.start_at_ns + static_cast<std::int64_t>(run.steps_started) * run.step_span_ns
                                                         : to_ns(Clock::now() + std::chrono::milliseconds(50));
   const std::int64_t late_ns = to_ns(Clock::now()) - start_ns;  // > 0: this process was not ready in time
+  if (options.start_at_ms > 0 && late_ns > 1'000'000)
+    warn(run.report, "ready " + std::to_string(late_ns / 1'000'000) + " ms after the start of rate step " + std::to_string(run.steps_started) +
+                         " (--start-at): its first sends were late, and lines other processes sent to its rooms before then never reached it");
   ++run.steps_started;
   phase.window_start_ns = start_ns + static_cast<std::int64_t>(options.warmup_s * 1e9);
   phase.window_end_ns = phase.window_start_ns + static_cast<std::int64_t>(options.duration_s * 1e9);
