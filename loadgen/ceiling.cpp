@@ -12,6 +12,7 @@ namespace json = boost::json;
 const char* limit_name(Limit limit) {
   switch (limit) {
     case Limit::none: return "none";
+    case Limit::latency: return "latency";
     case Limit::server: return "server";
     case Limit::loss: return "loss";
     case Limit::loadgen: return "loadgen";
@@ -31,9 +32,9 @@ Verdict judge(const StepResult& step, const CeilingCriteria& criteria) {
     ++failures;
     if (!reason.str().empty()) reason << "; ";
     reason << what;
-    // loadgen out of headroom explains everything else it saw; then loss, then the server.
-    if (verdict.limit == Limit::none || limit == Limit::loadgen || (limit == Limit::loss && verdict.limit == Limit::server))
-      verdict.limit = limit;
+    // loadgen out of headroom explains everything else it saw; then loss, then the server
+    // falling behind, which makes its latency grow too.
+    if (static_cast<int>(limit) > static_cast<int>(verdict.limit)) verdict.limit = limit;
   };
   if (step.loadgen_cpu_fraction > criteria.max_loadgen_cpu_fraction) {
     std::ostringstream what;
@@ -61,7 +62,7 @@ Verdict judge(const StepResult& step, const CeilingCriteria& criteria) {
   } else if (*step.p99_us > criteria.p99_bar_us) {
     std::ostringstream what;
     what << "p99 " << std::llround(*step.p99_us) << " us > " << std::llround(criteria.p99_bar_us) << " us";
-    fail(Limit::server, what.str());
+    fail(Limit::latency, what.str());
   }
   if (step.outstanding > 0) fail(Limit::server, std::to_string(step.outstanding) + " lines outstanding after the drain");
   verdict.reason = reason.str();

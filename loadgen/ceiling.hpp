@@ -55,9 +55,10 @@ struct CeilingOptions {
   CeilingCriteria criteria;
 };
 
-// What stopped a rate: the server (too slow, or p99 over the bar, or lines still
-// outstanding), lines lost, or loadgen itself (over its CPU share, or late sends).
-enum class Limit { none, server, loss, loadgen };
+// What stopped a rate, weakest first: p99 over the bar while the server kept up
+// (latency), the server falling behind (too slow, or lines still outstanding), lines
+// lost, or loadgen itself (over its CPU share, or late sends). SPEC §3's four.
+enum class Limit { none, latency, server, loss, loadgen };
 const char* limit_name(Limit limit);
 
 struct Verdict {

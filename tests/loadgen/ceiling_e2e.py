@@ -101,7 +101,7 @@ def case_search(loadgen, server, port):
         if step["passed"]:
             passed = step["rate_per_client"]
         else:
-            check(step["limit"] in ("server", "loss", "loadgen"), "step %d limit %r" % (i, step["limit"]))
+            check(step["limit"] in ("latency", "server", "loss", "loadgen"), "step %d limit %r" % (i, step["limit"]))
             failed = step["rate_per_client"]
     check(ceiling["rate_per_client"] == passed, "ceiling %s, highest pass %s" % (ceiling["rate_per_client"], passed))
     check(failed != float("inf"), "no rate failed: the search found no bracket")

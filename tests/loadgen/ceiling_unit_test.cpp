@@ -190,7 +190,10 @@ TEST(CeilingJudge, EveryCriterionFailsARate) {
     EXPECT_FALSE(v.reason.empty());
   };
   fails([](StepResult& s) { s.deliveries_per_s = 989; }, Limit::server);
-  fails([](StepResult& s) { s.p99_us = 100'001; }, Limit::server);
+  fails([](StepResult& s) { s.p99_us = 100'001; }, Limit::latency);
+  // A server behind on deliveries has a long p99 too: the cause is named.
+  fails([](StepResult& s) { s.p99_us = 100'001; s.deliveries_per_s = 989; }, Limit::server);
+  fails([](StepResult& s) { s.p99_us = 100'001; s.outstanding = 1; }, Limit::server);
   // One send's deliveries either side of the window edge is the count's granularity, not a shortfall.
   StepResult coarse = good;
   coarse.granularity_per_s = 9;
