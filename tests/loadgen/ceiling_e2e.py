@@ -9,14 +9,13 @@ import argparse
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from e2e import check, check_schema, start_server  # noqa: E402
+from e2e import check, check_schema, start_server, wait_for_lines_in  # noqa: E402
 
 CORE_KEYS = ["cpu", "busy", "steal"]
 CEILING_KEYS = ["deliveries_per_s", "rate_per_client", "p99_us", "server_cpu_fraction", "loadgen_cpu_fraction",
@@ -126,19 +125,8 @@ def case_rate_list(loadgen, server, port):
 
 def case_server_killed(loadgen, server, port):
     def kill_mid_search():
-        # Kill once the search has relayed some lines: ask the server's /stats from our own client.
-        deadline = time.monotonic() + 30
-        with socket.create_connection(("127.0.0.1", port)) as probe:
-            reader = probe.makefile("rb")
-            while time.monotonic() < deadline:
-                probe.sendall(b"/stats\n")
-                line = reader.readline()
-                while line and not line.startswith(b"/stats "):
-                    line = reader.readline()
-                stats = dict(f.split(b"=", 1) for f in line.split()[1:] if b"=" in f)
-                if int(stats.get(b"lines_in", b"0")) >= 200:
-                    break
-                time.sleep(0.05)
+        # Kill once the search has relayed some lines.
+        wait_for_lines_in(port, 200, timeout=30)
         server.send_signal(signal.SIGKILL)
 
     status, report, err = loadgen_run(loadgen, port, server.pid,
