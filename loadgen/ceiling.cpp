@@ -44,7 +44,8 @@ Verdict judge(const StepResult& step, const CeilingCriteria& criteria) {
   }
   const double late_allowed = criteria.max_late_fraction * static_cast<double>(step.sends);
   // Sends late only because the machine kept loadgen off its core say nothing of its headroom.
-  const std::uint64_t excused = step.others_on_loadgen_cores <= criteria.max_others_on_loadgen_cores ? step.late_sends_stalled : 0;
+  const bool machine = step.others_on_loadgen_cores <= criteria.max_others_on_loadgen_cores && step.loadgen_throttled_s == 0;
+  const std::uint64_t excused = machine ? step.late_sends_stalled : 0;
   const std::uint64_t late_busy = step.late_sends - std::min(step.late_sends, excused);
   const bool late = static_cast<double>(late_busy) > late_allowed;
   if (late)
@@ -155,6 +156,7 @@ json::object ceiling_json(const CeilingResult& result) {
                                  {"server_cpu_fraction", fraction_json(s.server_cpu_fraction)},
                                  {"loadgen_cpu_fraction", round4(s.loadgen_cpu_fraction)},
                                  {"others_on_loadgen_cores", round4(s.others_on_loadgen_cores)},
+                                 {"loadgen_throttled_s", s.loadgen_throttled_s},
                                  {"cores", cores_json(s.cores)},
                                  {"passed", v.passed},
                                  {"limit", v.passed || v.limit == Limit::none ? json::value(nullptr) : json::value(limit_name(v.limit))},

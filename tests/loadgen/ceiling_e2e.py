@@ -172,11 +172,68 @@ def case_cpu_fraction(loadgen, server, port):
         check(sum(busy_s.values()) >= loadgen_s + server_s - 2 * tick * len(busy_s),
               "all cores busy %.3f s, less than loadgen's %.3f s and the server's %.3f s" % (sum(busy_s.values()), loadgen_s, server_s))
         check(report["ceiling"] is None, "a fixed-rate run has no ceiling")
+        check(cpu["loadgen_throttled_s"] == 0, "no CPU quota, yet throttled %r" % cpu)
+
+
+def cpu_cgroup(quota_fraction):
+    """A new cgroup (v2, or v1's cpu hierarchy) under this process's own, holding its
+    members to quota_fraction of one CPU; None where one cannot be made (not root)."""
+    if os.path.exists("/sys/fs/cgroup/cgroup.controllers"):
+        own = next(l.split(":", 2)[2].strip() for l in open("/proc/self/cgroup") if l.startswith("0::"))
+        parent = "/sys/fs/cgroup" + own.rstrip("/")
+        limit = ("cpu.max", "%d 100000" % (quota_fraction * 100000))
+    else:
+        mount = next((f[1] for f in (l.split() for l in open("/proc/mounts"))
+                      if f[2] == "cgroup" and "cpu" in f[3].split(",")), None)
+        own = next((l.split(":", 2)[2].strip() for l in open("/proc/self/cgroup") if "cpu" in l.split(":")[1].split(",")), None)
+        if mount is None or own is None:
+            return None
+        parent = mount + own.rstrip("/")
+        limit = ("cpu.cfs_quota_us", "%d" % (quota_fraction * 100000))
+    path = os.path.join(parent, "chatbench-throttle-%d" % os.getpid())
+    try:
+        os.mkdir(path)
+        if os.path.exists(os.path.join(parent, "cgroup.subtree_control")):
+            with open(os.path.join(parent, "cgroup.subtree_control"), "w") as f:
+                f.write("+cpu")
+        else:
+            with open(os.path.join(path, "cpu.cfs_period_us"), "w") as f:
+                f.write("100000")
+        with open(os.path.join(path, limit[0]), "w") as f:
+            f.write(limit[1])
+    except OSError as error:
+        print("cannot make a cgroup at %s: %s" % (path, error))
+        if os.path.isdir(path):
+            os.rmdir(path)
+        return None
+    return path
+
+
+def case_throttled(loadgen, server, port):
+    # A CPU quota holds loadgen back: the report says for how long, so that sends it made
+    # late are held against loadgen, not excused as the machine's.
+    cgroup = cpu_cgroup(0.1)
+    if cgroup is None:
+        print("SKIP: no cgroup with a CPU quota can be made here")
+        sys.exit(77)
+    try:
+        def join():
+            with open(os.path.join(cgroup, "cgroup.procs"), "w") as f:
+                f.write(str(os.getpid()))
+        status, report, _ = loadgen_run(loadgen, port, server.pid,
+                                        ["chat", "--clients", "200", "--room-size", "10", "--rate", "50", "--duration-s", "1",
+                                         "--warmup-s", "0.2"], timeout=60, preexec=join)
+        check(status == 0, "loadgen exited %d" % status)
+        cpu = report["cpu"]
+        check(cpu["loadgen_throttled_s"] > 0, "held to 10%% of a CPU, yet not throttled: %r" % cpu)
+        check(cpu["loadgen_cpu_fraction"] * len(os.sched_getaffinity(0)) <= 0.1 + 0.02, "over its quota: %r" % cpu)
+    finally:
+        os.rmdir(cgroup)
 
 
 def main():
     parser = argparse.ArgumentParser()
-    parser.add_argument("case", choices=["search", "rate_list", "server_killed", "cpu_fraction"])
+    parser.add_argument("case", choices=["search", "rate_list", "server_killed", "cpu_fraction", "throttled"])
     parser.add_argument("--loadgen", required=True)
     parser.add_argument("--server", required=True)
     args = parser.parse_args()
