@@ -36,18 +36,18 @@ using Counts = Counters<std::uint64_t>;
 // The first I/O object of an io_context sets up its backend. On Asio's io_uring backend
 // (chat-asio-uring, chat-coro-uring) that is the ring, whose failure is no fault of the
 // address: IoUringUnavailable says so, rather than "cannot listen on ...: Function not
-// implemented".
+// implemented". Elsewhere (epoll) a failure is a ListenError, as before.
 template <class A>
-A first_io_object(asio::io_context& io) {
-#if defined(BOOST_ASIO_HAS_IO_URING_AS_DEFAULT)
+A first_io_object(asio::io_context& io, [[maybe_unused]] const ServerOptions& options) {
   try {
     return A(io.get_executor());
   } catch (const boost::system::system_error& error) {
+#if defined(BOOST_ASIO_HAS_IO_URING_AS_DEFAULT)
     throw IoUringUnavailable(error.code().value());
-  }
 #else
-  return A(io.get_executor());
+    throw ListenError(options, error.code().message());
 #endif
+  }
 }
 
 // Binds and listens with a deep backlog (a burst of thousands of connects must not be
@@ -56,7 +56,7 @@ A first_io_object(asio::io_context& io) {
 // acceptor type of the variant's own (e.g. on any_io_executor) can be asked for.
 template <class A = Acceptor>
 A listen(asio::io_context& io, const ServerOptions& options) {
-  A acceptor = first_io_object<A>(io);
+  A acceptor = first_io_object<A>(io, options);
   try {
     const asio::ip::tcp::endpoint endpoint(asio::ip::make_address(options.bind), options.port);
     acceptor.open(endpoint.protocol());
