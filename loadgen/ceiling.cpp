@@ -12,6 +12,7 @@ namespace json = boost::json;
 const char* limit_name(Limit limit) {
   switch (limit) {
     case Limit::none: return "none";
+    case Limit::latency: return "latency";
     case Limit::server: return "server";
     case Limit::loss: return "loss";
     case Limit::loadgen: return "loadgen";
@@ -31,9 +32,9 @@ Verdict judge(const StepResult& step, const CeilingCriteria& criteria) {
     ++failures;
     if (!reason.str().empty()) reason << "; ";
     reason << what;
-    // loadgen out of headroom explains everything else it saw; then loss, then the server.
-    if (verdict.limit == Limit::none || limit == Limit::loadgen || (limit == Limit::loss && verdict.limit == Limit::server))
-      verdict.limit = limit;
+    // loadgen out of headroom explains everything else it saw; then loss, then the server
+    // falling behind, which makes its latency grow too.
+    if (static_cast<int>(limit) > static_cast<int>(verdict.limit)) verdict.limit = limit;
   };
   if (step.loadgen_cpu_fraction > criteria.max_loadgen_cpu_fraction) {
     std::ostringstream what;
@@ -43,7 +44,8 @@ Verdict judge(const StepResult& step, const CeilingCriteria& criteria) {
   }
   const double late_allowed = criteria.max_late_fraction * static_cast<double>(step.sends);
   // Sends late only because the machine kept loadgen off its core say nothing of its headroom.
-  const std::uint64_t excused = step.others_on_loadgen_cores <= criteria.max_others_on_loadgen_cores ? step.late_sends_stalled : 0;
+  const bool machine = step.others_on_loadgen_cores <= criteria.max_others_on_loadgen_cores && step.loadgen_throttled_s == 0;
+  const std::uint64_t excused = machine ? step.late_sends_stalled : 0;
   const std::uint64_t late_busy = step.late_sends - std::min(step.late_sends, excused);
   const bool late = static_cast<double>(late_busy) > late_allowed;
   if (late)
@@ -61,7 +63,7 @@ Verdict judge(const StepResult& step, const CeilingCriteria& criteria) {
   } else if (*step.p99_us > criteria.p99_bar_us) {
     std::ostringstream what;
     what << "p99 " << std::llround(*step.p99_us) << " us > " << std::llround(criteria.p99_bar_us) << " us";
-    fail(Limit::server, what.str());
+    fail(Limit::latency, what.str());
   }
   if (step.outstanding > 0) fail(Limit::server, std::to_string(step.outstanding) + " lines outstanding after the drain");
   verdict.reason = reason.str();
@@ -154,6 +156,7 @@ json::object ceiling_json(const CeilingResult& result) {
                                  {"server_cpu_fraction", fraction_json(s.server_cpu_fraction)},
                                  {"loadgen_cpu_fraction", round4(s.loadgen_cpu_fraction)},
                                  {"others_on_loadgen_cores", round4(s.others_on_loadgen_cores)},
+                                 {"loadgen_throttled_s", s.loadgen_throttled_s},
                                  {"cores", cores_json(s.cores)},
                                  {"passed", v.passed},
                                  {"limit", v.passed || v.limit == Limit::none ? json::value(nullptr) : json::value(limit_name(v.limit))},

@@ -30,6 +30,7 @@ struct StepResult {
   std::optional<double> server_cpu_fraction;  // nullopt without --server-pid
   double loadgen_cpu_fraction = 0;
   double others_on_loadgen_cores = 0;  // CpuUse::others_on_loadgen_cores
+  double loadgen_throttled_s = 0;      // CpuUse::loadgen_throttled_s
   std::vector<CoreBusy> cores;
   bool server_died = false;     // the server exited, or closed every connection, during the step
   boost::json::object detail;   // the full rate_steps[] entry of this window
@@ -43,7 +44,8 @@ struct CeilingCriteria {
   double max_loadgen_cpu_fraction = 0.7; // above this loadgen has no headroom left
   // Sends late while loadgen was off its core are excused only while other work used at
   // most this much of loadgen's cores: past it, that work may be the test's own (ksoftirqd
-  // receiving for loadgen's sockets), so they count.
+  // receiving for loadgen's sockets), so they count. Nor are they while a CPU quota held
+  // loadgen back: that is loadgen short of CPU.
   double max_others_on_loadgen_cores = 0.05;
 };
 
@@ -55,9 +57,10 @@ struct CeilingOptions {
   CeilingCriteria criteria;
 };
 
-// What stopped a rate: the server (too slow, or p99 over the bar, or lines still
-// outstanding), lines lost, or loadgen itself (over its CPU share, or late sends).
-enum class Limit { none, server, loss, loadgen };
+// What stopped a rate, weakest first: p99 over the bar while the server kept up
+// (latency), the server falling behind (too slow, or lines still outstanding), lines
+// lost, or loadgen itself (over its CPU share, or late sends). SPEC §3's four.
+enum class Limit { none, latency, server, loss, loadgen };
 const char* limit_name(Limit limit);
 
 struct Verdict {

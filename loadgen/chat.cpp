@@ -265,6 +265,7 @@ StepResult run_chat_step(ChatRun& run, double rate) {
   result.loadgen_cpu_fraction = cpu.loadgen_fraction;
   result.cores = cpu.cores;
   result.others_on_loadgen_cores = cpu.others_on_loadgen_cores;
+  result.loadgen_throttled_s = cpu.loadgen_throttled_s;
   result.server_died = server_gone(engine);
   result.detail = json::object{{"rate", rate},
                                {"latency_us", latency_json(latency)},

@@ -339,6 +339,63 @@ std::int64_t thread_cpu_ns() {
   return std::int64_t{t.tv_sec} * 1'000'000'000 + t.tv_nsec;
 }
 
+namespace {
+
+// Value of "key value" in a cgroup stat file, or 0.
+std::int64_t stat_value(const std::string& path, std::string_view key) {
+  std::ifstream in(path);
+  std::string name;
+  std::int64_t value = 0;
+  while (in >> name >> value)
+    if (name == key) return value;
+  return 0;
+}
+
+// Whether a comma-separated list ("cpu,cpuacct") holds word.
+bool has_word(std::string_view list, std::string_view word) {
+  for (std::size_t start = 0; start <= list.size();) {
+    const std::size_t end = std::min(list.find(',', start), list.size());
+    if (list.substr(start, end - start) == word) return true;
+    start = end + 1;
+  }
+  return false;
+}
+
+}  // namespace
+
+std::int64_t cgroup_throttled_ns() {
+  // The cgroup of the cpu controller: the unified hierarchy (v2, "0::PATH") where it is
+  // mounted at the root, else the v1 hierarchy whose line names cpu.
+  std::string mount, key, path;
+  std::int64_t unit = 1;
+  std::ifstream self("/proc/self/cgroup");
+  const bool v2 = std::ifstream("/sys/fs/cgroup/cgroup.controllers").good();
+  for (std::string line; std::getline(self, line);) {
+    const auto a = line.find(':'), b = line.find(':', a + 1);
+    if (a == std::string::npos || b == std::string::npos) continue;
+    if (v2 ? line.compare(0, b + 1, "0::") == 0 : has_word(std::string_view(line).substr(a + 1, b - a - 1), "cpu")) {
+      path = line.substr(b + 1);
+      break;
+    }
+  }
+  if (v2) {
+    mount = "/sys/fs/cgroup", key = "throttled_usec", unit = 1000;
+  } else {
+    std::ifstream mounts("/proc/mounts");
+    for (std::string device, dir, type, options, rest; mounts >> device >> dir >> type >> options && std::getline(mounts, rest);)
+      if (type == "cgroup" && has_word(options, "cpu")) mount = dir;
+    key = "throttled_time";  // ns
+  }
+  if (mount.empty() || path.empty()) return 0;
+  std::int64_t total = 0;
+  for (;;) {
+    total += stat_value(mount + (path == "/" ? "" : path) + "/cpu.stat", key) * unit;
+    if (path == "/" || path.empty()) break;
+    path = path.substr(0, std::max<std::size_t>(1, path.rfind('/')));
+  }
+  return total;
+}
+
 std::vector<CoreTicks> read_core_ticks() {
   std::vector<CoreTicks> cores;
   std::ifstream in("/proc/stat");

@@ -225,6 +225,10 @@ constexpr double loadgen_saturated_fraction = 0.9;
 // The calling thread's CPU time (CLOCK_THREAD_CPUTIME_ID), in ns.
 std::int64_t thread_cpu_ns();
 
+// How long a CPU quota (cgroup v2 cpu.max, v1 cpu.cfs_quota_us) has held back this
+// process's cgroup or any of its ancestors, in ns, summed over them; 0 without one.
+std::int64_t cgroup_throttled_ns();
+
 // One core's cumulative idle and stolen time from a "cpuN" line of /proc/stat, in clock
 // ticks. Busy time is the rest of the wall clock: the busy fields themselves are sampled at
 // the scheduler tick on kernels with tick-based accounting (this one), which aliases with

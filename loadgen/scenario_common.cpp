@@ -183,6 +183,8 @@ CpuUse fill_cpu(json::object& report, const CpuWindow& a, const CpuWindow& b, pi
   cpu["server_cpu_fraction"] = use.server_fraction ? json::value(std::round(*use.server_fraction * 1e4) / 1e4) : json::value(nullptr);
   cpu["cores"] = cores_json(use.cores);
   cpu["others_on_loadgen_cores"] = std::round(use.others_on_loadgen_cores * 1e4) / 1e4;
+  use.loadgen_throttled_s = static_cast<double>(std::max<std::int64_t>(0, b.throttled_ns - a.throttled_ns)) / 1e9;
+  cpu["loadgen_throttled_s"] = use.loadgen_throttled_s;
   // Near the whole of its CPUs, the result may measure the load generator.
   const bool saturated = use.loadgen_fraction > loadgen_saturated_fraction;
   cpu["loadgen_saturated"] = saturated;

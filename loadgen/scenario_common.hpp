@@ -88,7 +88,10 @@ struct CpuWindow {
   std::optional<CpuTimes> server;
   CpuTimes self;
   std::vector<CoreTicks> cores;
-  static CpuWindow now(pid_t pid) { return {Clock::now(), pid > 0 ? process_cpu(pid) : std::nullopt, self_cpu(), read_core_ticks()}; }
+  std::int64_t throttled_ns = 0;  // cgroup_throttled_ns()
+  static CpuWindow now(pid_t pid) {
+    return {Clock::now(), pid > 0 ? process_cpu(pid) : std::nullopt, self_cpu(), read_core_ticks(), cgroup_throttled_ns()};
+  }
 };
 
 // What the processes and the cores did between two readings.
@@ -99,6 +102,7 @@ struct CpuUse {
   // How busy loadgen's own cores were with anything but loadgen (other processes, kernel
   // threads such as ksoftirqd, interrupts in idle), as a fraction of those cores.
   double others_on_loadgen_cores = 0;
+  double loadgen_throttled_s = 0;  // a CPU quota held loadgen back this long
 };
 
 // Fills report["cpu"] for the window [a, b], warns if loadgen was saturated, and returns

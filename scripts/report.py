@@ -160,9 +160,11 @@ def ceiling_section(rows):
     out = ["## Chat ceilings\n",
            "`loadgen chat --find-ceiling` per variant and repeat (docs/loadgen.md): the highest "
            "rate per client at which deliveries kept up (≥ 99% of offered), p99 stayed under the "
-           "bar, nothing was lost, late sends stayed ≤ 1% and loadgen's core stayed ≤ 70% busy. "
-           "*Limited by* names what failed just above it, per search. A ceiling where loadgen "
-           "stopped a search is a lower bound (`≥`): the server was not at its limit. Server CPU "
+           "bar, nothing was lost, late sends stayed ≤ 1% (not counting those made late only while "
+           "the machine kept loadgen off its core) and loadgen's core stayed ≤ 70% busy. "
+           "*Limited by* names what failed just above it, per search: `server` (it fell behind), "
+           "`latency` (it kept up, p99 over the bar), `loss`, or `loadgen`. A ceiling where loadgen "
+           "stopped a search is a lower bound (`≥`): the server was not shown at its limit. Server CPU "
            "per delivered line at the ceiling = its core's busy fraction ÷ deliveries/s.\n\n"]
     lines = []
     for c in rl.configs_in(rows):

@@ -3,7 +3,9 @@
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
+#include <cerrno>
 #include <chatbench/cli.hpp>
+#include <cstring>
 #include <iostream>
 
 namespace chat {
@@ -86,5 +88,22 @@ void announce_listening(std::string_view address, std::uint16_t port, std::strin
 ListenError::ListenError(const ServerOptions& options, const std::string& reason)
     : std::runtime_error("cannot listen on " + options.bind + ":" + std::to_string(options.port) + ": " +
                          reason) {}
+
+namespace {
+std::string io_uring_unavailable(int error) {
+  const std::string reason = std::string("(io_uring_setup: ") + std::strerror(error) + ")";
+  switch (error) {
+    case ENOSYS:
+      return "io_uring is unavailable: the kernel is built without it, or a seccomp filter blocks it " + reason;
+    case EPERM:
+      return "io_uring is unavailable: disabled by sysctl kernel.io_uring_disabled, or a seccomp filter blocks it " +
+             reason;
+    default:
+      return "io_uring is unavailable " + reason;
+  }
+}
+}  // namespace
+
+IoUringUnavailable::IoUringUnavailable(int error) : std::runtime_error(io_uring_unavailable(error)) {}
 
 }  // namespace chat

@@ -104,7 +104,7 @@ class Server {
   std::size_t gather(Session& receiver, std::array<boost::asio::const_buffer, gather_limit>& out);
   void sent(Session& receiver, std::size_t bytes);
   void disconnect(Session& session);
-  void close_lingering(Session& session);
+  void close_lingering(Session& session, bool eof);
   void linger(tcp::socket& socket, chat::Linger& linger);
   bool discard(tcp::socket& socket, chat::Linger& linger, error_code& ec);
   void admit(tcp::socket socket);
@@ -259,11 +259,13 @@ void Server::serve(tcp::socket socket) {
 
   chat::LineDecoder decoder(options_.max_line);
   bool quit = false;  // /quit or a line too long: close once the output is written
+  bool eof = false;   // the peer has nothing more to send; it may still be reading
   while (!quit && !session.closed) {
     session.socket.async_wait(tcp::socket::wait_read, fiberio::yield[ec]);
     if (ec) break;
     const std::size_t n = session.socket.read_some(boost::asio::buffer(read_buffer_), ec);
     if (ec == boost::asio::error::would_block) continue;
+    eof = ec == boost::asio::error::eof;
     if (ec) break;
     hub_.counters().bytes_in += n;
     const auto status = decoder.feed({read_buffer_.data(), n}, [&](std::string_view line) {
@@ -281,8 +283,8 @@ void Server::serve(tcp::socket socket) {
   }
 
   hub_.exit(session);              // it receives nothing more
-  if (quit) close_lingering(session);
-  disconnect(session);  // the peer is gone (what is queued is dropped), or lingering is over
+  if (quit || eof) close_lingering(session, eof);
+  disconnect(session);  // a reset (what is queued is dropped), or the close is over
   session.to_write_hook.unlink();
   if (session.writer.joinable()) session.writer.join();  // it uses this fiber's `session`
   sessions_.erase(sessions_.iterator_to(session));
@@ -296,7 +298,8 @@ void Server::serve(tcp::socket socket) {
 // /quit or a line too long: the lingering close (chat/linger.hpp). This fiber reads and
 // discards while the writer (if any) writes what is queued; the writer cancels the read
 // wait when it is done. Then FIN, then discard until EOF, the deadline or --linger-bytes.
-void Server::close_lingering(Session& session) {
+// After the peer's EOF (`eof`) only the writing is left: there is nothing to read.
+void Server::close_lingering(Session& session, bool eof) {
   ++hub_.counters().lingering;
   chat::Linger policy(options_);
   session.closing = true;
@@ -305,7 +308,7 @@ void Server::close_lingering(Session& session) {
     write_now(session);
   }
   error_code ec;
-  bool reading = true;  // until EOF: a socket at EOF is always readable
+  bool reading = !eof;  // until EOF: a socket at EOF is always readable
   while (session.writing && !session.closed && reading) {
     session.socket.async_wait(tcp::socket::wait_read, fiberio::yield[ec]);
     if (ec == boost::asio::error::operation_aborted) continue;  // the writer is done

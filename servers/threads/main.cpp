@@ -109,7 +109,7 @@ class Server {
   void sent(Session& receiver, std::size_t bytes);
   void done_writing(Session& receiver);
   void disconnect(Session& session);
-  void close_lingering(Session& session);
+  void close_lingering(Session& session, bool eof);
   void serve_refused(pollfd* listener);
   void admit(int socket);
   void reject(int socket);
@@ -293,6 +293,7 @@ void Server::serve(const SessionPtr& pointer) {
   std::array<char, read_buffer_size> buffer;
   std::vector<SessionPtr> writers;  // receivers this thread is to write to
   bool quit = false;  // /quit or a line too long: close lingering
+  bool eof = false;   // the peer has nothing more to send; it may still be reading
   {
     std::lock_guard lock(session.mutex);
     session.thread = pthread_self();
@@ -310,6 +311,7 @@ void Server::serve(const SessionPtr& pointer) {
     if (wait_for(session.socket, POLLIN, -1) == 0) continue;  // woken
     const ssize_t n = ::recv(session.socket, buffer.data(), buffer.size(), MSG_DONTWAIT);
     if (n < 0 && (errno == EINTR || errno == EAGAIN)) continue;
+    eof = n == 0;
     if (n <= 0) break;
     hub_.counters().bytes_in += static_cast<std::size_t>(n);
     const auto status = decoder.feed({buffer.data(), static_cast<std::size_t>(n)}, [&](std::string_view line) {
@@ -330,9 +332,9 @@ void Server::serve(const SessionPtr& pointer) {
     std::lock_guard lock(room_mutex_);
     hub_.exit(session);  // it receives nothing more
   }
-  if (quit) close_lingering(session);
+  if (quit || eof) close_lingering(session, eof);
   std::unique_lock lock(session.mutex);
-  disconnect(session);  // the peer is gone (drop what is queued), or lingering is over
+  disconnect(session);  // a reset (drop what is queued), or the close is over
   if (session.handed_off) done_writing(session);  // the role was ours: nobody else has it
   session.written.wait(lock, [&] { return !session.writing; });
   session.closed = true;
@@ -345,7 +347,8 @@ void Server::serve(const SessionPtr& pointer) {
 // /quit or a line too long: the lingering close (chat/linger.hpp). While the queued output
 // is written (by its writer thread, or here when the role was handed to this thread),
 // read and discard; then FIN, then discard until EOF, the deadline or --linger-bytes.
-void Server::close_lingering(Session& session) {
+// After the peer's EOF (`eof`) only the writing is left: there is nothing to read.
+void Server::close_lingering(Session& session, bool eof) {
   {
     std::lock_guard lock(room_mutex_);
     if (stopping_) return;
@@ -354,7 +357,7 @@ void Server::close_lingering(Session& session) {
   ++hub_.counters().lingering;
   chat::Linger policy(options_);
   std::array<char, read_buffer_size> buffer;
-  bool reading = true;  // until EOF: a socket at EOF is always readable
+  bool reading = !eof;  // until EOF: a socket at EOF is always readable
   const auto discard = [&] {
     const ssize_t n = ::recv(session.socket, buffer.data(), buffer.size(), MSG_DONTWAIT);
     if (n < 0 && (errno == EINTR || errno == EAGAIN)) return true;

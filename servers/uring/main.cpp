@@ -81,9 +81,7 @@ void init_ring(io_uring& ring) {
     if (r != -EINVAL) break;
   }
   if (r == -EINVAL) throw std::runtime_error("io_uring: this kernel is older than Linux 6.0 (multishot receive)");
-  if (r == -ENOSYS) throw std::runtime_error("io_uring: ENOSYS (kernel built without io_uring, or a seccomp filter)");
-  if (r == -EPERM) throw std::runtime_error("io_uring: EPERM (sysctl kernel.io_uring_disabled, or a seccomp filter)");
-  if (r < 0) throw std::runtime_error(errno_text("io_uring_setup", -r));
+  if (r < 0) throw chat::IoUringUnavailable(-r);
   io_uring_register_ring_fd(&ring);  // saves a descriptor lookup per enter where supported
 }
 

@@ -10,6 +10,7 @@ REASON" for a server that cannot start), and that nothing was left behind: the p
 command was given is free again, and no process of its session is left.
 """
 import argparse
+import errno
 import json
 import os
 import re
@@ -190,6 +191,53 @@ def server_stack_size_not_an_option(args, variant):
     run = Run(server_command(args, variant) + ["--port", str(port), "--stack-size", "64K"])
     run.usage_error(r"--stack-size")
     run.left_nothing(port)
+
+
+def without_io_uring(error):
+    """A preexec function: a seccomp filter that fails io_uring_setup, io_uring_enter and
+    io_uring_register (425-427, the same number on every architecture) with `error`, as
+    a kernel built without io_uring (ENOSYS) or kernel.io_uring_disabled (EPERM) would,
+    for this process only. Raises OSError if the kernel takes no filter."""
+    import ctypes
+    import struct
+    libc = ctypes.CDLL(None, use_errno=True)
+    ld_nr, jge, jgt, ret = 0x20, 0x35, 0x25, 0x06  # BPF_LD|W|ABS, BPF_JMP|JGE|K, JGT|K, BPF_RET|K
+    program = b"".join(struct.pack("HBBI", *op) for op in [
+        (ld_nr, 0, 0, 0),               # seccomp_data.nr
+        (jge, 0, 2, 425),               # below io_uring_setup: allow
+        (jgt, 1, 0, 427),               # above io_uring_register: allow
+        (ret, 0, 0, 0x00050000 | error),  # SECCOMP_RET_ERRNO
+        (ret, 0, 0, 0x7FFF0000),        # SECCOMP_RET_ALLOW
+    ])
+    code = ctypes.create_string_buffer(program)
+
+    class Program(ctypes.Structure):
+        _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
+
+    def preexec():
+        filter_program = Program(len(program) // 8, ctypes.cast(code, ctypes.c_void_p))
+        # PR_SET_NO_NEW_PRIVS, then PR_SET_SECCOMP with SECCOMP_MODE_FILTER.
+        if libc.prctl(38, 1, 0, 0, 0) != 0 or libc.prctl(22, 2, ctypes.byref(filter_program), 0, 0) != 0:
+            raise OSError(ctypes.get_errno(), "seccomp filter")
+    return preexec
+
+
+def server_io_uring_unavailable(args, variant):
+    """The io_uring builds where the kernel gives no ring: exit 1 (could not start), and
+    one line that says io_uring is unavailable and what may refuse it, not a bare errno."""
+    for error, cause in [(errno.ENOSYS, "the kernel is built without it, or a seccomp filter blocks it"),
+                         (errno.EPERM, "disabled by sysctl kernel.io_uring_disabled, or a seccomp filter blocks it")]:
+        port = free_port()
+        try:
+            run = Run(server_command(args, variant) + ["--port", str(port)], preexec=without_io_uring(error))
+        except subprocess.SubprocessError as e:  # the filter could not be installed
+            print(f"no seccomp filter here: {e}")
+            sys.exit(SKIP)
+        check(run.status == 1, f"exit status {run.status}, expected 1 (could not start)")
+        expected = f"chat-{variant}: io_uring is unavailable: {cause} (io_uring_setup: {os.strerror(error)})"
+        check(run.err.strip() == expected, f"stderr is not exactly {expected!r}")
+        check("listening on" not in run.out, "it said it was listening")
+        run.left_nothing(port)
 
 
 def vm_size(pid):

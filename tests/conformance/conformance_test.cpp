@@ -335,6 +335,40 @@ TEST(Conformance, HalfClosedClientLeavesQuietly) {
   EXPECT_EQ(c[2].read_line(), "still here");
 }
 
+// A slow reader that half-closes still gets every line queued for it before its EOF was
+// seen, then EOF: a FIN says the peer has nothing more to send, not that it cannot hear.
+// The 8 MB backlog is more than the kernel holds for a reader with a small receive buffer
+// (the server's send buffer grows to 4 MB, tcp_wmem), so much of it is still in the
+// server's queue; the /stats poll waits until the server has seen the EOF before the
+// reader starts reading.
+TEST(Conformance, HalfClosedReaderGetsWhatWasQueued) {
+  ServerProcess server({"--max-pending", "16777216", "--write-timeout-ms", "30000"});
+  Client reader(server.port(), {.receive_buffer = 4096});
+  Client sender(server.port());
+  reader.send_line("/join backlog");
+  ASSERT_EQ(reader.read_line(), "/joined backlog");
+  sender.send_line("/join backlog");
+  ASSERT_EQ(sender.read_line(), "/joined backlog");
+  constexpr int kLines = 8000;
+  std::string batch;
+  for (int i = 0; i < kLines; ++i) {
+    std::string line = "line " + std::to_string(i) + " ";
+    line.resize(999, '.');
+    batch += line + "\n";
+  }
+  sender.send(batch);
+  EXPECT_EQ(stat_value(sender.stats(), "lines_in"), static_cast<std::uint64_t>(kLines));  // all queued
+  reader.shutdown_write();
+  EXPECT_TRUE(eventually([&] { return stat_value(sender.stats(), "clients") == 1; }, 10s))
+      << "the server never saw the reader's EOF";
+  for (int i = 0; i < kLines; ++i) {
+    const auto line = reader.read_line();
+    ASSERT_TRUE(line.has_value()) << "the connection ended after " << i << " of " << kLines << " lines";
+    ASSERT_TRUE(line->starts_with("line " + std::to_string(i) + " ")) << *line;
+  }
+  EXPECT_TRUE(reader.closed_within(5s));
+}
+
 // Client `self` of `clients` reads one line `prefix` + i from every other client i: no
 // echo, no duplicate, nothing else in between.
 void expect_one_from_each_other(std::vector<Client>& clients, std::size_t self, const std::string& prefix,

@@ -9,14 +9,12 @@ import argparse
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from e2e import check, check_schema, start_server  # noqa: E402
+from e2e import check, check_schema, start_server, wait_for_lines_in  # noqa: E402
 
 CORE_KEYS = ["cpu", "busy", "steal"]
 CEILING_KEYS = ["deliveries_per_s", "rate_per_client", "p99_us", "server_cpu_fraction", "loadgen_cpu_fraction",
@@ -101,7 +99,7 @@ def case_search(loadgen, server, port):
         if step["passed"]:
             passed = step["rate_per_client"]
         else:
-            check(step["limit"] in ("server", "loss", "loadgen"), "step %d limit %r" % (i, step["limit"]))
+            check(step["limit"] in ("latency", "server", "loss", "loadgen"), "step %d limit %r" % (i, step["limit"]))
             failed = step["rate_per_client"]
     check(ceiling["rate_per_client"] == passed, "ceiling %s, highest pass %s" % (ceiling["rate_per_client"], passed))
     check(failed != float("inf"), "no rate failed: the search found no bracket")
@@ -126,19 +124,8 @@ def case_rate_list(loadgen, server, port):
 
 def case_server_killed(loadgen, server, port):
     def kill_mid_search():
-        # Kill once the search has relayed some lines: ask the server's /stats from our own client.
-        deadline = time.monotonic() + 30
-        with socket.create_connection(("127.0.0.1", port)) as probe:
-            reader = probe.makefile("rb")
-            while time.monotonic() < deadline:
-                probe.sendall(b"/stats\n")
-                line = reader.readline()
-                while line and not line.startswith(b"/stats "):
-                    line = reader.readline()
-                stats = dict(f.split(b"=", 1) for f in line.split()[1:] if b"=" in f)
-                if int(stats.get(b"lines_in", b"0")) >= 200:
-                    break
-                time.sleep(0.05)
+        # Kill once the search has relayed some lines.
+        wait_for_lines_in(port, 200, timeout=30)
         server.send_signal(signal.SIGKILL)
 
     status, report, err = loadgen_run(loadgen, port, server.pid,
@@ -185,11 +172,68 @@ def case_cpu_fraction(loadgen, server, port):
         check(sum(busy_s.values()) >= loadgen_s + server_s - 2 * tick * len(busy_s),
               "all cores busy %.3f s, less than loadgen's %.3f s and the server's %.3f s" % (sum(busy_s.values()), loadgen_s, server_s))
         check(report["ceiling"] is None, "a fixed-rate run has no ceiling")
+        check(cpu["loadgen_throttled_s"] == 0, "no CPU quota, yet throttled %r" % cpu)
+
+
+def cpu_cgroup(quota_fraction):
+    """A new cgroup (v2, or v1's cpu hierarchy) under this process's own, holding its
+    members to quota_fraction of one CPU; None where one cannot be made (not root)."""
+    if os.path.exists("/sys/fs/cgroup/cgroup.controllers"):
+        own = next(l.split(":", 2)[2].strip() for l in open("/proc/self/cgroup") if l.startswith("0::"))
+        parent = "/sys/fs/cgroup" + own.rstrip("/")
+        limit = ("cpu.max", "%d 100000" % (quota_fraction * 100000))
+    else:
+        mount = next((f[1] for f in (l.split() for l in open("/proc/mounts"))
+                      if f[2] == "cgroup" and "cpu" in f[3].split(",")), None)
+        own = next((l.split(":", 2)[2].strip() for l in open("/proc/self/cgroup") if "cpu" in l.split(":")[1].split(",")), None)
+        if mount is None or own is None:
+            return None
+        parent = mount + own.rstrip("/")
+        limit = ("cpu.cfs_quota_us", "%d" % (quota_fraction * 100000))
+    path = os.path.join(parent, "chatbench-throttle-%d" % os.getpid())
+    try:
+        os.mkdir(path)
+        if os.path.exists(os.path.join(parent, "cgroup.subtree_control")):
+            with open(os.path.join(parent, "cgroup.subtree_control"), "w") as f:
+                f.write("+cpu")
+        else:
+            with open(os.path.join(path, "cpu.cfs_period_us"), "w") as f:
+                f.write("100000")
+        with open(os.path.join(path, limit[0]), "w") as f:
+            f.write(limit[1])
+    except OSError as error:
+        print("cannot make a cgroup at %s: %s" % (path, error))
+        if os.path.isdir(path):
+            os.rmdir(path)
+        return None
+    return path
+
+
+def case_throttled(loadgen, server, port):
+    # A CPU quota holds loadgen back: the report says for how long, so that sends it made
+    # late are held against loadgen, not excused as the machine's.
+    cgroup = cpu_cgroup(0.1)
+    if cgroup is None:
+        print("SKIP: no cgroup with a CPU quota can be made here")
+        sys.exit(77)
+    try:
+        def join():
+            with open(os.path.join(cgroup, "cgroup.procs"), "w") as f:
+                f.write(str(os.getpid()))
+        status, report, _ = loadgen_run(loadgen, port, server.pid,
+                                        ["chat", "--clients", "200", "--room-size", "10", "--rate", "50", "--duration-s", "1",
+                                         "--warmup-s", "0.2"], timeout=60, preexec=join)
+        check(status == 0, "loadgen exited %d" % status)
+        cpu = report["cpu"]
+        check(cpu["loadgen_throttled_s"] > 0, "held to 10%% of a CPU, yet not throttled: %r" % cpu)
+        check(cpu["loadgen_cpu_fraction"] * len(os.sched_getaffinity(0)) <= 0.1 + 0.02, "over its quota: %r" % cpu)
+    finally:
+        os.rmdir(cgroup)
 
 
 def main():
     parser = argparse.ArgumentParser()
-    parser.add_argument("case", choices=["search", "rate_list", "server_killed", "cpu_fraction"])
+    parser.add_argument("case", choices=["search", "rate_list", "server_killed", "cpu_fraction", "throttled"])
     parser.add_argument("--loadgen", required=True)
     parser.add_argument("--server", required=True)
     args = parser.parse_args()

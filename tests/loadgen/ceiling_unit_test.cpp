@@ -190,7 +190,10 @@ TEST(CeilingJudge, EveryCriterionFailsARate) {
     EXPECT_FALSE(v.reason.empty());
   };
   fails([](StepResult& s) { s.deliveries_per_s = 989; }, Limit::server);
-  fails([](StepResult& s) { s.p99_us = 100'001; }, Limit::server);
+  fails([](StepResult& s) { s.p99_us = 100'001; }, Limit::latency);
+  // A server behind on deliveries has a long p99 too: the cause is named.
+  fails([](StepResult& s) { s.p99_us = 100'001; s.deliveries_per_s = 989; }, Limit::server);
+  fails([](StepResult& s) { s.p99_us = 100'001; s.outstanding = 1; }, Limit::server);
   // One send's deliveries either side of the window edge is the count's granularity, not a shortfall.
   StepResult coarse = good;
   coarse.granularity_per_s = 9;
@@ -210,6 +213,8 @@ TEST(CeilingJudge, EveryCriterionFailsARate) {
   fails([&](StepResult& s) { s = stalled; s.late_sends_stalled = 49; }, Limit::loadgen);
   // ...unless other work crowded loadgen's core: that work may be the test's own.
   fails([&](StepResult& s) { s = stalled; s.others_on_loadgen_cores = 0.06; }, Limit::loadgen);
+  // ...or a CPU quota held loadgen back: then it was short of CPU.
+  fails([&](StepResult& s) { s = stalled; s.loadgen_throttled_s = 0.01; }, Limit::loadgen);
   fails([](StepResult& s) { s.loadgen_cpu_fraction = 0.71; }, Limit::loadgen);
   // Loadgen out of headroom explains whatever else went wrong; loss outranks slowness.
   fails([](StepResult& s) { s.loadgen_cpu_fraction = 0.9; s.lost = 5; s.deliveries_per_s = 10; }, Limit::loadgen);

@@ -203,10 +203,12 @@ def case_stalled(loadgen, server, port):
                             ["chat", "--clients", "20", "--room-size", "10", "--rate", "100", "--duration-s", "4",
                              "--warmup-s", "0.2"], during=stop_now_and_then)
     step = report["rate_steps"][0]
-    # Five 60 ms stops at 2 000 sends/s: about 600 late sends, all while stopped.
-    check(step["late_sends"] >= 250, "late sends %d" % step["late_sends"])
-    check(step["late_sends_stalled"] >= 0.9 * step["late_sends"],
-          "%d of %d late sends counted as loadgen's own delay" % (step["late_sends"] - step["late_sends_stalled"], step["late_sends"]))
+    # Five 60 ms stops at 2 000 sends/s: about 600 sends made late while stopped. (On a
+    # loaded machine, catching up after a stop can make a few more late by loadgen's own
+    # work, which is what they are, so the bound is on the stalled ones.)
+    check(step["late_sends_stalled"] >= 250,
+          "%d of %d late sends counted as made late while stopped" % (step["late_sends_stalled"], step["late_sends"]))
+    check(step["late_sends_stalled"] <= step["late_sends"], "more stalled than late: %r" % step)
 
 
 def case_server_killed(loadgen, server, port):

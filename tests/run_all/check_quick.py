@@ -11,7 +11,6 @@ import sys
 import tempfile
 from pathlib import Path
 
-VARIANTS = ["threads", "fibers", "asio", "coro", "eventlet"]
 MODES = ["idle", "broadcast", "chat"]
 PLOTS = ["memory_per_connection.png", "server_memory.png", "server_host_memory.png", "broadcast_latency.png",
          "latency_spectrum.png", "chat_throughput.png", "ceiling.png", "microbench.png"]
@@ -63,7 +62,19 @@ def has_key(doc, dotted):
     return has_key(value, rest)
 
 
-def check_seed_and_ceilings(source, build, rows, report):
+def quick_run_variants(source, build):
+    """The variants the quick run measures in every mode: what run_all.sh runs by default
+    (run_matrix.default_variants: scripts/results_lib.py's VARIANTS, chat-go where it was
+    built, the seed where it is in the tree), less the seed, which runs idle and broadcast
+    only and is checked on its own (check_seed_and_ceilings)."""
+    sys.path.insert(0, str(source / "scripts"))
+    import results_lib
+    import run_matrix
+    os.environ["BUILD_DIR"] = str(build)  # where default_variants looks for chat-go
+    return [v for v in run_matrix.default_variants() if v != results_lib.SEED]
+
+
+def check_seed_and_ceilings(source, build, rows, report, variants):
     """The seed's row where servers/seed/ is in the tree (idle and broadcast only, marked in
     the report); a ceiling row per chat variant where loadgen has --find-ceiling; and one
     repeat never ranks."""
@@ -77,7 +88,7 @@ def check_seed_and_ceilings(source, build, rows, report):
     help_text = subprocess.run([str(build / "bin/loadgen"), "chat", "--help"],
                                capture_output=True, text=True).stdout
     if "--find-ceiling" in help_text:
-        for v in VARIANTS:
+        for v in variants:
             check(any(r["variant"] == v and r["mode"] == "ceiling" and r["status"] == "ok" for r in rows),
                   f"no measured {v} ceiling row")
         check("## Chat ceilings" in report, "report.md has no chat ceilings")
@@ -86,6 +97,7 @@ def check_seed_and_ceilings(source, build, rows, report):
 
 def main():
     source, build = Path(sys.argv[1]), Path(sys.argv[2])
+    variants = quick_run_variants(source, build)
     out = Path(tempfile.mkdtemp(prefix="run_all_quick."))
     env = dict(os.environ, BUILD_DIR=str(build))
     rc = subprocess.run([str(source / "scripts/run_all.sh"), "--quick", "--no-setup", "--no-build",
@@ -94,7 +106,7 @@ def main():
 
     rows = list(csv.DictReader(open(out / "results.csv"))) if (out / "results.csv").exists() else []
     check(rows, "results.csv missing or empty")
-    for v in VARIANTS:
+    for v in variants:
         for m in MODES:
             mine = [r for r in rows if r["variant"] == v and r["mode"] == m]
             check(mine, f"no {v} × {m} row in results.csv")
@@ -106,7 +118,7 @@ def main():
               f"no {stacked}<stack> idle rows")
 
     reports = sorted((out / "raw").glob("*-r1.json"))
-    check(len(reports) >= len(VARIANTS) * len(MODES), f"only {len(reports)} loadgen reports in raw/")
+    check(len(reports) >= len(variants) * len(MODES), f"only {len(reports)} loadgen reports in raw/")
     for path in reports:
         doc = json.loads(path.read_text())
         extra = {"broadcast": BROADCAST_KEYS, "idle": IDLE_KEYS}.get(doc.get("mode"), [])
@@ -121,10 +133,10 @@ def main():
         check(path.exists() and path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", f"{plot} missing or not a PNG")
     report = (out / "report.md").read_text() if (out / "report.md").exists() else ""
     check("## Which variant to deploy" in report, "report.md missing or without its deploy section")
-    for v in VARIANTS:
+    for v in variants:
         check(f"| {v} |" in report, f"report.md has no table row for {v}")
 
-    check_seed_and_ceilings(source, build, rows, report)
+    check_seed_and_ceilings(source, build, rows, report, variants)
 
     for p in problems:
         print("FAIL:", p)

@@ -33,6 +33,20 @@ namespace {
   throw std::system_error(errno, std::generic_category(), what);
 }
 
+// A descriptor closed when it goes out of scope, on every path.
+struct Descriptor {
+  int fd = -1;
+  Descriptor() = default;
+  explicit Descriptor(int fd) : fd(fd) {}
+  Descriptor(const Descriptor&) = delete;
+  Descriptor& operator=(const Descriptor&) = delete;
+  ~Descriptor() { close(); }
+  void close() {
+    if (fd >= 0) ::close(fd);
+    fd = -1;
+  }
+};
+
 int remaining_ms(Clock::time_point deadline) {
   const auto left = std::chrono::ceil<std::chrono::milliseconds>(deadline - Clock::now()).count();
   return left < 0 ? 0 : static_cast<int>(left);
@@ -85,23 +99,26 @@ ServerProcess::ServerProcess(const Wrapper& wrapper, const std::vector<std::stri
   for (auto& a : args) argv.push_back(a.data());
   argv.push_back(nullptr);
 
+  // From here on every failure throws: the members' destructors then reap the child and
+  // remove the file, and the Descriptors close themselves.
   char path[] = "/tmp/chatbench-stderr-XXXXXX";
-  const int err_fd = ::mkstemp(path);
-  if (err_fd < 0) fail("mkstemp");
-  stderr_path_ = path;
-  int out[2];
-  if (::pipe2(out, O_CLOEXEC) != 0) fail("pipe");
+  Descriptor err(::mkstemp(path));
+  if (err.fd < 0) fail("mkstemp");
+  stderr_file_.path = path;
+  int pipe_ends[2];
+  if (::pipe2(pipe_ends, O_CLOEXEC) != 0) fail("pipe");
+  Descriptor out_read(pipe_ends[0]), out_write(pipe_ends[1]);
 
   posix_spawn_file_actions_t actions;
   posix_spawn_file_actions_init(&actions);
-  posix_spawn_file_actions_adddup2(&actions, out[1], STDOUT_FILENO);
-  posix_spawn_file_actions_adddup2(&actions, err_fd, STDERR_FILENO);
-  const int error = ::posix_spawnp(&pid_, argv[0], &actions, nullptr, argv.data(), environ);
+  posix_spawn_file_actions_adddup2(&actions, out_write.fd, STDOUT_FILENO);
+  posix_spawn_file_actions_adddup2(&actions, err.fd, STDERR_FILENO);
+  const int error = ::posix_spawnp(&child_.pid, argv[0], &actions, nullptr, argv.data(), environ);
   posix_spawn_file_actions_destroy(&actions);
-  ::close(out[1]);
-  ::close(err_fd);
+  out_write.close();  // else the read below would never see the server's EOF
+  err.close();
   if (error != 0) {
-    ::close(out[0]);
+    child_.pid = -1;
     errno = error;
     fail("spawn " + args[0]);
   }
@@ -110,14 +127,14 @@ ServerProcess::ServerProcess(const Wrapper& wrapper, const std::vector<std::stri
   const auto deadline = Clock::now() + 5s;
   std::string text;
   while (text.find('\n') == std::string::npos) {
-    pollfd p{out[0], POLLIN, 0};
+    pollfd p{out_read.fd, POLLIN, 0};
     if (::poll(&p, 1, remaining_ms(deadline)) <= 0) break;
     char chunk[256];
-    const ssize_t n = ::read(out[0], chunk, sizeof chunk);
+    const ssize_t n = ::read(out_read.fd, chunk, sizeof chunk);
     if (n <= 0) break;
     text.append(chunk, static_cast<std::size_t>(n));
   }
-  ::close(out[0]);  // a server that writes more to stdout gets EPIPE: it must not
+  out_read.close();  // a server that writes more to stdout gets EPIPE: it must not
   listening_line_ = text.substr(0, text.find('\n'));
   static const std::regex pattern(R"(^listening on ([0-9.]+):([0-9]+) variant=([a-z]+(?:-[a-z]+)*)$)");
   std::smatch match;
@@ -128,22 +145,27 @@ ServerProcess::ServerProcess(const Wrapper& wrapper, const std::vector<std::stri
   port_ = static_cast<std::uint16_t>(std::stoi(match[2]));
 }
 
-ServerProcess::~ServerProcess() {
-  if (pid_ > 0 && !exited_) {
-    ::kill(pid_, SIGKILL);
-    ::waitpid(pid_, nullptr, 0);
+ServerProcess::~ServerProcess() = default;  // the members release the child and the file
+
+ServerProcess::Child::~Child() {
+  if (pid <= 0 || reaped) return;
+  ::kill(pid, SIGKILL);
+  while (::waitpid(pid, nullptr, 0) < 0 && errno == EINTR) {
   }
-  if (!stderr_path_.empty()) ::unlink(stderr_path_.c_str());
 }
 
-void ServerProcess::signal(int signo) const { ::kill(pid_, signo); }
+ServerProcess::TempFile::~TempFile() {
+  if (!path.empty()) ::unlink(path.c_str());
+}
+
+void ServerProcess::signal(int signo) const { ::kill(child_.pid, signo); }
 
 std::optional<int> ServerProcess::wait_exit(std::chrono::milliseconds timeout) {
   const auto deadline = Clock::now() + timeout;
   for (;;) {
     int status = 0;
-    if (::waitpid(pid_, &status, WNOHANG) == pid_) {
-      exited_ = true;
+    if (::waitpid(child_.pid, &status, WNOHANG) == child_.pid) {
+      child_.reaped = true;
       return status;
     }
     if (Clock::now() >= deadline) return std::nullopt;
@@ -152,14 +174,14 @@ std::optional<int> ServerProcess::wait_exit(std::chrono::milliseconds timeout) {
 }
 
 std::string ServerProcess::stderr_text() const {
-  std::ifstream in(stderr_path_);
+  std::ifstream in(stderr_file_.path);
   std::stringstream text;
   text << in.rdbuf();
   return text.str();
 }
 
 std::size_t ServerProcess::rss_bytes() const {
-  std::ifstream in("/proc/" + std::to_string(pid_) + "/status");
+  std::ifstream in("/proc/" + std::to_string(child_.pid) + "/status");
   std::string line;
   while (std::getline(in, line)) {
     if (line.starts_with("VmRSS:")) return std::stoull(line.substr(6)) * 1024;
@@ -168,7 +190,7 @@ std::size_t ServerProcess::rss_bytes() const {
 }
 
 double ServerProcess::cpu_seconds() const {
-  std::ifstream in("/proc/" + std::to_string(pid_) + "/stat");
+  std::ifstream in("/proc/" + std::to_string(child_.pid) + "/stat");
   std::string text((std::istreambuf_iterator<char>(in)), {});
   // Fields after the command name, which is in parentheses and may hold spaces.
   std::istringstream fields(text.substr(text.rfind(')') + 2));
@@ -185,7 +207,7 @@ double ServerProcess::cpu_seconds() const {
 }
 
 std::size_t ServerProcess::threads() const {
-  std::ifstream in("/proc/" + std::to_string(pid_) + "/status");
+  std::ifstream in("/proc/" + std::to_string(child_.pid) + "/status");
   std::string line;
   while (std::getline(in, line)) {
     if (line.starts_with("Threads:")) return std::stoull(line.substr(8));

@@ -41,7 +41,8 @@ struct Wrapper {
 class ServerProcess {
  public:
   // Starts the server with --port 0 plus `extra` options and waits (5 s at most) for its
-  // "listening on" line. Throws std::runtime_error if it does not come.
+  // "listening on" line. Throws std::runtime_error if it does not come; whatever it
+  // started is then killed and reaped, and its files removed, as by the destructor.
   explicit ServerProcess(const std::vector<std::string>& extra = {}) : ServerProcess(Wrapper{}, extra) {}
   // The same, started through `wrapper`.
   ServerProcess(const Wrapper& wrapper, const std::vector<std::string>& extra);
@@ -50,7 +51,7 @@ class ServerProcess {
   ServerProcess& operator=(const ServerProcess&) = delete;
 
   std::uint16_t port() const { return port_; }
-  pid_t pid() const { return pid_; }
+  pid_t pid() const { return child_.pid; }
   const std::string& listening_line() const { return listening_line_; }
 
   // Sends a signal; wait_exit() then returns the exit status (as waitpid's), or nullopt
@@ -67,11 +68,28 @@ class ServerProcess {
   std::size_t threads() const;
 
  private:
-  pid_t pid_ = -1;
+  // Each releases what it holds when destroyed, so that a constructor that throws
+  // leaves nothing behind either: a member's destructor runs even then, ours does not.
+  struct TempFile {
+    std::string path;
+    TempFile() = default;
+    TempFile(const TempFile&) = delete;
+    TempFile& operator=(const TempFile&) = delete;
+    ~TempFile();  // unlinks it
+  };
+  struct Child {
+    pid_t pid = -1;
+    bool reaped = false;
+    Child() = default;
+    Child(const Child&) = delete;
+    Child& operator=(const Child&) = delete;
+    ~Child();  // SIGKILL and waitpid, unless already reaped
+  };
+
+  TempFile stderr_file_;
+  Child child_;  // after stderr_file_, so killed before the file goes
   std::uint16_t port_ = 0;
   std::string listening_line_;
-  std::string stderr_path_;
-  bool exited_ = false;
 };
 
 class Client {

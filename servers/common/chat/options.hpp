@@ -49,4 +49,15 @@ class ListenError : public std::runtime_error {
   ListenError(const ServerOptions& options, const std::string& reason);
 };
 
+// The io_uring builds (chat-uring, chat-asio-uring, chat-coro-uring) throw this when the
+// kernel will not give them a ring (`error`: the errno of io_uring_setup); main() prints
+// "chat-VARIANT: " and what(), "io_uring is unavailable: WHY (REASON)", and exits 1.
+// WHY names what refuses it: ENOSYS a kernel without io_uring or a seccomp filter
+// (container runtimes' default profiles), EPERM the sysctl kernel.io_uring_disabled or a
+// seccomp filter. Said plainly, since the bare errno reads like a bug of the server's.
+class IoUringUnavailable : public std::runtime_error {
+ public:
+  explicit IoUringUnavailable(int error);
+};
+
 }  // namespace chat

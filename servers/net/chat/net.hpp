@@ -33,15 +33,33 @@ using Timer = asio::basic_waitable_timer<std::chrono::steady_clock,
 using Clock = std::chrono::steady_clock;
 using Counts = Counters<std::uint64_t>;
 
+// The first I/O object of an io_context sets up its backend. On Asio's io_uring backend
+// (chat-asio-uring, chat-coro-uring) that is the ring, whose failure is no fault of the
+// address: IoUringUnavailable says so, rather than "cannot listen on ...: Function not
+// implemented". Elsewhere (epoll) a failure is a ListenError, as before.
+template <class A>
+A first_io_object(asio::io_context& io, [[maybe_unused]] const ServerOptions& options) {
+  try {
+    return A(io.get_executor());
+  } catch (const boost::system::system_error& error) {
+#if defined(BOOST_ASIO_HAS_IO_URING_AS_DEFAULT)
+    throw IoUringUnavailable(error.code().value());
+#else
+    throw ListenError(options, error.code().message());
+#endif
+  }
+}
+
 // Binds and listens with a deep backlog (a burst of thousands of connects must not be
 // dropped while the accept loop catches up). Throws ListenError, which names the address
-// and the reason without Asio's source location. An acceptor type of the variant's own
-// (e.g. on any_io_executor) can be asked for.
+// and the reason without Asio's source location (or IoUringUnavailable, above). An
+// acceptor type of the variant's own (e.g. on any_io_executor) can be asked for.
 template <class A = Acceptor>
 A listen(asio::io_context& io, const ServerOptions& options) {
+  A acceptor = first_io_object<A>(io, options);
   try {
     const asio::ip::tcp::endpoint endpoint(asio::ip::make_address(options.bind), options.port);
-    A acceptor(io.get_executor(), endpoint.protocol());
+    acceptor.open(endpoint.protocol());
     acceptor.set_option(asio::socket_base::reuse_address(true));
     acceptor.bind(endpoint);
     acceptor.listen(asio::socket_base::max_listen_connections);
