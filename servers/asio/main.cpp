@@ -156,6 +156,7 @@ void Session::read() {
 // Reads what is there and handles its lines. false: this session reads no more.
 bool Session::on_readable() {
   if (stopped_) return false;
+  shared_.relay.catch_up();  // lines relayed from other threads first (chat/relay.hpp)
   error_code error;
   const std::size_t size = socket_.read_some(asio::buffer(shared_.read_buffer), error);
   if (error == asio::error::would_block) return true;

@@ -130,6 +130,14 @@ class Relay final : public Peers, public RoomLinks {
     }
   }
 
+  // Delivers every batch that has arrived, before this thread handles what a client sent
+  // (call it first thing when input is read): a line relayed before its sender got a
+  // reply is then queued for every receiver before anything a receiver does after seeing
+  // that reply, as on one thread.
+  void catch_up() {
+    while (!inbox_.empty()) deliver_oldest();
+  }
+
   Counters<std::uint64_t> total() const override {
     Counters<std::uint64_t> sum;
     for (const Relay* relay : cluster_.relays_) add(sum, relay->hub_.counters());
@@ -194,18 +202,27 @@ class Relay final : public Peers, public RoomLinks {
   // and writing the same way.
   void receive(Batch batch) {
     inbox_.push_back(std::move(batch));
-    if (inbox_.size() == 1) boost::asio::post(io_, [this] { deliver_one(); });
+    if (!drain_posted_) post_drain();
+  }
+
+  void post_drain() {
+    drain_posted_ = true;
+    boost::asio::post(io_, [this] {
+      drain_posted_ = false;
+      if (inbox_.empty()) return;  // caught up meanwhile
+      deliver_oldest();
+      if (!inbox_.empty()) post_drain();
+    });
   }
 
   // Each line of the oldest batch to this thread's members of its room, as they are now.
-  void deliver_one() {
+  void deliver_oldest() {
     for (const Line& line : inbox_.front()) {
       const Room* room = line.room->local[thread_].load(std::memory_order_relaxed);
       if (!room) continue;  // every member here has left since
       for (Participant* member : room->members()) deliver_(static_cast<Session&>(*member), line.message);
     }
     inbox_.pop_front();
-    if (!inbox_.empty()) boost::asio::post(io_, [this] { deliver_one(); });
   }
 
   Cluster<Session>& cluster_;
@@ -216,6 +233,7 @@ class Relay final : public Peers, public RoomLinks {
   std::vector<Batch> outbound_;  // per destination thread; ours stays empty
   std::deque<Batch> inbox_;      // from the other threads, oldest first; front() is next
   bool flush_posted_ = false;
+  bool drain_posted_ = false;
 };
 
 }  // namespace net
