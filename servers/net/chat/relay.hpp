@@ -167,7 +167,7 @@ class Relay final : public Peers, public RoomLinks {
     }
     // Gone from every thread. Batches on their way may still hold it; they find no
     // members, and a room joined again by this name is a new SharedRoom.
-    cluster_.rooms_.erase(shared.name);
+    cluster_.rooms_.erase(cluster_.rooms_.find(shared.name));  // by iterator: `shared` may go with it
   }
 
   std::size_t count() const override {
