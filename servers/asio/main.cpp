@@ -227,7 +227,8 @@ Shared::Shared(const chat::ServerOptions& options, Cluster& cluster, std::size_t
 void Shared::sweep() {
   sweep_timer.expires_after(chat::net::sweep_interval(options));
   sweep_timer.async_wait([this](error_code error) {
-    if (error) return;  // shut down
+    // Shut down; or stop() found the timer already expired, its completion queued.
+    if (error || stopped) return;
     const auto now = Clock::now();
     for (Session& session : sessions) session.check_write_timeout(now);
     sweep();

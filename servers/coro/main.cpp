@@ -241,7 +241,8 @@ Task<> Shared::sweep() {
   for (;;) {
     sweep_timer.expires_after(chat::net::sweep_interval(options));
     const auto [error] = co_await sweep_timer.async_wait(deferred);
-    if (error) co_return;  // shut down
+    // Shut down; or stop() found the timer already expired, its completion queued.
+    if (error || stopped) co_return;
     const auto now = Clock::now();
     for (Session& session : sessions) session.check_write_timeout(now);
   }
