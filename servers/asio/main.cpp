@@ -1,4 +1,5 @@
-// chat-asio: the chat server on Boost.Asio completion callbacks, one io_context, one thread.
+// chat-asio: the chat server on Boost.Asio completion callbacks, one io_context per thread
+// (--threads N, default 1; rooms span the threads: chat/relay.hpp).
 // The shape of Asio's chat example: a session per connection with a read step and a write
 // step, one write in flight per session, everything queued written by one writev.
 //
@@ -14,6 +15,8 @@
 #include <iostream>
 #include <memory>
 #include <string_view>
+#include <thread>
+#include <vector>
 
 #include "chat/backoff.hpp"
 #include "chat/hub.hpp"
@@ -21,6 +24,7 @@
 #include "chat/net.hpp"
 #include "chat/options.hpp"
 #include "chat/outbox.hpp"
+#include "chat/relay.hpp"
 
 namespace {
 
@@ -35,7 +39,8 @@ using chat::net::Timer;
 using Kind = chat::Outbox::Kind;
 
 class Session;
-using Hub = chat::Hub<Session>;
+using Hub = chat::net::Relay<Session>::Hub;
+using Cluster = chat::net::Cluster<Session>;
 // Every open session, for shutdown; a session unlinks itself when it is destroyed.
 namespace bi = boost::intrusive;
 using SessionHook = bi::list_base_hook<bi::link_mode<bi::auto_unlink>>;
@@ -72,15 +77,28 @@ class Session : public chat::Participant,
   bool stopped_ = false;
 };
 
-// What the sessions share. One thread runs everything, so nothing here is locked.
+// What the sessions on one thread share. Only that thread touches it, so nothing here is
+// locked; other threads reach it by posting to `io` (chat/relay.hpp).
 struct Shared {
-  chat::ServerOptions options;
+  Shared(const chat::ServerOptions& options, Cluster& cluster, std::size_t thread);
+  // A connection handed to this thread; `full`: over --max-clients, refuse it.
+  void admit(Socket socket, bool full);
+  void stop();
+
+  const chat::ServerOptions& options;
+  asio::io_context io{1};  // one thread
   Hub hub{kVariant};
+  chat::net::Relay<Session> relay;  // rooms and /stats across threads
   SessionList sessions;
   chat::net::CloserList closers;  // connections in their lingering close
+  Timer sweep_timer{io.get_executor()};
+  bool stopped = false;
   // One read buffer for all: a session reads only once its socket is readable and hands
   // the bytes to its LineDecoder before any other session runs.
   std::array<char, 64 * 1024> read_buffer;
+
+ private:
+  void sweep();
 };
 
 Session::Session(Shared& shared, Socket socket)
@@ -138,6 +156,7 @@ void Session::read() {
 // Reads what is there and handles its lines. false: this session reads no more.
 bool Session::on_readable() {
   if (stopped_) return false;
+  shared_.relay.catch_up();  // lines relayed from other threads first (chat/relay.hpp)
   error_code error;
   const std::size_t size = socket_.read_some(asio::buffer(shared_.read_buffer), error);
   if (error == asio::error::would_block) return true;
@@ -193,27 +212,81 @@ void Session::write() {
   writing_ = false;
 }
 
-// ---- accept loop, write-timeout sweep, and shutdown on SIGINT/SIGTERM.
+// ---- one thread: its sessions, write-timeout sweep, admission and shutdown.
+Shared::Shared(const chat::ServerOptions& options, Cluster& cluster, std::size_t thread)
+    : options(options),
+      relay(cluster, thread, io, hub, [](Session& receiver, const chat::Message& message) {
+        receiver.deliver(message, Kind::chat);
+      }) {
+  sweep();
+}
+
+// The write timeout is one sweep over the sessions every tenth of it, not a timer per
+// session: an idle session holds no timer, and no timer is re-armed per write. A
+// stalled receiver goes at most a tenth of --write-timeout-ms late.
+void Shared::sweep() {
+  sweep_timer.expires_after(chat::net::sweep_interval(options));
+  sweep_timer.async_wait([this](error_code error) {
+    // Shut down; or stop() found the timer already expired, its completion queued.
+    if (error || stopped) return;
+    const auto now = Clock::now();
+    for (Session& session : sessions) session.check_write_timeout(now);
+    sweep();
+  });
+}
+
+void Shared::admit(Socket socket, bool full) {
+  if (stopped) return;  // handed over just before shutdown: closed as it goes
+  if (full) return chat::net::refuse(std::move(socket), options, hub.counters(), closers);
+  std::make_shared<Session>(*this, std::move(socket))->start();
+}
+
+void Shared::stop() {
+  stopped = true;
+  sweep_timer.cancel();
+  for (Session& session : sessions) session.stop();
+  while (!closers.empty()) closers.front().close();
+  // The sessions leave their rooms next (stop() posts that); then nothing is left to run
+  // and io.run() returns.
+}
+
+// ---- accept loop and shutdown on SIGINT/SIGTERM, on the first thread.
 class Server {
  public:
-  Server(asio::io_context& io, const chat::ServerOptions& options)
-      : io_(io),
-        acceptor_(chat::net::listen(io, options)),
-        backoff_timer_(io.get_executor()),
-        sweep_timer_(io.get_executor()),
-        signals_(io, SIGINT, SIGTERM) {
-    shared_.options = options;
+  Server(const chat::ServerOptions& options)
+      : options_(options),
+        cluster_(options.threads),
+        threads_(make_threads(options_, cluster_)),
+        acceptor_(chat::net::listen(threads_[0]->io, options)),
+        backoff_timer_(threads_[0]->io.get_executor()),
+        signals_(threads_[0]->io, SIGINT, SIGTERM) {
     signals_.async_wait([this](error_code error, int) {
       if (!error) shutdown();
     });
     accept();
-    sweep();
     chat::net::announce(acceptor_, kVariant);
   }
 
+  // Runs every thread's io_context until shutdown; the first on the calling thread.
+  void run() {
+    std::vector<std::jthread> others;
+    for (std::size_t t = 1; t < threads_.size(); ++t) others.emplace_back([this, t] { threads_[t]->io.run(); });
+    threads_[0]->io.run();
+  }
+  // Once run() has returned: the final counters, every thread's.
+  std::string stats() const { return threads_[0]->hub.stats(); }
+
  private:
+  static std::vector<std::unique_ptr<Shared>> make_threads(const chat::ServerOptions& options, Cluster& cluster) {
+    std::vector<std::unique_ptr<Shared>> threads;
+    for (std::size_t t = 0; t < options.threads; ++t) threads.push_back(std::make_unique<Shared>(options, cluster, t));
+    return threads;
+  }
+
+  // Round-robin: each connection is accepted straight onto the io_context of its thread.
   void accept() {
-    acceptor_.async_accept([this](error_code error, Socket socket) {
+    Shared& next = *threads_[next_];
+    acceptor_.async_accept(next.io, [this, &next](error_code error, Socket socket) {
       if (!acceptor_.is_open()) return;  // shut down
       if (error && chat::is_resource_exhaustion(error.value())) {
         // accept() would fail again at once: wait, keep serving, then try again.
@@ -225,63 +298,54 @@ class Server {
       }
       if (!error) {
         backoff_.reset();
-        admit(std::move(socket));
+        hand_over(next, std::move(socket));
+        next_ = (next_ + 1) % threads_.size();
       }
       accept();  // other errors (e.g. the peer aborted) belong to that connection only
     });
   }
 
-  // The write timeout is one sweep over the sessions every tenth of it, not a timer per
-  // session: an idle session holds no timer, and no timer is re-armed per write. A
-  // stalled receiver goes at most a tenth of --write-timeout-ms late.
-  void sweep() {
-    sweep_timer_.expires_after(chat::net::sweep_interval(shared_.options));
-    sweep_timer_.async_wait([this](error_code error) {
-      if (error) return;  // shut down
-      const auto now = Clock::now();
-      for (Session& session : shared_.sessions) session.check_write_timeout(now);
-      sweep();
+  // --max-clients is decided here, on every thread's count (Cluster::held), and carried
+  // out on the connection's own thread.
+  void hand_over(Shared& thread, Socket socket) {
+    const bool full = options_.max_clients != 0 && cluster_.held() >= options_.max_clients;
+    if (&thread == threads_[0].get()) return thread.admit(std::move(socket), full);
+    cluster_.sent_to_thread();
+    asio::post(thread.io, [this, &thread, full, socket = std::move(socket)]() mutable {
+      thread.admit(std::move(socket), full);
+      cluster_.arrived_on_thread();
     });
-  }
-
-  void admit(Socket socket) {
-    auto& counts = shared_.hub.counters();
-    if (chat::server_full(counts, shared_.options.max_clients)) {
-      return chat::net::refuse(std::move(socket), shared_.options, counts, shared_.closers);
-    }
-    std::make_shared<Session>(shared_, std::move(socket))->start();
   }
 
   void shutdown() {
     error_code ignored;
     acceptor_.close(ignored);
     backoff_timer_.cancel();
-    sweep_timer_.cancel();
-    for (Session& session : shared_.sessions) session.stop();
-    while (!shared_.closers.empty()) shared_.closers.front().close();
-    // After the sessions have left their rooms (stop() posts that): the final counters.
-    // Then nothing is left to run and io.run() returns.
-    asio::post(io_, [this] { std::cerr << shared_.hub.stats() << std::endl; });
+    for (auto& thread : threads_) asio::post(thread->io, [&one = *thread] { one.stop(); });
   }
 
-  asio::io_context& io_;
-  Shared shared_;
+  const chat::ServerOptions options_;
+  Cluster cluster_;
+  std::vector<std::unique_ptr<Shared>> threads_;
   chat::net::Acceptor acceptor_;
   Timer backoff_timer_;
-  Timer sweep_timer_;
   chat::Backoff backoff_;
   asio::signal_set signals_;
+  std::size_t next_ = 0;  // the thread the next connection goes to
 };
 
 }  // namespace
 
 // ---- main
 int main(int argc, char** argv) {
-  const chat::ServerOptions options = chat::parse_server_options(argc, argv, kVariant);
+  std::size_t threads = 1;
+  chat::ServerOptions options = chat::parse_server_options(
+      argc, argv, kVariant, [&threads](CLI::App& app) { chat::add_threads_option(app, threads); });
+  options.threads = threads;
   try {
-    asio::io_context io(1);  // one thread
-    Server server(io, options);
-    io.run();
+    Server server(options);
+    server.run();
+    std::cerr << server.stats() << std::endl;
   } catch (const std::exception& error) {
     std::cerr << "chat-" << kVariant << ": " << error.what() << std::endl;
     return 1;

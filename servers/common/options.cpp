@@ -81,6 +81,14 @@ void add_stack_size_option(CLI::App& app, std::size_t& bytes, std::size_t minimu
       ->transform(in_whole_pages);
 }
 
+void add_threads_option(CLI::App& app, std::size_t& threads) {
+  app.add_option("--threads", threads,
+                 "Event loops, one thread each; connections are spread over them round-robin "
+                 "and rooms span them (docs/servers.md)")
+      ->capture_default_str()
+      ->check(cli::integer(1, 256));
+}
+
 void announce_listening(std::string_view address, std::uint16_t port, std::string_view variant) {
   std::cout << "listening on " << address << ':' << port << " variant=" << variant << std::endl;
 }

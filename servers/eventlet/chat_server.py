@@ -515,7 +515,8 @@ def parse_options(argv):
         return parse
 
     parser = argparse.ArgumentParser(
-        prog="chat-eventlet", description="Chat protocol v1 server, eventlet variant",
+        prog="chat-eventlet", description="Chat protocol v1 server, eventlet variant: one process, one OS\n"
+                                   "thread, by design (no --threads; docs/servers.md)",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="More in docs/servers.md and docs/protocol.md;\n"
                "exit statuses in docs/exit-status.md.")

@@ -4,7 +4,9 @@
 // style of chat-threads; the `yield` token makes each socket call suspend that fiber
 // only. Every fiber and the io_context share one thread (AsioScheduler), so the hub,
 // the rooms and every outbox need no lock, and nothing on a fiber's path may block the
-// thread: all socket I/O goes through the io_context.
+// thread: all socket I/O goes through the io_context. With --threads N there are N such
+// threads, each with its own io_context, scheduler and connections; a connection's fiber
+// stays on its thread, and rooms span the threads (chat/relay.hpp).
 
 #include <array>
 #include <boost/asio/io_context.hpp>
@@ -26,12 +28,15 @@
 #include <chat/net.hpp>
 #include <chat/options.hpp>
 #include <chat/outbox.hpp>
+#include <chat/relay.hpp>
 #include <cstdlib>
 #include <iostream>
 #include <memory>
 #include <mutex>
 #include <span>
 #include <string_view>
+#include <thread>
+#include <vector>
 
 #include "asio_scheduler.hpp"
 #include "yield.hpp"
@@ -75,24 +80,34 @@ struct Session : chat::Participant, bi::list_base_hook<> {
 
 // ---- room -----------------------------------------------------------------------------
 
-// The room and everything else the fibers share: the hub, the listener, the stacks.
-// No locks: every fiber runs on this one thread.
+using Cluster = chat::net::Cluster<Session>;
+
+// The room and everything else the fibers of one thread share: the hub, the stacks.
+// No locks: every fiber runs on this one thread; other threads reach it by posting to
+// its io_context (chat/relay.hpp).
 class Server {
  public:
-  Server(boost::asio::io_context& io, const chat::ServerOptions& options, std::size_t stack_size)
+  Server(std::shared_ptr<boost::asio::io_context> io, const chat::ServerOptions& options,
+         std::size_t stack_size, Cluster& cluster, std::size_t thread)
       : options_(options),
         stacks_(stack_size),
-        acceptor_(chat::net::listen<tcp::acceptor>(io, options)),
-        signals_(io, SIGINT, SIGTERM),
-        backoff_timer_(io) {
+        io_(std::move(io)),
+        relay_(cluster, thread, *io_, hub_, [this](Session& receiver, const chat::Message& message) {
+          deliver(receiver, message, Outbox::Kind::chat);
+        }) {
     hub_.add_setting("stack_size", stack_size);
   }
 
-  std::uint16_t port() const { return acceptor_.local_endpoint().port(); }
+  const std::shared_ptr<boost::asio::io_context>& io() const { return io_; }
   std::string stats() const { return hub_.stats(); }
 
-  // Accepts until SIGINT or SIGTERM, then closes every connection and returns once all
-  // connection fibers have ended. Runs on the main fiber.
+  // On this thread (main fiber or a handler): a connection accepted for it; `full`: over
+  // --max-clients, refuse it.
+  void admit(tcp::socket socket, bool full);
+  // On this thread (a handler): SIGINT/SIGTERM; drop every connection.
+  void stop();
+  // Returns once stop() has run and all connection fibers have ended. Runs on the main
+  // fiber of this thread.
   void run();
 
  private:
@@ -107,11 +122,9 @@ class Server {
   void close_lingering(Session& session, bool eof);
   void linger(tcp::socket& socket, chat::Linger& linger);
   bool discard(tcp::socket& socket, chat::Linger& linger, error_code& ec);
-  void admit(tcp::socket socket);
   void reject(tcp::socket& socket);
-  void stop();
 
-  chat::ServerOptions options_;
+  const chat::ServerOptions& options_;
   boost::fibers::protected_fixedsize_stack stacks_;
   // The one read buffer of all connections. Every fiber runs on this thread, and a fiber
   // never suspends between reading into it and having handled every line read (deliver
@@ -119,16 +132,15 @@ class Server {
   // unfinished line out. An idle connection thus holds no read buffer, on its stack or
   // anywhere: it waits for readability first, and reads only then.
   std::array<char, read_buffer_size> read_buffer_;
-  chat::Hub<Session> hub_{variant};
+  std::shared_ptr<boost::asio::io_context> io_;
+  chat::net::Relay<Session>::Hub hub_{variant};
+  chat::net::Relay<Session> relay_;  // rooms and /stats across threads
   // Receivers delivered to since the last write_round(), each written once per round.
   bi::list<Session,
            bi::member_hook<Session, decltype(Session::to_write_hook), &Session::to_write_hook>,
            bi::constant_time_size<false>>
       to_write_;
   bool write_round_posted_ = false;
-  tcp::acceptor acceptor_;
-  boost::asio::signal_set signals_;
-  boost::asio::steady_timer backoff_timer_;
   boost::intrusive::list<Session> sessions_;  // to close them all on shutdown
   std::size_t connection_fibers_ = 0;         // started and not yet ended
   boost::fibers::mutex ended_mutex_;
@@ -155,7 +167,7 @@ void Server::deliver(Session& receiver, chat::Message message, Outbox::Kind kind
   write_round_posted_ = true;
   // A handler runs when the scheduler polls the io_context, after the fibers made ready
   // before it (asio_scheduler.hpp): the same moment chat-asio's posted write step runs.
-  boost::asio::post(acceptor_.get_executor(), [this] { write_round(); });
+  boost::asio::post(*io_, [this] { write_round(); });
 }
 
 // Runs on the scheduler's dispatcher, as a completion handler: never suspends.
@@ -267,6 +279,7 @@ void Server::serve(tcp::socket socket) {
     if (ec == boost::asio::error::would_block) continue;
     eof = ec == boost::asio::error::eof;
     if (ec) break;
+    relay_.catch_up();  // lines relayed from other threads first (chat/relay.hpp)
     hub_.counters().bytes_in += n;
     const auto status = decoder.feed({read_buffer_.data(), n}, [&](std::string_view line) {
       auto outcome = hub_.handle(session, line, [this](Session& receiver, const chat::Message& m) {
@@ -343,33 +356,15 @@ bool Server::discard(tcp::socket& socket, chat::Linger& policy, error_code& ec) 
 // ---- accept loop ----------------------------------------------------------------------
 
 void Server::run() {
-  signals_.async_wait([this](error_code ec, int) {
-    if (!ec) stop();
-  });
-  chat::Backoff backoff;
-  while (!stopping_) {
-    error_code ec;
-    tcp::socket socket = acceptor_.async_accept(fiberio::yield[ec]);
-    if (ec) {
-      if (chat::is_resource_exhaustion(ec.value())) {
-        // Out of descriptors: wait (the timer, not a spin), serving everyone meanwhile.
-        backoff_timer_.expires_after(backoff.next());
-        backoff_timer_.async_wait(fiberio::yield[ec]);
-      }
-      continue;  // a peer that gave up (ECONNABORTED), or the signal closed the acceptor
-    }
-    backoff.reset();
-    admit(std::move(socket));
-  }
   std::unique_lock lock(ended_mutex_);
-  ended_.wait(lock, [this] { return connection_fibers_ == 0; });
+  ended_.wait(lock, [this] { return stopping_ && connection_fibers_ == 0; });
   lock.unlock();
   // A write round still posted would run after this Server is gone: let it run now.
   while (write_round_posted_) boost::this_fiber::yield();
 }
 
-void Server::admit(tcp::socket socket) {
-  if (chat::server_full(hub_.counters(), options_.max_clients)) {
+void Server::admit(tcp::socket socket, bool full) {
+  if (full) {
     reject(socket);
     return;
   }
@@ -411,14 +406,82 @@ void Server::reject(tcp::socket& socket) {
   }
 }
 
-// SIGINT/SIGTERM (a handler on the dispatcher): stop accepting, drop every connection.
 void Server::stop() {
   stopping_ = true;
-  error_code ignored;
-  acceptor_.close(ignored);
-  backoff_timer_.cancel();
   for (Session& session : sessions_) disconnect(session);
+  ended_.notify_all();  // run() waits for stopping_ too; no fiber holds the mutex now
 }
+
+// Accepts on the first thread, each connection straight onto the io_context of the next
+// thread round-robin, until SIGINT or SIGTERM; then stops every thread. Runs on the
+// first thread's main fiber.
+class Listener {
+ public:
+  Listener(std::vector<std::unique_ptr<Server>>& threads, const chat::ServerOptions& options,
+           Cluster& cluster)
+      : threads_(threads),
+        options_(options),
+        cluster_(cluster),
+        acceptor_(chat::net::listen<tcp::acceptor>(*threads[0]->io(), options)),
+        signals_(*threads[0]->io(), SIGINT, SIGTERM),
+        backoff_timer_(*threads[0]->io()) {}
+
+  std::uint16_t port() const { return acceptor_.local_endpoint().port(); }
+
+  void run() {
+    signals_.async_wait([this](error_code ec, int) {
+      if (!ec) stop();
+    });
+    chat::Backoff backoff;
+    while (!stopping_) {
+      Server& next = *threads_[next_];
+      error_code ec;
+      tcp::socket socket = acceptor_.async_accept(*next.io(), fiberio::yield[ec]);
+      if (ec) {
+        if (chat::is_resource_exhaustion(ec.value())) {
+          // Out of descriptors: wait (the timer, not a spin), serving everyone meanwhile.
+          backoff_timer_.expires_after(backoff.next());
+          backoff_timer_.async_wait(fiberio::yield[ec]);
+        }
+        continue;  // a peer that gave up (ECONNABORTED), or the signal closed the acceptor
+      }
+      backoff.reset();
+      hand_over(next, std::move(socket));
+      next_ = (next_ + 1) % threads_.size();
+    }
+  }
+
+ private:
+  // --max-clients is decided here, on every thread's count (Cluster::held), and carried
+  // out on the connection's own thread.
+  void hand_over(Server& thread, tcp::socket socket) {
+    const bool full = options_.max_clients != 0 && cluster_.held() >= options_.max_clients;
+    if (&thread == threads_[0].get()) return thread.admit(std::move(socket), full);
+    cluster_.sent_to_thread();
+    boost::asio::post(*thread.io(), [this, &thread, full, socket = std::move(socket)]() mutable {
+      thread.admit(std::move(socket), full);
+      cluster_.arrived_on_thread();
+    });
+  }
+
+  // SIGINT/SIGTERM (a handler on the dispatcher): stop accepting, drop every connection.
+  void stop() {
+    stopping_ = true;
+    error_code ignored;
+    acceptor_.close(ignored);
+    backoff_timer_.cancel();
+    for (auto& thread : threads_) boost::asio::post(*thread->io(), [&one = *thread] { one.stop(); });
+  }
+
+  std::vector<std::unique_ptr<Server>>& threads_;
+  const chat::ServerOptions& options_;
+  Cluster& cluster_;
+  tcp::acceptor acceptor_;
+  boost::asio::signal_set signals_;
+  boost::asio::steady_timer backoff_timer_;
+  bool stopping_ = false;
+  std::size_t next_ = 0;  // the thread the next connection goes to
+};
 
 }  // namespace
 
@@ -428,19 +491,38 @@ int main(int argc, char** argv) {
   // Whole pages (add_stack_size_option rounds up): the guard page below a stack must
   // start on a page boundary.
   std::size_t stack_size = default_stack_size;
-  const chat::ServerOptions options =
+  std::size_t thread_count = 1;
+  chat::ServerOptions options =
       chat::parse_server_options(argc, argv, variant, [&](CLI::App& app) {
         chat::add_stack_size_option(app, stack_size, minimum_stack_size,
                                     "default 32K (docs/fibers.md, \"Stack size\")");
+        chat::add_threads_option(app, thread_count);
       });
+  options.threads = thread_count;
 
-  auto io = std::make_shared<boost::asio::io_context>(1);
-  fiberio::use_asio_scheduler(io);
+  // One io_context and fiber scheduler per thread; all outlive every thread (the others
+  // post to them until they end).
+  Cluster cluster(options.threads);
+  std::vector<std::unique_ptr<Server>> threads;
+  for (std::size_t t = 0; t < options.threads; ++t) {
+    threads.push_back(std::make_unique<Server>(std::make_shared<boost::asio::io_context>(1), options,
+                                               stack_size, cluster, t));
+  }
+  fiberio::use_asio_scheduler(threads[0]->io());
   try {
-    Server server(*io, options, stack_size);
-    chat::announce_listening(options.bind, server.port(), variant);
-    server.run();
-    std::cerr << server.stats() << std::endl;
+    Listener listener(threads, options, cluster);
+    std::vector<std::jthread> others;
+    for (std::size_t t = 1; t < threads.size(); ++t) {
+      others.emplace_back([&server = *threads[t]] {
+        fiberio::use_asio_scheduler(server.io());
+        server.run();
+      });
+    }
+    chat::announce_listening(options.bind, listener.port(), variant);
+    listener.run();
+    threads[0]->run();
+    others.clear();  // joined
+    std::cerr << threads[0]->stats() << std::endl;
   } catch (const std::exception& e) {  // e.g. the address is taken
     std::cerr << "chat-fibers: " << e.what() << '\n';
     return EXIT_FAILURE;

@@ -25,7 +25,8 @@ import argparse
 
 import eventlet
 
-arguments = argparse.ArgumentParser(description="The seed's chat server")
+arguments = argparse.ArgumentParser(
+    description="The seed's chat server: one process, one OS thread, by design (no --threads)")
 arguments.add_argument("--bind", default="0.0.0.0")
 arguments.add_argument("--port", type=int, default=3000)
 arguments = arguments.parse_args()

@@ -64,6 +64,49 @@ TEST(Conformance, KeepsEachSendersOrder) {
   }
 }
 
+// Eight senders at once into one room, each line to every other member, each sender's
+// lines in its order. On a server with several threads the senders are on different ones
+// (consecutive connections go to consecutive threads), so this is order across threads:
+// a line that overtakes, or is lost or doubled in, a hand-over between threads fails.
+TEST(Conformance, EightSendersKeepTheirOrderForEveryReceiver) {
+  // Every receiver is read in turn, so the others wait meanwhile: no write timeout.
+  ServerProcess server({"--write-timeout-ms", "600000"});
+  constexpr std::size_t kSenders = 8;
+  constexpr std::size_t kClients = kSenders + 2;  // and two that only receive
+  constexpr int kLines = 2000;
+  auto c = connect_all(server, kClients);
+  // Interleaved: a chunk from each sender in turn, each chunk cut mid-line.
+  std::vector<std::string> pending(kSenders);
+  for (std::size_t s = 0; s < kSenders; ++s) {
+    for (int k = 0; k < kLines; ++k) {
+      pending[s].append("s").append(std::to_string(s)).append(" ").append(std::to_string(k)).append("\n");
+    }
+  }
+  while (std::any_of(pending.begin(), pending.end(), [](auto& p) { return !p.empty(); })) {
+    for (std::size_t s = 0; s < kSenders; ++s) {
+      const std::size_t size = std::min<std::size_t>(pending[s].size(), 997);
+      c[s].send(std::string_view(pending[s]).substr(0, size));
+      pending[s].erase(0, size);
+    }
+  }
+  for (std::size_t r = 0; r < kClients; ++r) {
+    std::vector<int> next(kSenders, 0);
+    const std::size_t expected = (r < kSenders ? kSenders - 1 : kSenders) * kLines;
+    for (std::size_t got = 0; got < expected; ++got) {
+      const auto line = c[r].read_line(10s);
+      ASSERT_TRUE(line.has_value()) << "receiver " << r << " got only " << got << " of " << expected;
+      const auto space = line->find(' ');
+      ASSERT_TRUE(line->starts_with("s") && space != std::string::npos) << *line;
+      const std::size_t from = std::stoul(line->substr(1, space - 1));
+      ASSERT_LT(from, kSenders) << *line;
+      ASSERT_NE(from, r) << "echo: " << *line;
+      ASSERT_EQ(std::stoi(line->substr(space + 1)), next[from]) << "receiver " << r << ", sender " << from;
+      ++next[from];
+    }
+    EXPECT_TRUE(c[r].silent_for(50ms)) << "receiver " << r << " got more than every line once";
+  }
+}
+
 TEST(Conformance, DropsOnlyTheCrBeforeLf) {
   ServerProcess server;
   auto c = connect_all(server, 2);

@@ -21,6 +21,19 @@ struct Counters {
   Count lingering{};  // closing (chat/linger.hpp): out of `clients`, still held
 };
 
+// Adds `c` into `total` (a server on several threads, one set of counters each).
+template <class Count>
+void add(Counters<std::uint64_t>& total, const Counters<Count>& c) {
+  total.clients += c.clients;
+  total.lines_in += c.lines_in;
+  total.lines_out += c.lines_out;
+  total.bytes_in += c.bytes_in;
+  total.bytes_out += c.bytes_out;
+  total.slow_disconnects += c.slow_disconnects;
+  total.rejected += c.rejected;
+  total.lingering += c.lingering;
+}
+
 // "/stats variant=NAME clients=… rooms=… …" without the LF; also what a server prints to
 // stderr when it stops.
 template <class Count>

@@ -15,6 +15,19 @@
 
 namespace chat {
 
+// How a Hub that is one of several (one per thread of a multi-threaded server) reaches
+// the others (chat/relay.hpp). A one-thread server has none.
+class Peers {
+ public:
+  // A chat line for the members of `room` on the other threads.
+  virtual void relay(const Room& room, const Message& message) = 0;
+  // Every thread's counters added up, for /stats.
+  virtual Counters<std::uint64_t> total() const = 0;
+
+ protected:
+  ~Peers() = default;
+};
+
 // Session: the variant's connection type, derived from Participant.
 // Count: see Counters. Not thread safe: a variant that shares it between threads guards
 // it (the counters may be atomic so that they can also be bumped outside that guard).
@@ -56,6 +69,7 @@ class Hub {
         for (Participant* member : sender.room()->members()) {
           if (member != &sender) deliver(static_cast<Session&>(*member), message);
         }
+        if (peers_) peers_->relay(*sender.room(), message);
         return {};
       }
       case CommandKind::join:
@@ -78,13 +92,23 @@ class Hub {
     rooms_.for_each_member([&](Participant& p) { f(static_cast<Session&>(p)); });
   }
 
+  // One of several, one per thread: rooms span them and /stats adds them up.
+  void attach(Peers& peers, RoomLinks& links) noexcept {
+    peers_ = &peers;
+    rooms_.attach(links);
+  }
+
   Counters<Count>& counters() noexcept { return counters_; }
+  const Counters<Count>& counters() const noexcept { return counters_; }
   // A setting /stats reports after the counters, e.g. stack_size, so that a report can
   // show what was measured.
   void add_setting(std::string_view key, std::uint64_t value) {
     settings_.append(" ").append(key).append("=").append(std::to_string(value));
   }
-  std::string stats() const { return stats_line(variant_, counters_, rooms_.count()) + settings_; }
+  std::string stats() const {
+    if (peers_) return stats_line(variant_, peers_->total(), rooms_.count()) + settings_;
+    return stats_line(variant_, counters_, rooms_.count()) + settings_;
+  }
   std::string_view variant() const noexcept { return variant_; }
 
  private:
@@ -92,6 +116,7 @@ class Hub {
   Rooms rooms_;
   Counters<Count> counters_;
   std::string settings_;  // " key=value" for each add_setting()
+  Peers* peers_ = nullptr;
 };
 
 }  // namespace chat

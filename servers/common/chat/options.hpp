@@ -25,6 +25,7 @@ struct ServerOptions {
   std::size_t max_clients = 0;  // 0: as many as the process can hold
   std::chrono::milliseconds linger{1000};  // lingering close (chat/linger.hpp)
   std::size_t linger_bytes = 4194304;
+  std::size_t threads = 1;  // --threads, for the variants that take it
 };
 
 // Parses the shared options; add_own adds the variant's own (e.g. --stack-size). --help
@@ -37,6 +38,10 @@ ServerOptions parse_server_options(int argc, char** argv, std::string_view varia
 // error; a size that is not whole pages is rounded up to them, and stderr says so.
 void add_stack_size_option(CLI::App& app, std::size_t& bytes, std::size_t minimum,
                            const std::string& what);
+
+// --threads N (1 to 256), for a variant that runs one event loop per thread (asio, coro,
+// fibers). A variant that does not add it refuses it as a usage error.
+void add_threads_option(CLI::App& app, std::size_t& threads);
 
 // The one line a server prints when ready: "listening on ADDRESS:PORT variant=NAME".
 void announce_listening(std::string_view address, std::uint16_t port, std::string_view variant);

@@ -3,6 +3,7 @@
 
 #include <cstddef>
 #include <functional>
+#include <memory>
 #include <string>
 #include <string_view>
 #include <unordered_map>
@@ -11,6 +12,19 @@
 namespace chat {
 
 class Room;
+struct SharedRoom;  // a room across threads (chat/relay.hpp); opaque here
+
+// How a Rooms that is one of several (one per thread of a multi-threaded server) ties
+// each of its rooms to the same room on the other threads. A one-thread server has none.
+class RoomLinks {
+ public:
+  virtual void link(Room& room) = 0;    // `room` has just been created here
+  virtual void unlink(Room& room) = 0;  // `room` is empty and about to go
+  virtual std::size_t count() const = 0;  // rooms with members on any thread
+
+ protected:
+  ~RoomLinks() = default;
+};
 
 // Base of every variant's session: the registry keeps the session's room here, so
 // finding the room of a sender costs nothing.
@@ -34,10 +48,14 @@ class Room {
   explicit Room(std::string_view name) : name_(name) {}
   const std::string& name() const noexcept { return name_; }
   const std::unordered_set<Participant*>& members() const noexcept { return members_; }
+  // The same room on every thread; null in a one-thread server.
+  const std::shared_ptr<SharedRoom>& shared() const noexcept { return shared_; }
+  void set_shared(std::shared_ptr<SharedRoom> shared) noexcept { shared_ = std::move(shared); }
 
  private:
   friend class Rooms;
   std::string name_;
+  std::shared_ptr<SharedRoom> shared_;
   std::unordered_set<Participant*> members_;
 };
 
@@ -53,7 +71,10 @@ class Rooms {
   // Takes `who` out of its room; no-op if it is in none.
   void leave(Participant& who);
 
-  std::size_t count() const noexcept { return rooms_.size(); }
+  // One of several (one per thread): `links` sees every room made and dropped here.
+  void attach(RoomLinks& links) noexcept { links_ = &links; }
+
+  std::size_t count() const { return links_ ? links_->count() : rooms_.size(); }
 
   // Calls f(Participant&) for every member of every room (e.g. to close them all).
   template <class F>
@@ -72,6 +93,7 @@ class Rooms {
   };
   // Node-based: a Room's address never changes while it exists.
   std::unordered_map<std::string, Room, Hash, std::equal_to<>> rooms_;
+  RoomLinks* links_ = nullptr;
 };
 
 }  // namespace chat

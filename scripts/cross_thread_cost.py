@@ -1,0 +1,113 @@
+#!/usr/bin/env python3
+"""What crossing threads costs a server that takes --threads (docs/servers.md, "Several threads").
+
+cpu: server CPU per delivered chat line under `loadgen chat`, --threads 2 with both threads
+pinned to one core against --threads 1 on that core, interleaved (A B A B ...), so that
+both see the same machine; loadgen runs on another core.
+rss: idle RSS per connection (`loadgen idle`) at --threads N against --threads 1.
+
+usage: scripts/cross_thread_cost.py cpu|rss [--variants asio,coro,fibers] [--repeats 3]
+           [--threads 2] [--clients N] [--build DIR]
+"""
+import argparse
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def start(binary, threads, core):
+    server = subprocess.Popen(["taskset", "-c", core, binary, "--port", "0", "--threads", str(threads)],
+                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    line = server.stdout.readline()  # "listening on 127.0.0.1:PORT variant=NAME"
+    port = int(line.split()[2].rsplit(":", 1)[1])
+    return server, port
+
+
+def cpu_seconds(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def stats(port):
+    with socket.create_connection(("127.0.0.1", port)) as s:
+        s.sendall(b"/stats\n")
+        data = b""
+        while not data.endswith(b"\n"):
+            data += s.recv(4096)
+    return dict(kv.split("=", 1) for kv in data.decode().split()[1:])
+
+
+def stop(server):
+    server.terminate()
+    server.wait(timeout=10)
+
+
+def cpu_run(args, binary, threads):
+    server, port = start(binary, threads, args.server_core)
+    try:
+        cpu0, out0 = cpu_seconds(server.pid), int(stats(port)["lines_out"])
+        subprocess.run(["taskset", "-c", args.loadgen_core, args.loadgen, "chat", "--port", str(port),
+                        "--clients", str(args.clients), "--room-size", "10", "--rate", str(args.rate),
+                        "--duration-s", str(args.duration), "--warmup-s", "1", "--quiet"],
+                       check=True, stdout=subprocess.DEVNULL)
+        cpu1, out1 = cpu_seconds(server.pid), int(stats(port)["lines_out"])
+    finally:
+        stop(server)
+    return (cpu1 - cpu0) / (out1 - out0) * 1e9, out1 - out0  # ns per delivered line
+
+
+def rss_run(args, binary, threads):
+    server, port = start(binary, threads, args.server_core)
+    try:
+        with tempfile.NamedTemporaryFile(suffix=".json") as report:
+            subprocess.run(["taskset", "-c", args.loadgen_core, args.loadgen, "idle", "--port", str(port),
+                            "--clients", str(args.clients), "--steps", "1", "--server-pid", str(server.pid),
+                            "--json", report.name, "--quiet"], check=True, stdout=subprocess.DEVNULL)
+            steps = json.load(open(report.name))["memory"]["steps"]
+    finally:
+        stop(server)
+    first, last = steps[0], steps[-1]
+    return (last["rss_bytes"] - first["rss_bytes"]) / (last["clients"] - first["clients"]), last["clients"]
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("what", choices=["cpu", "rss"])
+    parser.add_argument("--variants", default="asio,coro,fibers")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--clients", type=int)
+    parser.add_argument("--rate", type=float, default=20)
+    parser.add_argument("--duration", type=float, default=5)
+    parser.add_argument("--server-core", default="0")
+    parser.add_argument("--loadgen-core", default="1")
+    parser.add_argument("--build", default=os.path.join(ROOT, "build"))
+    args = parser.parse_args()
+    args.loadgen = os.path.join(args.build, "bin", "loadgen")
+    if args.clients is None:
+        args.clients = 1000 if args.what == "cpu" else 10000
+    run = cpu_run if args.what == "cpu" else rss_run
+    unit = "ns CPU per delivered line" if args.what == "cpu" else "bytes RSS per idle connection"
+    for variant in args.variants.split(","):
+        binary = os.path.join(args.build, "bin", "chat-" + variant)
+        figures = {1: [], args.threads: []}
+        for _ in range(args.repeats):
+            for threads in (1, args.threads):  # interleaved: A B A B ...
+                value, count = run(args, binary, threads)
+                figures[threads].append(value)
+                print(f"{variant} --threads {threads}: {value:.0f} {unit} ({count})", flush=True)
+        one, many = statistics.median(figures[1]), statistics.median(figures[args.threads])
+        print(f"{variant}: median {one:.0f} at --threads 1, {many:.0f} at --threads {args.threads}: "
+              f"{(many / one - 1) * 100:+.1f}% (runs: {figures[1]} vs {figures[args.threads]})", flush=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
