@@ -91,7 +91,8 @@ struct Shared {
   chat::net::Relay<Session> relay;  // rooms and /stats across threads
   SessionList sessions;
   chat::net::CloserList closers;  // connections in their lingering close
-  Timer sweep_timer{io.get_executor()};
+  // The first I/O object: where an io_uring build finds io_uring missing (chat/net.hpp).
+  Timer sweep_timer = chat::net::first_io_object<Timer>(io, options);
   bool stopped = false;
   // One read buffer for all: a session reads only once its socket is readable and hands
   // the bytes to its LineDecoder before any other session runs.
