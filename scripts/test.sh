@@ -4,7 +4,8 @@
 #   scripts/test.sh [CTEST ARGS...]             the normal suite in build/ (BUILD_DIR)
 #   scripts/test.sh --sanitize [CTEST ARGS...]  the sanitized suites instead:
 #     build-fuzz/  clang, libFuzzer+ASan+UBSan: the protocol fuzzer, 60 s on fuzz/corpus
-#     build-tsan/  ThreadSanitizer: protocol module unit tests and chat-threads' conformance
+#     build-tsan/  ThreadSanitizer: protocol module unit tests, chat-threads' suites and
+#                  chat-asio's and chat-coro's at --threads 2
 #     build-asan/  AddressSanitizer+UndefinedBehaviorSanitizer: every suite but eventlet's
 #                  (Python: nothing of ours to sanitize there)
 #
@@ -105,15 +106,19 @@ failed=0
 asan_options=$asan_base run_sanitized "$fuzz" fuzz -R '^fuzz\.' "$@" || failed=1
 
 # ThreadSanitizer: the variants whose threads share state (chat-threads, and chat-asio and
-# chat-coro on two threads: asio-t2.*, coro-t2.*, conformance and faults but the soak)
-# and the module they share it through. chat-fibers on several threads is not here:
+# chat-coro on two threads: asio-t2.*, coro-t2.*; conformance and faults but the soak)
+# and the module they share it through. chat-threads' storms, descriptor exhaustion and
+# thousand-offender linger stay out: they start thousands of threads, which under
+# ThreadSanitizer's cost per thread outlast the tests' deadlines (measured: 2 768 of
+# 5 000 connects admitted in 30 s beside another sanitized test). chat-fibers on several threads is not here:
 # ThreadSanitizer cannot follow Boost.Context's assembly stack switches
 # (docs/reliability.md); ASan+UBSan cover it below.
 tsan=$root/build-tsan
 cmake -S "$root" -B "$tsan" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCHATBENCH_SANITIZE=thread \
   -DCHATBENCH_SKIP="bench;servers/fibers;servers/uring" >/dev/null
 cmake --build "$tsan" -j 2 --target protocol_unit_test conformance faults chat-threads chat-asio chat-coro
-run_sanitized "$tsan" tsan -R '^(unit|threads|asio-t2|coro-t2)\.' -E '\.Soak\.' "$@" || failed=1
+run_sanitized "$tsan" tsan -R '^(unit|threads|asio-t2|coro-t2)\.' \
+  -E '\.Soak\.|^threads\.(Storm|Exhaustion)\.|^threads\.LingeringClose\.Thousand' "$@" || failed=1
 
 # AddressSanitizer + UndefinedBehaviorSanitizer; any undefined behaviour stops the
 # process (-fno-sanitize-recover), so it fails the test instead of scrolling by.
