@@ -104,10 +104,12 @@ def relative_to_others(figs, shared):
 
 
 def order(configs):
-    """Variant order, a configuration's non-default stack after its default."""
+    """Variant order, a configuration's non-default stack after its default, more server
+    cores (--server-threads) after one."""
     def key(c):
-        v = c.split(" ")[0].split("@")[0]
-        return (rl.VARIANTS.index(v) if v in rl.VARIANTS else len(rl.VARIANTS), c)
+        base, n = rl.split_threads(c.split(" ")[0])
+        v = base.split("@")[0]
+        return (rl.VARIANTS.index(v) if v in rl.VARIANTS else len(rl.VARIANTS), n, c)
     return sorted(configs, key=key)
 
 

@@ -165,7 +165,8 @@ def ceiling_section(rows):
            "*Limited by* names what failed just above it, per search: `server` (it fell behind), "
            "`latency` (it kept up, p99 over the bar), `loss`, or `loadgen`. A ceiling where loadgen "
            "stopped a search is a lower bound (`≥`): the server was not shown at its limit. Server CPU "
-           "per delivered line at the ceiling = its core's busy fraction ÷ deliveries/s.\n\n"]
+           "per delivered line at the ceiling = its cores' busy fraction × its cores ÷ deliveries/s "
+           "(one core unless *Server threads*).\n\n"]
     lines = []
     for c in rl.configs_in(rows):
         if c not in measured:
@@ -185,6 +186,65 @@ def ceiling_section(rows):
                       "server CPU / delivered line", "server core busy", "loadgen core busy",
                       "limited by"], lines))
     return "".join(out) + "\n"
+
+
+def server_threads_section(rows, machine, plan, best_dps, rss):
+    """What --server-threads ran, on which cores, what it could not run here and why, and
+    each configuration on N > 1 cores beside the same variant on one. Empty for a run made
+    before the option existed."""
+    st = plan.get("server_threads")
+    if not st:
+        return ""
+    cores = machine.get("cores") or 0
+    pins = machine.get("pinning", {}).get("server_threads", {})
+
+    def pinned(n):
+        pin = pins.get(str(n), {})
+        if "skipped" in pin:
+            return f"N = {n} skipped ({pin['skipped']})"
+        return (f"N = {n}: server `taskset -c {pin.get('server_cpus', '?')}`, "
+                f"loadgen `taskset -c {pin.get('loadgen_cpus', '?')}`")
+    out = ["## Server threads\n",
+           "`run_all.sh --server-threads 1,2,…` measures every variant again with its server on "
+           "N cores, CPUs 0..N−1 (docs/methodology.md *Server threads*): `asio`, `coro`, `fibers` and "
+           "their io_uring builds with `--threads N`, `threads` pinned to the N cores (a thread per "
+           "connection already uses every core it is given), `go` with `GOMAXPROCS=N`. `loadgen` gets "
+           "the next N cores and `--threads N`: with one core each, its core was already 60–70% busy "
+           "at the fastest variants' ceilings, so it needs as many as the server. `uring`, `eventlet` "
+           "and `seed` are one thread or one process by design and run at N = 1 only. Each N > 1 is "
+           "its own series (config `asio-t2`, drawn as `asio ×2`, CSV column `server_threads`), never "
+           "ranked with the one-core figures. The load comes from this machine only: `run_matrix.py` "
+           "has no remote load hosts (`scripts/run_distributed.sh` is one chat run, "
+           "docs/distributed.md), so no point here gives the server every core.\n\n",
+           "; ".join(pinned(n) for n in st.get("counts", [])) + ".\n\n"]
+    if cores < 4:
+        out.append(f"**This machine cannot show scaling.** It has {cores} cores; one must stay for "
+                   "loadgen, and N = 2 needs 4 (two for the server, two for loadgen). What it measures "
+                   "instead is what crossing threads costs: `scripts/cross_thread_cost.py cpu` runs "
+                   "`--threads 2` with both server threads pinned to one core against `--threads 1`, "
+                   "and `scripts/cross_thread_cost.py rss` the idle memory per connection at "
+                   "`--threads 4` (docs/servers.md *Several threads*).\n\n")
+    lines = []
+    for c in rl.configs_in(rows):
+        n = rl.threads_of(rows, c)
+        if n == 1:
+            continue
+        one = rl.config_name(rl.variant_of(rows, c))
+        ratio = (f" ({best_dps[c] / best_dps[one]:.2f}× one core)"
+                 if best_dps.get(c) and best_dps.get(one) else "")
+        lines.append([rl.config_label(c), n, fmt_num(best_dps.get(c)) + ratio,
+                      fmt_num(best_dps.get(one)), fmt_bytes(rss.get(c)), fmt_bytes(rss.get(one))])
+    if lines:
+        out.append(table(["variant", "server cores", "chat deliveries/s (ceiling or best sustained)",
+                          "the same, one core", "RSS / idle conn", "the same, one core"], lines) + "\n")
+    skipped = {}
+    for r in rl.skipped(rows):
+        skipped.setdefault((r["config"], r["why"]), []).append(r["mode"])
+    if skipped:
+        out.append(table(["skipped", "modes", "why"],
+                         [[rl.config_label(c), ", ".join(m), why.replace("|", "/")]
+                          for (c, why), m in skipped.items()]) + "\n")
+    return "".join(out)
 
 
 def loadgen_busy_section(rows, per_client):
@@ -546,10 +606,12 @@ def main():
         w("\n![microbench](microbench.png)\n")
 
     w("## Which variant to deploy\n")
+    # One server core each: configurations on more (--server-threads) have their own section.
+    all_configs, configs = configs, [c for c in configs if rl.threads_of(rows, c) == 1]
     base = [c for c in configs if "@" not in c and rl.variant_of(rows, c) != rl.SEED]
     mem = {c: median_or_none([rl.num(r["host_whole_bytes"]) for r in idle_last_steps(rows, c) if rl.memory_result(r)])
            for c in configs}
-    rss = {c: median_or_none([rl.num(r["rss_slope_bytes"]) for r in idle_last_steps(rows, c)]) for c in configs}
+    rss = {c: median_or_none([rl.num(r["rss_slope_bytes"]) for r in idle_last_steps(rows, c)]) for c in all_configs}
     bc_pts = points(rows, "broadcast")
     top_bc = max(bc_pts, default=None)
     p99 = {c: median_or_none(point_values(rows, c, "broadcast", "completion_p99_us", top_bc)) for c in base}
@@ -603,6 +665,8 @@ def main():
     w("\n".join(f for f in findings if f) + "\n\n")
     w("Read these with the caveats below: a choice for production follows from which of these "
       "a deployment is short of (memory, tail latency, CPU, people's time), not from one column.\n\n")
+
+    w(server_threads_section(rows, machine, plan, best_dps, rss))
 
     w("## Caveats of this machine\n")
     w(f"- {machine.get('cores')} cores: the server has one, loadgen the other; a server that "

@@ -33,9 +33,28 @@ COLOURS = {"threads": "#d62728", "fibers": "#ff7f0e", "asio": "#1f77b4",
            "coro-uring": "#98df8a", "eventlet": "#9467bd", "go": "#bcbd22", "seed": "#8c564b",
            "system": "#7f7f7f"}
 
+# A configuration whose server ran on N > 1 cores (run_all.sh --server-threads) is its own
+# series, named variant + "-tN" (asio-t2), drawn and shown as "asio ×2"; at N = 1 the name is
+# the variant's, as before the option existed.
+THREADS_SUFFIX = "-t"
+
+
+def config_name(variant, stack="", server_threads=1):
+    return variant + (f"@{stack}" if stack else "") + (f"{THREADS_SUFFIX}{server_threads}"
+                                                       if server_threads > 1 else "")
+
+
+def server_threads_of(row):
+    """A row's server core count: 1 where the column is empty (a CSV written before it)."""
+    n = num(row.get("server_threads"))
+    return int(n) if n else 1
+
+
 COLUMNS = [
-    # what was measured
-    "config", "variant", "stack_size", "mode", "point", "repeat", "status", "why", "json",
+    # what was measured; server_threads: the cores the server had (loadgen had as many),
+    # 1 unless run_all.sh --server-threads; "skipped" rows say why a configuration did not run
+    "config", "variant", "stack_size", "server_threads", "mode", "point", "repeat", "status",
+    "why", "json",
     # idle/broadcast/chat: connections open (idle: at this step)
     "clients",
     # chat: offered load of this rate step
@@ -79,9 +98,17 @@ COLUMNS = [
 ]
 
 
-def failed_row(config, variant, stack, mode, point, repeat, why, json_path=""):
-    return {"config": config, "variant": variant, "stack_size": stack, "mode": mode,
-            "point": point, "repeat": repeat, "status": "failed", "why": why, "json": json_path}
+def failed_row(config, variant, stack, mode, point, repeat, why, json_path="", server_threads=1):
+    return {"config": config, "variant": variant, "stack_size": stack,
+            "server_threads": server_threads, "mode": mode, "point": point, "repeat": repeat,
+            "status": "failed", "why": why, "json": json_path}
+
+
+def skipped_row(config, variant, server_threads, mode, why):
+    """A configuration the matrix did not run at all (--server-threads: too few cores, or a
+    variant that is one thread by design), one row per mode, so that the report says why."""
+    return dict(failed_row(config, variant, "", mode, "", 0, why, server_threads=server_threads),
+                status="skipped")
 
 
 def _get(d, *keys):
@@ -105,7 +132,7 @@ def _lines(row, lines):
     row["server_lines_out"] = _get(lines, "server_lines_out")
 
 
-def _cpu(row, cpu, deliveries_per_s):
+def _cpu(row, cpu, deliveries_per_s, cores):
     if not cpu:
         return
     user, system = cpu.get("server_user_s"), cpu.get("server_sys_s")
@@ -113,7 +140,7 @@ def _cpu(row, cpu, deliveries_per_s):
     row["loadgen_cpu_s"] = (cpu.get("loadgen_user_s") or 0) + (cpu.get("loadgen_sys_s") or 0)
     row["window_s"] = cpu.get("window_s")
     row["loadgen_saturated"] = cpu.get("loadgen_saturated")
-    row["loadgen_cpu_fraction"] = loadgen_fraction(cpu)
+    row["loadgen_cpu_fraction"] = loadgen_fraction(cpu, cores)
     delivered = (deliveries_per_s or 0) * (cpu.get("window_s") or 0)
     if row["server_cpu_s"] is not None and delivered > 0:
         row["server_cpu_per_delivery_us"] = row["server_cpu_s"] / delivered * 1e6
@@ -154,13 +181,16 @@ def memory_result(row):
         and not row.get("memory_flags")
 
 
-def rows_from_report(config, variant, stack, mode, point, repeat, status, why, path, out_dir):
+def rows_from_report(config, variant, stack, mode, point, repeat, status, why, path, out_dir,
+                     server_threads=1):
     """Rows for one loadgen run: idle gives one per ramp step, broadcast one, chat one
     per rate step. A failed run without a report gives one failed row."""
     if path is None:
-        return [failed_row(config, variant, stack, mode, point, repeat, why)]
+        return [failed_row(config, variant, stack, mode, point, repeat, why,
+                           server_threads=server_threads)]
     report = json.loads(Path(path).read_text())
-    base = {"config": config, "variant": variant, "stack_size": stack, "mode": mode,
+    base = {"config": config, "variant": variant, "stack_size": stack,
+            "server_threads": server_threads, "mode": mode,
             "repeat": repeat, "status": status, "why": why,
             "json": str(Path(path).relative_to(out_dir))}
     rows = []
@@ -204,7 +234,7 @@ def rows_from_report(config, variant, stack, mode, point, repeat, status, why, p
         row["incomplete_messages"] = bc.get("incomplete_messages")
         row["sent_per_s"] = _get(report, "throughput", "sent_per_s")
         row["deliveries_per_s"] = _get(report, "throughput", "deliveries_per_s")
-        _cpu(row, report.get("cpu"), row["deliveries_per_s"])
+        _cpu(row, report.get("cpu"), row["deliveries_per_s"], server_threads)
         row["late_sends"] = _get(report, "lines", "late_sends")
         _lines(row, report.get("lines"))
         return [row]
@@ -221,7 +251,7 @@ def rows_from_report(config, variant, stack, mode, point, repeat, status, why, p
         _latency(row, step.get("latency_us"))
         row["sent_per_s"] = _get(step, "throughput", "sent_per_s")
         row["deliveries_per_s"] = _get(step, "throughput", "deliveries_per_s")
-        _cpu(row, step.get("cpu"), row["deliveries_per_s"])
+        _cpu(row, step.get("cpu"), row["deliveries_per_s"], server_threads)
         row["late_sends"] = step.get("late_sends")
         _lines(row, report.get("lines"))
         rows.append(row)
@@ -230,29 +260,25 @@ def rows_from_report(config, variant, stack, mode, point, repeat, status, why, p
     return rows
 
 
-LOADGEN_CORES = 1  # run_matrix pins loadgen to one CPU (taskset -c 1)
-
-
-def loadgen_fraction(cpu):
-    """How busy loadgen's core was: its CPU s / (window x its cores), as loadgen reports
+def loadgen_fraction(cpu, cores):
+    """How busy loadgen's cores were: its CPU s / (window x its cores), as loadgen reports
     it (loadgen_cpu_fraction) or, from a loadgen that predates the key, computed the same
-    way from its CPU seconds and window."""
+    way from its CPU seconds and window. run_matrix gives loadgen as many cores as the
+    server (server_threads)."""
     if cpu.get("loadgen_cpu_fraction") is not None:
         return cpu["loadgen_cpu_fraction"]
     window = cpu.get("window_s")
     if not window:
         return None
     used = (cpu.get("loadgen_user_s") or 0) + (cpu.get("loadgen_sys_s") or 0)
-    return used / (window * LOADGEN_CORES)
-
-
-SERVER_CORES = 1  # run_matrix pins the server to one CPU (taskset -c 0)
+    return used / (window * cores)
 
 
 def ceiling_row(base, point, report, why):
     """The row of one `loadgen chat --find-ceiling` run (docs/loadgen.md): the highest
     rate at which every condition held, what failed above it, and the server's CPU per
-    delivered line there (its busy fraction of one core over the deliveries/s)."""
+    delivered line there (its busy fraction of its cores, times those cores, over the
+    deliveries/s)."""
     c = report.get("ceiling")
     if not c:
         return dict(base, point=point, status="failed", why=why or "no ceiling in the report")
@@ -262,7 +288,7 @@ def ceiling_row(base, point, report, why):
                loadgen_cpu_fraction=c.get("loadgen_cpu_fraction"), limited_by=c.get("limited_by"),
                lower_bound=bool(c.get("lower_bound")))
     if row["server_cpu_fraction"] is not None and row["deliveries_per_s"]:
-        row["server_cpu_per_delivery_us"] = (row["server_cpu_fraction"] * SERVER_CORES
+        row["server_cpu_per_delivery_us"] = (row["server_cpu_fraction"] * base["server_threads"]
                                              / row["deliveries_per_s"] * 1e6)
     return row
 
@@ -371,14 +397,17 @@ def write_csv(path, rows):
 
 def read_csv(path):
     """The rows, with every column of COLUMNS: a CSV written before a column existed reads
-    it as empty, except loadgen_cpu_fraction, which follows from its CPU s and window."""
+    it as empty, except loadgen_cpu_fraction, which follows from its CPU s and window, and
+    server_threads, which was 1."""
     with open(path, newline="") as f:
         rows = list(csv.DictReader(f))
     for r in rows:
         for k in COLUMNS:
             r.setdefault(k, "")
+        r["server_threads"] = r["server_threads"] or ("1" if r["mode"] != "microbench" else "")
         if r["loadgen_cpu_fraction"] == "" and num(r["loadgen_cpu_s"]) is not None and num(r["window_s"]):
-            r["loadgen_cpu_fraction"] = str(num(r["loadgen_cpu_s"]) / (num(r["window_s"]) * LOADGEN_CORES))
+            r["loadgen_cpu_fraction"] = str(num(r["loadgen_cpu_s"])
+                                            / (num(r["window_s"]) * server_threads_of(r)))
     return rows
 
 
@@ -394,11 +423,27 @@ def median(values):
     return statistics.median(values) if values else None
 
 
-def configs_in(rows):
-    """Configurations in a stable order: variant order, default stack first."""
-    seen = {(r["variant"], r["stack_size"], r["config"]) for r in rows if r["variant"] in VARIANTS}
-    order = sorted(seen, key=lambda t: (VARIANTS.index(t[0]), t[1] != "", t[1]))
-    return [c for _, _, c in order]
+def configs_in(rows, skipped=False):
+    """Configurations in a stable order: variant order, one server core first, default stack
+    first. Those only skipped (--server-threads) are left out unless skipped is true."""
+    seen = {(r["variant"], server_threads_of(r), r["stack_size"], r["config"]) for r in rows
+            if r["variant"] in VARIANTS and (skipped or r["status"] != "skipped")}
+    order = sorted(seen, key=lambda t: (VARIANTS.index(t[0]), t[1], t[2] != "", t[2]))
+    return [c for _, _, _, c in order]
+
+
+def split_threads(config):
+    """("asio", 2) for "asio-t2"; (config, 1) for a configuration on one server core."""
+    base, sep, n = config.rpartition(THREADS_SUFFIX)
+    if sep and n.isdigit() and base.split("@")[0] in VARIANTS:
+        return base, int(n)
+    return config, 1
+
+
+def config_label(config):
+    """A configuration's name in plots: "fibers stack 128K", "asio ×2"."""
+    base, n = split_threads(config)
+    return base.replace("@", " stack ") + (f" ×{n}" if n > 1 else "")
 
 
 def peers_in(rows):
@@ -411,6 +456,11 @@ def variant_of(rows, config):
     return next(r["variant"] for r in rows if r["config"] == config)
 
 
+def threads_of(rows, config):
+    """The server cores a configuration ran on (server_threads)."""
+    return server_threads_of(next(r for r in rows if r["config"] == config))
+
+
 def style(rows, config):
     """matplotlib keyword arguments of a configuration's line."""
     r = next(r for r in rows if r["config"] == config)
@@ -418,7 +468,7 @@ def style(rows, config):
         colour, dashes = PEER_STYLES[r["variant"]]
         return {"color": colour, "linestyle": dashes, "label": f"{config} (reference)"}
     return {"color": COLOURS.get(r["variant"], "black"), "linestyle": "--" if r["stack_size"] else "-",
-            "label": config.replace("@", " stack ")}
+            "label": config_label(config)}
 
 
 def series(rows, config, mode, column, x="point"):
@@ -455,7 +505,11 @@ def idle_series(rows, config, column):
 
 
 def failures(rows):
-    return [r for r in rows if r["status"] != "ok"]
+    return [r for r in rows if r["status"] not in ("ok", "skipped")]
+
+
+def skipped(rows):
+    return [r for r in rows if r["status"] == "skipped"]
 
 
 # ---------------------------------------------------------------------------------------

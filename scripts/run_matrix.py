@@ -11,7 +11,8 @@ output (docs/methodology.md defines every number):
   OUT/results.csv    tidy: one row per variant x mode x point x repeat
   OUT/*.png, OUT/report.md   from scripts/plot.py and scripts/report.py (CSV/JSON only)
 
-Each measurement starts a fresh server pinned to CPU 0 and loadgen pinned to CPU 1.
+Each measurement starts a fresh server pinned to CPU 0 and loadgen pinned to CPU 1; with
+--server-threads N, the server on CPUs 0..N-1 and loadgen on the next N (server_cores()).
 A measurement that fails (server did not start, deadline passed, loadgen error, limit
 hit before the point) is a row with status "failed" and its reason; the run goes on.
 """
@@ -35,7 +36,13 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "scripts"))
 import results_lib  # noqa: E402  (scripts/ is not a package)
 
-SERVER_CPU, LOADGEN_CPU = "0", "1"
+SERVER_CPU, LOADGEN_CPU = "0", "1"  # one server core (the default), and peers
+# --server-threads N: how each variant uses N cores (docs/methodology.md "Server threads").
+THREADS_OPTION = {"fibers", "asio", "asio-uring", "coro", "coro-uring"}  # --threads N
+ONE_THREAD = {"uring": "one io_uring ring on one thread by design",
+              "eventlet": "one process by design", results_lib.SEED: "one process by design"}
+# threads: a thread per connection already runs on every core it is given: pinned to the N.
+# go: GOMAXPROCS=N.
 # What loadgen's exit statuses mean (docs/exit-status.md), for a failed row's reason.
 LOADGEN_STATUS = {1: "loadgen error", 2: "bad loadgen command line", 3: "no client connected",
                   4: "server died during the ceiling search"}
@@ -110,6 +117,13 @@ def parse_args():
                         "memory to settle (default 60, quick 5)")
     p.add_argument("--modes", default=env_default("MODES", "idle,broadcast,chat,ceiling,microbench"),
                    help="ceiling runs only where loadgen has --find-ceiling")
+    p.add_argument("--server-threads", default=env_default("SERVER_THREADS", "1"),
+                   help="server core counts N, comma-separated (default 1): at each N the "
+                        "server runs on CPUs 0..N-1 (asio, coro, fibers and their uring "
+                        "builds with --threads N, threads pinned there, go with GOMAXPROCS=N) "
+                        "and loadgen on the next N with --threads N; an N the machine has "
+                        "no 2N cores for, and uring, eventlet and seed above 1, are recorded "
+                        "as skipped with the reason")
     p.add_argument("--command", default=" ".join(sys.argv), help=argparse.SUPPRESS)
     p.add_argument("--no-setup", action="store_true", help="run_all.sh: do not run scripts/setup.sh")
     p.add_argument("--no-build", action="store_true", help="run_all.sh: use the binaries already built")
@@ -127,6 +141,7 @@ def parse_args():
         a.chat_rates = float_list(a.chat_rates or ("5,20" if q else "1,5,10,20,40,80,160"))
         a.chat_duration_s = float(a.chat_duration_s or (1 if q else 2))
         a.quiet_wait_s = float(a.quiet_wait_s if a.quiet_wait_s is not None else (5 if q else 60))
+        a.server_threads = int_list(a.server_threads)
     except ValueError as e:
         p.error(f"not a number (in a count, a comma-separated list or a CHATBENCH_* variable): {e}")
     a.variants = [v for v in a.variants.split(",") if v]
@@ -139,6 +154,8 @@ def parse_args():
         p.error("unknown peer(s): " + ",".join(sorted(unknown)) + " (known: "
                 + ",".join(results_lib.PEERS) + ", or all)")
     a.modes = [m for m in a.modes.split(",") if m]
+    if not a.server_threads or min(a.server_threads) < 1 or len(set(a.server_threads)) != len(a.server_threads):
+        p.error("--server-threads: distinct core counts of 1 or more, e.g. 1,2,4")
     if a.check_args:
         sys.exit(0)
     return a
@@ -290,12 +307,44 @@ def describe_machine(args, build_dir):
 # ---------------------------------------------------------------------------------------
 # Servers
 
-class Config:
-    """One server configuration: a variant, possibly with a non-default stack size."""
+def server_cores(n, cores):
+    """(server CPUs, loadgen CPUs) as taskset lists for a server on n cores, or (None, why)
+    when the machine has too few. loadgen gets as many cores as the server: at one core
+    each, loadgen's core was already 60-70% busy at asio's, coro's and fibers' ceilings
+    and stopped their searches (limited_by loadgen, results/2026-11-29-vm), so one loadgen
+    core against n server cores would measure loadgen, not the server."""
+    if 2 * n > cores:
+        return None, f"{n} server cores and as many for loadgen need {2 * n}; this machine has {cores}"
+    span = lambda first, count: str(first) if count == 1 else f"{first}-{first + count - 1}"  # noqa: E731
+    return span(0, n), span(n, n)
 
-    def __init__(self, variant, stack=""):
-        self.variant, self.stack = variant, stack
-        self.name = variant + (f"@{stack}" if stack else "")
+
+def server_configs(variants, server_threads, cores):
+    """The configurations to run at each --server-threads N, and [(variant, N, why)] of
+    those that cannot run here. N = 1 always runs, as before the option existed."""
+    run, skipped = [], []
+    for n in server_threads:
+        cpus, why = server_cores(n, cores) if n > 1 else (SERVER_CPU, None)
+        for v in variants:
+            if n > 1 and v in ONE_THREAD:
+                skipped.append((v, n, f"{ONE_THREAD[v]}: runs at --server-threads 1 only"))
+            elif cpus is None:
+                skipped.append((v, n, why))
+            else:
+                run.append(Config(v, threads=n, cores=cores))
+    return run, skipped
+
+
+class Config:
+    """One server configuration: a variant, possibly with a non-default stack size, on
+    `threads` server cores (loadgen on as many): results_lib.config_name names it."""
+
+    def __init__(self, variant, stack="", threads=1, cores=None):
+        self.variant, self.stack, self.threads = variant, stack, threads
+        self.name = results_lib.config_name(variant, stack, threads)
+        # One core: as before --server-threads, also on a one-core machine (with a warning).
+        self.server_cpus, self.loadgen_cpus = (SERVER_CPU, LOADGEN_CPU) if threads == 1 \
+            else server_cores(threads, cores or os.cpu_count() or 1)
 
     def command(self, build_dir):
         if self.variant == "eventlet":
@@ -305,12 +354,14 @@ class Config:
                    "--bind", "127.0.0.1"]
         else:
             cmd = [str(Path(build_dir) / "bin" / f"chat-{self.variant}")]
-        if self.variant == "go":  # one processor, like every other variant (docs/servers.md)
-            cmd = ["env", "GOMAXPROCS=1"] + cmd
+        if self.variant == "go":  # one processor per server core (docs/servers.md)
+            cmd = ["env", f"GOMAXPROCS={self.threads}"] + cmd
         cmd += ["--port", "0"]
         if self.stack:
             cmd += ["--stack-size", self.stack]
-        return ["taskset", "-c", SERVER_CPU] + cmd
+        if self.threads > 1 and self.variant in THREADS_OPTION:
+            cmd += ["--threads", str(self.threads)]
+        return ["taskset", "-c", self.server_cpus] + cmd
 
     def server(self, build_dir, log_path):
         return Server(self, build_dir, log_path)
@@ -473,7 +524,8 @@ class PeerConfig:
 
     def __init__(self, peer):
         self.variant = self.name = peer
-        self.stack = ""
+        self.stack, self.threads = "", 1
+        self.server_cpus, self.loadgen_cpus = SERVER_CPU, LOADGEN_CPU
 
     def server(self, build_dir, log_path):
         return PeerServer(self, log_path)
@@ -500,7 +552,7 @@ class PeerServer(Server):
         args = {"nginx": ["-p", str(directory), "-e", "stderr", "-c", conf],
                 "redis": [conf], "mosquitto": ["-c", conf], "nats": ["-c", conf]}[peer]
         self.log = open(self.log_path, "wb")
-        self.proc = subprocess.Popen(["taskset", "-c", SERVER_CPU, peer_binary(peer)] + args,
+        self.proc = subprocess.Popen(["taskset", "-c", self.config.server_cpus, peer_binary(peer)] + args,
                                      stdout=self.log, stderr=subprocess.STDOUT, cwd=directory,
                                      preexec_fn=raise_nofile)
         deadline = time.monotonic() + timeout_s
@@ -687,15 +739,15 @@ def loadgen_finds_ceilings(build_dir):
     return "--find-ceiling" in text
 
 
-def plan(args, target, variants, curve, peers=()):
+def plan(args, target, configs, curve, peers=()):
     """The matrix, repeat-major so that drift of the machine spreads over all variants.
     Within a repeat the ceiling searches come before the fixed-rate chat curve, whose top
-    rates follow from the ceilings."""
-    configs = [Config(v) for v in variants]
+    rates follow from the ceilings. The extra stack sizes run on one server core only."""
+    one_core = {c.variant for c in configs if c.threads == 1}
     extra = []
-    if "threads" in variants and args.thread_small_stack:
+    if "threads" in one_core and args.thread_small_stack:
         extra.append(Config("threads", args.thread_small_stack))
-    if "fibers" in variants and args.fiber_big_stack:
+    if "fibers" in one_core and args.fiber_big_stack:
         extra.append(Config("fibers", args.fiber_big_stack))
     hold = 1 if args.quick else 2
     # The seed listens with eventlet's default backlog of 50. A connect completes in the
@@ -795,10 +847,10 @@ def run_measurement(m, build_dir, raw):
     except (OSError, RuntimeError) as e:
         server.stop()
         return "failed", f"server did not start: {e}", None
-    cmd = ["taskset", "-c", LOADGEN_CPU, str(Path(build_dir) / "bin" / "loadgen")]
+    cmd = ["taskset", "-c", m.config.loadgen_cpus, str(Path(build_dir) / "bin" / "loadgen")]
     cmd += [str(x() if callable(x) else x) for x in m.loadgen_args]  # callables: learnt so far
     cmd += ["--port", str(server.port), "--server-pid", str(server.proc.pid),
-            "--threads", "1", "--quiet", "--json", str(json_path)]
+            "--threads", str(m.config.threads), "--quiet", "--json", str(json_path)]
     with open(raw / f"{m.label}.loadgen.log", "wb") as log:
         log.write((" ".join(cmd) + "\n").encode())
         log.flush()
@@ -941,16 +993,26 @@ def main():
     machine["warnings"] = warnings
     machine["idle_target"] = {"clients": target, "binding_limit": binding, "caps": caps}
 
+    # --server-threads: what runs on how many cores, and what cannot run here (and why).
+    planned, skipped = server_configs(args.variants, args.server_threads, machine["cores"] or 1)
+    by_n = machine["pinning"]["server_threads"] = {}
+    for n in args.server_threads:
+        cpus, loadgen = server_cores(n, machine["cores"] or 1) if n > 1 else (SERVER_CPU, LOADGEN_CPU)
+        by_n[str(n)] = ({"server_cpus": cpus, "loadgen_cpus": loadgen, "loadgen_threads": n} if cpus
+                        else {"skipped": loadgen})
+    for v, n, why in skipped:
+        print(f"skip   {results_lib.config_name(v, '', n):9s} {why}", flush=True)
+
     # Verification before anything is timed.
-    variants, failures = [], {}
-    for v in args.variants:
-        why = verify(Config(v), build_dir, raw / f"verify-{v}.log")
-        print(f"verify {v:9s} {'ok' if why is None else 'FAILED: ' + why}", flush=True)
+    configs, failures = [], {}
+    for c in planned:
+        why = verify(c, build_dir, raw / f"verify-{c.name}.log")
+        print(f"verify {c.name:9s} {'ok' if why is None else 'FAILED: ' + why}", flush=True)
         if why is None:
-            variants.append(v)
+            configs.append(c)
         else:
-            failures[v] = why
-    machine["verification"] = {v: failures.get(v, "ok") for v in args.variants}
+            failures[c] = why
+    machine["verification"] = {c.name: failures.get(c, "ok") for c in planned}
 
     # Peers: idle only, no verification (they speak no chat protocol); one whose package
     # is missing is skipped, and the report says why.
@@ -973,10 +1035,15 @@ def main():
         machine["ceiling_search"] = "not run: this loadgen has no `chat --find-ceiling`"
         print("  note: " + machine["ceiling_search"])
     curve = Curve(args)
-    measurements = plan(args, target, variants, curve, peers)
+    measurements = plan(args, target, configs, curve, peers)
     micro_estimate = (20 if args.quick else 60) if "microbench" in args.modes else 0
     (out / "plan.json").write_text(json.dumps({
-        "variants": args.variants, "verified": variants, "peers": peers, "repeats": args.repeats,
+        "variants": args.variants, "verified": [c.name for c in configs], "peers": peers,
+        "repeats": args.repeats,
+        "server_threads": {"counts": args.server_threads, "loadgen_cores": "as many as the server's",
+                           "skipped": {results_lib.config_name(v, "", n): why for v, n, why in skipped},
+                           "remote_load": "not built: run_matrix runs loadgen on this machine only "
+                                          "(scripts/run_distributed.sh is a single chat run)"},
         "idle": {"clients": target, "steps": args.idle_steps},
         "broadcast": {"clients": args.broadcast_clients, "messages": args.broadcast_messages,
                       "interval_ms": args.broadcast_interval_ms, "size": 64},
@@ -993,12 +1060,17 @@ def main():
 
     progress = Progress([(m.mode, m.estimate_s) for m in measurements]
                         + ([("microbench", micro_estimate)] if micro_estimate else []))
+    def modes_of(variant):
+        return [m for m in args.modes if m != "microbench"
+                and (variant != results_lib.SEED or m in results_lib.SEED_MODES)]
     rows = []
-    for v, why in failures.items():
-        for mode in [m for m in args.modes if m != "microbench"
-                     and (v != results_lib.SEED or m in results_lib.SEED_MODES)]:
-            rows.append(results_lib.failed_row(Config(v).name, v, "", mode, "", 0,
-                                               "verification failed: " + why))
+    for c, why in failures.items():
+        for mode in modes_of(c.variant):
+            rows.append(results_lib.failed_row(c.name, c.variant, "", mode, "", 0,
+                                               "verification failed: " + why, server_threads=c.threads))
+    for v, n, why in skipped:
+        rows += [results_lib.skipped_row(results_lib.config_name(v, "", n), v, n, mode, why)
+                 for mode in modes_of(v)]
     # A point a configuration could not reach is not retried in later repeats: it would
     # cost another deadline to learn the same thing.
     unreachable = {}
@@ -1022,7 +1094,8 @@ def main():
         elif why:
             print(f"    note: {why}", flush=True)
         new = results_lib.rows_from_report(m.config.name, m.config.variant, m.config.stack, m.mode,
-                                           m.point, m.repeat, status, why, path, out)
+                                           m.point, m.repeat, status, why, path, out,
+                                           server_threads=m.config.threads)
         results_lib.add_quiet(new, quiet)
         rows.extend(new)
         if m.mode == "ceiling":
