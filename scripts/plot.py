@@ -117,7 +117,7 @@ def plot_server_host(rows, out, note):
         bottom = [b + h for b, h in zip(bottom, heights)]
     ax.scatter(xs, [w / KIB for w in wholes], marker="_", s=900, color="black", zorder=3,
                label="whole: MemFree drop less the client's end")
-    ax.set_xticks(list(xs), [c.replace("@", "\nstack ") for c in configs])
+    ax.set_xticks(list(xs), [rl.config_label(c).replace(" stack ", "\nstack ") for c in configs])
     ax.set_ylabel("KiB per idle connection")
     ax.set_title("Server host per idle connection: parts and whole")
     ax.grid(True, axis="y", alpha=0.3)
@@ -273,7 +273,7 @@ def plot_ceiling(rows, out, note):
                         ha="center", va="bottom", fontsize=8)
         ax.axhline(1, color="black", linestyle=":", label=f"{name}: {ceiling:,.0f} lines/s")
         ax.set_xticks(range(len(configs)))
-        ax.set_xticklabels(configs)
+        ax.set_xticklabels([rl.config_label(c) for c in configs])
         ax.legend(fontsize=8)
     else:
         ax.text(0.5, 0.5, "no microbench syscall ceiling or no chat/broadcast results",

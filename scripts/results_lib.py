@@ -27,7 +27,7 @@ PEER_NOTE = "reference servers: no chat protocol, idle only"
 PEER_STYLES = {"nginx": ("#6e6e6e", ":"), "mosquitto": ("#8c8c8c", "--"),
                "redis": ("#a8a8a8", "-."), "nats": ("#7a7a7a", (0, (1, 4)))}
 # One colour per variant in every plot; a configuration with a non-default stack size
-# keeps its variant's colour and gets a dashed line.
+# keeps its variant's colour and gets a dashed line (on more server cores: dash-dotted).
 COLOURS = {"threads": "#d62728", "fibers": "#ff7f0e", "asio": "#1f77b4",
            "coro": "#2ca02c", "uring": "#17becf", "asio-uring": "#aec7e8",
            "coro-uring": "#98df8a", "eventlet": "#9467bd", "go": "#bcbd22", "seed": "#8c564b",
@@ -467,8 +467,9 @@ def style(rows, config):
     if r["variant"] in PEERS:  # muted: a reference, not a candidate
         colour, dashes = PEER_STYLES[r["variant"]]
         return {"color": colour, "linestyle": dashes, "label": f"{config} (reference)"}
-    return {"color": COLOURS.get(r["variant"], "black"), "linestyle": "--" if r["stack_size"] else "-",
-            "label": config_label(config)}
+    # More server cores (--server-threads): the variant's colour, dash-dotted.
+    dashes = "--" if r["stack_size"] else "-." if server_threads_of(r) > 1 else "-"
+    return {"color": COLOURS.get(r["variant"], "black"), "linestyle": dashes, "label": config_label(config)}
 
 
 def series(rows, config, mode, column, x="point"):

@@ -11,10 +11,16 @@
      asio-t2 is recorded as skipped with its reason in results.csv, plan.json, machine.json
      and report.md (on 4 or more it ran on CPUs 0-1 with loadgen on 2-3); eventlet-t2 is
      skipped as one process by design; no skipped point is counted as a failure.
+  3. A run with an N = 2 series, made from the fixed results directory (fixture/) with
+     asio's rows copied as asio-t2 at 1.5x the deliveries/s (this machine cannot run one):
+     report.py gives it its own row beside asio in *Server threads* and keeps it out of
+     *Which variant to deploy*; compare.py against the fixture leaves asio's figures as
+     they were (N = 1 and N = 2 not mixed); plot.py draws it.
 Usage: check_server_threads.py SOURCE_DIR BUILD_DIR"""
 import csv
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -128,12 +134,67 @@ def check_run(source, build, tmp, problems):
         problems.append("report.md does not say this machine cannot show scaling")
 
 
+def check_series(source, tmp, problems):
+    import results_lib as rl  # on sys.path since check_functions
+    fixture, run = source / "tests" / "run_all" / "fixture", tmp / "series"
+    shutil.copytree(fixture, run)
+    with open(run / "results.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    twos = []
+    for r in rows:
+        if r["config"] == "asio" and r["mode"] != "microbench":
+            two = dict(r, config="asio-t2", server_threads="2")
+            if rl.num(r.get("deliveries_per_s")) is not None:
+                two["deliveries_per_s"] = str(rl.num(r["deliveries_per_s"]) * 1.5)
+            twos.append(two)
+    with open(run / "results.csv", "w", newline="") as f:  # the fixture's rows predate the column
+        writer = csv.DictWriter(f, fieldnames=rl.COLUMNS, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows + twos)
+    plan = json.loads((run / "plan.json").read_text())
+    plan["server_threads"] = {"counts": [1, 2], "skipped": {}}
+    (run / "plan.json").write_text(json.dumps(plan))
+    machine = json.loads((run / "machine.json").read_text())
+    machine["cores"] = 4
+    machine.setdefault("pinning", {})["server_threads"] = {
+        "1": {"server_cpus": "0", "loadgen_cpus": "1", "loadgen_threads": 1},
+        "2": {"server_cpus": "0-1", "loadgen_cpus": "2-3", "loadgen_threads": 2}}
+    (run / "machine.json").write_text(json.dumps(machine))
+
+    for script in ["report.py", "plot.py"]:
+        done = subprocess.run(["/usr/bin/python3", str(source / "scripts" / script), str(run)],
+                              capture_output=True, text=True, timeout=120)
+        if done.returncode != 0:
+            problems.append(f"{script} on the N = 2 series exited {done.returncode}: {done.stderr[-1500:]}")
+            return
+    report = (run / "report.md").read_text()
+    section = report.split("## Server threads", 1)[-1].split("\n## ", 1)[0]
+    row = next((line for line in section.splitlines() if line.startswith("| asio ×2 | 2 |")), "")
+    if "(1.50× one core)" not in row:
+        problems.append(f"report.md's Server threads has no asio ×2 row at 1.50× asio: {row or section[-800:]!r}")
+    if "cannot show scaling" in section:
+        problems.append("report.md says a 4-core machine cannot show scaling")
+    deploy = report.split("## Which variant to deploy", 1)[-1].split("\n## ", 1)[0]
+    if "asio-t2" in deploy or "asio ×2" in deploy:
+        problems.append("report.md ranks asio-t2 among the one-core variants to deploy")
+    if not (run / "ceiling.png").exists():
+        problems.append("plot.py drew no ceiling.png for the N = 2 series")
+
+    done = subprocess.run(["/usr/bin/python3", str(source / "scripts" / "compare.py"), str(fixture), str(run)],
+                          capture_output=True, text=True, timeout=120)
+    asio = [line for line in done.stdout.splitlines() if "| asio |" in line]
+    if done.returncode != 0 or not asio or any("| +0% |" not in line for line in asio):
+        problems.append(f"compare.py (exit {done.returncode}) changed asio's figures when asio-t2 was added: "
+                        f"{[line for line in asio if '| +0% |' not in line][:3] or done.stderr[-800:]}")
+
+
 def main():
     source, build = Path(sys.argv[1]), Path(sys.argv[2])
     problems = []
     check_functions(source, problems)
     with tempfile.TemporaryDirectory(prefix="check_server_threads.") as tmp:
         check_run(source, build, Path(tmp), problems)
+        check_series(source, Path(tmp), problems)
     for p in problems:
         print("FAIL:", p)
     print("FAILED" if problems else "passed")
