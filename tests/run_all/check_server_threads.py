@@ -6,7 +6,10 @@
      command at N (asio --threads N, go GOMAXPROCS=N, threads only pinned), uring, eventlet
      and seed at N = 1 only, the N > 1 series' names and labels, and the ceiling's CPU per
      delivered line counted over the server's N cores.
-  2. scripts/run_matrix.py --server-threads 1,2 for real (asio and eventlet, a short idle
+  2. The matrix's verification step (a line relayed between two clients) against chat-asio,
+     and chat-go where built, started by the command the matrix gives them at N = 2 (on
+     CPUs 0-1, which exist here; the 2N rule is loadgen's). Then
+     scripts/run_matrix.py --server-threads 1,2 for real (asio and eventlet, a short idle
      ramp and a short broadcast): N = 1 ran as before; on a machine with fewer than 4 cores
      asio-t2 is recorded as skipped with its reason in results.csv, plan.json, machine.json
      and report.md (on 4 or more it ran on CPUs 0-1 with loadgen on 2-3); eventlet-t2 is
@@ -68,6 +71,17 @@ def check_functions(source, problems):
     row = rl.ceiling_row({"server_threads": 2}, 100, {"ceiling": {"server_cpu_fraction": 0.5,
                                                                  "deliveries_per_s": 1e6}}, "")
     expect("CPU per delivery at 2 cores, 50% busy, 1e6/s (µs)", row.get("server_cpu_per_delivery_us"), 1.0)
+
+
+def check_verify_at_two(build, tmp, problems):
+    import run_matrix as rm  # on sys.path since check_functions
+    for variant in ["asio", "go"]:
+        if variant == "go" and not (build / "bin" / "chat-go").exists():
+            continue
+        config = rm.Config(variant, threads=2, cores=4)
+        why = rm.verify(config, build, tmp / f"verify-{config.name}.log")
+        if why is not None:
+            problems.append(f"{config.name} ({' '.join(config.command(build))}) failed verification: {why}")
 
 
 def check_run(source, build, tmp, problems):
@@ -193,6 +207,7 @@ def main():
     problems = []
     check_functions(source, problems)
     with tempfile.TemporaryDirectory(prefix="check_server_threads.") as tmp:
+        check_verify_at_two(build, Path(tmp), problems)
         check_run(source, build, Path(tmp), problems)
         check_series(source, Path(tmp), problems)
     for p in problems:
