@@ -496,7 +496,8 @@ def main():
     w("## Method\n")
     idle, bc, chat = plan.get("idle", {}), plan.get("broadcast", {}), plan.get("chat", {})
     w(f"Each measurement starts a fresh server (pinned to one CPU) and runs one `loadgen` "
-      f"(pinned to the other, `--threads 1`, `--server-pid`); {plan.get('repeats')} repeat(s), "
+      f"(pinned to the other, `--threads 1`, `--server-pid`; on more cores: *Server threads*); "
+      f"{plan.get('repeats')} repeat(s), "
       "repeat-major so that drift spreads over every variant.\n\n"
       f"- **idle**: ramp to {idle.get('clients')} connections in {idle.get('steps')} steps; no "
       "bytes sent; memory sampled after each step once RSS is stable.\n"

@@ -423,11 +423,11 @@ def median(values):
     return statistics.median(values) if values else None
 
 
-def configs_in(rows, skipped=False):
+def configs_in(rows):
     """Configurations in a stable order: variant order, one server core first, default stack
-    first. Those only skipped (--server-threads) are left out unless skipped is true."""
+    first. Those only skipped (--server-threads) are left out: they have no figures."""
     seen = {(r["variant"], server_threads_of(r), r["stack_size"], r["config"]) for r in rows
-            if r["variant"] in VARIANTS and (skipped or r["status"] != "skipped")}
+            if r["variant"] in VARIANTS and r["status"] != "skipped"}
     order = sorted(seen, key=lambda t: (VARIANTS.index(t[0]), t[1], t[2] != "", t[2]))
     return [c for _, _, _, c in order]
 

@@ -1060,6 +1060,7 @@ def main():
 
     progress = Progress([(m.mode, m.estimate_s) for m in measurements]
                         + ([("microbench", micro_estimate)] if micro_estimate else []))
+
     def modes_of(variant):
         return [m for m in args.modes if m != "microbench"
                 and (variant != results_lib.SEED or m in results_lib.SEED_MODES)]
