@@ -310,7 +310,7 @@ def describe_machine(args, build_dir):
 def server_cores(n, cores):
     """(server CPUs, loadgen CPUs) as taskset lists for a server on n cores, or (None, why)
     when the machine has too few. loadgen gets as many cores as the server: at one core
-    each, loadgen's core was already 60-70% busy at asio's, coro's and fibers' ceilings
+    each, loadgen's core was already 59-66% busy at asio's, coro's and fibers' ceilings
     and stopped their searches (limited_by loadgen, results/2026-11-29-vm), so one loadgen
     core against n server cores would measure loadgen, not the server."""
     if 2 * n > cores:
