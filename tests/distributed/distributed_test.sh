@@ -8,8 +8,11 @@
 #   chat         run_distributed.sh over the 3 hosts (rooms spanning them): merged counts
 #                equal the server's lines_out and one process's run of the same workload,
 #                lost 0, every slice connected
-#   skew         two slices, one with --clock-offset-ms: its lines are never timed by the
-#                other slice, and the merge says how many samples it used
+#   skew         two slices, one with --clock-offset-ms 300: unmeasured, its lines are never
+#                timed by the other slice; with offsets measured over ssh
+#                (scripts/clock_offset.py), the measurement finds the 300 ms within its
+#                bound and cross-slice lines are timed, corrected, within the stated bound;
+#                the merge says how many samples of each kind it used
 #   unreachable  one host of the file does not answer: run_distributed.sh fails within 30 s
 #                naming it
 #   deadline     slices that outlive --deadline-s are killed, and each is named with its
@@ -169,24 +172,63 @@ sys.exit(1 if problems else 0)
 EOF2
   ;;
 skew)
-  # Two slices started together by hand, the second with its clocks 300 ms ahead.
-  start_at=$(( $(date +%s%3N) + 6000 ))  # two local processes to start, 50 clients each to join
-  common=(chat --host "$net.1" --port "$port" --clients 50 --clients-total 100 --room-size 7 --rate 20 --duration-s 2 --warmup-s 0.2
-          --tick-us 0 --start-at "$start_at" --quiet)
-  ip netns exec "${tag}n1" "$loadgen" "${common[@]}" --client-offset 0 --json "$tmp/a.json" >/dev/null &
-  a=$!
-  ip netns exec "${tag}n2" "$loadgen" "${common[@]}" --client-offset 50 --clock-offset-ms 300 --json "$tmp/b.json" >/dev/null &
-  b=$!
-  wait $a || fail "slice a exited $?"
-  wait $b || fail "slice b exited $?"
-  "$loadgen" merge "$tmp/a.json" "$tmp/b.json" --json "$tmp/m.json" >/dev/null || fail "merge exited $?"
-  echo "merged latency: $(json "$tmp/m.json" 'r["latency_us"]')  clock: $(json "$tmp/m.json" 'r["clock"]')"
-  # Mixed in, a line of the skewed slice would read 300 ms slow (or fast) on the other.
-  [ "$(json "$tmp/m.json" 'r["latency_us"]["max"] < 300000')" = True ] || fail "a skewed sample was mixed in: max $(json "$tmp/m.json" 'r["latency_us"]["max"]') us"
-  [ "$(json "$tmp/m.json" 'r["clock"]["cross_slice_deliveries_untimed"] > 0')" = True ] || fail "no cross-slice line was set apart"
-  [ "$(json "$tmp/m.json" 'r["latency_us"]["count"] == r["clock"]["samples_used"] > 0')" = True ] || fail "samples_used missing"
-  [ "$(json "$tmp/m.json" 'r["lines"]["lost"] == 0 and r["lines"]["delivered"] == r["lines"]["expected"]')" = True ] ||
-    fail "cross-slice lines not all counted: $(json "$tmp/m.json" 'r["lines"]')"
+  # Two slices started together by hand, the second with its clocks 300 ms ahead; run
+  # twice: without a measured offset, then with each host's offset measured over ssh.
+  run_slices() {  # NAME EXTRA_ARGS_OF_A -- EXTRA_ARGS_OF_B
+    local name=$1 a_args=() b_args=() a b
+    shift
+    while [ "$1" != -- ]; do a_args+=("$1"); shift; done
+    shift
+    b_args=("$@")
+    local start_at=$(( $(date +%s%3N) + 6000 ))  # two local processes to start, 50 clients each to join
+    local common=(chat --host "$net.1" --port "$port" --clients 50 --clients-total 100 --room-size 7 --rate 20 --duration-s 2 --warmup-s 0.2 --drain-s 2
+                  --tick-us 0 --start-at "$start_at" --quiet)
+    ip netns exec "${tag}n1" "$loadgen" "${common[@]}" --client-offset 0 "${a_args[@]}" --json "$tmp/$name-a.json" >/dev/null &
+    a=$!
+    ip netns exec "${tag}n2" "$loadgen" "${common[@]}" --client-offset 50 --clock-offset-ms 300 "${b_args[@]}" --json "$tmp/$name-b.json" >/dev/null &
+    b=$!
+    wait $a || fail "$name: slice a exited $?"
+    wait $b || fail "$name: slice b exited $?"
+    "$loadgen" merge "$tmp/$name-a.json" "$tmp/$name-b.json" --json "$tmp/$name.json" >/dev/null || fail "$name: merge exited $?"
+    echo "$name: merged latency: $(json "$tmp/$name.json" 'r["latency_us"]')  clock: $(json "$tmp/$name.json" 'r["clock"]')"
+    [ "$(json "$tmp/$name.json" 'r["latency_us"]["count"] == r["clock"]["samples_used"] == r["clock"]["same_process_samples"] + r["clock"]["cross_slice_samples"] > 0')" = True ] ||
+      fail "$name: samples_used missing or not the sum of its kinds"
+    [ "$(json "$tmp/$name.json" 'r["lines"]["lost"] == 0 and r["lines"]["delivered"] == r["lines"]["expected"]')" = True ] ||
+      fail "$name: cross-slice lines not all counted: $(json "$tmp/$name.json" 'r["lines"]')"
+    # Mixed in uncorrected, a line of the skewed slice would read 300 ms slow (or fast) on the other.
+    [ "$(json "$tmp/$name.json" 'r["latency_us"]["max"] < 300000')" = True ] || fail "$name: a skewed sample was mixed in: max $(json "$tmp/$name.json" 'r["latency_us"]["max"]') us"
+  }
+  run_slices unmeasured --
+  [ "$(json "$tmp/unmeasured.json" 'r["clock"]["cross_slice_deliveries_untimed"] > 0 and r["clock"]["cross_slice_samples"] == 0')" = True ] ||
+    fail "unmeasured: cross-slice lines were timed, or none was set apart"
+  [ "$(json "$tmp/unmeasured.json" '[h["clock_offset_bound_ms"] for h in r["hosts"]] == [None, None]')" = True ] || fail "unmeasured: a bound was stated"
+
+  # Each namespace's clock against this one's, as run_distributed.sh measures its hosts.
+  # The namespaces share one clock, so the truth is known: 0, and the injected 300 ms.
+  measure() { "$root/scripts/clock_offset.py" -- ssh -F "$tmp/ssh_config" "$1" "$loadgen" clock "${@:2}"; }
+  read -r offset_a bound_a _ < <(measure "$net.11") || fail "cannot measure namespace 1's clock"
+  read -r offset_b bound_b _ < <(measure "$net.12" --clock-offset-ms 300) || fail "cannot measure namespace 2's clock"
+  echo "measured: a ${offset_a} ns +- ${bound_a}, b ${offset_b} ns +- ${bound_b}"
+  [ $(( offset_a < 0 ? -offset_a : offset_a )) -le "$bound_a" ] || fail "namespace 1's offset $offset_a ns is not 0 within $bound_a ns"
+  [ $(( offset_b - 300000000 < 0 ? 300000000 - offset_b : offset_b - 300000000 )) -le "$bound_b" ] ||
+    fail "namespace 2's offset $offset_b ns is not the injected 300 ms within $bound_b ns"
+  run_slices measured --clock-offset-ns "$offset_a" --clock-offset-bound-ns "$bound_a" -- --clock-offset-ns "$offset_b" --clock-offset-bound-ns "$bound_b"
+  # Every cross-slice line timed; corrected, none arrived earlier than it was sent by more
+  # than the stated bound (uncorrected, the skewed slice's lines would arrive 300 ms early).
+  python3 - "$tmp/measured.json" "$bound_a" "$bound_b" <<'EOF2' || fail "measured: cross-slice samples not corrected within the bound (above)"
+import json, sys
+r, bound_a, bound_b = json.load(open(sys.argv[1])), int(sys.argv[2]), int(sys.argv[3])
+clock, problems = r["clock"], []
+if clock["cross_slice_samples"] == 0 or clock["cross_slice_deliveries_untimed"] != 0:
+    problems.append(f"cross-slice lines not all timed: {clock}")
+if clock["cross_slice_error_bound_us"] != (bound_a + bound_b) / 1e3:
+    problems.append(f"stated bound {clock['cross_slice_error_bound_us']} us, not the two measurements' {(bound_a + bound_b) / 1e3}")
+if [h["clock_offset_bound_ms"] for h in r["hosts"]] != [bound_a / 1e6, bound_b / 1e6]: problems.append(f"hosts' bounds: {r['hosts']}")
+if clock["cross_slice_min_latency_us"] < -clock["cross_slice_error_bound_us"]:
+    problems.append(f"a line arrived {-clock['cross_slice_min_latency_us']} us before it was sent, beyond the bound")
+for p in problems: print("FAIL:", p, file=sys.stderr)
+sys.exit(1 if problems else 0)
+EOF2
   ;;
 unreachable)
   echo "$net.99" >>"$tmp/hosts"  # on the bridge's subnet, but no namespace holds it
