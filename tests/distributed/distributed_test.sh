@@ -7,7 +7,8 @@
 # Usage: distributed_test.sh CASE --loadgen PATH --server PATH
 #   chat         run_distributed.sh over the 3 hosts (rooms spanning them): merged counts
 #                equal the server's lines_out and one process's run of the same workload,
-#                lost 0, every slice connected
+#                lost 0, every slice connected, every host's clock measured and the lines
+#                between slices timed within the stated bound
 #   skew         two slices, one with --clock-offset-ms 300: unmeasured, its lines are never
 #                timed by the other slice; with offsets measured over ssh
 #                (scripts/clock_offset.py), the measurement finds the 300 ms within its
@@ -163,8 +164,15 @@ if not lines["delivered"] == lines["expected"] == lines["server_lines_out"] > 0:
 server = merged["server"]
 if not (server["cpu_user_s"] is not None and server["cpu_user_s"] + server["cpu_sys_s"] > 0 and server["rss_bytes_after"] > 0):
     problems.append(f"the server's CPU and memory were not sampled: {server}")
-if merged["clock"]["cross_slice_deliveries_untimed"] == 0: problems.append("no room spanned two slices")
-if not merged["latency_us"]["count"] == merged["clock"]["samples_used"] > 0: problems.append("samples_used not reported")
+clock = merged["clock"]
+# run_distributed.sh measured every host's clock: lines between slices are timed, within the bound.
+if clock["cross_slice_samples"] == 0: problems.append("no room spanned two slices, or its lines were not timed")
+if clock["cross_slice_deliveries_untimed"] != 0: problems.append(f"cross-slice lines untimed despite measured clocks: {clock}")
+if any(h["clock_offset_bound_ms"] is None or h["clock_offset_after_ms"] is None for h in merged["hosts"]):
+    problems.append(f"a host's clock was not measured: {merged['hosts']}")
+if clock["cross_slice_min_latency_us"] < -clock["cross_slice_error_bound_us"]: problems.append(f"a line arrived before it was sent: {clock}")
+if not merged["latency_us"]["count"] == clock["samples_used"] == clock["same_process_samples"] + clock["cross_slice_samples"] > 0:
+    problems.append("samples_used not reported")
 for key in ("sent", "delivered", "expected", "lost"):
     if single["lines"][key] != lines[key]: problems.append(f"lines.{key}: one process {single['lines'][key]}, merged {lines[key]}")
 for p in problems: print("FAIL:", p, file=sys.stderr)
