@@ -43,7 +43,7 @@ server_address=${BASH_REMATCH[1]} server_port=${BASH_REMATCH[2]}
 shift
 for arg in "$@"; do
   case $arg in
-    --host|--host=*|--port|--port=*|--clients|--clients=*|--clients-total*|--client-offset*|--start-at*|--json*|--server-pid*)
+    --host|--host=*|--port|--port=*|--clients|--clients=*|--clients-total*|--client-offset*|--start-at*|--json*|--server-pid*|--clock-offset-ns*|--clock-offset-bound-ns*)
       die_usage "$arg is set by this script; leave it out of the loadgen options" ;;
   esac
 done
