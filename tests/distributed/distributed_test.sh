@@ -9,11 +9,11 @@
 #                equal the server's lines_out and one process's run of the same workload,
 #                lost 0, every slice connected, every host's clock measured and the lines
 #                between slices timed within the stated bound
-#   skew         two slices, one with --clock-offset-ms 300: unmeasured, its lines are never
-#                timed by the other slice; with offsets measured over ssh
-#                (scripts/clock_offset.py), the measurement finds the 300 ms within its
-#                bound and cross-slice lines are timed, corrected, within the stated bound;
-#                the merge says how many samples of each kind it used
+#   skew         three slices, two with --clock-offset-ms 300; offsets measured over ssh
+#                (scripts/clock_offset.py) for the first two only: the measurement finds
+#                the 300 ms within its bound, lines between the measured slices are timed,
+#                corrected within the stated bound, lines to and from the unmeasured one
+#                never; the merge says how many samples of each kind it used
 #   unreachable  one host of the file does not answer: run_distributed.sh fails within 30 s
 #                naming it
 #   deadline     slices that outlive --deadline-s are killed, and each is named with its
@@ -68,7 +68,6 @@ ip link add "$bridge" type bridge
 ip addr add "$net.1/24" dev "$bridge"
 ip link set "$bridge" up
 hosts=3
-[ "$case_name" = skew ] && hosts=2
 for i in $(seq 1 $hosts); do
   ns=${tag}n$i
   ip netns add "$ns"
@@ -182,39 +181,12 @@ sys.exit(1 if problems else 0)
 EOF2
   ;;
 skew)
-  # Two slices started together by hand, the second with its clocks 300 ms ahead; run
-  # twice: without a measured offset, then with each host's offset measured over ssh.
-  run_slices() {  # NAME EXTRA_ARGS_OF_A -- EXTRA_ARGS_OF_B
-    local name=$1 a_args=() b_args=() a b
-    shift
-    while [ "$1" != -- ]; do a_args+=("$1"); shift; done
-    shift
-    b_args=("$@")
-    local start_at=$(( $(date +%s%3N) + 6000 ))  # two local processes to start, 50 clients each to join
-    local common=(chat --host "$net.1" --port "$port" --clients 50 --clients-total 100 --room-size 7 --rate 20 --duration-s 2 --warmup-s 0.2 --drain-s 2
-                  --tick-us 0 --start-at "$start_at" --quiet)
-    ip netns exec "${tag}n1" "$loadgen" "${common[@]}" --client-offset 0 "${a_args[@]}" --json "$tmp/$name-a.json" >/dev/null &
-    a=$!
-    ip netns exec "${tag}n2" "$loadgen" "${common[@]}" --client-offset 50 --clock-offset-ms 300 "${b_args[@]}" --json "$tmp/$name-b.json" >/dev/null &
-    b=$!
-    wait $a || fail "$name: slice a exited $?"
-    wait $b || fail "$name: slice b exited $?"
-    "$loadgen" merge "$tmp/$name-a.json" "$tmp/$name-b.json" --json "$tmp/$name.json" >/dev/null || fail "$name: merge exited $?"
-    echo "$name: merged latency: $(json "$tmp/$name.json" 'r["latency_us"]')  clock: $(json "$tmp/$name.json" 'r["clock"]')"
-    [ "$(json "$tmp/$name.json" 'r["latency_us"]["count"] == r["clock"]["samples_used"] == r["clock"]["same_process_samples"] + r["clock"]["cross_slice_samples"] > 0')" = True ] ||
-      fail "$name: samples_used missing or not the sum of its kinds"
-    [ "$(json "$tmp/$name.json" 'r["lines"]["lost"] == 0 and r["lines"]["delivered"] == r["lines"]["expected"]')" = True ] ||
-      fail "$name: cross-slice lines not all counted: $(json "$tmp/$name.json" 'r["lines"]')"
-    # Mixed in uncorrected, a line of the skewed slice would read 300 ms slow (or fast) on the other.
-    [ "$(json "$tmp/$name.json" 'r["latency_us"]["max"] < 300000')" = True ] || fail "$name: a skewed sample was mixed in: max $(json "$tmp/$name.json" 'r["latency_us"]["max"]') us"
-  }
-  run_slices unmeasured --
-  [ "$(json "$tmp/unmeasured.json" 'r["clock"]["cross_slice_deliveries_untimed"] > 0 and r["clock"]["cross_slice_samples"] == 0')" = True ] ||
-    fail "unmeasured: cross-slice lines were timed, or none was set apart"
-  [ "$(json "$tmp/unmeasured.json" '[h["clock_offset_bound_ms"] for h in r["hosts"]] == [None, None]')" = True ] || fail "unmeasured: a bound was stated"
-
-  # Each namespace's clock against this one's, as run_distributed.sh measures its hosts.
-  # The namespaces share one clock, so the truth is known: 0, and the injected 300 ms.
+  # Three slices started together by hand, in rooms of 7 spanning a|b and b|c: a measured,
+  # b measured with its clocks 300 ms ahead, c unmeasured with its clocks 300 ms ahead.
+  # Lines between a and b are timed, corrected within the stated bound; lines between b
+  # and c are never timed (c's clock is unknown). One run covers both paths.
+  # Each namespace's clock against this one's, as run_distributed.sh measures its hosts;
+  # the namespaces share one clock, so the truth is known: 0, and the injected 300 ms.
   measure() { "$root/scripts/clock_offset.py" -- ssh -F "$tmp/ssh_config" "$1" "$loadgen" clock "${@:2}"; }
   read -r offset_a bound_a _ < <(measure "$net.11") || fail "cannot measure namespace 1's clock"
   read -r offset_b bound_b _ < <(measure "$net.12" --clock-offset-ms 300) || fail "cannot measure namespace 2's clock"
@@ -222,18 +194,41 @@ skew)
   [ $(( offset_a < 0 ? -offset_a : offset_a )) -le "$bound_a" ] || fail "namespace 1's offset $offset_a ns is not 0 within $bound_a ns"
   [ $(( offset_b - 300000000 < 0 ? 300000000 - offset_b : offset_b - 300000000 )) -le "$bound_b" ] ||
     fail "namespace 2's offset $offset_b ns is not the injected 300 ms within $bound_b ns"
-  run_slices measured --clock-offset-ns "$offset_a" --clock-offset-bound-ns "$bound_a" -- --clock-offset-ns "$offset_b" --clock-offset-bound-ns "$bound_b"
-  # Every cross-slice line timed; corrected, none arrived earlier than it was sent by more
-  # than the stated bound (uncorrected, the skewed slice's lines would arrive 300 ms early).
-  python3 - "$tmp/measured.json" "$bound_a" "$bound_b" <<'EOF2' || fail "measured: cross-slice samples not corrected within the bound (above)"
+  start_at=$(( $(date +%s%3N) + 6000 ))  # three local processes to start, 50 clients each to join
+  common=(chat --host "$net.1" --port "$port" --clients 50 --clients-total 150 --room-size 7 --rate 20 --duration-s 2 --warmup-s 0.2
+          --drain-s 2 --tick-us 0 --start-at "$start_at" --quiet)
+  ip netns exec "${tag}n1" "$loadgen" "${common[@]}" --client-offset 0 --clock-offset-ns "$offset_a" --clock-offset-bound-ns "$bound_a" \
+    --json "$tmp/a.json" >/dev/null &
+  a=$!
+  ip netns exec "${tag}n2" "$loadgen" "${common[@]}" --client-offset 50 --clock-offset-ms 300 --clock-offset-ns "$offset_b" \
+    --clock-offset-bound-ns "$bound_b" --json "$tmp/b.json" >/dev/null &
+  b=$!
+  ip netns exec "${tag}n3" "$loadgen" "${common[@]}" --client-offset 100 --clock-offset-ms 300 --json "$tmp/c.json" >/dev/null &
+  c=$!
+  wait $a || fail "slice a exited $?"
+  wait $b || fail "slice b exited $?"
+  wait $c || fail "slice c exited $?"
+  "$loadgen" merge "$tmp/a.json" "$tmp/b.json" "$tmp/c.json" --json "$tmp/m.json" >/dev/null || fail "merge exited $?"
+  echo "merged latency: $(json "$tmp/m.json" 'r["latency_us"]')  clock: $(json "$tmp/m.json" 'r["clock"]')"
+  python3 - "$tmp" "$bound_a" "$bound_b" <<'EOF2' || fail "skewed samples mixed in, or not corrected within the bound (above)"
 import json, sys
-r, bound_a, bound_b = json.load(open(sys.argv[1])), int(sys.argv[2]), int(sys.argv[3])
-clock, problems = r["clock"], []
-if clock["cross_slice_samples"] == 0 or clock["cross_slice_deliveries_untimed"] != 0:
-    problems.append(f"cross-slice lines not all timed: {clock}")
+tmp, bound_a, bound_b = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+m, a, b, c = (json.load(open(f"{tmp}/{n}.json")) for n in ("m", "a", "b", "c"))
+clock, problems = m["clock"], []
+if m["lines"]["lost"] != 0 or m["lines"]["delivered"] != m["lines"]["expected"]: problems.append(f"cross-slice lines not all counted: {m['lines']}")
+if not m["latency_us"]["count"] == clock["samples_used"] == clock["same_process_samples"] + clock["cross_slice_samples"] > 0:
+    problems.append("samples_used missing, or not the sum of its kinds")
+# a <-> b timed (both measured); b <-> c never (c unmeasured): c times nothing across
+# slices, and b leaves c's lines untimed.
+if a["clock"]["cross_slice_samples"] == 0 or b["clock"]["cross_slice_samples"] == 0: problems.append("lines between a and b were not timed")
+if c["clock"]["cross_slice_samples"] != 0 or c["clock"]["cross_slice_deliveries_untimed"] == 0: problems.append(f"c timed another slice's line: {c['clock']}")
+if b["clock"]["cross_slice_deliveries_untimed"] == 0: problems.append(f"b did not set c's lines apart: {b['clock']}")
 if clock["cross_slice_error_bound_us"] != (bound_a + bound_b) / 1e3:
     problems.append(f"stated bound {clock['cross_slice_error_bound_us']} us, not the two measurements' {(bound_a + bound_b) / 1e3}")
-if [h["clock_offset_bound_ms"] for h in r["hosts"]] != [bound_a / 1e6, bound_b / 1e6]: problems.append(f"hosts' bounds: {r['hosts']}")
+if [h["clock_offset_bound_ms"] for h in m["hosts"]] != [bound_a / 1e6, bound_b / 1e6, None]: problems.append(f"hosts' bounds: {m['hosts']}")
+# Mixed in uncorrected, a line of a skewed slice reads 300 ms slow on one side and 300 ms
+# early (below minus the bound: before it was sent) on the other.
+if m["latency_us"]["max"] >= 300000: problems.append(f"a skewed sample was mixed in: max {m['latency_us']['max']} us")
 if clock["cross_slice_min_latency_us"] < -clock["cross_slice_error_bound_us"]:
     problems.append(f"a line arrived {-clock['cross_slice_min_latency_us']} us before it was sent, beyond the bound")
 for p in problems: print("FAIL:", p, file=sys.stderr)
