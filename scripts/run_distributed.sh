@@ -250,7 +250,7 @@ merged["server"] = {"stats_before": before, "stats_after": after, "lines_in_delt
 # by more than the bounds allow makes its cross-slice samples off by more than stated.
 drifts = []
 for i, login in enumerate(sys.argv[2:]):
-    host = next((h for h in merged["hosts"] if h["report"].endswith(f"slice-{i + 1}.json")), None)
+    host = next((h for h in merged["hosts"] if h["report"].endswith(f"/slice-{i + 1}.json")), None)
     after = (out / "clock_after" / f"{i}.out")
     fields = after.read_text().split() if after.exists() else []
     if host is None: continue
