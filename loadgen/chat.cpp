@@ -187,6 +187,9 @@ StepResult run_chat_step(ChatRun& run, double rate) {
     state.window_sent = 0;
     std::vector<Sender> senders;
     state.line_clock_offset_ns = phase.line_clock_offset_ns;
+    state.reference_clock = phase.reference_clock;
+    worker.cross_slice_samples = 0;
+    worker.cross_slice_min_ns = INT64_MAX;
     std::uint64_t planned = 0;
     for (auto& connection : worker.connections()) {
       if (!connection->sender) continue;
@@ -231,7 +234,8 @@ StepResult run_chat_step(ChatRun& run, double rate) {
     drain(engine, expected, run.progress);
 
   LatencyRecorder latency;
-  std::uint64_t window_deliveries = 0, window_sent = 0, late = 0, late_stalled = 0;
+  std::uint64_t window_deliveries = 0, window_sent = 0, late = 0, late_stalled = 0, cross_samples = 0;
+  std::int64_t cross_min_ns = INT64_MAX;
   ArrivalWindow arrived{phase.window_start_ns, phase.window_end_ns, 0};
   engine.for_each_worker([&](Worker& worker) {
     // Stop any sender still behind; no further sends in this phase.
@@ -244,6 +248,8 @@ StepResult run_chat_step(ChatRun& run, double rate) {
     window_sent += run.traffic[worker.index()].window_sent;
     late += worker.late_sends;
     late_stalled += worker.late_sends_stalled;
+    cross_samples += worker.cross_slice_samples;
+    cross_min_ns = std::min(cross_min_ns, worker.cross_slice_min_ns);
   });
   const ChatLossCounter loss = count_chat_loss(engine, run.room_size);
   run.expected_so_far = loss.expected;
@@ -281,6 +287,9 @@ StepResult run_chat_step(ChatRun& run, double rate) {
                                                            {"window_lines_delivered", window_deliveries}}},
                                {"late_sends", late},
                                {"late_sends_stalled", late_stalled},
+                               // Of latency_us's samples, those of another process's lines (reference clock).
+                               {"cross_slice_samples", cross_samples},
+                               {"cross_slice_min_latency_us", cross_samples > 0 ? json::value(static_cast<double>(cross_min_ns) / 1e3) : json::value(nullptr)},
                                {"lost", result.lost},
                                {"outstanding", result.outstanding},
                                {"expected_so_far", sliced(options) ? json::value(nullptr) : json::value(expected)},
@@ -343,7 +352,13 @@ void run_chat(Engine& engine, json::object& report, Progress& progress) {
   Phase& phase = run.phase;
   phase.own_first = options.client_offset;
   phase.own_end = options.client_offset + options.clients;
-  phase.line_clock_offset_ns = static_cast<std::int64_t>(std::llround(options.clock_offset_ms * 1e6));
+  // How far this process's UNIX clock reads ahead of the run's reference clock: the injected
+  // skew less the measured offset (which includes it), or the skew alone if unmeasured.
+  const std::int64_t injected_ns = std::llround(options.clock_offset_ms * 1e6);
+  const double ahead_ms = static_cast<double>(injected_ns - options.clock_offset_ns) / 1e6;
+  phase.reference_clock = options.clock_offset_bound_ns > 0;
+  // Fixed for the run, so this process's own lines map back exactly.
+  phase.line_clock_offset_ns = phase.reference_clock ? unix_minus_steady_ns() + injected_ns - options.clock_offset_ns : injected_ns;
   engine.for_each_worker([&](Worker& worker) {
     worker.set_line_handler([&phase](Worker& w, Connection& c, std::string_view line, std::int64_t now) { handle_line(w, c, line, now, phase); });
     for (auto& connection : worker.connections()) {
@@ -358,9 +373,10 @@ void run_chat(Engine& engine, json::object& report, Progress& progress) {
       [&] { progress.show("joining: " + std::to_string(engine.sum(&Worker::joined)) + "/" + std::to_string(engine.open_connections())); });
   if (!all_joined) warn(report, "not every client got /joined before the deadline; those are left out");
   const auto stats_before = query_server_stats(engine);
-  report["ready_at_unix_ms"] = unix_ms_now(options.clock_offset_ms);
+  // --start-at and the time this process was ready: on the reference clock, if measured.
+  report["ready_at_unix_ms"] = unix_ms_now(ahead_ms);
   if (options.start_at_ms > 0) {
-    run.start_at_ns = steady_ns_at_unix_ms(options.start_at_ms, options.clock_offset_ms);
+    run.start_at_ns = steady_ns_at_unix_ms(options.start_at_ms, ahead_ms);
     run.step_span_ns = static_cast<std::int64_t>((options.warmup_s + options.duration_s + options.drain_s + 1) * 1e9);
   }
 
@@ -471,10 +487,19 @@ void run_chat(Engine& engine, json::object& report, Progress& progress) {
     std::lock_guard lock(merge_mutex);
     cross_slice += worker.cross_slice_deliveries;
   });
-  report["clock"] = json::object{{"line_clock", "steady clock of the sending process"},
-                                 {"timed", "same-process pairs only"},
-                                 {"clock_offset_ms", options.clock_offset_ms},
-                                 {"cross_slice_deliveries_untimed", cross_slice}};
+  const bool measured = options.clock_offset_bound_ns > 0;
+  const json::object* last_step = rate_steps.empty() ? nullptr : &rate_steps.back().as_object();  // latency_us's step
+  auto of_last_step = [&](const char* key, json::value none) { return last_step ? last_step->at(key) : none; };
+  report["clock"] = json::object{
+      {"line_clock", measured ? "reference clock: this host's UNIX clock less its measured offset" : "steady clock of the sending process"},
+      {"timed", measured ? "same-process pairs; cross-slice pairs whose sender's offset was measured too, within the two bounds"
+                         : "same-process pairs only"},
+      {"clock_offset_ms", options.clock_offset_ms},
+      {"measured_offset_ns", measured ? json::value(options.clock_offset_ns) : json::value(nullptr)},
+      {"measured_offset_bound_ns", measured ? json::value(options.clock_offset_bound_ns) : json::value(nullptr)},
+      {"cross_slice_samples", of_last_step("cross_slice_samples", 0)},
+      {"cross_slice_min_latency_us", of_last_step("cross_slice_min_latency_us", nullptr)},
+      {"cross_slice_deliveries_untimed", cross_slice}};
   finish_common(engine, report);
 }
 

@@ -122,7 +122,11 @@ class Worker {
   std::uint64_t late_sends_stalled = 0; // of those, late only because the thread was kept off its core
   std::uint64_t unknown_lines = 0;      // lines that were neither ours nor a known reply
   std::uint64_t untimed_reads = 0;      // reads without a kernel receive time (timed at the read)
-  std::uint64_t cross_slice_deliveries = 0;  // chat lines from another process's senders: never timed
+  std::uint64_t cross_slice_deliveries = 0;  // chat lines from another process's senders, untimed
+  // Chat lines from another process timed on the run's reference clock (measured offsets,
+  // docs/distributed.md "Clocks") in the current window, and the least of their latencies.
+  std::uint64_t cross_slice_samples = 0;
+  std::int64_t cross_slice_min_ns = INT64_MAX;
   std::vector<std::int64_t> message_last_arrival_ns;  // broadcast: per message, latest arrival
   std::vector<std::uint32_t> message_receivers;       // broadcast: per message, receivers that had it
   std::string last_stats_reply;                       // chat: the last "/stats ..." line

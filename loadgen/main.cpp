@@ -3,7 +3,10 @@
 #include <sys/resource.h>
 
 #include <CLI/CLI.hpp>
+#include <algorithm>
 #include <charconv>
+#include <cmath>
+#include <ctime>
 #include <chatbench/cli.hpp>
 #include <csignal>
 #include <cstdio>
@@ -137,6 +140,22 @@ std::vector<std::string> preflight(const Options& o) {
   return warnings;
 }
 
+// loadgen clock: one reading of CLOCK_REALTIME per line read, as "UNIX_NS RESOLUTION_NS",
+// at once: the reader times the round trip around it (scripts/clock_offset.py).
+int run_clock(double skew_ms) {
+  timespec resolution{};
+  ::clock_getres(CLOCK_REALTIME, &resolution);
+  const std::int64_t resolution_ns = std::max<std::int64_t>(1, resolution.tv_sec * 1'000'000'000LL + resolution.tv_nsec);
+  const std::int64_t skew_ns = std::llround(skew_ms * 1e6);
+  std::string request;
+  while (std::getline(std::cin, request)) {
+    timespec now{};
+    ::clock_gettime(CLOCK_REALTIME, &now);
+    std::cout << now.tv_sec * 1'000'000'000LL + now.tv_nsec + skew_ns << ' ' << resolution_ns << '\n' << std::flush;
+  }
+  return 0;
+}
+
 // loadgen merge: reads every report, merges, writes; the checks are merge_reports'.
 int run_merge(const std::vector<std::string>& inputs, const std::string& output) {
   std::vector<SliceReport> slices;
@@ -215,6 +234,13 @@ int main(int argc, char** argv) {
   chat->add_option("--clock-offset-ms", options.clock_offset_ms,
                    "TEST KNOB: this process's clocks read this much ahead (a skewed host); docs/distributed.md")
       ->capture_default_str()->check(cli::number(-86'400'000, true, 86'400'000));
+  auto* offset_ns = chat->add_option("--clock-offset-ns", options.clock_offset_ns,
+                                     "many hosts: this host's UNIX clock less the run's reference clock, as measured (scripts/clock_offset.py)")
+                        ->check(cli::integer(-(std::int64_t{1} << 50), std::int64_t{1} << 50));
+  chat->add_option("--clock-offset-bound-ns", options.clock_offset_bound_ns, "many hosts: the measured offset is within this of the truth")
+      ->check(cli::integer(1, std::int64_t{1} << 50))
+      ->needs(offset_ns);
+  offset_ns->needs(chat->get_option("--clock-offset-bound-ns"));
   chat->add_option("--late-bar-pct", options.late_bar_pct, "a rate passes only with at most this % of its sends late (> 1 ms)")
       ->capture_default_str()->check(cli::number(0, true, 100));
 
@@ -224,8 +250,15 @@ int main(int argc, char** argv) {
   merge->add_option("reports", merge_inputs, "the slices' JSON reports")->required()->check(CLI::ExistingFile);
   merge->add_option("--json", merge_output, "write the merged report to this file")->required()->check(writable_path);
 
+  double clock_skew_ms = 0;
+  auto* clock = app.add_subcommand("clock", "answer each line on stdin with this host's UNIX time and clock resolution in ns "
+                                            "(scripts/clock_offset.py measures a host's offset with it)");
+  clock->add_option("--clock-offset-ms", clock_skew_ms, "TEST KNOB: read the clock this much ahead, as chat --clock-offset-ms")
+      ->capture_default_str()->check(cli::number(-86'400'000, true, 86'400'000));
+
   cli::parse(app, argc, argv, "docs/loadgen.md");
   if (merge->parsed()) return run_merge(merge_inputs, merge_output);
+  if (clock->parsed()) return run_clock(clock_skew_ms);
   options.mode = chat->parsed() ? Mode::chat : broadcast->parsed() ? Mode::broadcast : Mode::idle;
   if (options.find_ceiling && options.rates.size() != 1) {
     std::cerr << "loadgen: --find-ceiling takes one --rate, the rate it starts from, not a list\n";
@@ -238,6 +271,10 @@ int main(int argc, char** argv) {
   }
   if (options.clients_total == 0 && options.client_offset > 0) {
     std::cerr << "loadgen: --client-offset needs --clients-total\n";
+    return exit_usage;
+  }
+  if (options.clock_offset_bound_ns > 0 && options.clients_total == 0) {
+    std::cerr << "loadgen: --clock-offset-ns times lines between the slices of a run; it needs --clients-total\n";
     return exit_usage;
   }
   if (options.find_ceiling && (options.clients_total > 0 || options.start_at_ms > 0)) {

@@ -77,6 +77,8 @@ json::array missing_clients(const std::vector<Slice>& ranges, std::uint32_t tota
   return missing;
 }
 
+json::value ns_to_ms(const json::value* ns) { return ns == nullptr || ns->is_null() ? json::value(nullptr) : json::value(ns->to_number<double>() / 1e6); }
+
 json::value rounded_sum(const std::vector<const json::value*>& values) {
   double sum = 0;
   for (const json::value* v : values) {
@@ -103,6 +105,9 @@ json::object merge_reports(const std::vector<SliceReport>& slices) {
   std::uint64_t requested = 0, connected = 0;
   json::array limits, warnings, hosts;
   LatencyRecorder latency;
+  std::vector<std::int64_t> bounds_ns;  // of the hosts whose offset was measured
+  std::uint64_t cross_samples = 0;
+  double cross_min_us = INFINITY;
   for (const Slice& range : ranges) {
     const json::object& r = range.source->report;
     requested += count_of(r.at("clients_requested"));
@@ -111,6 +116,7 @@ json::object merge_reports(const std::vector<SliceReport>& slices) {
     if (!r.at("limit_hit").is_null()) limits.push_back(json::value(range.source->name + ": " + std::string(r.at("limit_hit").as_string())));
     for (const json::value& w : r.at("warnings").as_array()) warnings.push_back(json::value(range.source->name + ": " + std::string(w.as_string())));
     const json::object& cpu = r.at("cpu").as_object();
+    const json::object& clock = r.at("clock").as_object();
     hosts.push_back(json::object{{"report", range.source->name},
                                  {"hostname", r.at("machine").as_object().contains("hostname") ? at(r, {"machine", "hostname"}) : json::value(nullptr)},
                                  {"clients", json::array{range.first, range.end - 1}},
@@ -119,9 +125,15 @@ json::object merge_reports(const std::vector<SliceReport>& slices) {
                                  {"loadgen_cpu_fraction", cpu.at("loadgen_cpu_fraction")},
                                  {"loadgen_saturated", cpu.at("loadgen_saturated")},
                                  {"ready_at_unix_ms", r.contains("ready_at_unix_ms") ? r.at("ready_at_unix_ms") : json::value(nullptr)},
-                                 // No offset between hosts' clocks is measured: latency is timed within a slice only.
-                                 {"clock_offset_bound_ms", nullptr},
+                                 // This host's UNIX clock less the reference clock, as the launcher measured it.
+                                 {"clock_offset_ms", ns_to_ms(clock.if_contains("measured_offset_ns"))},
+                                 {"clock_offset_bound_ms", ns_to_ms(clock.if_contains("measured_offset_bound_ns"))},
                                  {"clock_offset_ms_injected", at(r, {"options", "clock_offset_ms"})}});
+    if (const json::value* bound = clock.if_contains("measured_offset_bound_ns"); bound && !bound->is_null())
+      bounds_ns.push_back(bound->to_number<std::int64_t>());
+    cross_samples += count_of(clock.contains("cross_slice_samples") ? clock.at("cross_slice_samples") : json::value(nullptr));
+    if (const json::value* m = clock.if_contains("cross_slice_min_latency_us"); m && !m->is_null())
+      cross_min_us = std::min(cross_min_us, m->to_number<double>());
   }
   merged["clients_requested"] = requested;
   merged["clients_connected"] = connected;
@@ -179,9 +191,20 @@ json::object merge_reports(const std::vector<SliceReport>& slices) {
                                  {"receivers_with_outstanding", if_complete(counter.loss.receivers_with_outstanding)},
                                  {"receivers_disconnected", counter.receivers_disconnected}, {"unknown", unknown},
                                  {"server_lines_out", nullptr}};
-  merged["clock"] = json::object{{"timed", "same-process pairs only"},
-                                 {"samples_used", latency.count()},
-                                 {"cross_slice_deliveries_untimed", cross_slice}};
+  // A cross-slice sample is off by at most its sender's and its receiver's bounds: at most
+  // the two largest of the run.
+  std::sort(bounds_ns.rbegin(), bounds_ns.rend());
+  const json::value cross_bound_us =
+      cross_samples == 0 || bounds_ns.size() < 2 ? json::value(nullptr) : json::value(static_cast<double>(bounds_ns[0] + bounds_ns[1]) / 1e3);
+  merged["clock"] = json::object{
+      {"timed", cross_samples > 0 ? "same-process pairs exactly; cross-slice pairs whose two hosts' offsets were measured, within cross_slice_error_bound_us"
+                                  : "same-process pairs only"},
+      {"samples_used", latency.count()},
+      {"same_process_samples", latency.count() - cross_samples},
+      {"cross_slice_samples", cross_samples},
+      {"cross_slice_error_bound_us", cross_bound_us},
+      {"cross_slice_min_latency_us", cross_samples > 0 ? json::value(cross_min_us) : json::value(nullptr)},
+      {"cross_slice_deliveries_untimed", cross_slice}};
 
   // Rate steps, index by index: the slices ran the same steps at the same start times.
   json::array steps;
@@ -189,7 +212,7 @@ json::object merge_reports(const std::vector<SliceReport>& slices) {
   for (std::size_t i = 0; i < step_count; ++i) {
     LatencyRecorder step_latency;
     std::vector<const json::value*> sent_per_s, deliveries_per_s;
-    std::uint64_t late = 0, late_stalled = 0;
+    std::uint64_t late = 0, late_stalled = 0, step_cross = 0;
     json::array late_hosts;
     for (const Slice& range : ranges) {
       const json::array& own = at(range.source->report, {"rate_steps"}).as_array();
@@ -203,6 +226,7 @@ json::object merge_reports(const std::vector<SliceReport>& slices) {
       deliveries_per_s.push_back(&at(step, {"throughput", "deliveries_per_s"}));
       late += count_of(step.at("late_sends"));
       late_stalled += count_of(step.at("late_sends_stalled"));
+      step_cross += count_of(step.at("cross_slice_samples"));
       // Ready after the step's start: its first sends were late, and the step began unevenly.
       if (const json::value& l = step.at("start_late_ms"); !l.is_null() && l.to_number<double>() > 1.0)
         late_hosts.push_back(json::value(range.source->name + ": " + json::serialize(l) + " ms late"));
@@ -213,6 +237,7 @@ json::object merge_reports(const std::vector<SliceReport>& slices) {
                                  {"throughput", json::object{{"sent_per_s", rounded_sum(sent_per_s)}, {"deliveries_per_s", rounded_sum(deliveries_per_s)}}},
                                  {"late_sends", late},
                                  {"late_sends_stalled", late_stalled},
+                                 {"cross_slice_samples", step_cross},
                                  {"late_hosts", late_hosts}});
     if (!late_hosts.empty()) warnings.push_back(json::value("rate step " + std::to_string(i) + ": " + json::serialize(late_hosts)));
   }

@@ -55,6 +55,10 @@ struct Options {
   std::uint32_t clients_total = 0, client_offset = 0;
   std::int64_t start_at_ms = 0;  // UNIX ms at which the schedule starts; 0: once joined
   double clock_offset_ms = 0;    // test knob: this process's clocks read this much ahead
+  // This host's UNIX clock less the run's reference clock, as the launcher measured it, and
+  // the bound on that measurement's error (0: not measured; lines from other processes are
+  // then never timed). docs/distributed.md, "Clocks".
+  std::int64_t clock_offset_ns = 0, clock_offset_bound_ns = 0;
 };
 
 const char* mode_name(Mode mode);

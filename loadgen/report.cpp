@@ -487,6 +487,15 @@ std::string human_summary(const json::object& r) {
     out << "  latency us: p50 " << show(at(r, {"latency_us", "p50"})) << "  p90 " << show(at(r, {"latency_us", "p90"}))
         << "  p99 " << show(at(r, {"latency_us", "p99"})) << "  p99.9 " << show(at(r, {"latency_us", "p999"})) << "  max "
         << show(at(r, {"latency_us", "max"})) << "  (" << show(at(r, {"latency_us", "count"})) << " samples)\n";
+  // Samples between hosts carry the clock measurements' error: say so beside the figure.
+  if (const auto* clock = r.contains("clock") ? r.at("clock").if_object() : nullptr) {
+    const json::value* cross = clock->if_contains("cross_slice_samples");
+    if (cross && !cross->is_null() && cross->to_number<std::uint64_t>() > 0) {
+      const json::value* bound = clock->if_contains("cross_slice_error_bound_us");
+      out << "  of which " << show(*cross) << " between hosts, each within "
+          << (bound && !bound->is_null() ? show(*bound) + " us (the two hosts' clock bounds)" : std::string("its two hosts' clock bounds")) << "\n";
+    }
+  }
   if (!r.at("broadcast_completion_us").is_null())
     out << "  broadcast completion us: p50 " << show(at(r, {"broadcast_completion_us", "p50"})) << "  p95 "
         << show(at(r, {"broadcast_completion_us", "p95"})) << "  p99 " << show(at(r, {"broadcast_completion_us", "p99"}))

@@ -32,7 +32,7 @@ bool send_due(Worker& worker, Sender& sender, TrafficState& state, unsigned size
       if (now - intended - stalled_ns <= late_send_ns) ++worker.late_sends_stalled;
     }
     if (intended >= sender.plan.window_start_ns) ++state.window_sent;
-    format_chat_line(worker.scratch, sender.line_id, connection.sent, intended + state.line_clock_offset_ns, size);
+    format_chat_line(worker.scratch, sender.line_id, connection.sent, intended + state.line_clock_offset_ns, size, state.reference_clock);
     if (!worker.send(connection, worker.scratch)) return false;
     ++connection.sent;
     state.lines_sent.add();
@@ -123,15 +123,24 @@ void handle_line(Worker& worker, Connection& connection, std::string_view line, 
   if (track.duplicated != duplicates_before) return;
   worker.unique_deliveries.add();
   worker.window_arrivals.on_arrival(now);
-  if (chat->sender < phase.own_first || chat->sender >= phase.own_end) {
-    ++worker.cross_slice_deliveries;  // counted above for loss and order; never timed
+  // Another process's line is timed only if both clocks were measured against the run's
+  // reference (its line says so, and this process's offset is known): then the sample is
+  // within the two measurements' bounds. Otherwise it counts above for loss and order only.
+  const bool cross_slice = chat->sender < phase.own_first || chat->sender >= phase.own_end;
+  if (cross_slice && !(chat->reference_clock && phase.reference_clock)) {
+    ++worker.cross_slice_deliveries;
     return;
   }
+  // On this process's steady clock: its own lines exactly, another's within the bounds.
   const std::int64_t intended = chat->intended_ns - phase.line_clock_offset_ns;
   const std::int64_t latency = now - intended;
   if (intended >= phase.window_start_ns && intended < phase.window_end_ns) {
     worker.latency.record(latency);
     ++worker.window_deliveries;
+    if (cross_slice) {
+      ++worker.cross_slice_samples;
+      worker.cross_slice_min_ns = std::min(worker.cross_slice_min_ns, latency);
+    }
   }
   if (phase.mode == Mode::broadcast && chat->seq < worker.message_receivers.size()) {
     ++worker.message_receivers[chat->seq];
@@ -227,6 +236,11 @@ void drain_until_quiet(Engine& engine, Clock::duration quiet, Progress& progress
       [&] { progress.show("draining: " + std::to_string(last) + " delivered"); });
 }
 
+std::int64_t unix_minus_steady_ns() {
+  const std::int64_t steady = to_ns(Clock::now());
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::system_clock::now().time_since_epoch()).count() - steady;
+}
+
 std::int64_t unix_ms_now(double clock_offset_ms) {
   const auto now = std::chrono::system_clock::now().time_since_epoch();
   return std::chrono::duration_cast<std::chrono::milliseconds>(now).count() + std::llround(clock_offset_ms);
@@ -239,7 +253,7 @@ std::int64_t steady_ns_at_unix_ms(std::int64_t unix_ms, double clock_offset_ms) 
   return steady + (unix_ms * 1'000'000 - now);
 }
 
-void format_chat_line(std::string& out, std::uint32_t sender, std::uint64_t seq, std::int64_t intended_ns, unsigned size) {
+void format_chat_line(std::string& out, std::uint32_t sender, std::uint64_t seq, std::int64_t intended_ns, unsigned size, bool reference_clock) {
   out.clear();
   auto append = [&out](auto number) {
     char digits[24];  // enough for any 64-bit integer
@@ -249,6 +263,7 @@ void format_chat_line(std::string& out, std::uint32_t sender, std::uint64_t seq,
   append(sender);
   append(seq);
   append(intended_ns);
+  if (reference_clock) out.append("r ");
   if (out.size() + 1 < size) out.append(size - 1 - out.size(), 'x');
   out.push_back('\n');
 }
@@ -264,6 +279,7 @@ std::optional<ChatLine> parse_chat_line(std::string_view line) {
     return true;
   };
   if (!field(chat.sender) || !field(chat.seq) || !field(chat.intended_ns)) return std::nullopt;
+  chat.reference_clock = end - p >= 2 && p[0] == 'r' && p[1] == ' ';  // padding is 'x'
   return chat;
 }
 

@@ -35,10 +35,13 @@ struct SendPlan {
 struct Phase {
   Mode mode = Mode::chat;
   std::int64_t window_start_ns = 0, window_end_ns = INT64_MAX;
-  // The senders of this process (global ids): only their lines are timed, since another
-  // process's times are on another clock (docs/methodology.md, "Clocks").
+  // The senders of this process (global ids): their lines are timed exactly; another
+  // process's only on the reference clock (docs/methodology.md, "Clocks across hosts").
   std::uint32_t own_first = 0, own_end = UINT32_MAX;
-  std::int64_t line_clock_offset_ns = 0;  // --clock-offset-ms: added to this process's line clock
+  // Line clock = steady clock + this. Unmeasured: the injected --clock-offset-ms. Measured
+  // (reference_clock): the offset from the steady clock to the run's reference clock.
+  std::int64_t line_clock_offset_ns = 0;
+  bool reference_clock = false;
   std::vector<std::int64_t> message_intended_ns;  // broadcast
 };
 
@@ -55,6 +58,7 @@ struct Sender {
 struct TrafficState {
   SendPlan plan{};
   std::int64_t line_clock_offset_ns = 0;  // added to the intended time a line carries
+  bool reference_clock = false;          // lines say they carry the reference clock
   OwnedCounter lines_sent;
   std::uint64_t window_sent = 0;
   std::vector<Sender> senders;  // a heap, earliest next send first
@@ -124,6 +128,8 @@ void drain_until_quiet(Engine& engine, Clock::duration quiet, Progress& progress
 // The steady-clock time at which the UNIX clock, read with --clock-offset-ms added,
 // reaches unix_ms.
 std::int64_t steady_ns_at_unix_ms(std::int64_t unix_ms, double clock_offset_ms);
+// The UNIX clock less the steady clock, now.
+std::int64_t unix_minus_steady_ns();
 // The UNIX clock now, in ms, with --clock-offset-ms added.
 std::int64_t unix_ms_now(double clock_offset_ms);
 

@@ -43,7 +43,7 @@ server_address=${BASH_REMATCH[1]} server_port=${BASH_REMATCH[2]}
 shift
 for arg in "$@"; do
   case $arg in
-    --host|--host=*|--port|--port=*|--clients|--clients=*|--clients-total*|--client-offset*|--start-at*|--json*|--server-pid*)
+    --host|--host=*|--port|--port=*|--clients|--clients=*|--clients-total*|--client-offset*|--start-at*|--json*|--server-pid*|--clock-offset-ns*|--clock-offset-bound-ns*)
       die_usage "$arg is set by this script; leave it out of the loadgen options" ;;
   esac
 done
@@ -104,13 +104,34 @@ for i in "${!logins[@]}"; do
 done
 [ $failed = 0 ] || exit 1
 
-# 2. The slices: host i runs clients [offset_i, offset_i + n_i), the remainder spread over the first hosts.
+# Each host's UNIX clock less this machine's (the run's reference clock), NTP-style over
+# ssh, all at once, each within 20 s (scripts/clock_offset.py). Bash's EPOCHREALTIME reads
+# the clock without a fork, so nothing but bash 5 is needed on the host. A slice times
+# another's lines only with both offsets known, within both bounds (docs/distributed.md).
+# shellcheck disable=SC2016  # expanded on the load host
+remote_clock='bash -c '\''[ -n "${EPOCHREALTIME:-}" ] || exit 1; while read -r _; do echo "${EPOCHREALTIME//[!0-9]/}000 1000"; done'\'
+measure_clocks() {  # into $1/I.out: OFFSET_NS BOUND_NS ROUND_TRIP_NS
+  mkdir -p "$1"
+  for i in "${!logins[@]}"; do
+    timeout 20 "$root/scripts/clock_offset.py" -- ssh "${ssh_options[@]}" "${logins[$i]}" "$remote_clock" >"$1/$i.out" 2>"$1/$i.err" &
+  done
+  for i in "${!logins[@]}"; do wait -n || true; done
+}
+measure_clocks "$out/clock_before"
+for i in "${!logins[@]}"; do
+  read -r _ bound _ <"$out/clock_before/$i.out" 2>/dev/null || bound=""
+  [ -n "$bound" ] || die "cannot measure the clock of host ${logins[$i]} (bash 5 there?): $(tr '\n' ' ' <"$out/clock_before/$i.err")"
+done
+
+# 2. The slices: host i runs clients [offset_i, offset_i + n_i), the remainder spread over
+# the first hosts, with its clock's offset and bound.
 slices=$out/slices.txt
 : >"$slices"
 offset=0
 for i in "${!logins[@]}"; do
   n=$(( clients / host_count + (i < clients % host_count ? 1 : 0) ))
-  echo "$((i + 1)) $offset $n" >>"$slices"
+  read -r clock_offset clock_bound _ <"$out/clock_before/$i.out"
+  echo "$((i + 1)) $offset $n $clock_offset $clock_bound" >>"$slices"
   offset=$((offset + n))
 done
 
@@ -171,9 +192,11 @@ echo "run_distributed: $clients clients on $host_count hosts, start at $start_at
 set +e
 (cd "$out" && parallel "${parallel_options[@]}" \
    "$remote_loadgen" chat --host "$server_address" --port "$server_port" --clients '{3}' --clients-total "$clients" \
-   --client-offset '{2}' --start-at "$start_at" --json 'slice-{1}.json' --quiet "$@" :::: "$slices")
+   --client-offset '{2}' --clock-offset-ns '{4}' --clock-offset-bound-ns '{5}' --start-at "$start_at" --json 'slice-{1}.json' --quiet "$@" \
+   :::: "$slices")
 parallel_status=$?
 set -e
+measure_clocks "$out/clock_after"  # how far each clock drifted during the run
 server_sample >"$out/server_after.txt" || true
 stats >"$out/server_stats_after.txt" || echo "run_distributed.sh: the server did not answer /stats after the run" >&2
 
@@ -182,7 +205,7 @@ failed=0
 while read -r seq host _ runtime _ _ exitval signal _; do
   [ "$seq" = Seq ] && continue
   if [ "$exitval" != 0 ] || [ "$signal" != 0 ]; then
-    read -r _ first n < <(sed -n "${seq}p" "$slices")
+    read -r _ first n _ < <(sed -n "${seq}p" "$slices")
     why="exit status $exitval"
     [ "$signal" != 0 ] && why="killed by signal $signal after ${runtime} s (deadline ${deadline_s} s)"
     echo "run_distributed.sh: slice $seq (clients $first-$((first + n - 1))) on $host failed: $why" >&2
@@ -191,7 +214,7 @@ while read -r seq host _ runtime _ _ exitval signal _; do
 done <"$out/joblog"
 [ "$parallel_status" = 0 ] || failed=1
 reports=()
-while read -r seq first n; do
+while read -r seq first n _; do
   if [ -s "$out/slice-$seq.json" ]; then reports+=("$out/slice-$seq.json")
   else echo "run_distributed.sh: no report from slice $seq (clients $first-$((first + n - 1)))" >&2; failed=1; fi
 done <"$slices"
@@ -201,7 +224,7 @@ merge_status=0
 "$loadgen" merge "${reports[@]}" --json "$out/merged.json" || merge_status=$?
 [ -s "$out/merged.json" ] || die "the merge wrote nothing (status $merge_status)"
 # The server's side of the run, measured here rather than by any slice.
-python3 - "$out" <<'EOF'
+python3 - "$out" "${logins[@]}" <<'EOF'
 import json, sys, pathlib
 out = pathlib.Path(sys.argv[1])
 def stats(name):
@@ -223,6 +246,25 @@ merged["server"] = {"stats_before": before, "stats_after": after, "lines_in_delt
                     "cpu_user_s": a["user_s"] - b["user_s"] if a and b else None, "cpu_sys_s": a["sys_s"] - b["sys_s"] if a and b else None,
                     "rss_bytes_after": a["rss_bytes"] if a else None,
                     "note": "deltas over the whole run, from before the first slice started to after the last one ended"}
+# Each host's offset measured again after the run: a clock that drifted from the reference
+# by more than the bounds allow makes its cross-slice samples off by more than stated.
+drifts = []
+for i, login in enumerate(sys.argv[2:]):
+    host = next((h for h in merged["hosts"] if h["report"].endswith(f"/slice-{i + 1}.json")), None)
+    after = (out / "clock_after" / f"{i}.out")
+    fields = after.read_text().split() if after.exists() else []
+    if host is None: continue
+    host["login"] = login
+    host["clock_offset_after_ms"] = int(fields[0]) / 1e6 if fields else None
+    host["clock_offset_bound_after_ms"] = int(fields[1]) / 1e6 if fields else None
+    if fields and host["clock_offset_ms"] is not None:
+        drift = abs(host["clock_offset_after_ms"] - host["clock_offset_ms"])
+        slack = host["clock_offset_bound_ms"] + host["clock_offset_bound_after_ms"]
+        drifts.append(drift)
+        if drift > slack:
+            merged["warnings"].append(f"host {login}: its clock moved {drift:.3f} ms against the reference during the run, more than the "
+                                      f"{slack:.3f} ms the measurements allow: its cross-slice samples may be off by more than stated")
+merged["clock"]["offset_drift_during_run_ms_max"] = max(drifts) if drifts else None
 (out / "merged.json").write_text(json.dumps(merged, indent=1))
 EOF
 echo "run_distributed: merged report $out/merged.json"

@@ -7,9 +7,13 @@
 # Usage: distributed_test.sh CASE --loadgen PATH --server PATH
 #   chat         run_distributed.sh over the 3 hosts (rooms spanning them): merged counts
 #                equal the server's lines_out and one process's run of the same workload,
-#                lost 0, every slice connected
-#   skew         two slices, one with --clock-offset-ms: its lines are never timed by the
-#                other slice, and the merge says how many samples it used
+#                lost 0, every slice connected, every host's clock measured and the lines
+#                between slices timed within the stated bound
+#   skew         three slices, two with --clock-offset-ms 300; offsets measured over ssh
+#                (scripts/clock_offset.py) for the first two only: the measurement finds
+#                the 300 ms within its bound, lines between the measured slices are timed,
+#                corrected within the stated bound, lines to and from the unmeasured one
+#                never; the merge says how many samples of each kind it used
 #   unreachable  one host of the file does not answer: run_distributed.sh fails within 30 s
 #                naming it
 #   deadline     slices that outlive --deadline-s are killed, and each is named with its
@@ -64,7 +68,6 @@ ip link add "$bridge" type bridge
 ip addr add "$net.1/24" dev "$bridge"
 ip link set "$bridge" up
 hosts=3
-[ "$case_name" = skew ] && hosts=2
 for i in $(seq 1 $hosts); do
   ns=${tag}n$i
   ip netns add "$ns"
@@ -132,13 +135,15 @@ chat)
   # start is 20 s ahead: GNU parallel's and ssh's start-up and the joins took up to 11.5 s
   # on this loaded machine, and a slice still joining misses lines sent to its rooms.
   # DISTRIBUTED_CLIENTS_PER_HOST=6000 DISTRIBUTED_DURATION_S=5 is the issue's measurement
-  # (docs/distributed.md); ctest runs the default.
+  # (docs/distributed.md), with DISTRIBUTED_START_DELAY_S and DISTRIBUTED_CONNECT_TIMEOUT_S
+  # longer where 18 000 clients connect slowly; ctest runs the defaults.
   clients=$(( 3 * ${DISTRIBUTED_CLIENTS_PER_HOST:-600} ))
-  chat_args=(--room-size 7 --rate 5 --duration-s "${DISTRIBUTED_DURATION_S:-3}" --warmup-s 0.5 --tick-us 0 --drain-s 5)
+  chat_args=(--room-size 7 --rate 5 --duration-s "${DISTRIBUTED_DURATION_S:-3}" --warmup-s 0.5 --tick-us 0 --drain-s 5
+             --connect-timeout-s "${DISTRIBUTED_CONNECT_TIMEOUT_S:-10}")
   # The namespaces share the root namespace's /proc, so the server's host is any of them.
   # loadgen is shipped (--basefile) although the namespaces share its file too.
   "$root/scripts/run_distributed.sh" --hosts "$tmp/hosts" --ssh-config "$tmp/ssh_config" --server "$net.1:$port" --clients $clients \
-    --loadgen "$loadgen" --ship --server-ssh "$net.11" --server-pid "$SERVER_PID" --out "$tmp/run" --start-delay-s 20 \
+    --loadgen "$loadgen" --ship --server-ssh "$net.11" --server-pid "$SERVER_PID" --out "$tmp/run" --start-delay-s "${DISTRIBUTED_START_DELAY_S:-20}" \
     -- chat "${chat_args[@]}" || fail "run_distributed.sh exited $?"
   # The same workload from one process, in one namespace: the same counts.
   ip netns exec "${tag}n1" "$loadgen" chat --host "$net.1" --port "$port" --clients $clients "${chat_args[@]}" \
@@ -160,8 +165,15 @@ if not lines["delivered"] == lines["expected"] == lines["server_lines_out"] > 0:
 server = merged["server"]
 if not (server["cpu_user_s"] is not None and server["cpu_user_s"] + server["cpu_sys_s"] > 0 and server["rss_bytes_after"] > 0):
     problems.append(f"the server's CPU and memory were not sampled: {server}")
-if merged["clock"]["cross_slice_deliveries_untimed"] == 0: problems.append("no room spanned two slices")
-if not merged["latency_us"]["count"] == merged["clock"]["samples_used"] > 0: problems.append("samples_used not reported")
+clock = merged["clock"]
+# run_distributed.sh measured every host's clock: lines between slices are timed, within the bound.
+if clock["cross_slice_samples"] == 0: problems.append("no room spanned two slices, or its lines were not timed")
+if clock["cross_slice_deliveries_untimed"] != 0: problems.append(f"cross-slice lines untimed despite measured clocks: {clock}")
+if any(h["clock_offset_bound_ms"] is None or h["clock_offset_after_ms"] is None for h in merged["hosts"]):
+    problems.append(f"a host's clock was not measured: {merged['hosts']}")
+if clock["cross_slice_min_latency_us"] < -clock["cross_slice_error_bound_us"]: problems.append(f"a line arrived before it was sent: {clock}")
+if not merged["latency_us"]["count"] == clock["samples_used"] == clock["same_process_samples"] + clock["cross_slice_samples"] > 0:
+    problems.append("samples_used not reported")
 for key in ("sent", "delivered", "expected", "lost"):
     if single["lines"][key] != lines[key]: problems.append(f"lines.{key}: one process {single['lines'][key]}, merged {lines[key]}")
 for p in problems: print("FAIL:", p, file=sys.stderr)
@@ -169,24 +181,59 @@ sys.exit(1 if problems else 0)
 EOF2
   ;;
 skew)
-  # Two slices started together by hand, the second with its clocks 300 ms ahead.
-  start_at=$(( $(date +%s%3N) + 6000 ))  # two local processes to start, 50 clients each to join
-  common=(chat --host "$net.1" --port "$port" --clients 50 --clients-total 100 --room-size 7 --rate 20 --duration-s 2 --warmup-s 0.2
-          --tick-us 0 --start-at "$start_at" --quiet)
-  ip netns exec "${tag}n1" "$loadgen" "${common[@]}" --client-offset 0 --json "$tmp/a.json" >/dev/null &
+  # Three slices started together by hand, in rooms of 7 spanning a|b and b|c: a measured,
+  # b measured with its clocks 300 ms ahead, c unmeasured with its clocks 300 ms ahead.
+  # Lines between a and b are timed, corrected within the stated bound; lines between b
+  # and c are never timed (c's clock is unknown). One run covers both paths.
+  # Each namespace's clock against this one's, as run_distributed.sh measures its hosts;
+  # the namespaces share one clock, so the truth is known: 0, and the injected 300 ms.
+  measure() { "$root/scripts/clock_offset.py" -- ssh -F "$tmp/ssh_config" "$1" "$loadgen" clock "${@:2}"; }
+  read -r offset_a bound_a _ < <(measure "$net.11") || fail "cannot measure namespace 1's clock"
+  read -r offset_b bound_b _ < <(measure "$net.12" --clock-offset-ms 300) || fail "cannot measure namespace 2's clock"
+  echo "measured: a ${offset_a} ns +- ${bound_a}, b ${offset_b} ns +- ${bound_b}"
+  [ $(( offset_a < 0 ? -offset_a : offset_a )) -le "$bound_a" ] || fail "namespace 1's offset $offset_a ns is not 0 within $bound_a ns"
+  [ $(( offset_b - 300000000 < 0 ? 300000000 - offset_b : offset_b - 300000000 )) -le "$bound_b" ] ||
+    fail "namespace 2's offset $offset_b ns is not the injected 300 ms within $bound_b ns"
+  start_at=$(( $(date +%s%3N) + 6000 ))  # three local processes to start, 50 clients each to join
+  common=(chat --host "$net.1" --port "$port" --clients 50 --clients-total 150 --room-size 7 --rate 20 --duration-s 2 --warmup-s 0.2
+          --drain-s 2 --tick-us 0 --start-at "$start_at" --quiet)
+  ip netns exec "${tag}n1" "$loadgen" "${common[@]}" --client-offset 0 --clock-offset-ns "$offset_a" --clock-offset-bound-ns "$bound_a" \
+    --json "$tmp/a.json" >/dev/null &
   a=$!
-  ip netns exec "${tag}n2" "$loadgen" "${common[@]}" --client-offset 50 --clock-offset-ms 300 --json "$tmp/b.json" >/dev/null &
+  ip netns exec "${tag}n2" "$loadgen" "${common[@]}" --client-offset 50 --clock-offset-ms 300 --clock-offset-ns "$offset_b" \
+    --clock-offset-bound-ns "$bound_b" --json "$tmp/b.json" >/dev/null &
   b=$!
+  ip netns exec "${tag}n3" "$loadgen" "${common[@]}" --client-offset 100 --clock-offset-ms 300 --json "$tmp/c.json" >/dev/null &
+  c=$!
   wait $a || fail "slice a exited $?"
   wait $b || fail "slice b exited $?"
-  "$loadgen" merge "$tmp/a.json" "$tmp/b.json" --json "$tmp/m.json" >/dev/null || fail "merge exited $?"
+  wait $c || fail "slice c exited $?"
+  "$loadgen" merge "$tmp/a.json" "$tmp/b.json" "$tmp/c.json" --json "$tmp/m.json" >/dev/null || fail "merge exited $?"
   echo "merged latency: $(json "$tmp/m.json" 'r["latency_us"]')  clock: $(json "$tmp/m.json" 'r["clock"]')"
-  # Mixed in, a line of the skewed slice would read 300 ms slow (or fast) on the other.
-  [ "$(json "$tmp/m.json" 'r["latency_us"]["max"] < 300000')" = True ] || fail "a skewed sample was mixed in: max $(json "$tmp/m.json" 'r["latency_us"]["max"]') us"
-  [ "$(json "$tmp/m.json" 'r["clock"]["cross_slice_deliveries_untimed"] > 0')" = True ] || fail "no cross-slice line was set apart"
-  [ "$(json "$tmp/m.json" 'r["latency_us"]["count"] == r["clock"]["samples_used"] > 0')" = True ] || fail "samples_used missing"
-  [ "$(json "$tmp/m.json" 'r["lines"]["lost"] == 0 and r["lines"]["delivered"] == r["lines"]["expected"]')" = True ] ||
-    fail "cross-slice lines not all counted: $(json "$tmp/m.json" 'r["lines"]')"
+  python3 - "$tmp" "$bound_a" "$bound_b" <<'EOF2' || fail "skewed samples mixed in, or not corrected within the bound (above)"
+import json, sys
+tmp, bound_a, bound_b = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+m, a, b, c = (json.load(open(f"{tmp}/{n}.json")) for n in ("m", "a", "b", "c"))
+clock, problems = m["clock"], []
+if m["lines"]["lost"] != 0 or m["lines"]["delivered"] != m["lines"]["expected"]: problems.append(f"cross-slice lines not all counted: {m['lines']}")
+if not m["latency_us"]["count"] == clock["samples_used"] == clock["same_process_samples"] + clock["cross_slice_samples"] > 0:
+    problems.append("samples_used missing, or not the sum of its kinds")
+# a <-> b timed (both measured); b <-> c never (c unmeasured): c times nothing across
+# slices, and b leaves c's lines untimed.
+if a["clock"]["cross_slice_samples"] == 0 or b["clock"]["cross_slice_samples"] == 0: problems.append("lines between a and b were not timed")
+if c["clock"]["cross_slice_samples"] != 0 or c["clock"]["cross_slice_deliveries_untimed"] == 0: problems.append(f"c timed another slice's line: {c['clock']}")
+if b["clock"]["cross_slice_deliveries_untimed"] == 0: problems.append(f"b did not set c's lines apart: {b['clock']}")
+if clock["cross_slice_error_bound_us"] != (bound_a + bound_b) / 1e3:
+    problems.append(f"stated bound {clock['cross_slice_error_bound_us']} us, not the two measurements' {(bound_a + bound_b) / 1e3}")
+if [h["clock_offset_bound_ms"] for h in m["hosts"]] != [bound_a / 1e6, bound_b / 1e6, None]: problems.append(f"hosts' bounds: {m['hosts']}")
+# Mixed in uncorrected, a line of a skewed slice reads 300 ms slow on one side and 300 ms
+# early (below minus the bound: before it was sent) on the other.
+if m["latency_us"]["max"] >= 300000: problems.append(f"a skewed sample was mixed in: max {m['latency_us']['max']} us")
+if clock["cross_slice_min_latency_us"] < -clock["cross_slice_error_bound_us"]:
+    problems.append(f"a line arrived {-clock['cross_slice_min_latency_us']} us before it was sent, beyond the bound")
+for p in problems: print("FAIL:", p, file=sys.stderr)
+sys.exit(1 if problems else 0)
+EOF2
   ;;
 unreachable)
   echo "$net.99" >>"$tmp/hosts"  # on the bridge's subnet, but no namespace holds it

@@ -184,6 +184,25 @@ TEST(ChatLine, RoundTripsAndPadsToSize) {
   EXPECT_FALSE(parse_chat_line("/stats x=1").has_value());
 }
 
+// A slice with a measured clock offset marks its times as the reference clock's; a line
+// without the mark, padded or not, is on the sender's own clock.
+TEST(ChatLine, SaysWhichClockItsTimeIsOn) {
+  std::string line;
+  format_chat_line(line, 17, 5, 1795996019582942742, 64, true);
+  EXPECT_EQ(line.size(), 64u);
+  const auto marked = parse_chat_line(std::string_view(line).substr(0, line.size() - 1));
+  ASSERT_TRUE(marked.has_value());
+  EXPECT_TRUE(marked->reference_clock);
+  EXPECT_EQ(marked->intended_ns, 1795996019582942742);
+  format_chat_line(line, 1, 2, 3, 4, true);  // below the size: the mark is kept
+  EXPECT_EQ(line, "1 2 3 r \n");
+  EXPECT_TRUE(parse_chat_line("1 2 3 r ")->reference_clock);
+  format_chat_line(line, 17, 5, 42, 64);
+  EXPECT_FALSE(parse_chat_line(std::string_view(line).substr(0, line.size() - 1))->reference_clock);
+  EXPECT_FALSE(parse_chat_line("1 2 3 ")->reference_clock);
+  EXPECT_FALSE(parse_chat_line("1 2 3 rx")->reference_clock);
+}
+
 // memory.server_host from synthetic steps: per connection the server's RSS grows 1000 B,
 // its page tables 10 B, each end holds a 2400 B TCP socket and a 128 B epoll item, and
 // loadgen's RSS grows 500 B; free memory drops by all of it (times free_scale). Of that,

@@ -73,6 +73,7 @@ json::object slice_report(std::uint32_t offset, std::uint32_t clients, std::uint
                     {"throughput", json::object{{"sent_per_s", 10.0}, {"deliveries_per_s", 20.0}}},
                     {"late_sends", 0},
                     {"late_sends_stalled", 0},
+                    {"cross_slice_samples", 0},
                     {"start_late_ms", -100.0}};
   return json::object{
       {"mode", "chat"},
@@ -86,7 +87,8 @@ json::object slice_report(std::uint32_t offset, std::uint32_t clients, std::uint
       {"latency_histogram", histogram_json(latency)},
       {"rate_steps", json::array{step}},
       {"lines", json::object{{"unknown", 0}}},
-      {"clock", json::object{{"cross_slice_deliveries_untimed", 0}}},
+      {"clock", json::object{{"cross_slice_deliveries_untimed", 0}, {"measured_offset_ns", nullptr}, {"measured_offset_bound_ns", nullptr},
+                             {"cross_slice_samples", 0}, {"cross_slice_min_latency_us", nullptr}}},
       {"cpu", json::object{{"loadgen_cpu_fraction", 0.1}, {"loadgen_saturated", false}}},
       {"warnings", json::array{}},
       {"loss_detail", json::object{{"senders", json::object{{"id", ids}, {"sent", sent_counts}}}, {"receivers", receivers}}},
@@ -171,4 +173,46 @@ TEST(MergeReports, RefusesOverlapsOtherVersionsOtherOptionsAndOtherModes) {
   auto old = slice_report(5, 5, 10, 3, 20, 1);
   old.erase("loss_detail");
   refused({{"a.json", slice_report(0, 5, 10, 3, 20, 1)}, {"b.json", old}}, "without latency_histogram, loss_detail");
+}
+
+// Hosts whose clocks were measured: their offsets and bounds are listed, the cross-slice
+// samples counted apart from the exact ones, and their error bound is the two largest
+// bounds added (a sample's sender and receiver at worst). A host without a measurement
+// contributes no bound and no cross-slice sample.
+TEST(MergeReports, MeasuredClocksStateTheirBoundBesideTheCrossSliceSamples) {
+  std::vector<SliceReport> slices{{"a.json", slice_report(0, 4, 12, 3, 20, 1000)},
+                                  {"b.json", slice_report(4, 4, 12, 3, 20, 1000)},
+                                  {"c.json", slice_report(8, 4, 12, 3, 20, 1000)}};
+  const std::int64_t offsets[] = {-2'000'000, 300'000'000, 0}, bounds[] = {30'000, 50'000, 40'000};
+  const std::uint64_t cross[] = {3, 5, 0};
+  const double least[] = {12.5, 7.25, 0};
+  for (int i = 0; i < 2; ++i) {
+    json::object& clock = slices[i].report["clock"].as_object();
+    clock["measured_offset_ns"] = offsets[i];
+    clock["measured_offset_bound_ns"] = bounds[i];
+    clock["cross_slice_samples"] = cross[i];
+    clock["cross_slice_min_latency_us"] = least[i];
+    slices[i].report["rate_steps"].as_array()[0].as_object()["cross_slice_samples"] = cross[i];
+  }
+  slices[2].report["clock"].as_object()["cross_slice_deliveries_untimed"] = 6;
+  const json::object merged = merge_reports(slices);
+  const json::object& clock = merged.at("clock").as_object();
+  EXPECT_EQ(clock.at("samples_used"), 12);
+  EXPECT_EQ(clock.at("cross_slice_samples"), 8);
+  EXPECT_EQ(clock.at("same_process_samples"), 4);
+  EXPECT_EQ(clock.at("cross_slice_error_bound_us"), 80.0);  // 50 + 30: c's offset is unmeasured
+  EXPECT_EQ(clock.at("cross_slice_min_latency_us"), 7.25);
+  EXPECT_EQ(clock.at("cross_slice_deliveries_untimed"), 6);
+  EXPECT_EQ(merged.at("rate_steps").as_array()[0].as_object().at("cross_slice_samples"), 8);
+  const json::array& hosts = merged.at("hosts").as_array();
+  EXPECT_EQ(hosts[1].as_object().at("clock_offset_ms"), 300.0);
+  EXPECT_EQ(hosts[1].as_object().at("clock_offset_bound_ms"), 0.05);
+  EXPECT_TRUE(hosts[2].as_object().at("clock_offset_bound_ms").is_null());
+
+  // Nothing measured: no bound is stated, and nothing is timed across slices.
+  std::vector<SliceReport> unmeasured{{"a.json", slice_report(0, 4, 8, 3, 20, 1000)}, {"b.json", slice_report(4, 4, 8, 3, 20, 1000)}};
+  const json::object plain = merge_reports(unmeasured);
+  EXPECT_TRUE(plain.at("clock").as_object().at("cross_slice_error_bound_us").is_null());
+  EXPECT_EQ(plain.at("clock").as_object().at("cross_slice_samples"), 0);
+  EXPECT_TRUE(plain.at("hosts").as_array()[0].as_object().at("clock_offset_bound_ms").is_null());
 }
