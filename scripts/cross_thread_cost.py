@@ -6,8 +6,8 @@ pinned to one core against --threads 1 on that core, interleaved (A B A B ...), 
 both see the same machine; loadgen runs on another core.
 rss: idle RSS per connection (`loadgen idle`) at --threads N against --threads 1.
 
-usage: scripts/cross_thread_cost.py cpu|rss [--variants asio,coro,fibers] [--repeats 3]
-           [--threads 2] [--clients N] [--build DIR]
+usage: scripts/cross_thread_cost.py cpu|rss [--variants asio,coro,fibers] [--repeats 4]
+           [--threads 2] [--clients N] [--build DIR] [--target-pct 15]
 """
 import argparse
 import json
@@ -18,6 +18,9 @@ import subprocess
 import sys
 import tempfile
 import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import results_lib  # noqa: E402  (the report's noise test)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -82,7 +85,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("what", choices=["cpu", "rss"])
     parser.add_argument("--variants", default="asio,coro,fibers")
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=4)  # the fewest the noise test can rank
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--clients", type=int)
     parser.add_argument("--rate", type=float, default=20)
@@ -90,6 +93,8 @@ def main():
     parser.add_argument("--server-core", default="0")
     parser.add_argument("--loadgen-core", default="1")
     parser.add_argument("--build", default=os.path.join(ROOT, "build"))
+    parser.add_argument("--target-pct", type=float, default=15,
+                        help="cpu: the most crossing threads may cost, in %% (issue 14: 15)")
     args = parser.parse_args()
     args.loadgen = os.path.join(args.build, "bin", "loadgen")
     if args.clients is None:
@@ -107,6 +112,22 @@ def main():
         one, many = statistics.median(figures[1]), statistics.median(figures[args.threads])
         print(f"{variant}: median {one:.0f} at --threads 1, {many:.0f} at --threads {args.threads}: "
               f"{(many / one - 1) * 100:+.1f}% (runs: {figures[1]} vs {figures[args.threads]})", flush=True)
+        print(f"{variant}: {verdict(figures[args.threads], figures[1], args.target_pct)}", flush=True)
+
+
+def verdict(many, one, target_pct):
+    """The report's noise test (results_lib.rank: exact Mann-Whitney U, p < 0.05) on the
+    repeats: --threads N against --threads 1 raised by the target, and against --threads 1."""
+    bar = [x * (1 + target_pct / 100) for x in one]
+    against_bar, p_bar = results_lib.rank(many, bar)
+    against_one, p_one = results_lib.rank(many, one)
+    if against_bar == "too few":
+        return "too few repeats to judge (the test needs at least 4 of each)"
+    over = {"a": f"within +{target_pct:g}% beyond noise",
+            "b": f"over +{target_pct:g}% beyond noise",
+            "tied": f"not separable from +{target_pct:g}%"}[against_bar]
+    cost = {"a": "cheaper than", "b": "dearer than", "tied": "tied with"}[against_one]
+    return f"{over} (p={p_bar:.3f}); {cost} --threads 1 (p={p_one:.3f})"
 
 
 if __name__ == "__main__":
