@@ -24,6 +24,7 @@
 #include "chat/net.hpp"
 #include "chat/options.hpp"
 #include "chat/outbox.hpp"
+#include "chat/loop.hpp"
 #include "chat/relay.hpp"
 
 namespace {
@@ -39,18 +40,13 @@ using chat::net::Timer;
 using Kind = chat::Outbox::Kind;
 
 class Session;
-using Hub = chat::net::Relay<Session>::Hub;
 using Cluster = chat::net::Cluster<Session>;
-// Every open session, for shutdown; a session unlinks itself when it is destroyed.
-namespace bi = boost::intrusive;
-using SessionHook = bi::list_base_hook<bi::link_mode<bi::auto_unlink>>;
-using SessionList = bi::list<Session, bi::constant_time_size<false>>;
-
-struct Shared;
+// One thread: its io_context, sessions, hub and relay, admission and shutdown.
+using Shared = chat::net::Loop<Session>;
 
 // ---- session: one connection; a read step and a write step.
 class Session : public chat::Participant,
-                public SessionHook,
+                public chat::net::SessionHook,
                 public std::enable_shared_from_this<Session> {
  public:
   Session(Shared& shared, Socket socket);
@@ -75,31 +71,6 @@ class Session : public chat::Participant,
   Clock::time_point progress_{};  // when output became pending or the peer last took bytes
   bool writing_ = false;          // a write step is scheduled or waiting for writability
   bool stopped_ = false;
-};
-
-// What the sessions on one thread share. Only that thread touches it, so nothing here is
-// locked; other threads reach it by posting to `io` (chat/relay.hpp).
-struct Shared {
-  Shared(const chat::ServerOptions& options, Cluster& cluster, std::size_t thread);
-  // A connection handed to this thread; `full`: over --max-clients, refuse it.
-  void admit(Socket socket, bool full);
-  void stop();
-
-  const chat::ServerOptions& options;
-  asio::io_context io{1};  // one thread
-  Hub hub{kVariant};
-  chat::net::Relay<Session> relay;  // rooms and /stats across threads
-  SessionList sessions;
-  chat::net::CloserList closers;  // connections in their lingering close
-  // The first I/O object: where an io_uring build finds io_uring missing (chat/net.hpp).
-  Timer sweep_timer = chat::net::first_io_object<Timer>(io, options);
-  bool stopped = false;
-  // One read buffer for all: a session reads only once its socket is readable and hands
-  // the bytes to its LineDecoder before any other session runs.
-  std::array<char, 64 * 1024> read_buffer;
-
- private:
-  void sweep();
 };
 
 Session::Session(Shared& shared, Socket socket)
@@ -150,7 +121,12 @@ void Session::check_write_timeout(Clock::time_point now) {
 // ---- read: wait for readability, then read what is there into the shared buffer.
 void Session::read() {
   socket_.async_wait(Socket::wait_read, [self = shared_from_this()](error_code error) {
-    if (!error && self->on_readable()) self->read();
+    if (error) return;
+    // Too much on its way to another thread: wait for it to go (chat/relay.hpp).
+    if (!self->stopped_ && !self->shared_.relay.may_read()) {
+      return self->shared_.relay.wait_for_credit([self](error_code) { self->read(); });
+    }
+    if (self->on_readable()) self->read();
   });
 }
 
@@ -213,42 +189,17 @@ void Session::write() {
   writing_ = false;
 }
 
-// ---- one thread: its sessions, write-timeout sweep, admission and shutdown.
-Shared::Shared(const chat::ServerOptions& options, Cluster& cluster, std::size_t thread)
-    : options(options),
-      relay(cluster, thread, io, hub, [](Session& receiver, const chat::Message& message) {
-        receiver.deliver(message, Kind::chat);
-      }) {
-  sweep();
-}
-
-// The write timeout is one sweep over the sessions every tenth of it, not a timer per
-// session: an idle session holds no timer, and no timer is re-armed per write. A
-// stalled receiver goes at most a tenth of --write-timeout-ms late.
-void Shared::sweep() {
-  sweep_timer.expires_after(chat::net::sweep_interval(options));
-  sweep_timer.async_wait([this](error_code error) {
+// ---- one thread's write-timeout sweep (the timer of chat/loop.hpp): a stalled receiver
+// goes at most a tenth of --write-timeout-ms late.
+void sweep(Shared& shared) {
+  shared.sweep_timer.expires_after(chat::net::sweep_interval(shared.options));
+  shared.sweep_timer.async_wait([&shared](error_code error) {
     // Shut down; or stop() found the timer already expired, its completion queued.
-    if (error || stopped) return;
+    if (error || shared.stopped) return;
     const auto now = Clock::now();
-    for (Session& session : sessions) session.check_write_timeout(now);
-    sweep();
+    for (Session& session : shared.sessions) session.check_write_timeout(now);
+    sweep(shared);
   });
-}
-
-void Shared::admit(Socket socket, bool full) {
-  if (stopped) return;  // handed over just before shutdown: closed as it goes
-  if (full) return chat::net::refuse(std::move(socket), options, hub.counters(), closers);
-  std::make_shared<Session>(*this, std::move(socket))->start();
-}
-
-void Shared::stop() {
-  stopped = true;
-  sweep_timer.cancel();
-  for (Session& session : sessions) session.stop();
-  while (!closers.empty()) closers.front().close();
-  // The sessions leave their rooms next (stop() posts that); then nothing is left to run
-  // and io.run() returns.
 }
 
 // ---- accept loop and shutdown on SIGINT/SIGTERM, on the first thread.
@@ -280,7 +231,10 @@ class Server {
  private:
   static std::vector<std::unique_ptr<Shared>> make_threads(const chat::ServerOptions& options, Cluster& cluster) {
     std::vector<std::unique_ptr<Shared>> threads;
-    for (std::size_t t = 0; t < options.threads; ++t) threads.push_back(std::make_unique<Shared>(options, cluster, t));
+    for (std::size_t t = 0; t < options.threads; ++t) {
+      threads.push_back(std::make_unique<Shared>(options, kVariant, cluster, t));
+      sweep(*threads.back());
+    }
     return threads;
   }
 

@@ -25,6 +25,7 @@
 #include "chat/net.hpp"
 #include "chat/options.hpp"
 #include "chat/outbox.hpp"
+#include "chat/loop.hpp"
 #include "chat/relay.hpp"
 
 namespace {
@@ -48,18 +49,13 @@ constexpr auto deferred = asio::as_tuple(asio::deferred);
 using Kind = chat::Outbox::Kind;
 
 class Session;
-using Hub = chat::net::Relay<Session>::Hub;
 using Cluster = chat::net::Cluster<Session>;
-// Every open session, for shutdown; a session unlinks itself when it is destroyed.
-namespace bi = boost::intrusive;
-using SessionHook = bi::list_base_hook<bi::link_mode<bi::auto_unlink>>;
-using SessionList = bi::list<Session, bi::constant_time_size<false>>;
-
-struct Shared;
+// One thread: its io_context, sessions, hub and relay, admission and shutdown.
+using Shared = chat::net::Loop<Session>;
 
 // ---- session: one connection; a read step and a write step.
 class Session : public chat::Participant,
-                public SessionHook,
+                public chat::net::SessionHook,
                 public std::enable_shared_from_this<Session> {
  public:
   Session(Shared& shared, Socket socket);
@@ -86,31 +82,6 @@ class Session : public chat::Participant,
   Clock::time_point progress_{};  // when output became pending or the peer last took bytes
   bool writing_ = false;          // the writer coroutine runs
   bool stopped_ = false;
-};
-
-// What the sessions on one thread share. Only that thread touches it, so nothing here is
-// locked; other threads reach it by posting to `io` (chat/relay.hpp).
-struct Shared {
-  Shared(const chat::ServerOptions& options, Cluster& cluster, std::size_t thread);
-  // A connection handed to this thread; `full`: over --max-clients, refuse it.
-  void admit(Socket socket, bool full);
-  void stop();
-
-  const chat::ServerOptions& options;
-  asio::io_context io{1};  // one thread
-  Hub hub{kVariant};
-  chat::net::Relay<Session> relay;  // rooms and /stats across threads
-  SessionList sessions;
-  chat::net::CloserList closers;  // connections in their lingering close
-  // The first I/O object: where an io_uring build finds io_uring missing (chat/net.hpp).
-  Timer sweep_timer = chat::net::first_io_object<Timer>(io, options);
-  bool stopped = false;
-  // One read buffer for all: a session reads only once its socket is readable and hands
-  // the bytes to its LineDecoder before any other session runs.
-  std::array<char, 64 * 1024> read_buffer;
-
- private:
-  Task<> sweep();
 };
 
 Session::Session(Shared& shared, Socket socket)
@@ -160,6 +131,10 @@ void Session::check_write_timeout(Clock::time_point now) {
 Task<> Session::read(std::shared_ptr<Session> /*self*/) {
   for (;;) {
     const auto [error] = co_await socket_.async_wait(Socket::wait_read, deferred);
+    // Too much on its way to another thread: wait for it to go (chat/relay.hpp).
+    while (!error && !stopped_ && !shared_.relay.may_read()) {
+      co_await shared_.relay.wait_for_credit(deferred);
+    }
     if (error || !on_readable()) co_return;
   }
 }
@@ -226,42 +201,17 @@ Task<> Session::write(std::shared_ptr<Session> /*self*/) {
   }
 }
 
-// ---- one thread: its sessions, write-timeout sweep, admission and shutdown.
-Shared::Shared(const chat::ServerOptions& options, Cluster& cluster, std::size_t thread)
-    : options(options),
-      relay(cluster, thread, io, hub, [](Session& receiver, const chat::Message& message) {
-        receiver.deliver(message, Kind::chat);
-      }) {
-  asio::co_spawn(io, sweep(), asio::detached);
-}
-
-// The write timeout is one sweep over the sessions every tenth of it, not a timer per
-// session: an idle session holds no timer, and no timer is re-armed per write. A
-// stalled receiver goes at most a tenth of --write-timeout-ms late.
-Task<> Shared::sweep() {
+// ---- one thread's write-timeout sweep (the timer of chat/loop.hpp): a stalled receiver
+// goes at most a tenth of --write-timeout-ms late.
+Task<> sweep(Shared& shared) {
   for (;;) {
-    sweep_timer.expires_after(chat::net::sweep_interval(options));
-    const auto [error] = co_await sweep_timer.async_wait(deferred);
+    shared.sweep_timer.expires_after(chat::net::sweep_interval(shared.options));
+    const auto [error] = co_await shared.sweep_timer.async_wait(deferred);
     // Shut down; or stop() found the timer already expired, its completion queued.
-    if (error || stopped) co_return;
+    if (error || shared.stopped) co_return;
     const auto now = Clock::now();
-    for (Session& session : sessions) session.check_write_timeout(now);
+    for (Session& session : shared.sessions) session.check_write_timeout(now);
   }
-}
-
-void Shared::admit(Socket socket, bool full) {
-  if (stopped) return;  // handed over just before shutdown: closed as it goes
-  if (full) return chat::net::refuse(std::move(socket), options, hub.counters(), closers);
-  std::make_shared<Session>(*this, std::move(socket))->start();
-}
-
-void Shared::stop() {
-  stopped = true;
-  sweep_timer.cancel();
-  for (Session& session : sessions) session.stop();
-  while (!closers.empty()) closers.front().close();
-  // The sessions leave their rooms next (stop() posts that); then nothing is left to run
-  // and io.run() returns.
 }
 
 // ---- accept loop and shutdown on SIGINT/SIGTERM, on the first thread.
@@ -291,7 +241,10 @@ class Server {
  private:
   static std::vector<std::unique_ptr<Shared>> make_threads(const chat::ServerOptions& options, Cluster& cluster) {
     std::vector<std::unique_ptr<Shared>> threads;
-    for (std::size_t t = 0; t < options.threads; ++t) threads.push_back(std::make_unique<Shared>(options, cluster, t));
+    for (std::size_t t = 0; t < options.threads; ++t) {
+      threads.push_back(std::make_unique<Shared>(options, kVariant, cluster, t));
+      asio::co_spawn(threads.back()->io, sweep(*threads.back()), asio::detached);
+    }
     return threads;
   }
 
