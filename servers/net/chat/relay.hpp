@@ -113,7 +113,7 @@ class Relay final : public Peers, public RoomLinks {
   // their way to one other thread before it stops reading. Far above what a thread hands
   // over in a round, so it binds only when a destination falls behind; a source may go
   // over it by the lines of one read (64 KiB of input), as it checks before each read.
-  static constexpr std::size_t kCredit = std::size_t{1} << 20;
+  static constexpr std::size_t kCredit = std::size_t{256} << 10;
 
   Relay(Cluster<Session>& cluster, std::size_t thread, boost::asio::io_context& io, Hub& hub,
         Deliver deliver)
