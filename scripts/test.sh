@@ -4,7 +4,7 @@
 #   scripts/test.sh [CTEST ARGS...]             the normal suite in build/ (BUILD_DIR)
 #   scripts/test.sh --sanitize [CTEST ARGS...]  the sanitized suites instead:
 #     build-fuzz/  clang, libFuzzer+ASan+UBSan: the protocol fuzzer, 60 s on fuzz/corpus
-#     build-tsan/  ThreadSanitizer: protocol module unit tests, chat-threads' suites and
+#     build-tsan/  ThreadSanitizer: protocol and relay unit tests, chat-threads' suites and
 #                  chat-asio's and chat-coro's at --threads 2
 #     build-asan/  AddressSanitizer+UndefinedBehaviorSanitizer: every suite but eventlet's
 #                  (Python: nothing of ours to sanitize there)

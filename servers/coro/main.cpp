@@ -1,7 +1,8 @@
 // chat-coro: the chat server on Boost.Asio C++20 coroutines (stackless), one io_context
-// per thread (--threads N, default 1; rooms span the threads: chat/relay.hpp). The shape of Asio's cpp20 chat example: a session per connection with a
-// reader coroutine and a writer coroutine, one write in flight per session, everything
-// queued written by one writev.
+// per thread (--threads N, default 1; rooms span the threads: chat/relay.hpp).
+// The shape of Asio's cpp20 chat example: a session per connection with a reader
+// coroutine and a writer coroutine, one write in flight per session, everything queued
+// written by one writev.
 //
 // Idle memory is what this variant is judged on, so an idle session is one suspended
 // reader frame and nothing else: the reader waits for readability, then reads into one

@@ -1,15 +1,17 @@
 #pragma once
-// One thread of a server on Asio (chat-asio, chat-coro): its io_context and what its
-// sessions share, their admission and their shutdown (Loop); and what a session does
-// whatever drives it (Connection). Only that thread touches them, so nothing here is
-// locked; other threads reach it by posting to `io` (chat/relay.hpp). What differs
-// between the variants, how a session waits to read and to write and the sweep that
-// drives check_write_timeout, stays in each main.cpp.
+// What chat-asio and chat-coro share beyond the Asio glue (chat/net.hpp): one thread's
+// io_context and what its sessions share, their admission and shutdown (Loop); what a
+// session does whatever drives it (Connection); every thread and the hand-over of
+// accepted connections (Loops); and main(). A Loop and its sessions are touched only by
+// their thread, so nothing here is locked; other threads reach it by posting to `io`
+// (chat/relay.hpp). What differs between the variants, how a session waits to read and
+// to write, the sweep that drives check_write_timeout, the accept loop and the signal
+// wait, stays in each main.cpp.
 
 #include <array>
 #include <boost/asio/io_context.hpp>
-#include <boost/intrusive/list.hpp>
 #include <boost/asio/post.hpp>
+#include <boost/intrusive/list.hpp>
 #include <cstddef>
 #include <exception>
 #include <iostream>
