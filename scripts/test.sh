@@ -4,7 +4,7 @@
 #   scripts/test.sh [CTEST ARGS...]             the normal suite in build/ (BUILD_DIR)
 #   scripts/test.sh --sanitize [CTEST ARGS...]  the sanitized suites instead:
 #     build-fuzz/  clang, libFuzzer+ASan+UBSan: the protocol fuzzer, 60 s on fuzz/corpus
-#     build-tsan/  ThreadSanitizer: protocol module unit tests, chat-threads' suites and
+#     build-tsan/  ThreadSanitizer: protocol and relay unit tests, chat-threads' suites and
 #                  chat-asio's and chat-coro's at --threads 2
 #     build-asan/  AddressSanitizer+UndefinedBehaviorSanitizer: every suite but eventlet's
 #                  (Python: nothing of ours to sanitize there)
@@ -94,7 +94,7 @@ asan_base="detect_leaks=1:detect_stack_use_after_return=0:halt_on_error=1"
 # - The churn and soak tests see CHATBENCH_SANITIZED=1 and leave out their RSS verdict
 #   (LSan judges leaks); their other checks (descriptors back, no line lost) still run.
 #   The soak runs 20 s here instead of 60 (CHAT_SOAK_S).
-rss_tests='\.(Conformance\.ReceiverOverMaxPendingIsDisconnected|SlowConsumer\.|Flood\.HundredMegabyteLine)'
+rss_tests='\.(Conformance\.ReceiverOverMaxPendingIsDisconnected|SlowConsumer\.|Flood\.HundredMegabyteLine|Flood\.StoppedThreadHolds)'
 
 # libFuzzer with clang; only the fuzz target is built in this tree.
 fuzz=$root/build-fuzz
@@ -116,7 +116,7 @@ asan_options=$asan_base run_sanitized "$fuzz" fuzz -R '^fuzz\.' "$@" || failed=1
 tsan=$root/build-tsan
 cmake -S "$root" -B "$tsan" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCHATBENCH_SANITIZE=thread \
   -DCHATBENCH_SKIP="bench;servers/fibers;servers/uring" >/dev/null
-cmake --build "$tsan" -j 2 --target protocol_unit_test conformance faults chat-threads chat-asio chat-coro
+cmake --build "$tsan" -j 2 --target protocol_unit_test relay_unit_test conformance faults chat-threads chat-asio chat-coro
 run_sanitized "$tsan" tsan -R '^(unit|threads|asio-t2|coro-t2)\.' \
   -E '\.Soak\.|^threads\.(Storm|Exhaustion)\.|^threads\.LingeringClose\.Thousand' "$@" || failed=1
 

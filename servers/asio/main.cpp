@@ -7,23 +7,14 @@
 // pending timer: it waits for readability, then reads into one buffer that every session
 // shares; its write-timeout timer runs only while output is pending.
 
-#include <array>
 #include <boost/asio.hpp>
-#include <boost/intrusive/list.hpp>
 #include <csignal>
-#include <exception>
-#include <iostream>
 #include <memory>
 #include <string_view>
-#include <thread>
-#include <vector>
 
-#include "chat/backoff.hpp"
-#include "chat/hub.hpp"
-#include "chat/line_decoder.hpp"
+#include "chat/loop.hpp"
 #include "chat/net.hpp"
 #include "chat/options.hpp"
-#include "chat/outbox.hpp"
 #include "chat/relay.hpp"
 
 namespace {
@@ -35,175 +26,42 @@ namespace asio = boost::asio;
 using boost::system::error_code;
 using chat::net::Clock;
 using chat::net::Socket;
-using chat::net::Timer;
-using Kind = chat::Outbox::Kind;
 
 class Session;
-using Hub = chat::net::Relay<Session>::Hub;
-using Cluster = chat::net::Cluster<Session>;
-// Every open session, for shutdown; a session unlinks itself when it is destroyed.
-namespace bi = boost::intrusive;
-using SessionHook = bi::list_base_hook<bi::link_mode<bi::auto_unlink>>;
-using SessionList = bi::list<Session, bi::constant_time_size<false>>;
+// One thread: its io_context, sessions, hub and relay, admission and shutdown (chat/loop.hpp).
+using Shared = chat::net::Loop<Session>;
 
-struct Shared;
-
-// ---- session: one connection; a read step and a write step.
-class Session : public chat::Participant,
-                public SessionHook,
-                public std::enable_shared_from_this<Session> {
+// ---- session: one connection; a read step and a write step (the rest: chat/loop.hpp).
+class Session : public chat::net::Connection<Session> {
  public:
-  Session(Shared& shared, Socket socket);
-  void start();
-
-  void deliver(const chat::Message& message, Kind kind);
-  // Closes the connection at once; whatever is queued is dropped.
-  void stop();
-  // Disconnects a slow receiver: output pending and no byte taken for --write-timeout-ms.
-  void check_write_timeout(Clock::time_point now);
+  using Connection::Connection;
 
  private:
-  void read();
-  bool on_readable();
-  bool finish(bool eof);
-  void write();
-
-  Shared& shared_;
-  Socket socket_;
-  chat::LineDecoder decoder_;
-  chat::Outbox outbox_;
-  Clock::time_point progress_{};  // when output became pending or the peer last took bytes
-  bool writing_ = false;          // a write step is scheduled or waiting for writability
-  bool stopped_ = false;
-};
-
-// What the sessions on one thread share. Only that thread touches it, so nothing here is
-// locked; other threads reach it by posting to `io` (chat/relay.hpp).
-struct Shared {
-  Shared(const chat::ServerOptions& options, Cluster& cluster, std::size_t thread);
-  // A connection handed to this thread; `full`: over --max-clients, refuse it.
-  void admit(Socket socket, bool full);
-  void stop();
-
-  const chat::ServerOptions& options;
-  asio::io_context io{1};  // one thread
-  Hub hub{kVariant};
-  chat::net::Relay<Session> relay;  // rooms and /stats across threads
-  SessionList sessions;
-  chat::net::CloserList closers;  // connections in their lingering close
-  // The first I/O object: where an io_uring build finds io_uring missing (chat/net.hpp).
-  Timer sweep_timer = chat::net::first_io_object<Timer>(io, options);
-  bool stopped = false;
-  // One read buffer for all: a session reads only once its socket is readable and hands
-  // the bytes to its LineDecoder before any other session runs.
-  std::array<char, 64 * 1024> read_buffer;
-
- private:
-  void sweep();
-};
-
-Session::Session(Shared& shared, Socket socket)
-    : shared_(shared),
-      socket_(std::move(socket)),
-      decoder_(shared.options.max_line),
-      outbox_(shared.options.max_pending) {}
-
-void Session::start() {
-  chat::net::prepare(socket_);
-  shared_.sessions.push_back(*this);
-  shared_.hub.enter(*this);
-  read();
-}
-
-void Session::stop() {
-  if (stopped_) return;
-  stopped_ = true;
-  error_code ignored;
-  socket_.close(ignored);  // the pending wait completes with operation_aborted
-  outbox_.clear();
-  // Leave the room after the current step: stop() may run inside hub.handle(), which is
-  // walking that room's members.
-  asio::post(socket_.get_executor(), [self = shared_from_this()] { self->shared_.hub.exit(*self); });
-}
-
-// ---- deliver: queue a message; start the write step unless one is under way.
-void Session::deliver(const chat::Message& message, Kind kind) {
-  if (stopped_) return;
-  if (!outbox_.push(message, kind)) {  // over --max-pending
-    ++shared_.hub.counters().slow_disconnects;
-    return stop();
-  }
-  if (writing_) return;
-  writing_ = true;
-  progress_ = Clock::now();
+  friend Connection;
+  void begin_reading() { read(); }
   // Write once the current step is over, so the lines it is still delivering to this
   // session go out in the same writev.
-  asio::post(socket_.get_executor(), [self = shared_from_this()] { self->write(); });
-}
+  void begin_writing() {
+    asio::post(socket_.get_executor(), [self = shared_from_this()] { self->write(); });
+  }
+  void read();
+  void write();
+};
 
-void Session::check_write_timeout(Clock::time_point now) {
-  if (stopped_ || !writing_ || now - progress_ < shared_.options.write_timeout) return;
-  ++shared_.hub.counters().slow_disconnects;
-  stop();
-}
-
-// ---- read: wait for readability, then read what is there into the shared buffer.
+// ---- read: wait for readability (and credit), then read what is there into the shared buffer.
 void Session::read() {
   socket_.async_wait(Socket::wait_read, [self = shared_from_this()](error_code error) {
-    if (!error && self->on_readable()) self->read();
+    if (error) return;
+    if (self->must_wait_for_credit()) {
+      return self->shared_.relay.wait_for_credit([self](error_code) { self->read(); });
+    }
+    if (self->on_readable()) self->read();
   });
-}
-
-// Reads what is there and handles its lines. false: this session reads no more.
-bool Session::on_readable() {
-  if (stopped_) return false;
-  shared_.relay.catch_up();  // lines relayed from other threads first (chat/relay.hpp)
-  error_code error;
-  const std::size_t size = socket_.read_some(asio::buffer(shared_.read_buffer), error);
-  if (error == asio::error::would_block) return true;
-  if (error == asio::error::eof) return finish(true);
-  if (error) {  // reset: nothing more reaches the peer
-    stop();
-    return false;
-  }
-  shared_.hub.counters().bytes_in += size;
-  const auto status = decoder_.feed({shared_.read_buffer.data(), size}, [this](auto line) {
-    const auto outcome = shared_.hub.handle(*this, line, [](Session& receiver, auto& message) {
-      receiver.deliver(message, Kind::chat);
-    });
-    if (outcome.reply) deliver(outcome.reply, Kind::reply);
-    return !outcome.quit && !stopped_;
-  });
-  if (status == chat::LineDecoder::Status::line_too_long) {
-    deliver(chat::replies::line_too_long(), Kind::reply);
-  }
-  if (status != chat::LineDecoder::Status::ok) return finish(false);
-  return true;
-}
-
-// /quit, a line too long or the end of the stream: receive nothing more, and hand the
-// socket and what is queued to a Closer (chat/net.hpp), which writes it, lingers and
-// closes. Returns false: this session reads no more.
-bool Session::finish(bool eof) {
-  if (stopped_) return false;
-  stopped_ = true;
-  shared_.hub.exit(*this);
-  error_code ignored;
-  socket_.cancel(ignored);  // a write step's wait ends aborted before the socket moves
-  auto closer = std::make_shared<chat::net::Closer>(std::move(socket_), std::move(outbox_),
-                                                    shared_.options, shared_.hub.counters(),
-                                                    false, eof);
-  shared_.closers.push_back(*closer);
-  closer->start();
-  return false;
 }
 
 // ---- write: one writev of everything queued; wait for writability if it did not all go.
 void Session::write() {
-  if (stopped_) return;
-  const error_code error = chat::net::write_queued(socket_, outbox_, shared_.hub.counters());
-  if (error && error != asio::error::would_block) return stop();  // the peer is gone
-  if (!error) progress_ = Clock::now();
+  if (stopped_ || !write_step()) return;
   if (!outbox_.empty()) {
     socket_.async_wait(Socket::wait_write, [self = shared_from_this()](error_code error) {
       if (!error) self->write();
@@ -213,54 +71,25 @@ void Session::write() {
   writing_ = false;
 }
 
-// ---- one thread: its sessions, write-timeout sweep, admission and shutdown.
-Shared::Shared(const chat::ServerOptions& options, Cluster& cluster, std::size_t thread)
-    : options(options),
-      relay(cluster, thread, io, hub, [](Session& receiver, const chat::Message& message) {
-        receiver.deliver(message, Kind::chat);
-      }) {
-  sweep();
-}
-
-// The write timeout is one sweep over the sessions every tenth of it, not a timer per
-// session: an idle session holds no timer, and no timer is re-armed per write. A
-// stalled receiver goes at most a tenth of --write-timeout-ms late.
-void Shared::sweep() {
-  sweep_timer.expires_after(chat::net::sweep_interval(options));
-  sweep_timer.async_wait([this](error_code error) {
+// ---- one thread's write-timeout sweep (the timer of chat/loop.hpp): a stalled receiver
+// goes at most a tenth of --write-timeout-ms late.
+void sweep(Shared& shared) {
+  shared.sweep_timer.expires_after(chat::net::sweep_interval(shared.options));
+  shared.sweep_timer.async_wait([&shared](error_code error) {
     // Shut down; or stop() found the timer already expired, its completion queued.
-    if (error || stopped) return;
+    if (error || shared.stopped) return;
     const auto now = Clock::now();
-    for (Session& session : sessions) session.check_write_timeout(now);
-    sweep();
+    for (Session& session : shared.sessions) session.check_write_timeout(now);
+    sweep(shared);
   });
 }
 
-void Shared::admit(Socket socket, bool full) {
-  if (stopped) return;  // handed over just before shutdown: closed as it goes
-  if (full) return chat::net::refuse(std::move(socket), options, hub.counters(), closers);
-  std::make_shared<Session>(*this, std::move(socket))->start();
-}
-
-void Shared::stop() {
-  stopped = true;
-  sweep_timer.cancel();
-  for (Session& session : sessions) session.stop();
-  while (!closers.empty()) closers.front().close();
-  // The sessions leave their rooms next (stop() posts that); then nothing is left to run
-  // and io.run() returns.
-}
-
-// ---- accept loop and shutdown on SIGINT/SIGTERM, on the first thread.
-class Server {
+// ---- accept loop and shutdown on SIGINT/SIGTERM, on the first thread (the rest:
+// chat/loop.hpp).
+class Server : public chat::net::Loops<Session> {
  public:
-  Server(const chat::ServerOptions& options)
-      : options_(options),
-        cluster_(options.threads),
-        threads_(make_threads(options_, cluster_)),
-        acceptor_(chat::net::listen(threads_[0]->io, options)),
-        backoff_timer_(threads_[0]->io.get_executor()),
-        signals_(threads_[0]->io, SIGINT, SIGTERM) {
+  Server(const chat::ServerOptions& options) : Loops(options, kVariant), signals_(threads_[0]->io, SIGINT, SIGTERM) {
+    for (auto& thread : threads_) sweep(*thread);
     signals_.async_wait([this](error_code error, int) {
       if (!error) shutdown();
     });
@@ -268,26 +97,9 @@ class Server {
     chat::net::announce(acceptor_, kVariant);
   }
 
-  // Runs every thread's io_context until shutdown; the first on the calling thread.
-  void run() {
-    std::vector<std::jthread> others;
-    for (std::size_t t = 1; t < threads_.size(); ++t) others.emplace_back([this, t] { threads_[t]->io.run(); });
-    threads_[0]->io.run();
-  }
-  // Once run() has returned: the final counters, every thread's.
-  std::string stats() const { return threads_[0]->hub.stats(); }
-
  private:
-  static std::vector<std::unique_ptr<Shared>> make_threads(const chat::ServerOptions& options, Cluster& cluster) {
-    std::vector<std::unique_ptr<Shared>> threads;
-    for (std::size_t t = 0; t < options.threads; ++t) threads.push_back(std::make_unique<Shared>(options, cluster, t));
-    return threads;
-  }
-
-  // Round-robin: each connection is accepted straight onto the io_context of its thread.
   void accept() {
-    Shared& next = *threads_[next_];
-    acceptor_.async_accept(next.io, [this, &next](error_code error, Socket socket) {
+    acceptor_.async_accept(next().io, [this](error_code error, Socket socket) {
       if (!acceptor_.is_open()) return;  // shut down
       if (error && chat::is_resource_exhaustion(error.value())) {
         // accept() would fail again at once: wait, keep serving, then try again.
@@ -299,57 +111,15 @@ class Server {
       }
       if (!error) {
         backoff_.reset();
-        hand_over(next, std::move(socket));
-        next_ = (next_ + 1) % threads_.size();
+        hand_over(std::move(socket));
       }
       accept();  // other errors (e.g. the peer aborted) belong to that connection only
     });
   }
 
-  // --max-clients is decided here, on every thread's count (Cluster::held), and carried
-  // out on the connection's own thread.
-  void hand_over(Shared& thread, Socket socket) {
-    const bool full = options_.max_clients != 0 && cluster_.held() >= options_.max_clients;
-    if (&thread == threads_[0].get()) return thread.admit(std::move(socket), full);
-    cluster_.sent_to_thread();
-    asio::post(thread.io, [this, &thread, full, socket = std::move(socket)]() mutable {
-      thread.admit(std::move(socket), full);
-      cluster_.arrived_on_thread();
-    });
-  }
-
-  void shutdown() {
-    error_code ignored;
-    acceptor_.close(ignored);
-    backoff_timer_.cancel();
-    for (auto& thread : threads_) asio::post(thread->io, [&one = *thread] { one.stop(); });
-  }
-
-  const chat::ServerOptions options_;
-  Cluster cluster_;
-  std::vector<std::unique_ptr<Shared>> threads_;
-  chat::net::Acceptor acceptor_;
-  Timer backoff_timer_;
-  chat::Backoff backoff_;
   asio::signal_set signals_;
-  std::size_t next_ = 0;  // the thread the next connection goes to
 };
 
 }  // namespace
 
-// ---- main
-int main(int argc, char** argv) {
-  std::size_t threads = 1;
-  chat::ServerOptions options = chat::parse_server_options(
-      argc, argv, kVariant, [&threads](CLI::App& app) { chat::add_threads_option(app, threads); });
-  options.threads = threads;
-  try {
-    Server server(options);
-    server.run();
-    std::cerr << server.stats() << std::endl;
-  } catch (const std::exception& error) {
-    std::cerr << "chat-" << kVariant << ": " << error.what() << std::endl;
-    return 1;
-  }
-  return 0;
-}
+int main(int argc, char** argv) { return chat::net::main<Server>(argc, argv, kVariant); }

@@ -275,6 +275,10 @@ void Server::serve(tcp::socket socket) {
   while (!quit && !session.closed) {
     session.socket.async_wait(tcp::socket::wait_read, fiberio::yield[ec]);
     if (ec) break;
+    if (!relay_.may_read()) {  // too much on its way to another thread (chat/relay.hpp)
+      relay_.wait_for_credit(fiberio::yield[ec]);
+      continue;
+    }
     const std::size_t n = session.socket.read_some(boost::asio::buffer(read_buffer_), ec);
     if (ec == boost::asio::error::would_block) continue;
     eof = ec == boost::asio::error::eof;
@@ -409,6 +413,7 @@ void Server::reject(tcp::socket& socket) {
 void Server::stop() {
   stopping_ = true;
   for (Session& session : sessions_) disconnect(session);
+  relay_.wake();  // fibers waiting for credit
   ended_.notify_all();  // run() waits for stopping_ too; no fiber holds the mutex now
 }
 

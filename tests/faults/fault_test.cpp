@@ -15,6 +15,7 @@
 #include <poll.h>
 #include <signal.h>
 #include <spawn.h>
+#include <sys/ptrace.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
@@ -332,6 +333,97 @@ TEST(Flood, RandomBytesAreRelayedExactly) {
     }
   }
   sender.join();
+}
+
+// --threads N: one thread kept off its core (stopped through ptrace, the others running)
+// while a sender on another thread floods a room it has members in. The sender's thread
+// must stop reading once its credit to the stopped thread is spent (chat/relay.hpp), so
+// the flood stalls in the kernel's socket buffers instead of piling up in the server; and
+// once the thread runs again its member gets every line, in order.
+TEST(Flood, StoppedThreadHoldsBackTheSendersThread) {
+  const auto& argv = server_command().argv;
+  if (std::find(argv.begin(), argv.end(), "--threads") == argv.end()) GTEST_SKIP() << "one event loop";
+  // The receiver below reads a backlog of megabytes line by line once the thread runs
+  // again, slower than the server writes: room for it, so that order is what is checked.
+  ServerProcess server({"--max-pending", std::to_string(64 << 20)});
+  {
+    std::ifstream maps("/proc/" + std::to_string(server.pid()) + "/maps");
+    const std::string text{std::istreambuf_iterator<char>(maps), {}};
+    // Its own thread, started when it likes, cannot be told from the server's.
+    if (text.find("libtsan") != std::string::npos) GTEST_SKIP() << "under ThreadSanitizer";
+  }
+  // Connections go to the threads round-robin from the first: the sender on the first
+  // (the process's main thread), the receiver on the other.
+  auto c = connect_all(server, 2);
+  Client& sender = c[0];
+  Client& receiver = c[1];
+  // Both admitted, so both threads run (asio and coro start the others after announcing).
+  std::vector<pid_t> others;  // every thread but the first
+  for (const auto& task : std::filesystem::directory_iterator("/proc/" + std::to_string(server.pid()) + "/task")) {
+    const pid_t tid = std::stoi(task.path().filename());
+    if (tid != server.pid()) others.push_back(tid);
+  }
+  ASSERT_EQ(others.size(), 1u) << "--threads 2 runs two threads";
+  const pid_t stopped = others[0];
+  ASSERT_EQ(ptrace(PTRACE_SEIZE, stopped, nullptr, nullptr), 0) << std::strerror(errno);
+  ASSERT_EQ(ptrace(PTRACE_INTERRUPT, stopped, nullptr, nullptr), 0) << std::strerror(errno);
+  int status = 0;
+  ASSERT_EQ(waitpid(stopped, &status, __WALL), stopped);
+  const std::size_t rss_before = server.rss_bytes();
+
+  // Lines "NNNNNNNN" padded to 100 bytes, in chunks of whole lines, sent without blocking
+  // until 64 MiB have gone or the server has taken nothing for a second.
+  constexpr std::size_t line_size = 100, chunk_lines = 512, limit = 64 << 20;
+  auto chunk = [&](std::size_t first) {
+    std::string text;
+    for (std::size_t i = first; i < first + chunk_lines; ++i) {
+      char number[24];
+      std::snprintf(number, sizeof number, "%08zu", i);
+      text += number + std::string(line_size - 9, 'x') + "\n";
+    }
+    return text;
+  };
+  fcntl(sender.fd(), F_SETFL, fcntl(sender.fd(), F_GETFL) | O_NONBLOCK);
+  std::size_t lines = 0, sent = 0;  // lines in the chunks begun; bytes of them sent
+  std::string pending;
+  while (sent < limit) {
+    if (pending.empty()) {
+      pending = chunk(lines);
+      lines += chunk_lines;
+    }
+    const ssize_t n = ::send(sender.fd(), pending.data(), pending.size(), MSG_NOSIGNAL);
+    if (n > 0) {
+      sent += static_cast<std::size_t>(n);
+      pending.erase(0, static_cast<std::size_t>(n));
+      continue;
+    }
+    ASSERT_TRUE(n < 0 && errno == EAGAIN) << std::strerror(errno);
+    pollfd writable{sender.fd(), POLLOUT, 0};
+    if (poll(&writable, 1, 1000) == 0) break;  // the server has stopped reading
+  }
+  const std::size_t held = server.rss_bytes() - std::min(server.rss_bytes(), rss_before);
+  measure("stopped_thread_flood_taken", mib(sent));
+  measure("stopped_thread_rss_growth", mib(held));
+  // What waits in the server: the credit of 1 MiB and one read of 64 KiB (and what the
+  // allocator keeps); without the credit, all 64 MiB and their batches. What was sent
+  // beyond it waits in the kernel's buffers on loopback (the server's receive buffer may
+  // autotune to tcp_rmem's maximum, 32 MiB here).
+  EXPECT_LT(held, std::size_t{16} << 20) << "the server kept reading for a thread that does not run";
+  EXPECT_LT(sent, limit) << "the server kept reading for a thread that does not run";
+
+  ASSERT_EQ(ptrace(PTRACE_DETACH, stopped, nullptr, nullptr), 0) << std::strerror(errno);
+  fcntl(sender.fd(), F_SETFL, fcntl(sender.fd(), F_GETFL) & ~O_NONBLOCK);
+  std::thread rest([&] { sender.send(pending); });  // the last chunk's unsent part
+  for (std::size_t i = 0; i < lines; ++i) {
+    const auto got = receiver.read_line(10s);
+    char number[24];
+    std::snprintf(number, sizeof number, "%08zu", i);
+    if (!got || got->substr(0, 8) != number) {
+      ADD_FAILURE() << "line " << i << " of " << lines << ": " << (got ? got->substr(0, 8) : "nothing") ;
+      break;
+    }
+  }
+  rest.join();
 }
 
 // ---- connection storms ---------------------------------------------------------------

@@ -14,6 +14,14 @@
 //
 // Nothing on the relay path is locked. The registry of room names (one mutex) is touched
 // only when a thread's first member enters a room or its last one leaves, and by /stats.
+//
+// Back-pressure between threads: a thread may have at most kCredit bytes of lines on their
+// way to any one other thread (counted as they are batched, released by the destination
+// once it has delivered them). Beyond that, may_read() says no and the thread's sessions
+// wait (wait_for_credit) instead of reading, so the senders' kernel buffers fill and TCP
+// slows them, as a sender on one thread is slowed by a thread that has no time to read.
+// The destination posts the wake-up only when the source is waiting: per batch, the cost
+// is one atomic add and one atomic subtract.
 
 #include <atomic>
 #include <boost/asio/io_context.hpp>
@@ -24,6 +32,7 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <unordered_map>
@@ -100,6 +109,12 @@ class Relay final : public Peers, public RoomLinks {
   // deliver(receiver, message): queue a relayed chat line, as for a local one.
   using Deliver = std::function<void(Session&, const Message&)>;
 
+  // Bytes of relayed lines (their text and their place in a batch) one thread may have on
+  // their way to one other thread before it stops reading. Far above what a thread hands
+  // over in a round, so it binds only when a destination falls behind; a source may go
+  // over it by the lines of one read (64 KiB of input), as it checks before each read.
+  static constexpr std::size_t kCredit = std::size_t{256} << 10;
+
   Relay(Cluster<Session>& cluster, std::size_t thread, boost::asio::io_context& io, Hub& hub,
         Deliver deliver)
       : cluster_(cluster),
@@ -107,7 +122,9 @@ class Relay final : public Peers, public RoomLinks {
         io_(io),
         hub_(hub),
         deliver_(std::move(deliver)),
-        outbound_(cluster.threads()) {
+        outbound_(cluster.threads()),
+        outbound_bytes_(cluster.threads()),
+        in_flight_(std::make_unique<std::atomic<std::size_t>[]>(cluster.threads())) {
     cluster_.relays_[thread_] = this;
     if (cluster_.threads() > 1) hub_.attach(*this, *this);  // else the hub stays on its own
   }
@@ -127,7 +144,42 @@ class Relay final : public Peers, public RoomLinks {
         boost::asio::post(io_, [this] { flush(); });
       }
       outbound_[t].push_back({shared, message});
+      outbound_bytes_[t] += cost(message);
     }
+  }
+
+  // Before a session reads: false while this thread has more than kCredit bytes on their
+  // way to some other thread; then wait_for_credit() before trying again.
+  bool may_read() {
+    if (!over_credit()) return true;
+    // Waiting from now on. A destination releasing bytes after this store sees it and
+    // wakes us; one that released them before it is seen by the check that follows
+    // (both sides seq_cst: one of them sees the other).
+    waiting_.store(true);
+    if (over_credit() || !waiting_.exchange(false)) return false;
+    return true;  // released meanwhile, and the wake-up is ours to skip
+  }
+
+  // Completes (with operation_aborted) on this thread once a destination has released
+  // credit, or at wake(); `token` as for any Asio operation (a callback, deferred, a fiber
+  // yield). Then call may_read() again.
+  template <class Token>
+  decltype(auto) wait_for_credit(Token&& token) {
+    // Made on first use: the first I/O object of an io_context must stay the server's own
+    // (chat/net.hpp, first_io_object).
+    if (!credit_) credit_.emplace(io_, Clock::time_point::max());
+    return credit_->async_wait(std::forward<Token>(token));
+  }
+
+  // Wakes every session waiting for credit: on shutdown, to find itself stopped; and
+  // when a destination has released credit (release()).
+  void wake() {
+    if (credit_) credit_->cancel();
+  }
+
+  // Bytes batched or on their way from this thread to `thread` and not yet delivered.
+  std::size_t in_flight(std::size_t thread) const noexcept {
+    return in_flight_[thread].load() + outbound_bytes_[thread];
   }
 
   // Delivers every batch that has arrived, before this thread handles what a client sent
@@ -181,6 +233,30 @@ class Relay final : public Peers, public RoomLinks {
     Message message;
   };
   using Batch = std::vector<Line>;
+  struct Arrival {
+    Batch lines;
+    std::size_t source;
+    std::size_t bytes;
+  };
+
+  static std::size_t cost(const Message& message) noexcept { return sizeof(Line) + message->size(); }
+
+  bool over_credit() const noexcept {
+    for (std::size_t t = 0; t < outbound_.size(); ++t) {
+      if (in_flight(t) > kCredit) return true;
+    }
+    return false;
+  }
+
+  // On the destination thread, once it has delivered `bytes` from this thread.
+  void release(std::size_t destination, std::size_t bytes) {
+    const std::size_t left = in_flight_[destination].fetch_sub(bytes) - bytes;
+    // Wake at half the credit, not just under it, so that a waiting source reads a good
+    // while before it waits again.
+    if (left <= kCredit / 2 && waiting_.load() && waiting_.exchange(false)) {
+      boost::asio::post(io_, [this] { wake(); });
+    }
+  }
 
   // Hands each non-empty batch to its thread: one post per destination.
   void flush() {
@@ -188,10 +264,13 @@ class Relay final : public Peers, public RoomLinks {
     for (std::size_t t = 0; t < outbound_.size(); ++t) {
       if (outbound_[t].empty()) continue;
       Relay& destination = cluster_.relay(t);
-      boost::asio::post(destination.io_, [&destination, batch = std::move(outbound_[t])]() mutable {
-        destination.receive(std::move(batch));
+      in_flight_[t].fetch_add(outbound_bytes_[t]);
+      boost::asio::post(destination.io_, [&destination, arrival = Arrival{std::move(outbound_[t]), thread_,
+                                                                           outbound_bytes_[t]}]() mutable {
+        destination.receive(std::move(arrival));
       });
       outbound_[t].clear();  // moved from: empty, made so
+      outbound_bytes_[t] = 0;
     }
   }
 
@@ -200,8 +279,8 @@ class Relay final : public Peers, public RoomLinks {
   // would otherwise all land in the outboxes before any write, and a receiver that reads
   // as fast as it can would go over --max-pending. A one-thread server alternates reading
   // and writing the same way.
-  void receive(Batch batch) {
-    inbox_.push_back(std::move(batch));
+  void receive(Arrival arrival) {
+    inbox_.push_back(std::move(arrival));
     if (!drain_posted_) post_drain();
   }
 
@@ -217,11 +296,13 @@ class Relay final : public Peers, public RoomLinks {
 
   // Each line of the oldest batch to this thread's members of its room, as they are now.
   void deliver_oldest() {
-    for (const Line& line : inbox_.front()) {
+    const Arrival& oldest = inbox_.front();
+    for (const Line& line : oldest.lines) {
       const Room* room = line.room->local[thread_].load(std::memory_order_relaxed);
       if (!room) continue;  // every member here has left since
       for (Participant* member : room->members()) deliver_(static_cast<Session&>(*member), line.message);
     }
+    cluster_.relay(oldest.source).release(thread_, oldest.bytes);
     inbox_.pop_front();
   }
 
@@ -230,8 +311,12 @@ class Relay final : public Peers, public RoomLinks {
   boost::asio::io_context& io_;
   Hub& hub_;
   Deliver deliver_;
-  std::vector<Batch> outbound_;  // per destination thread; ours stays empty
-  std::deque<Batch> inbox_;      // from the other threads, oldest first; front() is next
+  std::vector<Batch> outbound_;               // per destination thread; ours stays empty
+  std::vector<std::size_t> outbound_bytes_;   // cost() of each outbound_ batch
+  std::unique_ptr<std::atomic<std::size_t>[]> in_flight_;  // per destination: posted, not delivered
+  std::atomic<bool> waiting_{false};          // a session waits for credit (wait_for_credit)
+  std::optional<Timer> credit_;               // never expires: cancelled to wake the waiting
+  std::deque<Arrival> inbox_;                 // from the other threads, oldest first; front() is next
   bool flush_posted_ = false;
   bool drain_posted_ = false;
 };
