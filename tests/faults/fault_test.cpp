@@ -89,6 +89,11 @@ class Crowd {
       const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
       if (fd < 0) throw std::system_error(errno, std::generic_category(), "socket");
       fds_.push_back(fd);
+      // The port is picked at connect() time, for the 4-tuple: otherwise bind() needs a port
+      // free on `source` for any peer, and the storms before this one (every variant's, a
+      // few seconds apart) leave thousands of its ports in TIME_WAIT: EADDRINUSE.
+      const int one = 1;
+      ::setsockopt(fd, IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, &one, sizeof one);
       if (::bind(fd, reinterpret_cast<sockaddr*>(&local), sizeof local) != 0) {
         throw std::system_error(errno, std::generic_category(), "bind " + source);
       }
