@@ -135,7 +135,12 @@ def cell(values, fmt):
     return f"{fmt(med)} ({fmt(min(values))}–{fmt(max(values))})"
 
 
-VERDICT = {"a": "A better", "b": "B better", "tied": "tied", "too few": "not enough repeats"}
+VERDICT = {"a": "A better", "b": "B better", "tied": "tied", "too few": "not enough repeats",
+           "within": "same within 1%"}
+# A difference the test finds but smaller than this is reported as no change: figures
+# reproduced to the byte (idle RSS) differ in their last digit from run to run, and a
+# ranking of 1.3900x against 1.3901x would only hide the changes that matter.
+SAME_WITHIN = 0.01
 
 
 def section(title, intro, a, b, fmt_for):
@@ -147,8 +152,10 @@ def section(title, intro, a, b, fmt_for):
         for config in order(set(a[key]) & set(b[key])):
             va, vb = a[key][config], b[key][config]
             verdict, p = rl.rank(va, vb, lower)
-            counts[verdict] = counts.get(verdict, 0) + 1
             ma, mb = statistics.median(va), statistics.median(vb)
+            if verdict in ("a", "b") and ma and abs(mb - ma) < SAME_WITHIN * abs(ma):
+                verdict = "within"
+            counts[verdict] = counts.get(verdict, 0) + 1
             change = f"{(mb - ma) / abs(ma) * 100:+.0f}%" if ma else "–"
             fmt = fmt_for(key)
             lines.append([name + point_label(key[0], key[2]) if key[2] is not None else name, config,
@@ -190,7 +197,8 @@ def main():
     out = [f"# {args.run_a} (A) against {args.run_b} (B)\n",
            "Verdict per figure: the exact two-sided Mann-Whitney U test over the two runs' repeats "
            f"(p < {rl.ALPHA:g}); *tied* where it cannot tell them apart, *not enough repeats* where "
-           f"too few repeats could never reach p < {rl.ALPHA:g}. Change = median B vs median A.\n"]
+           f"too few repeats could never reach p < {rl.ALPHA:g}, *same within 1%* where it can but the "
+           f"medians differ by less than {SAME_WITHIN:.0%}. Change = median B vs median A.\n"]
     results = []
     text, counts = section("Absolute", "As measured: these differ between machines as well as "
                            "between versions.", a, b, lambda k: fmts[k[:2]])
