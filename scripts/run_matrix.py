@@ -260,13 +260,30 @@ def package_versions():
 
 def code_lines(directory):
     """Non-blank lines that are not only a comment, in a directory's C++, Python and Go files."""
-    total = 0
-    for f in sorted(Path(directory).rglob("*")):
-        if f.suffix in (".cpp", ".hpp", ".py", ".go") and "__pycache__" not in f.parts:
-            comment = "#" if f.suffix == ".py" else "//"
-            total += sum(1 for line in f.read_text(errors="replace").splitlines()
-                         if line.strip() and not line.strip().startswith(comment))
-    return total
+    return sum(code_lines_of(f) for f in sorted(Path(directory).rglob("*"))
+               if f.suffix in (".cpp", ".hpp", ".py", ".go") and "__pycache__" not in f.parts)
+
+
+def net_lines_used(directory):
+    """Lines of the servers/net headers a variant's sources include, directly or through
+    each other: since asio and coro keep their shared code there (chat/loop.hpp), their
+    own directories alone would make them look far smaller than they are."""
+    net = ROOT / "servers/net/chat"
+    include = re.compile(r'#include ["<]chat/([A-Za-z0-9_]+\.hpp)[">]')
+    todo = [f for f in Path(directory).rglob("*") if f.suffix in (".cpp", ".hpp")]
+    used = set()
+    while todo:
+        for name in include.findall(todo.pop().read_text(errors="replace")):
+            if (net / name).is_file() and name not in used:
+                used.add(name)
+                todo.append(net / name)
+    return sum(code_lines_of(net / name) for name in used)
+
+
+def code_lines_of(f):
+    comment = "#" if f.suffix == ".py" else "//"
+    return sum(1 for line in f.read_text(errors="replace").splitlines()
+               if line.strip() and not line.strip().startswith(comment))
 
 
 def describe_machine(args, build_dir):
@@ -297,8 +314,10 @@ def describe_machine(args, build_dir):
         "pinning": {"server_cpus": SERVER_CPU, "loadgen_cpus": LOADGEN_CPU, "tool": "taskset -c"},
         "loadavg_start": read("/proc/loadavg"),
         "command": args.command,
-        "code_lines": dict({v: {"own": code_lines(ROOT / "servers" / results_lib.SOURCE_DIRS.get(v, v))}
-                            for v in results_lib.VARIANTS},
+        "code_lines": dict({v: {"own": code_lines(ROOT / "servers" / source),
+                                "net_used": net_lines_used(ROOT / "servers" / source)}
+                            for v in results_lib.VARIANTS
+                            for source in [results_lib.SOURCE_DIRS.get(v, v)]},
                            shared={"common": code_lines(ROOT / "servers/common"),
                                    "net": code_lines(ROOT / "servers/net")}),
     }
