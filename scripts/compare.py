@@ -143,6 +143,15 @@ VERDICT = {"a": "A better", "b": "B better", "tied": "tied", "too few": "not eno
 SAME_WITHIN = 0.01
 
 
+def judge(a, b, lower_is_better):
+    """The noise test's (verdict, p), a ranking under SAME_WITHIN turned into 'within'."""
+    verdict, p = rl.rank(a, b, lower_is_better)
+    ma, mb = statistics.median(a), statistics.median(b)
+    if verdict in ("a", "b") and ma and abs(mb - ma) < SAME_WITHIN * abs(ma):
+        verdict = "within"
+    return verdict, p
+
+
 def section(title, intro, a, b, fmt_for):
     meta = {(m, col): (t, lower) for m, col, t, lower, _f, _tr in FIGURES}
     lines, counts = [], {}
@@ -151,10 +160,8 @@ def section(title, intro, a, b, fmt_for):
         name, lower = meta[key[:2]]
         for config in order(set(a[key]) & set(b[key])):
             va, vb = a[key][config], b[key][config]
-            verdict, p = rl.rank(va, vb, lower)
+            verdict, p = judge(va, vb, lower)
             ma, mb = statistics.median(va), statistics.median(vb)
-            if verdict in ("a", "b") and ma and abs(mb - ma) < SAME_WITHIN * abs(ma):
-                verdict = "within"
             counts[verdict] = counts.get(verdict, 0) + 1
             change = f"{(mb - ma) / abs(ma) * 100:+.0f}%" if ma else "–"
             fmt = fmt_for(key)

@@ -44,6 +44,13 @@ def main():
     check(rl.rank([1, 2, 3, 4], [5, 6, 7, 8]) == ("a", 2 / 70), "4 vs 4 separated not ranked")
     check(rl.rank([5, 6, 7, 8], [1, 2, 3, 4], lower_is_better=False)[0] == "a", "higher-is-better ignored")
 
+    # Separated by the test but less than 1% apart: no change; 2% apart: ranked.
+    import compare
+    check(compare.judge([100, 100.1, 100.2, 100.3], [100.5, 100.6, 100.7, 100.8], True)[0] == "within",
+          "a separated change under 1% ranked")
+    check(compare.judge([100, 100.1, 100.2, 100.3], [102, 102.1, 102.2, 102.3], True)[0] == "a",
+          "a separated change of 2% not ranked")
+
     cmd = ["/usr/bin/python3", str(scripts / "compare.py")]
     run = subprocess.run(cmd + [str(fixture / "a"), str(fixture / "b")], capture_output=True, text=True)
     check(run.returncode == 0, f"compare.py exited {run.returncode}: {run.stderr}")
