@@ -61,7 +61,7 @@ def point_label(mode, point):
 
 
 def repeats(rows):
-    """{(mode, column, point): {config: [one value per repeat]}} for every figure."""
+    """{(mode, column, point): {config: {repeat: value}}} for every figure."""
     out = {}
     for mode, column, *_ in FIGURES:
         for r in rows:
@@ -73,7 +73,12 @@ def repeats(rows):
             point = None if mode in ("idle", "ceiling") else rl.num(r["point"])
             cell = out.setdefault((mode, column, point), {}).setdefault(r["config"], {})
             cell[r["repeat"]] = rl.num(r[column])
-    return {k: {c: list(v.values()) for c, v in by.items()} for k, by in out.items()}
+    return out
+
+
+def values(figs):
+    """The same without the repeat numbers: {key: {config: [one value per repeat]}}."""
+    return {k: {c: list(v.values()) for c, v in by.items()} for k, by in figs.items()}
 
 
 def write_ceiling(rows):
@@ -86,18 +91,20 @@ def write_ceiling(rows):
 
 
 def relative_to_others(figs, shared):
-    """Each pair of the configurations both runs measured, as 'x ÷ y': x's repeats over y's
-    median in the same run. Pairs, not a share of the field: a change in one variant then
-    shows in its own pairs only (a field's median or mean would move every ratio)."""
+    """Each pair of the configurations both runs measured, as 'x ÷ y': x's value over y's in
+    the same repeat (a repeat measures every configuration's point back to back, so the
+    machine's drift between repeats cancels; over y's median instead, y's own spread would
+    go unseen). Pairs, not a share of the field: a change in one variant then shows in its
+    own pairs only (a field's median or mean would move every ratio)."""
     out = {}
     for key, by in figs.items():
         names = order([c for c in shared.get(key, []) if c in by])
         pairs = {}
         for i, x in enumerate(names):
             for y in names[i + 1:]:
-                ref = statistics.median(by[y])
-                if ref:
-                    pairs[f"{x} ÷ {y}"] = [v / ref for v in by[x]]
+                ratios = [by[x][r] / by[y][r] for r in sorted(set(by[x]) & set(by[y])) if by[y][r]]
+                if ratios:
+                    pairs[f"{x} ÷ {y}"] = ratios
         if pairs:
             out[key] = pairs
     return out
@@ -122,9 +129,9 @@ def relative_to_ceiling(figs, ceiling):
     for key, by in figs.items():
         travel = kind[key[:2]]
         if travel == "rate":
-            out[key] = {c: [v / ceiling for v in vs] for c, vs in by.items()}
+            out[key] = {c: [v / ceiling for v in vs.values()] for c, vs in by.items()}
         elif travel == "time":
-            out[key] = {c: [v * ceiling / 1e6 for v in vs] for c, vs in by.items()}
+            out[key] = {c: [v * ceiling / 1e6 for v in vs.values()] for c, vs in by.items()}
     return out
 
 
@@ -208,13 +215,13 @@ def main():
            f"medians differ by less than {SAME_WITHIN:.0%}. Change = median B vs median A.\n"]
     results = []
     text, counts = section("Absolute", "As measured: these differ between machines as well as "
-                           "between versions.", a, b, lambda k: fmts[k[:2]])
+                           "between versions.", values(a), values(b), lambda k: fmts[k[:2]])
     out.append(text)
     results.append(("absolute", counts))
     text, counts = section(
         "Relative to the other variants in the same run",
-        "Each pair of variants both runs measured: the first's value ÷ the second's median, "
-        "in the same run. This should travel between machines of different speed; a variant "
+        "Each pair of variants both runs measured: the first's value ÷ the second's, repeat by "
+        "repeat in the same run. This should travel between machines of different speed; a variant "
         "that changed shows in its own pairs.",
         relative_to_others(a, shared), relative_to_others(b, shared), lambda k: lambda v: f"{v:.3g}×")
     out.append(text)

@@ -51,6 +51,14 @@ def main():
     check(compare.judge([100, 100.1, 100.2, 100.3], [102, 102.1, 102.2, 102.3], True)[0] == "a",
           "a separated change of 2% not ranked")
 
+    # A pair's ratio is taken repeat by repeat: a drift of the machine that moves both
+    # variants alike between repeats cancels (over the other's median it would not).
+    key = ("broadcast", "completion_p99_us", 1000.0)
+    drift = {key: {"asio": {1: 10, 2: 20, 3: 30, 4: 40}, "coro": {1: 5, 2: 10, 3: 15, 4: 20}}}
+    got_pairs = compare.relative_to_others(drift, {key: ["asio", "coro"]})
+    check(got_pairs == {key: {"asio ÷ coro": [2, 2, 2, 2]}},
+          f"pairs not taken repeat by repeat: {got_pairs}")
+
     cmd = ["/usr/bin/python3", str(scripts / "compare.py")]
     run = subprocess.run(cmd + [str(fixture / "a"), str(fixture / "b")], capture_output=True, text=True)
     check(run.returncode == 0, f"compare.py exited {run.returncode}: {run.stderr}")
