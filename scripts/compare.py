@@ -185,7 +185,14 @@ def section(title, intro, a, b, fmt_for):
 
 def summary(name, counts):
     parts = [f"{n} {VERDICT[v]}" for v, n in sorted(counts.items())]
-    return f"- {name}: " + (", ".join(parts) if parts else "no figure in both runs")
+    if not parts:
+        return f"- {name}: no figure in both runs"
+    # Each verdict is one test at p < ALPHA, with no correction for their number: where
+    # nothing changed, about ALPHA of the rankable figures still come out ranked.
+    testable = sum(n for v, n in counts.items() if v != "too few")
+    chance = (f"; had nothing changed, about {testable * rl.ALPHA:.1f} of these {testable} "
+              f"testable figures would still be ranked, by chance alone") if testable else ""
+    return f"- {name}: " + ", ".join(parts) + chance
 
 
 def load(parser, directory):

@@ -86,6 +86,7 @@ def main():
     for key, verdict in expected.items():
         check(got.get(key) == verdict, f"{key}: {got.get(key)!r}, expected {verdict!r}")
     check("+50%" in run.stdout and "+100%" in run.stdout, "changes A → B not printed")
+    check("would still be ranked, by chance alone" in run.stdout, "the count expected by chance not stated")
 
     for args in [[], [str(fixture / "a")], [str(fixture / "a"), str(fixture / "nonexistent")]]:
         bad = subprocess.run(cmd + args, capture_output=True, text=True)
