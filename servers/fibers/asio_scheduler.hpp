@@ -11,7 +11,13 @@
 //   run then, on the dispatcher's stack, and make the fibers they complete ready.
 // - No fiber ready: Boost calls suspend_until(deadline of the earliest sleeping fiber).
 //   We sleep inside io_context::run_one() (or run_one_until() that deadline), so an idle
-//   thread sits in epoll_wait and uses no CPU; the first completion wakes it.
+//   thread sits in epoll_wait and uses no CPU; the first completion wakes it. pick_next()
+//   does not poll first: run_one() gives the io_context its turn, and a poll() just
+//   before it would cost one more epoll_wait for nothing.
+// - Each time the dispatcher comes round, before the io_context's turn, it calls the
+//   thread's round end (set_round_end), if any: by then every fiber that was ready has
+//   run, so a server can write there, once per round, what all of them produced
+//   (chat-fibers' write round).
 // - notify() (another thread made a fiber of ours ready, or the scheduler is shutting
 //   down) posts an empty handler, which ends that run_one().
 //
@@ -26,6 +32,7 @@
 #include <boost/fiber/operations.hpp>
 #include <boost/fiber/scheduler.hpp>
 #include <chrono>
+#include <functional>
 #include <memory>
 
 namespace fiberio {
@@ -35,7 +42,20 @@ class AsioScheduler final : public boost::fibers::algo::algorithm {
   // The scheduler shares ownership of the io_context: Boost destroys the scheduler when
   // the thread ends, and its last notify() must still find the io_context alive.
   explicit AsioScheduler(std::shared_ptr<boost::asio::io_context> io)
-      : io_(std::move(io)), work_(io_->get_executor()) {}
+      : io_(std::move(io)), work_(io_->get_executor()) {
+    current() = this;
+  }
+  ~AsioScheduler() override { current() = nullptr; }
+
+  // This thread's scheduler, if it uses one.
+  static AsioScheduler*& current() noexcept {
+    thread_local AsioScheduler* scheduler = nullptr;
+    return scheduler;
+  }
+
+  // Called on the dispatcher once per round (above); it must not suspend. Empty: none.
+  // The scheduler lives until the thread ends, so clear it before what it calls is gone.
+  void set_round_end(std::function<void()> round_end) { round_end_ = std::move(round_end); }
 
   AsioScheduler(const AsioScheduler&) = delete;
   AsioScheduler& operator=(const AsioScheduler&) = delete;
@@ -46,7 +66,8 @@ class AsioScheduler final : public boost::fibers::algo::algorithm {
     // Only the dispatcher polls: handlers then run on its (default-sized) stack, never on
     // a small connection stack, and never in the middle of a fiber's own suspend().
     if (boost::fibers::context::active()->is_context(boost::fibers::type::dispatcher_context)) {
-      io_->poll();
+      if (round_end_) round_end_();
+      if (!ready_.empty()) io_->poll();  // else suspend_until() follows, and runs it
     }
     if (ready_.empty()) return nullptr;
     boost::fibers::context* next = &ready_.front();
@@ -73,6 +94,7 @@ class AsioScheduler final : public boost::fibers::algo::algorithm {
  private:
   std::shared_ptr<boost::asio::io_context> io_;
   boost::asio::executor_work_guard<boost::asio::io_context::executor_type> work_;
+  std::function<void()> round_end_;
   boost::fibers::scheduler::ready_queue_type ready_;
 };
 
@@ -80,6 +102,12 @@ class AsioScheduler final : public boost::fibers::algo::algorithm {
 // thread, before the thread creates its first fiber.
 inline void use_asio_scheduler(std::shared_ptr<boost::asio::io_context> io) {
   boost::fibers::use_scheduling_algorithm<AsioScheduler>(std::move(io));
+}
+
+// The calling thread's round end (AsioScheduler::set_round_end); the thread must use the
+// AsioScheduler.
+inline void set_round_end(std::function<void()> round_end) {
+  AsioScheduler::current()->set_round_end(std::move(round_end));
 }
 
 }  // namespace fiberio

@@ -100,6 +100,12 @@ class Server {
 
   const std::shared_ptr<boost::asio::io_context>& io() const { return io_; }
   std::string stats() const { return hub_.stats(); }
+  // Makes the calling thread this Server's: its fibers, its io_context and its write
+  // round (asio_scheduler.hpp). Call first thing on the thread.
+  void use_this_thread() {
+    fiberio::use_asio_scheduler(io_);
+    fiberio::set_round_end([this] { write_round(); });
+  }
 
   // On this thread (main fiber or a handler): a connection accepted for it; `full`: over
   // --max-clients, refuse it.
@@ -135,12 +141,12 @@ class Server {
   std::shared_ptr<boost::asio::io_context> io_;
   chat::net::Relay<Session>::Hub hub_{variant};
   chat::net::Relay<Session> relay_;  // rooms and /stats across threads
-  // Receivers delivered to since the last write_round(), each written once per round.
+  // Receivers delivered to since the last write_round(), each written once per round (at
+  // the scheduler's round end).
   bi::list<Session,
            bi::member_hook<Session, decltype(Session::to_write_hook), &Session::to_write_hook>,
            bi::constant_time_size<false>>
       to_write_;
-  bool write_round_posted_ = false;
   boost::intrusive::list<Session> sessions_;  // to close them all on shutdown
   std::size_t connection_fibers_ = 0;         // started and not yet ended
   boost::fibers::mutex ended_mutex_;
@@ -153,7 +159,9 @@ class Server {
 // Queues `message` for `receiver`. Runs on the sender's fiber, often inside
 // hub_.handle() while it walks a room, so it never suspends: an idle receiver is written
 // at the end of the scheduler's round (write_round), once every fiber that was ready has
-// run, so what several senders sent it meanwhile goes out in one writev.
+// run, so what several senders sent it meanwhile goes out in one writev. Lines relayed
+// from another thread, which a handler delivers while the io_context has its turn, wait
+// for the fibers that turn makes ready in the same way.
 void Server::deliver(Session& receiver, chat::Message message, Outbox::Kind kind) {
   if (receiver.closed) return;
   if (!receiver.outbox.push(std::move(message), kind)) {
@@ -163,16 +171,11 @@ void Server::deliver(Session& receiver, chat::Message message, Outbox::Kind kind
   if (receiver.writing) return;  // a write is due or under way: it takes this message too
   receiver.writing = true;
   to_write_.push_back(receiver);
-  if (write_round_posted_) return;
-  write_round_posted_ = true;
-  // A handler runs when the scheduler polls the io_context, after the fibers made ready
-  // before it (asio_scheduler.hpp): the same moment chat-asio's posted write step runs.
-  boost::asio::post(*io_, [this] { write_round(); });
 }
 
-// Runs on the scheduler's dispatcher, as a completion handler: never suspends.
+// The scheduler's round end, on its dispatcher: never suspends. Once per round, as
+// chat-asio's posted write step.
 void Server::write_round() {
-  write_round_posted_ = false;
   while (!to_write_.empty()) {
     Session& receiver = to_write_.front();
     to_write_.pop_front();
@@ -362,9 +365,7 @@ bool Server::discard(tcp::socket& socket, chat::Linger& policy, error_code& ec) 
 void Server::run() {
   std::unique_lock lock(ended_mutex_);
   ended_.wait(lock, [this] { return stopping_ && connection_fibers_ == 0; });
-  lock.unlock();
-  // A write round still posted would run after this Server is gone: let it run now.
-  while (write_round_posted_) boost::this_fiber::yield();
+  fiberio::set_round_end({});  // the scheduler outlives this Server (on the main thread)
 }
 
 void Server::admit(tcp::socket socket, bool full) {
@@ -513,13 +514,13 @@ int main(int argc, char** argv) {
     threads.push_back(std::make_unique<Server>(std::make_shared<boost::asio::io_context>(1), options,
                                                stack_size, cluster, t));
   }
-  fiberio::use_asio_scheduler(threads[0]->io());
+  threads[0]->use_this_thread();
   try {
     Listener listener(threads, options, cluster);
     std::vector<std::jthread> others;
     for (std::size_t t = 1; t < threads.size(); ++t) {
       others.emplace_back([&server = *threads[t]] {
-        fiberio::use_asio_scheduler(server.io());
+        server.use_this_thread();
         server.run();
       });
     }

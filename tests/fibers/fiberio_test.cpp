@@ -209,6 +209,33 @@ TEST(AsioScheduler, BusyFibersDoNotStarveTheIoContext) {
   });
 }
 
+TEST(AsioScheduler, RoundEndRunsOnceTheReadyFibersHaveRun) {
+  // 10 fibers wait on timers that expire together, so their completions come in one turn
+  // of the io_context and make all 10 ready at once. The round end must see either none
+  // or all of them done, never some: it runs between rounds, not between fibers.
+  on_fiber_thread([](boost::asio::io_context& io) {
+    constexpr std::size_t fibers = 10;
+    std::size_t done = 0;
+    std::vector<std::size_t> seen;  // `done` at each round end where it changed
+    fiberio::set_round_end([&] {
+      if (seen.empty() || seen.back() != done) seen.push_back(done);
+    });
+    const auto at = Clock::now() + 20ms;
+    std::vector<boost::fibers::fiber> all;
+    for (std::size_t i = 0; i < fibers; ++i) {
+      all.emplace_back([&] {
+        boost::asio::steady_timer timer(io, at);
+        timer.async_wait(fiberio::yield);
+        ++done;
+      });
+    }
+    for (auto& fiber : all) fiber.join();
+    boost::this_fiber::yield();  // one more round: the dispatcher comes round again
+    fiberio::set_round_end({});
+    EXPECT_EQ(seen, (std::vector<std::size_t>{0, fibers}));
+  });
+}
+
 TEST(AsioScheduler, IdleSchedulerDoesNotSpin) {
   // For 2 s one fiber waits on an Asio timer and another sleeps on the fiber clock:
   // the thread must sleep in epoll_wait, not poll. A tolerant bound: a behaviour check,
