@@ -92,9 +92,12 @@ class Server {
       : options_(options),
         stacks_(stack_size),
         io_(std::move(io)),
-        relay_(cluster, thread, *io_, hub_, [this](Session& receiver, const chat::Message& message) {
-          deliver(receiver, message, Outbox::Kind::chat);
-        }) {
+        relay_(
+            cluster, thread, *io_, hub_,
+            [this](Session& receiver, const chat::Message& message) {
+              deliver(receiver, message, Outbox::Kind::chat);
+            },
+            [this] { write_round(); }) {
     hub_.add_setting("stack_size", stack_size);
   }
 
@@ -174,8 +177,9 @@ void Server::deliver(Session& receiver, chat::Message message, Outbox::Kind kind
 }
 
 // The scheduler's round end, on its dispatcher: never suspends. Once per round, as
-// chat-asio's posted write step.
+// chat-asio's posted write step (and between two relayed batches, chat/relay.hpp).
 void Server::write_round() {
+  relay_.hand_over();  // what this round relayed goes to the other threads before any reply
   while (!to_write_.empty()) {
     Session& receiver = to_write_.front();
     to_write_.pop_front();
@@ -282,11 +286,11 @@ void Server::serve(tcp::socket socket) {
       relay_.wait_for_credit(fiberio::yield[ec]);
       continue;
     }
+    relay_.catch_up();  // lines relayed from other threads first, EOF too (chat/relay.hpp)
     const std::size_t n = session.socket.read_some(boost::asio::buffer(read_buffer_), ec);
     if (ec == boost::asio::error::would_block) continue;
     eof = ec == boost::asio::error::eof;
     if (ec) break;
-    relay_.catch_up();  // lines relayed from other threads first (chat/relay.hpp)
     hub_.counters().bytes_in += n;
     const auto status = decoder.feed({read_buffer_.data(), n}, [&](std::string_view line) {
       auto outcome = hub_.handle(session, line, [this](Session& receiver, const chat::Message& m) {

@@ -64,6 +64,30 @@ TEST(Conformance, KeepsEachSendersOrder) {
   }
 }
 
+// A line handled before its sender's next reply is queued for every receiver before
+// anything a receiver does after seeing that reply, as on one thread: here the receiver
+// ends its input, and its lingering close must still write the line. With --threads the
+// two are on different threads (consecutive connections), so the hand-over has to reach
+// the receiver's thread before the reply reaches the sender (chat/relay.hpp, catch_up).
+// Timing decides whether a broken server shows it, so it is tried many times.
+TEST(Conformance, LineBeforeAReplyReachesAReceiverThatThenEndsItsInput) {
+  ServerProcess server;
+  for (int round = 0; round < 100; ++round) {
+    Client receiver(server.port());
+    Client sender(server.port());
+    const std::string room = "/join eof" + std::to_string(round);
+    receiver.send_line(room);
+    ASSERT_TRUE(receiver.read_line().has_value());
+    sender.send_line(room);
+    ASSERT_TRUE(sender.read_line().has_value());
+    sender.send("line " + std::to_string(round) + "\n/stats\n");
+    const auto reply = sender.read_line();
+    ASSERT_TRUE(reply && reply->starts_with("/stats ")) << reply.value_or("(none)");
+    receiver.shutdown_write();
+    EXPECT_EQ(receiver.read_line(), "line " + std::to_string(round)) << "round " << round;
+  }
+}
+
 // Eight senders at once into one room, each line to every other member, each sender's
 // lines in its order. On a server with several threads the senders are on different ones
 // (consecutive connections go to consecutive threads), so this is order across threads:

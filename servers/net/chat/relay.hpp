@@ -108,6 +108,10 @@ class Relay final : public Peers, public RoomLinks {
   using Hub = chat::Hub<Session, OwnedCount>;
   // deliver(receiver, message): queue a relayed chat line, as for a local one.
   using Deliver = std::function<void(Session&, const Message&)>;
+  // write(): start the writes that deliveries so far are waiting for. Only for a server
+  // whose writes are not a handler posted to the io_context (chat-fibers writes at the
+  // end of its scheduler's round): one posted by deliver() runs before the next batch.
+  using Write = std::function<void()>;
 
   // Bytes of relayed lines (their text and their place in a batch) one thread may have on
   // their way to one other thread before it stops reading. Far above what a thread hands
@@ -116,12 +120,13 @@ class Relay final : public Peers, public RoomLinks {
   static constexpr std::size_t kCredit = std::size_t{256} << 10;
 
   Relay(Cluster<Session>& cluster, std::size_t thread, boost::asio::io_context& io, Hub& hub,
-        Deliver deliver)
+        Deliver deliver, Write write = {})
       : cluster_(cluster),
         thread_(thread),
         io_(io),
         hub_(hub),
         deliver_(std::move(deliver)),
+        write_(std::move(write)),
         outbound_(cluster.threads()),
         outbound_bytes_(cluster.threads()),
         in_flight_(std::make_unique<std::atomic<std::size_t>[]>(cluster.threads())) {
@@ -146,6 +151,13 @@ class Relay final : public Peers, public RoomLinks {
       outbound_[t].push_back({shared, message});
       outbound_bytes_[t] += cost(message);
     }
+  }
+
+  // Hands this round's batches over now instead of in the handler relay() posted. For a
+  // server that writes at its own round end (chat-fibers), before those writes: a reply
+  // written then must not overtake lines relayed before it.
+  void hand_over() {
+    if (flush_posted_) flush();
   }
 
   // Before a session reads: false while this thread has more than kCredit bytes on their
@@ -290,7 +302,9 @@ class Relay final : public Peers, public RoomLinks {
       drain_posted_ = false;
       if (inbox_.empty()) return;  // caught up meanwhile
       deliver_oldest();
-      if (!inbox_.empty()) post_drain();
+      if (inbox_.empty()) return;
+      if (write_) write_();  // this batch's writes before the next one's deliveries
+      post_drain();
     });
   }
 
@@ -311,6 +325,7 @@ class Relay final : public Peers, public RoomLinks {
   boost::asio::io_context& io_;
   Hub& hub_;
   Deliver deliver_;
+  Write write_;
   std::vector<Batch> outbound_;               // per destination thread; ours stays empty
   std::vector<std::size_t> outbound_bytes_;   // cost() of each outbound_ batch
   std::unique_ptr<std::atomic<std::size_t>[]> in_flight_;  // per destination: posted, not delivered
