@@ -65,6 +65,10 @@ json::array run_idle_slice(Engine& engine, unsigned step_count, json::object& re
   Phase clock;
   const double ahead_ms = set_line_clock(clock, options);  // this UNIX clock less the reference clock
   report["ready_at_unix_ms"] = unix_ms_now(ahead_ms);
+  const bool measured = options.clock_offset_bound_ns > 0;
+  report["clock"] = json::object{{"clock_offset_ms", options.clock_offset_ms},
+                                 {"measured_offset_ns", measured ? json::value(options.clock_offset_ns) : json::value(nullptr)},
+                                 {"measured_offset_bound_ns", measured ? json::value(options.clock_offset_bound_ns) : json::value(nullptr)}};
   // The deadline of one step's ramp: --connect-timeout-s, plus its pacing at --connect-rate
   // for the largest step of any slice, so every slice lays out the same times.
   const double pacing_s = options.connect_rate > 0 ? std::ceil(static_cast<double>(options.clients_total) / step_count) / options.connect_rate : 0;

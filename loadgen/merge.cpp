@@ -380,6 +380,8 @@ void merge_idle(const std::vector<Slice>& ranges, json::array& warnings, json::o
   }
   merged["idle_steps"] = steps;
   merged["closed_by_server"] = closed;
+  merged["lines"] = nullptr;
+  merged["throughput"] = nullptr;
   merged["memory"] = json::object{{"steps", std::move(memory_steps)},
                                   {"per_connection", json::object{{"rss_bytes", nullptr}, {"system_bytes", nullptr}}},
                                   {"server_host", nullptr}};

@@ -470,6 +470,12 @@ std::string human_summary(const json::object& r) {
   out << "\n";
   if (!at(r, {"ramp"}).is_null())
     out << "  ramp: " << show(at(r, {"ramp", "seconds"})) << " s, " << show(at(r, {"ramp", "connects_per_s"})) << " connects/s\n";
+  // A merged idle run: each step's connections over every host.
+  if (const auto* steps = r.contains("idle_steps") ? r.at("idle_steps").if_array() : nullptr) {
+    out << "  steps, connected:";
+    for (const auto& step : *steps) out << " " << show(at(step.as_object(), {"connected"}));
+    out << "\n";
+  }
   const auto& pc = at(r, {"memory", "per_connection"});
   if (!at(pc.as_object(), {"rss_bytes"}).is_null() || !at(pc.as_object(), {"system_bytes"}).is_null())
     out << "  memory per connection: rss " << show(at(r, {"memory", "per_connection", "rss_bytes"})) << " B, pss "
