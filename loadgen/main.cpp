@@ -109,7 +109,7 @@ void add_slice_options(CLI::App& command, Options& o) {
       ->check(cli::integer(1, most_clients));
   command.add_option("--client-offset", o.client_offset, "many hosts: the global id of this process's first client")
       ->capture_default_str()->check(cli::integer(0, most_clients));
-  command.add_option("--start-at", o.start_at_ms, "UNIX time in ms at which the schedule starts (after connecting and joining)")
+  command.add_option("--start-at", o.start_at_ms, "UNIX time in ms at which the phases that need every host start (after connecting; docs/loadgen.md)")
       ->check(cli::integer(1, std::int64_t{1} << 50));
   command.add_option("--clock-offset-ms", o.clock_offset_ms,
                      "TEST KNOB: this process's clocks read this much ahead (a skewed host); docs/distributed.md")
@@ -284,8 +284,9 @@ int main(int argc, char** argv) {
     std::cerr << "loadgen: --clock-offset-ns times lines between the slices of a run; it needs --clients-total\n";
     return exit_usage;
   }
-  if (options.mode != Mode::chat && options.clients_total > 0 && options.start_at_ms == 0) {
-    std::cerr << "loadgen: a " << mode_name(options.mode) << " slice needs --start-at: its phases start at times laid out from it\n";
+  if (options.mode != Mode::chat && (options.clients_total > 0) != (options.start_at_ms > 0)) {
+    std::cerr << "loadgen: " << mode_name(options.mode) << " takes --clients-total and --start-at together: a slice's phases start at times "
+              << "laid out from --start-at, and only a slice has them\n";
     return exit_usage;
   }
   if (options.find_ceiling && (options.clients_total > 0 || options.start_at_ms > 0)) {
