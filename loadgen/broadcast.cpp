@@ -53,15 +53,15 @@ void run_broadcast(Engine& engine, json::object& report, Progress& progress) {
   report["ready_at_unix_ms"] = unix_ms_now(ahead_ms);
 
   // The sender is global client 0: this process's client 0 if its slice starts at 0.
+  const bool has_sender = options.client_offset == 0;
   Worker& sender_worker = engine.worker_of(0);
   Connection* sender = nullptr;
-  if (options.client_offset == 0)
+  if (has_sender)
     sender_worker.call([&] {
       sender = sender_worker.find(0);
       if (sender && sender->state != ConnectionState::open) sender = nullptr;
       if (sender) sender->joined = true;  // the sender never hears itself
     });
-  const bool has_sender = options.client_offset == 0;
   auto receivers_joined = [&] { return engine.sum(&Worker::joined); };  // the sender's flag is set by hand, uncounted
   std::uint64_t sync_sent = 0;
   auto send_sync = [&] {
