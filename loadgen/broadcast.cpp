@@ -1,13 +1,36 @@
 // broadcast mode (SPEC §3): one sender, every other client a receiver; per-line
-// latency and the completion time of each message.
+// latency and the completion time of each message. As a slice of a run over many hosts
+// (docs/distributed.md), the sender is global client 0, in the slice at offset 0, and the
+// sync and the broadcasts start at times laid out from --start-at.
 #include <algorithm>
 #include <cmath>
+#include <map>
 
 #include "scenario_common.hpp"
 
 namespace loadgen {
 
 namespace json = boost::json;
+
+namespace {
+
+// With --start-at: the sync phase runs for this long from T, then the broadcasts start.
+// Every client has connected before T, so the server has registered it; a second of sync
+// lines every 50 ms reaches each one many times over.
+constexpr std::int64_t sliced_sync_ns = 1'000'000'000;
+constexpr auto sync_interval = std::chrono::milliseconds(50);
+
+// One phase's start as a slice saw it: when it was due (UNIX ms, reference clock) and how
+// late this process was ready for it (> 0: late). Warns when late by more than 1 ms.
+json::object phase_start_json(json::object& report, const char* name, std::int64_t due_unix_ms, std::int64_t due_steady_ns) {
+  const std::int64_t late_ns = to_ns(Clock::now()) - due_steady_ns;
+  if (late_ns > 1'000'000)
+    warn(report, "ready " + std::to_string(late_ns / 1'000'000) + " ms after the start of the " + name +
+                     " phase (--start-at): receivers of other processes may have missed the sender's lines");
+  return {{"phase", name}, {"start_at_unix_ms", due_unix_ms}, {"start_late_ms", std::round(static_cast<double>(late_ns) / 1e5) / 10}};
+}
+
+}  // namespace
 
 void run_broadcast(Engine& engine, json::object& report, Progress& progress) {
   const Options& options = engine.options();
@@ -19,52 +42,86 @@ void run_broadcast(Engine& engine, json::object& report, Progress& progress) {
   const unsigned messages = options.messages;
   Phase phase;
   phase.mode = Mode::broadcast;
+  const double ahead_ms = set_line_clock(phase, options);  // this UNIX clock less the reference clock
   std::vector<TrafficState> traffic(engine.workers().size());
   engine.for_each_worker([&](Worker& worker) {
     worker.message_receivers.assign(messages, 0);
-    worker.message_last_arrival_ns.assign(messages, 0);
-    for (auto& connection : worker.connections()) connection->tracks.assign(connection->id == 0 ? 0 : 1, SenderTrack{});
+    worker.message_max_latency_ns.assign(messages, INT64_MIN);
+    for (auto& connection : worker.connections()) connection->tracks.assign(global_id(options, *connection) == 0 ? 0 : 1, SenderTrack{});
     worker.set_line_handler([&phase](Worker& w, Connection& c, std::string_view line, std::int64_t now) { handle_line(w, c, line, now, phase); });
   });
+  report["ready_at_unix_ms"] = unix_ms_now(ahead_ms);
+
+  // The sender is global client 0: this process's client 0 if its slice starts at 0.
+  const bool has_sender = options.client_offset == 0;
+  Worker& sender_worker = engine.worker_of(0);
+  Connection* sender = nullptr;
+  if (has_sender)
+    sender_worker.call([&] {
+      sender = sender_worker.find(0);
+      if (sender && sender->state != ConnectionState::open) sender = nullptr;
+      if (sender) sender->joined = true;  // the sender never hears itself
+    });
+  auto receivers_joined = [&] { return engine.sum(&Worker::joined); };  // the sender's flag is set by hand, uncounted
+  std::uint64_t sync_sent = 0;
+  auto send_sync = [&] {
+    sender_worker.post([&] { sender_worker.send(*sender, "sync\n"); });
+    ++sync_sent;
+  };
 
   // Sync: the server may register a connection some time after connect() returned; a
   // receiver takes part once it has heard the sender, so no message goes to a receiver
   // that was never in the room. Uses chat lines only, as the seed's server knows no commands.
-  Worker& sender_worker = engine.worker_of(0);
-  Connection* sender = nullptr;
-  sender_worker.call([&] {
-    sender = sender_worker.find(0);
-    if (sender && sender->state != ConnectionState::open) sender = nullptr;
-    if (sender) sender->joined = true;  // the sender never hears itself
-  });
-  std::uint64_t receivers = 0;
-  if (!sender) {
+  std::int64_t start_ns = 0;
+  json::array phases;
+  if (sliced(options)) {
+    // No process knows when the others are ready: the sync runs from T for a fixed time,
+    // the broadcasts start after it, and each slice says how late it was for each.
+    const std::int64_t sync_ns = steady_ns_at_unix_ms(options.start_at_ms, ahead_ms);
+    start_ns = sync_ns + sliced_sync_ns;
+    phases.push_back(phase_start_json(report, "sync", options.start_at_ms, sync_ns));
+    if (has_sender && !sender) warn(report, "client 0 (the sender) is not connected; nothing to measure");
+    wait_until(from_ns(sync_ns), [] { return false; }, [&] { progress.show("waiting for --start-at"); });
+    auto last_sync = Clock::time_point{};
+    // The last sync line leaves 100 ms before the broadcasts, so it is not taken for one.
+    wait_until(from_ns(start_ns - 100'000'000), [] { return false; }, [&] {
+      if (!sender || Clock::now() - last_sync < sync_interval) return;
+      last_sync = Clock::now();
+      send_sync();
+      progress.show("sync: " + std::to_string(receivers_joined()) + " receivers here");
+    });
+    phases.push_back(phase_start_json(report, "broadcast", options.start_at_ms + sliced_sync_ns / 1'000'000, start_ns));
+    wait_until(from_ns(start_ns), [] { return false; }, nullptr);
+    const std::uint64_t heard = receivers_joined(), here = engine.open_connections() - (sender ? 1 : 0);
+    if (heard < here) warn(report, std::to_string(here - heard) + " receivers here never heard the sender's sync before the broadcasts; left out");
+  } else if (!sender) {
     warn(report, "client 0 (the sender) is not connected; nothing to measure");
   } else {
     const auto sync_deadline = Clock::now() + seconds(options.connect_timeout_s);
     auto last_sync = Clock::time_point{};
     wait_until(sync_deadline, [&] { return engine.sum(&Worker::joined) + 1 >= engine.open_connections(); }, [&] {
-      if (Clock::now() - last_sync < std::chrono::milliseconds(50)) return;
+      if (Clock::now() - last_sync < sync_interval) return;
       last_sync = Clock::now();
-      sender_worker.post([&] { sender_worker.send(*sender, "sync\n"); });
-      progress.show("sync: " + std::to_string(engine.sum(&Worker::joined)) + "/" + std::to_string(engine.open_connections() - 1) + " receivers");
+      send_sync();
+      progress.show("sync: " + std::to_string(receivers_joined()) + "/" + std::to_string(engine.open_connections() - 1) + " receivers");
     });
     // Lines relayed before the phase starts are drained with a short pause.
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
-    receivers = engine.sum(&Worker::joined);
-    if (receivers + 1 < engine.open_connections())
-      warn(report, std::to_string(engine.open_connections() - 1 - receivers) + " receivers never heard the sender before the deadline; left out");
+    if (receivers_joined() + 1 < engine.open_connections())
+      warn(report, std::to_string(engine.open_connections() - 1 - receivers_joined()) + " receivers never heard the sender before the deadline; left out");
+    start_ns = to_ns(Clock::now() + std::chrono::milliseconds(20));
   }
+  const std::uint64_t receivers_at_start = receivers_joined();
 
   const double rate = 1000.0 / options.interval_ms;
-  const std::int64_t start_ns = to_ns(Clock::now() + std::chrono::milliseconds(20));
   const OpenLoopSchedule schedule(start_ns, rate);
   const auto cpu_start = CpuWindow::now(options.server_pid);
   std::uint64_t sends_done = 0;
+  TrafficState& state = traffic[sender_worker.index()];
   if (sender) {
-    phase.window_start_ns = start_ns;
-    TrafficState& state = traffic[sender_worker.index()];
     state.plan = SendPlan{start_ns, rate, messages, start_ns, 0};  // exact times: one send per interval
+    state.line_clock_offset_ns = phase.line_clock_offset_ns;
+    state.reference_clock = phase.reference_clock;
     sender_worker.call([&] {
       sender->sender = true;
       start_sending(sender_worker, state, {Sender{sender, state.plan}}, options.size);
@@ -73,7 +130,16 @@ void run_broadcast(Engine& engine, json::object& report, Progress& progress) {
     wait_until(send_end, [&] { return state.lines_sent.get() >= messages || engine.open_connections() == 0; }, [&] {
       progress.show("broadcast: " + std::to_string(state.lines_sent.get()) + "/" + std::to_string(messages) + " sent");
     });
-    drain(engine, messages * receivers, progress);
+  }
+  if (sliced(options)) {
+    // Every slice counts at the same moment, --drain-s after the last message was due, each
+    // on its own clock: no slice stops listening while lines to it may still come.
+    wait_until(from_ns(schedule.intended_ns(messages) + static_cast<std::int64_t>(options.drain_s * 1e9)), [] { return false; },
+               [&] { progress.show("draining: " + std::to_string(engine.sum(&Worker::unique_deliveries)) + " delivered"); });
+  } else if (sender) {
+    drain(engine, state.lines_sent.get() * receivers_at_start, progress);
+  }
+  if (sender) {
     sender_worker.call([&] { stop_sending(sender_worker, state); });
     sends_done = state.lines_sent.get();
   }
@@ -83,9 +149,12 @@ void run_broadcast(Engine& engine, json::object& report, Progress& progress) {
   // Merge: the workers are idle now (the sender is done or gone).
   LatencyRecorder latency, completion;
   std::vector<std::uint32_t> message_receivers(messages, 0);
-  std::vector<std::int64_t> last_arrival(messages, 0);
+  std::vector<std::int64_t> max_latency(messages, INT64_MIN);
   LossTotals loss;
-  std::uint64_t receivers_disconnected = 0, unknown = 0, late = 0, late_stalled = 0;
+  std::uint64_t receivers = 0, receivers_disconnected = 0, unknown = 0, late = 0, late_stalled = 0, sync_received = 0;
+  std::uint64_t untimed = 0, cross_samples = 0;
+  std::int64_t cross_min_ns = INT64_MAX;
+  std::map<std::uint32_t, json::object> receiver_detail;  // by id, so the document does not depend on the threads
   engine.for_each_worker([&](Worker& worker) {
     static std::mutex merge_mutex;
     std::lock_guard lock(merge_mutex);
@@ -93,29 +162,39 @@ void run_broadcast(Engine& engine, json::object& report, Progress& progress) {
     unknown += worker.unknown_lines;
     late += worker.late_sends;
     late_stalled += worker.late_sends_stalled;
+    sync_received += worker.sync_lines;
+    untimed += worker.cross_slice_deliveries;
+    cross_samples += worker.cross_slice_samples;
+    cross_min_ns = std::min(cross_min_ns, worker.cross_slice_min_ns);
     for (unsigned m = 0; m < messages; ++m) {
       message_receivers[m] += worker.message_receivers[m];
-      last_arrival[m] = std::max(last_arrival[m], worker.message_last_arrival_ns[m]);
+      max_latency[m] = std::max(max_latency[m], worker.message_max_latency_ns[m]);
     }
     for (auto& connection : worker.connections()) {
-      if (connection->id == 0 || !connection->joined) continue;
+      if (global_id(options, *connection) == 0 || !connection->joined) continue;
+      ++receivers;
       const SenderTrack& track = connection->tracks[0];
       loss.received += track.received;
       loss.duplicated += track.duplicated;
       loss.reordered += track.reordered;
       loss.add_receiver(track.missing(sends_done, connection->state != ConnectionState::closed));
       if (connection->state == ConnectionState::closed) ++receivers_disconnected;
+      receiver_detail[global_id(options, *connection)] = receiver_loss_json(options, *connection);
     }
   });
+  // Completion over this process's receivers: a message every one of them had, timed. In a
+  // slice only the merge sees every receiver; a receiver slice does not know what was sent.
+  const std::uint64_t messages_known = sender ? sends_done : (sliced(options) ? messages : 0);
   std::uint64_t incomplete = 0;
-  for (unsigned m = 0; m < sends_done; ++m) {
-    if (receivers > 0 && message_receivers[m] == receivers)
-      completion.record(last_arrival[m] - schedule.intended_ns(m));
+  for (unsigned m = 0; m < messages_known; ++m) {
+    if (receivers > 0 && message_receivers[m] == receivers && max_latency[m] != INT64_MIN)
+      completion.record(max_latency[m]);
     else
       ++incomplete;
   }
   const std::uint64_t expected = sends_done * receivers;
   report["latency_us"] = latency_json(latency);
+  report["latency_histogram"] = histogram_json(latency);
   json::value completion_json = nullptr;
   if (completion.count() > 0) {
     auto us = [&](double q) { return std::round(static_cast<double>(completion.percentile(q))) / 1000.0; };
@@ -124,13 +203,44 @@ void run_broadcast(Engine& engine, json::object& report, Progress& progress) {
                                    {"incomplete_messages", incomplete}};
   }
   report["broadcast_completion_us"] = completion_json;
-  report["lines"] = json::object{{"sent", sends_done}, {"delivered", loss.received}, {"expected", expected},
-                                 {"lost", loss.lost}, {"outstanding", loss.outstanding}, {"duplicated", loss.duplicated},
+  // A slice's expected, lost and outstanding need the sender's count, which only the slice
+  // at offset 0 has: null in the others, counted by `loadgen merge` from loss_detail.
+  const bool whole = !sliced(options) || has_sender;
+  auto if_whole = [&](std::uint64_t value) { return whole ? json::value(value) : json::value(nullptr); };
+  report["lines"] = json::object{{"sent", sends_done}, {"delivered", loss.received}, {"expected", if_whole(expected)},
+                                 {"lost", if_whole(loss.lost)}, {"outstanding", if_whole(loss.outstanding)}, {"duplicated", loss.duplicated},
                                  {"reordered", loss.reordered}, {"receivers", receivers},
-                                 {"receivers_with_loss", loss.receivers_with_loss},
-                                 {"receivers_with_outstanding", loss.receivers_with_outstanding},
+                                 {"receivers_with_loss", if_whole(loss.receivers_with_loss)},
+                                 {"receivers_with_outstanding", if_whole(loss.receivers_with_outstanding)},
                                  {"receivers_disconnected", receivers_disconnected}, {"unknown", unknown},
-                                 {"late_sends", late}, {"late_sends_stalled", late_stalled}, {"server_lines_out", nullptr}};
+                                 {"late_sends", late}, {"late_sends_stalled", late_stalled},
+                                 // The server counts every sync line it relays in lines_out too.
+                                 {"sync_sent", sync_sent}, {"sync_received", sync_received}, {"server_lines_out", nullptr}};
+  // What `loadgen merge` needs: the sender's count, each receiver's track of it, and per
+  // message how many receivers here had it and the slowest of them (null: none timed).
+  json::array ids, sent, receiver_array, per_message_receivers, per_message_max;
+  if (sender) ids.push_back(0), sent.push_back(sends_done);
+  for (auto& [id, receiver] : receiver_detail) receiver_array.push_back(std::move(receiver));
+  for (unsigned m = 0; m < messages; ++m) {
+    per_message_receivers.push_back(message_receivers[m]);
+    per_message_max.push_back(max_latency[m] == INT64_MIN ? json::value(nullptr) : json::value(max_latency[m]));
+  }
+  report["loss_detail"] = json::object{{"senders", json::object{{"id", std::move(ids)}, {"sent", std::move(sent)}}},
+                                       {"receivers", std::move(receiver_array)}};
+  report["broadcast_detail"] = json::object{{"message_receivers", std::move(per_message_receivers)},
+                                            {"message_max_latency_ns", std::move(per_message_max)}};
+  report["phases"] = sliced(options) ? json::value(std::move(phases)) : json::value(nullptr);
+  const bool measured = options.clock_offset_bound_ns > 0;
+  report["clock"] = json::object{
+      {"line_clock", measured ? "reference clock: this host's UNIX clock less its measured offset" : "steady clock of the sending process"},
+      {"timed", measured ? "same-process pairs; cross-slice pairs whose sender's offset was measured too, within the two bounds"
+                         : "same-process pairs only"},
+      {"clock_offset_ms", options.clock_offset_ms},
+      {"measured_offset_ns", measured ? json::value(options.clock_offset_ns) : json::value(nullptr)},
+      {"measured_offset_bound_ns", measured ? json::value(options.clock_offset_bound_ns) : json::value(nullptr)},
+      {"cross_slice_samples", cross_samples},
+      {"cross_slice_min_latency_us", cross_samples > 0 ? json::value(static_cast<double>(cross_min_ns) / 1e3) : json::value(nullptr)},
+      {"cross_slice_deliveries_untimed", untimed}};
   const double window = std::max(1e-9, std::chrono::duration<double>(cpu_end.wall - cpu_start.wall).count());
   report["throughput"] = json::object{{"sent_per_s", static_cast<double>(sends_done) / window},
                                       {"deliveries_per_s", static_cast<double>(loss.received) / window}};

@@ -79,12 +79,6 @@ struct ChatRun {
   json::value settle = nullptr;      // how the wait before the next step went
 };
 
-// A client's id in the global run: its slice's offset plus its index in this process.
-std::uint32_t global_id(const Options& options, const Connection& connection) { return options.client_offset + connection.id; }
-
-// Whether this process runs one slice of a larger run (docs/distributed.md).
-bool sliced(const Options& options) { return options.clients_total > 0; }
-
 // What every joined sender of this process sent, by global id.
 std::map<std::uint32_t, std::uint64_t> sent_by_sender(Engine& engine) {
   std::map<std::uint32_t, std::uint64_t> sent_by;
@@ -126,21 +120,8 @@ json::object loss_detail_json(Engine& engine) {
   engine.for_each_worker([&](Worker& worker) {
     static std::mutex merge_mutex;
     std::lock_guard lock(merge_mutex);
-    for (auto& connection : worker.connections()) {
-      if (!connection->sender) continue;
-      json::array next, gaps;
-      std::uint64_t duplicated = 0, reordered = 0;
-      for (const SenderTrack& track : connection->tracks) {
-        next.push_back(track.next_expected);
-        gaps.push_back(track.next_expected - std::min(track.next_expected, track.unique_received()));
-        duplicated += track.duplicated;
-        reordered += track.reordered;
-      }
-      const std::uint32_t id = global_id(engine.options(), *connection);
-      receivers[id] = json::object{{"id", id}, {"open", connection->state != ConnectionState::closed},
-                                   {"room_first", connection->track_base}, {"next", std::move(next)}, {"gaps", std::move(gaps)},
-                                   {"duplicated", duplicated}, {"reordered", reordered}};
-    }
+    for (auto& connection : worker.connections())
+      if (connection->sender) receivers[global_id(engine.options(), *connection)] = receiver_loss_json(engine.options(), *connection);
   });
   json::array receiver_array;
   for (auto& [id, receiver] : receivers) receiver_array.push_back(std::move(receiver));
@@ -350,15 +331,7 @@ void run_chat(Engine& engine, json::object& report, Progress& progress) {
   run.total = sliced(options) ? options.clients_total : run.attempted;
   run.phase.mode = Mode::chat;
   Phase& phase = run.phase;
-  phase.own_first = options.client_offset;
-  phase.own_end = options.client_offset + options.clients;
-  // How far this process's UNIX clock reads ahead of the run's reference clock: the injected
-  // skew less the measured offset (which includes it), or the skew alone if unmeasured.
-  const std::int64_t injected_ns = std::llround(options.clock_offset_ms * 1e6);
-  const double ahead_ms = static_cast<double>(injected_ns - options.clock_offset_ns) / 1e6;
-  phase.reference_clock = options.clock_offset_bound_ns > 0;
-  // Fixed for the run, so this process's own lines map back exactly.
-  phase.line_clock_offset_ns = phase.reference_clock ? unix_minus_steady_ns() + injected_ns - options.clock_offset_ns : injected_ns;
+  const double ahead_ms = set_line_clock(phase, options);  // this UNIX clock less the reference clock
   engine.for_each_worker([&](Worker& worker) {
     worker.set_line_handler([&phase](Worker& w, Connection& c, std::string_view line, std::int64_t now) { handle_line(w, c, line, now, phase); });
     for (auto& connection : worker.connections()) {

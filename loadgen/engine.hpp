@@ -127,7 +127,8 @@ class Worker {
   // docs/distributed.md "Clocks") in the current window, and the least of their latencies.
   std::uint64_t cross_slice_samples = 0;
   std::int64_t cross_slice_min_ns = INT64_MAX;
-  std::vector<std::int64_t> message_last_arrival_ns;  // broadcast: per message, latest arrival
+  std::vector<std::int64_t> message_max_latency_ns;   // broadcast: per message, its slowest timed receiver (INT64_MIN: none)
+  std::uint64_t sync_lines = 0;                       // broadcast: sync lines received (the server counts them out)
   std::vector<std::uint32_t> message_receivers;       // broadcast: per message, receivers that had it
   std::string last_stats_reply;                       // chat: the last "/stats ..." line
   OwnedCounter stats_replies;

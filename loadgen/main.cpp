@@ -102,6 +102,27 @@ void add_common_options(CLI::App& command, Options& o) {
       ->check(cli::integer(0, 100000));
 }
 
+// Many hosts (docs/distributed.md): one process runs a slice of a global run.
+void add_slice_options(CLI::App& command, Options& o) {
+  command.add_option("--clients-total", o.clients_total,
+                     "many hosts: the clients of the whole run, of which this process runs --clients from --client-offset")
+      ->check(cli::integer(1, most_clients));
+  command.add_option("--client-offset", o.client_offset, "many hosts: the global id of this process's first client")
+      ->capture_default_str()->check(cli::integer(0, most_clients));
+  command.add_option("--start-at", o.start_at_ms, "UNIX time in ms at which the phases that need every host start (after connecting; docs/loadgen.md)")
+      ->check(cli::integer(1, std::int64_t{1} << 50));
+  command.add_option("--clock-offset-ms", o.clock_offset_ms,
+                     "TEST KNOB: this process's clocks read this much ahead (a skewed host); docs/distributed.md")
+      ->capture_default_str()->check(cli::number(-86'400'000, true, 86'400'000));
+  auto* offset_ns = command.add_option("--clock-offset-ns", o.clock_offset_ns,
+                                       "many hosts: this host's UNIX clock less the run's reference clock, as measured (scripts/clock_offset.py)")
+                        ->check(cli::integer(-(std::int64_t{1} << 50), std::int64_t{1} << 50));
+  command.add_option("--clock-offset-bound-ns", o.clock_offset_bound_ns, "many hosts: the measured offset is within this of the truth")
+      ->check(cli::integer(1, std::int64_t{1} << 50))
+      ->needs(offset_ns);
+  offset_ns->needs(command.get_option("--clock-offset-bound-ns"));
+}
+
 // Says up front what will cap the run, so a short run is not a surprise.
 std::vector<std::string> preflight(const Options& o) {
   std::vector<std::string> warnings;
@@ -198,17 +219,20 @@ int main(int argc, char** argv) {
 
   auto* idle = app.add_subcommand("idle", "ramp connections in steps, hold, sample memory at each step");
   add_common_options(*idle, options);
+  add_slice_options(*idle, options);
   idle->add_option("--steps", options.steps, "ramp steps (after a baseline at 0 clients)")->capture_default_str()->check(cli::integer(1, 1000));
   idle->add_option("--hold-s", options.hold_s, "longest hold per step while memory settles")->capture_default_str()->check(cli::number(0, true, most_seconds));
 
   auto* broadcast = app.add_subcommand("broadcast", "one sender, every other client receives each line");
   add_common_options(*broadcast, options);
+  add_slice_options(*broadcast, options);
   broadcast->add_option("--messages", options.messages, "lines to send")->capture_default_str()->check(cli::integer(1, 10000000));
   broadcast->add_option("--interval-ms", options.interval_ms, "open-loop interval between lines")->capture_default_str()->check(cli::number(0, false, most_seconds * 1000));
   broadcast->add_option("--size", options.size, "bytes per line, LF included")->capture_default_str()->check(cli::integer(1, 1 << 20));
 
   auto* chat = app.add_subcommand("chat", "clients in rooms of K, each sending open-loop at a fixed rate");
   add_common_options(*chat, options);
+  add_slice_options(*chat, options);
   chat->add_option("--room-size", options.room_size, "clients per room")->capture_default_str()->check(cli::integer(1, most_clients));
   chat->add_option("--rate", options.rates, "lines per second per client; a list steps the load up in one run")
       ->capture_default_str()->delimiter(',')->check(cli::number(0, false, 1000000));
@@ -224,29 +248,12 @@ int main(int argc, char** argv) {
       ->capture_default_str()->check(cli::integer(1, 100));
   chat->add_option("--p99-bar-ms", options.p99_bar_ms, "a rate passes only with p99 latency at most this")
       ->capture_default_str()->check(cli::number(0, false, most_seconds * 1000));
-  chat->add_option("--clients-total", options.clients_total,
-                   "many hosts: the clients of the whole run, of which this process runs --clients from --client-offset")
-      ->check(cli::integer(1, most_clients));
-  chat->add_option("--client-offset", options.client_offset, "many hosts: the global id of this process's first client")
-      ->capture_default_str()->check(cli::integer(0, most_clients));
-  chat->add_option("--start-at", options.start_at_ms, "UNIX time in ms at which the schedule starts (after connecting and joining)")
-      ->check(cli::integer(1, std::int64_t{1} << 50));
-  chat->add_option("--clock-offset-ms", options.clock_offset_ms,
-                   "TEST KNOB: this process's clocks read this much ahead (a skewed host); docs/distributed.md")
-      ->capture_default_str()->check(cli::number(-86'400'000, true, 86'400'000));
-  auto* offset_ns = chat->add_option("--clock-offset-ns", options.clock_offset_ns,
-                                     "many hosts: this host's UNIX clock less the run's reference clock, as measured (scripts/clock_offset.py)")
-                        ->check(cli::integer(-(std::int64_t{1} << 50), std::int64_t{1} << 50));
-  chat->add_option("--clock-offset-bound-ns", options.clock_offset_bound_ns, "many hosts: the measured offset is within this of the truth")
-      ->check(cli::integer(1, std::int64_t{1} << 50))
-      ->needs(offset_ns);
-  offset_ns->needs(chat->get_option("--clock-offset-bound-ns"));
   chat->add_option("--late-bar-pct", options.late_bar_pct, "a rate passes only with at most this % of its sends late (> 1 ms)")
       ->capture_default_str()->check(cli::number(0, true, 100));
 
   std::vector<std::string> merge_inputs;
   std::string merge_output;
-  auto* merge = app.add_subcommand("merge", "merge the reports of the slices of one chat run into one (docs/distributed.md)");
+  auto* merge = app.add_subcommand("merge", "merge the reports of the slices of one run (chat, broadcast or idle) into one (docs/distributed.md)");
   merge->add_option("reports", merge_inputs, "the slices' JSON reports")->required()->check(CLI::ExistingFile);
   merge->add_option("--json", merge_output, "write the merged report to this file")->required()->check(writable_path);
 
@@ -275,6 +282,11 @@ int main(int argc, char** argv) {
   }
   if (options.clock_offset_bound_ns > 0 && options.clients_total == 0) {
     std::cerr << "loadgen: --clock-offset-ns times lines between the slices of a run; it needs --clients-total\n";
+    return exit_usage;
+  }
+  if (options.mode != Mode::chat && (options.clients_total > 0) != (options.start_at_ms > 0)) {
+    std::cerr << "loadgen: " << mode_name(options.mode) << " takes --clients-total and --start-at together: a slice's phases start at times "
+              << "laid out from --start-at, and only a slice has them\n";
     return exit_usage;
   }
   if (options.find_ceiling && (options.clients_total > 0 || options.start_at_ms > 0)) {

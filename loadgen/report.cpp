@@ -140,6 +140,13 @@ json::object make_report_skeleton(const Options& options) {
                     {"connect_concurrency", options.connect_concurrency}, {"connect_rate", options.connect_rate}, {"source_ips", options.source_ips},
                     {"connect_timeout_s", options.connect_timeout_s}, {"drain_s", options.drain_s},
                     {"uring_buffers", options.uring_buffers}, {"tick_us", options.tick_us}};
+  // Many hosts (docs/distributed.md): which slice of which run this process ran.
+  opts["clients_total"] = options.clients_total;
+  opts["client_offset"] = options.client_offset;
+  opts["start_at_ms"] = options.start_at_ms;
+  opts["clock_offset_ms"] = options.clock_offset_ms;
+  report["slice"] = json::object{{"clients_total", options.clients_total > 0 ? options.clients_total : options.clients},
+                                 {"client_offset", options.client_offset}, {"clients", options.clients}};
   switch (options.mode) {
     case Mode::idle:
       opts["steps"] = options.steps;
@@ -152,12 +159,6 @@ json::object make_report_skeleton(const Options& options) {
       break;
     case Mode::chat: {
       opts["room_size"] = options.room_size;
-      opts["clients_total"] = options.clients_total;
-      opts["client_offset"] = options.client_offset;
-      opts["start_at_ms"] = options.start_at_ms;
-      opts["clock_offset_ms"] = options.clock_offset_ms;
-      report["slice"] = json::object{{"clients_total", options.clients_total > 0 ? options.clients_total : options.clients},
-                                     {"client_offset", options.client_offset}, {"clients", options.clients}};
       json::array rates;
       for (double r : options.rates) rates.push_back(r);
       opts["rate"] = rates;
@@ -469,6 +470,12 @@ std::string human_summary(const json::object& r) {
   out << "\n";
   if (!at(r, {"ramp"}).is_null())
     out << "  ramp: " << show(at(r, {"ramp", "seconds"})) << " s, " << show(at(r, {"ramp", "connects_per_s"})) << " connects/s\n";
+  // A merged idle run: each step's connections over every host.
+  if (const auto* steps = r.contains("idle_steps") ? r.at("idle_steps").if_array() : nullptr) {
+    out << "  steps, connected:";
+    for (const auto& step : *steps) out << " " << show(at(step.as_object(), {"connected"}));
+    out << "\n";
+  }
   const auto& pc = at(r, {"memory", "per_connection"});
   if (!at(pc.as_object(), {"rss_bytes"}).is_null() || !at(pc.as_object(), {"system_bytes"}).is_null())
     out << "  memory per connection: rss " << show(at(r, {"memory", "per_connection", "rss_bytes"})) << " B, pss "

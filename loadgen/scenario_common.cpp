@@ -105,6 +105,7 @@ void handle_line(Worker& worker, Connection& connection, std::string_view line, 
     return;
   }
   if (line == "sync") {
+    ++worker.sync_lines;
     if (!connection.joined) {
       connection.joined = true;
       worker.joined.add();
@@ -127,13 +128,17 @@ void handle_line(Worker& worker, Connection& connection, std::string_view line, 
   // reference (its line says so, and this process's offset is known): then the sample is
   // within the two measurements' bounds. Otherwise it counts above for loss and order only.
   const bool cross_slice = chat->sender < phase.own_first || chat->sender >= phase.own_end;
-  if (cross_slice && !(chat->reference_clock && phase.reference_clock)) {
+  const bool timed = !cross_slice || (chat->reference_clock && phase.reference_clock);
+  if (phase.mode == Mode::broadcast && chat->seq < worker.message_receivers.size()) ++worker.message_receivers[chat->seq];
+  if (!timed) {
     ++worker.cross_slice_deliveries;
     return;
   }
   // On this process's steady clock: its own lines exactly, another's within the bounds.
   const std::int64_t intended = chat->intended_ns - phase.line_clock_offset_ns;
   const std::int64_t latency = now - intended;
+  if (phase.mode == Mode::broadcast && chat->seq < worker.message_max_latency_ns.size())
+    worker.message_max_latency_ns[chat->seq] = std::max(worker.message_max_latency_ns[chat->seq], latency);
   if (intended >= phase.window_start_ns && intended < phase.window_end_ns) {
     worker.latency.record(latency);
     ++worker.window_deliveries;
@@ -141,10 +146,6 @@ void handle_line(Worker& worker, Connection& connection, std::string_view line, 
       ++worker.cross_slice_samples;
       worker.cross_slice_min_ns = std::min(worker.cross_slice_min_ns, latency);
     }
-  }
-  if (phase.mode == Mode::broadcast && chat->seq < worker.message_receivers.size()) {
-    ++worker.message_receivers[chat->seq];
-    worker.message_last_arrival_ns[chat->seq] = std::max(worker.message_last_arrival_ns[chat->seq], now);
   }
 }
 
@@ -234,6 +235,31 @@ void drain_until_quiet(Engine& engine, Clock::duration quiet, Progress& progress
         return Clock::now() - last_change >= quiet || engine.open_connections() == 0;
       },
       [&] { progress.show("draining: " + std::to_string(last) + " delivered"); });
+}
+
+double set_line_clock(Phase& phase, const Options& options) {
+  phase.own_first = options.client_offset;
+  phase.own_end = options.client_offset + options.clients;
+  // The injected skew less the measured offset (which includes it), or the skew alone if unmeasured.
+  const std::int64_t injected_ns = std::llround(options.clock_offset_ms * 1e6);
+  phase.reference_clock = options.clock_offset_bound_ns > 0;
+  // Fixed for the run, so this process's own lines map back exactly.
+  phase.line_clock_offset_ns = phase.reference_clock ? unix_minus_steady_ns() + injected_ns - options.clock_offset_ns : injected_ns;
+  return static_cast<double>(injected_ns - options.clock_offset_ns) / 1e6;
+}
+
+json::object receiver_loss_json(const Options& options, const Connection& connection) {
+  json::array next, gaps;
+  std::uint64_t duplicated = 0, reordered = 0;
+  for (const SenderTrack& track : connection.tracks) {
+    next.push_back(track.next_expected);
+    gaps.push_back(track.next_expected - std::min(track.next_expected, track.unique_received()));
+    duplicated += track.duplicated;
+    reordered += track.reordered;
+  }
+  return {{"id", global_id(options, connection)}, {"open", connection.state != ConnectionState::closed},
+          {"room_first", connection.track_base}, {"next", std::move(next)}, {"gaps", std::move(gaps)},
+          {"duplicated", duplicated}, {"reordered", reordered}};
 }
 
 std::int64_t unix_minus_steady_ns() {

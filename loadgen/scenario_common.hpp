@@ -125,6 +125,22 @@ void drain(Engine& engine, std::uint64_t expected_unique, Progress& progress);
 // has arrived for `quiet`, or every connection is gone, or the drain deadline passed.
 void drain_until_quiet(Engine& engine, Clock::duration quiet, Progress& progress);
 
+// Many hosts (docs/distributed.md): a client's id in the global run is its slice's offset
+// plus its index in this process; a process runs a slice when --clients-total is given.
+inline std::uint32_t global_id(const Options& options, const Connection& connection) { return options.client_offset + connection.id; }
+inline bool sliced(const Options& options) { return options.clients_total > 0; }
+
+// Sets the clock this process's lines carry (phase.line_clock_offset_ns, reference_clock)
+// and the senders it times exactly (own_first, own_end), from --clock-offset-ms and the
+// measured --clock-offset-ns/--clock-offset-bound-ns. Returns how far this process's UNIX
+// clock reads ahead of the run's reference clock, in ms (for --start-at).
+double set_line_clock(Phase& phase, const Options& options);
+
+// One receiver's entry of loss_detail.receivers (docs/loadgen.md, "loss_detail"): for each
+// sender it tracks, the next sequence number it expects (the highest heard + 1, 0: none)
+// and the gaps below it, which per-sender FIFO means will never be filled.
+boost::json::object receiver_loss_json(const Options& options, const Connection& connection);
+
 // The steady-clock time at which the UNIX clock, read with --clock-offset-ms added,
 // reaches unix_ms.
 std::int64_t steady_ns_at_unix_ms(std::int64_t unix_ms, double clock_offset_ms);

@@ -18,6 +18,15 @@
 #                naming it
 #   deadline     slices that outlive --deadline-s are killed, and each is named with its
 #                host and clients
+#   broadcast    run_distributed.sh -- broadcast over the 3 hosts, the sender on the first:
+#                merged deliveries and sync lines equal the server's lines_out, lost 0, the
+#                same counts as one process's run, every message's completion timed
+#   idle         run_distributed.sh -- idle over the 3 hosts in 2 steps: each step's
+#                connections summed over the hosts, the server's RSS read on its host at
+#                each step's sample time, its memory per connection from them
+#   hung         one host's loadgen is stopped (SIGSTOP) mid-run: the deadline ends it, the
+#                others are merged, and the merged report names the missing host and leaves
+#                expected, lost and outstanding unknown rather than under-counted
 # Skips (exit 77) only where namespaces cannot be created. Everything it creates is
 # removed on exit, failure included.
 set -euo pipefail
@@ -33,7 +42,9 @@ while [ $# -gt 0 ]; do
   esac
   shift
 done
-case $case_name in chat|skew|unreachable|deadline) ;; *) echo "usage: distributed_test.sh chat|skew|unreachable|deadline --loadgen PATH --server PATH" >&2; exit 2 ;; esac
+case $case_name in chat|skew|unreachable|deadline|broadcast|idle|hung) ;;
+  *) echo "usage: distributed_test.sh chat|skew|unreachable|deadline|broadcast|idle|hung --loadgen PATH --server PATH" >&2; exit 2 ;;
+esac
 fail() { echo "FAIL: $*" >&2; exit 1; }
 
 tag=cbd$$                      # names of this run's namespaces and links (interface names <= 15 chars)
@@ -46,6 +57,12 @@ teardown() {
   local status=$?
   for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
   for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+  # A loadgen still in a namespace (hung, or orphaned by a killed ssh) outlives its deletion.
+  for ns in "${namespaces[@]}"; do
+    for pid in $(ip netns pids "$ns" 2>/dev/null); do
+      [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = loadgen ] && kill -KILL "$pid" 2>/dev/null || true
+    done
+  done
   for ns in "${namespaces[@]}"; do ip netns del "$ns" 2>/dev/null || true; done  # takes its veth pair with it
   ip link del "$bridge" 2>/dev/null || true
   [ $made_run_sshd = 1 ] && rmdir /run/sshd 2>/dev/null || true
@@ -84,6 +101,7 @@ done
 ssh-keygen -q -t ed25519 -N '' -f "$tmp/host_key"
 ssh-keygen -q -t ed25519 -N '' -f "$tmp/client_key"
 cp "$tmp/client_key.pub" "$tmp/authorized_keys"
+mkdir "$tmp/home"  # the sessions' HOME: no login scripts of this machine's root run in them
 [ -d /run/sshd ] || { mkdir -p /run/sshd; made_run_sshd=1; }  # sshd's privilege separation directory
 for i in $(seq 1 $hosts); do
   cat >"$tmp/sshd_$i.conf" <<EOF
@@ -97,6 +115,7 @@ UsePAM no
 StrictModes no
 PidFile none
 MaxStartups 100
+SetEnv HOME=$tmp/home
 EOF
   ip netns exec "${tag}n$i" /usr/sbin/sshd -D -e -f "$tmp/sshd_$i.conf" 2>>"$tmp/sshd_$i.log" &
   pids+=($!)
@@ -112,7 +131,8 @@ Host *
 EOF
 for i in $(seq 1 $hosts); do
   for _ in $(seq 1 50); do
-    ssh -F "$tmp/ssh_config" -o ConnectTimeout=2 "$net.$((10 + i))" true 2>/dev/null && continue 2
+    # timeout: an sshd still starting may accept and then hold the session
+    timeout 5 ssh -F "$tmp/ssh_config" -o ConnectTimeout=2 "$net.$((10 + i))" true 2>/dev/null && continue 2
     sleep 0.1
   done
   fail "sshd in namespace $i did not accept the test's key: $(cat "$tmp/sshd_$i.log")"
@@ -263,6 +283,109 @@ deadline)
     grep -q "slice $i (clients $(( (i - 1) * 10 ))-$(( i * 10 - 1 ))) on .* failed: killed by signal" "$tmp/err" || fail "slice $i was not named as killed"
   done
   [ ! -e "$tmp/run/merged.json" ] || fail "a merge was written without any slice"
+  ;;
+broadcast)
+  # 3 x 200 clients, the sender (client 0) on the first host: each host's receivers hear it
+  # through the server, timed on the measured clocks.
+  clients=600
+  broadcast_args=(--messages 50 --interval-ms 20 --drain-s 2 --connect-timeout-s 10)
+  "$root/scripts/run_distributed.sh" --hosts "$tmp/hosts" --ssh-config "$tmp/ssh_config" --server "$net.1:$port" --clients $clients \
+    --loadgen "$loadgen" --out "$tmp/run" --start-delay-s "${DISTRIBUTED_START_DELAY_S:-20}" \
+    -- broadcast "${broadcast_args[@]}" || fail "run_distributed.sh exited $?"
+  ip netns exec "${tag}n1" "$loadgen" broadcast --host "$net.1" --port "$port" --clients $clients "${broadcast_args[@]}" \
+    --json "$tmp/single.json" --quiet >/dev/null || fail "the single-process run exited $?"
+  python3 - "$tmp/run/merged.json" "$tmp/single.json" $clients <<'EOF2' || fail "the merged broadcast report is wrong (above)"
+import json, sys
+merged, single, clients = json.load(open(sys.argv[1])), json.load(open(sys.argv[2])), int(sys.argv[3])
+lines, completion = merged["lines"], merged["broadcast_completion_us"]
+print("merged:", lines, "\ncompletion:", completion, "\nphases:", merged["phases"], "\nclock:", merged["clock"],
+      "\nsingle:", single["lines"], "\nsingle completion:", single["broadcast_completion_us"])
+problems = []
+if merged["merged_from"] != 3 or merged["missing_clients"]: problems.append(f"not 3 complete slices: {merged['missing_clients']}")
+if merged["clients_connected"] != clients: problems.append(f"not every slice connected: {[h['clients_connected'] for h in merged['hosts']]}")
+if not lines["sent"] == 50 or lines["receivers"] != clients - 1: problems.append("not 50 messages to every other client")
+if lines["lost"] != 0 or lines["outstanding"] != 0: problems.append(f"lost {lines['lost']}, outstanding {lines['outstanding']}")
+if not lines["delivered"] == lines["expected"] == 50 * (clients - 1): problems.append("delivered, expected and 50 x receivers differ")
+# The server counts the sync lines it relays too.
+if lines["delivered"] + lines["sync_received"] != lines["server_lines_out"]:
+    problems.append(f"delivered + sync_received {lines['delivered'] + lines['sync_received']} != the server's lines_out {lines['server_lines_out']}")
+if completion is None or completion["count"] != 50 or completion["incomplete_messages"] != 0 or completion["error_bound_us"] is None:
+    problems.append("not every message's completion was timed within a stated bound")
+if merged["clock"]["cross_slice_samples"] == 0 or merged["clock"]["cross_slice_deliveries_untimed"] != 0:
+    problems.append("the other hosts' receptions were not timed on the measured clocks")
+for key in ("sent", "delivered", "expected", "lost", "receivers"):
+    if single["lines"][key] != lines[key]: problems.append(f"lines.{key}: one process {single['lines'][key]}, merged {lines[key]}")
+for p in problems: print("FAIL:", p, file=sys.stderr)
+sys.exit(1 if problems else 0)
+EOF2
+  ;;
+idle)
+  # 3 x 200 clients in 2 steps: 300 then 600 connections, the server's RSS read on its
+  # host (over ssh into a namespace: they share /proc) at each step's sample time.
+  "$root/scripts/run_distributed.sh" --hosts "$tmp/hosts" --ssh-config "$tmp/ssh_config" --server "$net.1:$port" --clients 600 \
+    --loadgen "$loadgen" --server-ssh "$net.11" --server-pid "$SERVER_PID" --out "$tmp/run" --start-delay-s "${DISTRIBUTED_START_DELAY_S:-20}" \
+    -- idle --steps 2 --hold-s 0.5 --connect-timeout-s 3 || fail "run_distributed.sh exited $?"
+  python3 - "$tmp/run/merged.json" <<'EOF2' || fail "the merged idle report is wrong (above)"
+import json, sys
+merged = json.load(open(sys.argv[1]))
+steps, memory = merged["idle_steps"], merged["memory"]
+print("steps:", steps, "\nmemory:", memory)
+problems = []
+if merged["merged_from"] != 3 or merged["missing_clients"]: problems.append("not 3 complete slices")
+if [s["connected"] for s in steps] != [0, 300, 600] or [s["target"] for s in steps] != [0, 300, 600]:
+    problems.append("the steps' connection totals are not 0, 300, 600")
+if [s["clients"] for s in memory["steps"]] != [0, 300, 600]: problems.append("memory.steps lack the connection totals")
+if any(s["rss_bytes"] is None for s in memory["steps"]): problems.append("the server's RSS was not read at every step")
+for step in memory["steps"]:
+    if step["rss_bytes"] is not None and not step["sample_at_unix_ms"] <= step["sampled_at_unix_ms"] < step["sample_at_unix_ms"] + 1000:
+        problems.append(f"a sample was not taken at its step's time: {step}")
+if memory["per_connection"]["rss_bytes"] is None: problems.append("no memory per connection")
+for p in problems: print("FAIL:", p, file=sys.stderr)
+sys.exit(1 if problems else 0)
+EOF2
+  ;;
+hung)
+  # Host 2's loadgen stops once it runs (SIGSTOP: a hung host), the deadline ends it. The
+  # start is 15 s ahead; the other slices are done 10 s after it; the deadline is 35 s.
+  set +e
+  "$root/scripts/run_distributed.sh" --hosts "$tmp/hosts" --ssh-config "$tmp/ssh_config" --server "$net.1:$port" --clients 300 \
+    --loadgen "$loadgen" --out "$tmp/run" --start-delay-s 15 --deadline-s 35 \
+    -- chat --room-size 7 --rate 5 --duration-s 2 --warmup-s 0.5 --drain-s 2 2>"$tmp/err" &
+  launcher=$!
+  stopped=""
+  for _ in $(seq 1 300); do
+    for pid in $(ip netns pids "${tag}n2"); do
+      [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = loadgen ] && kill -STOP "$pid" && stopped=$pid
+    done
+    [ -n "$stopped" ] && break
+    sleep 0.1
+  done
+  wait $launcher
+  status=$?
+  set -e
+  cat "$tmp/err"
+  [ -n "$stopped" ] || fail "host 2's loadgen never ran"
+  [ $status = 1 ] || fail "run_distributed.sh exited $status, not 1"
+  # GNU parallel picks which slice host 2 runs: the one named as killed there.
+  hung_clients=$(sed -En "s/^run_distributed.sh: slice [1-3] \(clients ([0-9]+)-([0-9]+)\) on $net.12 failed: killed by signal.*/\1 \2/p" "$tmp/err")
+  [ -n "$hung_clients" ] || fail "the hung host's slice was not named as killed"
+  [ -s "$tmp/run/merged.json" ] || fail "the other slices were not merged"
+  python3 - "$tmp/run/merged.json" "$net.12" $hung_clients <<'EOF2' || fail "the merged report hides the missing host (above)"
+import json, sys
+merged, login, first, last = json.load(open(sys.argv[1])), sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+lines = merged["lines"]
+print("missing:", merged["missing_clients"], merged["missing_hosts"], "\nlines:", lines)
+problems = []
+if merged["merged_from"] != 2: problems.append(f"merged {merged['merged_from']} reports, not 2")
+if merged["missing_clients"] != [[first, last]]: problems.append("the hung slice's clients are not missing_clients")
+if [(h["login"], h["clients"]) for h in merged["missing_hosts"]] != [(login, [first, last])]: problems.append("the hung host is not named")
+if not any(login in w for w in merged["warnings"]): problems.append("no warning names the hung host")
+# What the hung slice's clients sent is unknown: no expected or loss figure may pretend otherwise.
+if any(lines[k] is not None for k in ("expected", "lost", "outstanding")): problems.append("loss counted without the hung slice")
+if merged["clients_connected"] != 200: problems.append(f"clients_connected {merged['clients_connected']}, not the 200 of the merged slices")
+for p in problems: print("FAIL:", p, file=sys.stderr)
+sys.exit(1 if problems else 0)
+EOF2
   ;;
 esac
 echo "PASS: distributed $case_name"

@@ -169,10 +169,10 @@ TEST(MergeReports, RefusesOverlapsOtherVersionsOtherOptionsAndOtherModes) {
   refused({{"a.json", slice_report(0, 5, 10, 3, 20, 1)}, {"b.json", other_rooms}}, "option room_size differs");
   auto broadcast = slice_report(5, 5, 10, 3, 20, 1);
   broadcast["mode"] = "broadcast";
-  refused({{"a.json", slice_report(0, 5, 10, 3, 20, 1)}, {"b.json", broadcast}}, "only chat reports");
+  refused({{"a.json", slice_report(0, 5, 10, 3, 20, 1)}, {"b.json", broadcast}}, "different modes: a.json is a \"chat\" report, b.json is \"broadcast\"");
   auto old = slice_report(5, 5, 10, 3, 20, 1);
   old.erase("loss_detail");
-  refused({{"a.json", slice_report(0, 5, 10, 3, 20, 1)}, {"b.json", old}}, "without latency_histogram, loss_detail");
+  refused({{"a.json", slice_report(0, 5, 10, 3, 20, 1)}, {"b.json", old}}, "without loss_detail");
 }
 
 // Hosts whose clocks were measured: their offsets and bounds are listed, the cross-slice
@@ -215,4 +215,112 @@ TEST(MergeReports, MeasuredClocksStateTheirBoundBesideTheCrossSliceSamples) {
   EXPECT_TRUE(plain.at("clock").as_object().at("cross_slice_error_bound_us").is_null());
   EXPECT_EQ(plain.at("clock").as_object().at("cross_slice_samples"), 0);
   EXPECT_TRUE(plain.at("hosts").as_array()[0].as_object().at("clock_offset_bound_ms").is_null());
+}
+
+namespace {
+
+// A slice report of a broadcast run: clients [offset, offset + clients) of `total`; global
+// client 0 sends `sent` messages (in the slice at offset 0); every receiver has them all,
+// and this slice's slowest receiver of message m took slowest_ns + m.
+json::object broadcast_slice(std::uint32_t offset, std::uint32_t clients, std::uint32_t total, std::uint64_t sent, std::int64_t slowest_ns,
+                             std::uint32_t messages = 4) {
+  LatencyRecorder latency;
+  json::array receivers, message_receivers, message_max;
+  std::uint64_t here = 0;
+  for (std::uint32_t id = offset; id < offset + clients; ++id) {
+    if (id == 0) continue;
+    ++here;
+    for (std::uint64_t m = 0; m < sent; ++m) latency.record(slowest_ns);
+    receivers.push_back(json::object{{"id", id}, {"open", true}, {"room_first", 0}, {"next", json::array{sent}}, {"gaps", json::array{0}},
+                                     {"duplicated", 0}, {"reordered", 0}});
+  }
+  for (std::uint32_t m = 0; m < messages; ++m) {
+    message_receivers.push_back(m < sent ? here : 0);
+    message_max.push_back(m < sent && here > 0 ? json::value(slowest_ns + m) : json::value(nullptr));
+  }
+  const bool sender = offset == 0;
+  auto phase = [](const char* name, double late) { return json::object{{"phase", name}, {"start_at_unix_ms", 1000}, {"start_late_ms", late}}; };
+  return json::object{
+      {"mode", "broadcast"},
+      {"clients_requested", clients},
+      {"clients_connected", clients},
+      {"limit_hit", nullptr},
+      {"machine", json::object{{"git_commit", "abc"}, {"git_dirty", false}, {"hostname", "h" + std::to_string(offset)}}},
+      {"options", json::object{{"messages", messages}, {"interval_ms", 10.0}, {"size", 64}, {"drain_s", 1.0}, {"start_at_ms", 1000}, {"clock_offset_ms", 0.0}}},
+      {"slice", json::object{{"clients_total", total}, {"client_offset", offset}, {"clients", clients}}},
+      {"latency_histogram", histogram_json(latency)},
+      {"lines", json::object{{"unknown", 0}, {"sync_sent", sender ? 18 : 0}, {"sync_received", 18 * here}, {"late_sends", 0}, {"late_sends_stalled", 0}}},
+      {"clock", json::object{{"cross_slice_deliveries_untimed", 0}, {"measured_offset_ns", 0}, {"measured_offset_bound_ns", 20'000},
+                             {"cross_slice_samples", sender ? 0 : sent * here}, {"cross_slice_min_latency_us", nullptr}}},
+      {"cpu", json::object{{"loadgen_cpu_fraction", 0.1}, {"loadgen_saturated", false}}},
+      {"throughput", json::object{{"sent_per_s", sender ? 100.0 : 0.0}, {"deliveries_per_s", 100.0 * static_cast<double>(here)}}},
+      {"warnings", json::array{}},
+      {"phases", json::array{phase("sync", -900.0), phase("broadcast", -99.0)}},
+      {"loss_detail", json::object{{"senders", json::object{{"id", sender ? json::array{0} : json::array{}}, {"sent", sender ? json::array{sent} : json::array{}}}},
+                                   {"receivers", receivers}}},
+      {"broadcast_detail", json::object{{"message_receivers", message_receivers}, {"message_max_latency_ns", message_max}}},
+  };
+}
+
+}  // namespace
+
+// Broadcast over three slices: counts summed, expected = sent x every slice's receivers,
+// each message's completion the largest of the slices' slowest receivers, loss per receiver
+// against the sender slice's count.
+TEST(MergeBroadcast, CompletionIsTheSlowestSliceAndLossIsGlobal) {
+  std::vector<SliceReport> slices{{"a.json", broadcast_slice(0, 4, 12, 4, 1'000'000)},
+                                  {"b.json", broadcast_slice(4, 4, 12, 4, 5'000'000)},
+                                  {"c.json", broadcast_slice(8, 4, 12, 4, 3'000'000)}};
+  // Receiver 9 lacks message 1 but has 2 and 3: lost. Receiver 10 has only 0-1: 2 outstanding.
+  json::object& r9 = slices[2].report["loss_detail"].as_object()["receivers"].as_array()[1].as_object();
+  r9["gaps"] = json::array{1};
+  json::object& r10 = slices[2].report["loss_detail"].as_object()["receivers"].as_array()[2].as_object();
+  r10["next"] = json::array{2};
+  const json::object merged = merge_reports(slices);
+  const json::object& lines = merged.at("lines").as_object();
+  EXPECT_EQ(merged.at("mode"), "broadcast");
+  EXPECT_EQ(lines.at("sent"), 4);
+  EXPECT_EQ(lines.at("receivers"), 11);
+  EXPECT_EQ(lines.at("expected"), 44);
+  EXPECT_EQ(lines.at("delivered"), 44 - 1 - 2);
+  EXPECT_EQ(lines.at("lost"), 1);
+  EXPECT_EQ(lines.at("outstanding"), 2);
+  EXPECT_EQ(lines.at("sync_sent"), 18);
+  EXPECT_EQ(lines.at("sync_received"), 18 * 11);
+  const json::object& completion = merged.at("broadcast_completion_us").as_object();
+  EXPECT_EQ(completion.at("count"), 4);
+  EXPECT_EQ(completion.at("max"), 5000.003);  // b's slowest receiver of message 3
+  EXPECT_EQ(completion.at("error_bound_us"), 40.0);
+  EXPECT_EQ(merged.at("latency_us").as_object().at("count"), 44);
+
+  // A slice that could not time the sender's lines (its clock unmeasured): no completion.
+  slices[1].report["clock"].as_object()["cross_slice_deliveries_untimed"] = 12;
+  EXPECT_TRUE(merge_reports(slices).at("broadcast_completion_us").is_null());
+
+  // Without the sender's slice nothing is known of what was sent.
+  const json::object partial = merge_reports({slices[1], slices[2]});
+  EXPECT_EQ(json::serialize(partial.at("missing_clients")), "[[0,3]]");
+  EXPECT_TRUE(partial.at("lines").as_object().at("expected").is_null());
+}
+
+TEST(MergeBroadcast, ALateHostMarksItsPhaseAndBroadcastIsNotMixedWithChat) {
+  std::vector<SliceReport> slices{{"a.json", broadcast_slice(0, 6, 12, 4, 1000)}, {"b.json", broadcast_slice(6, 6, 12, 4, 1000)}};
+  slices[1].report["phases"].as_array()[0].as_object()["start_late_ms"] = 1500.0;
+  const json::object merged = merge_reports(slices);
+  const json::array& sync_late = merged.at("phases").as_array()[0].as_object().at("late_hosts").as_array();
+  ASSERT_EQ(sync_late.size(), 1u);
+  EXPECT_NE(std::string(sync_late[0].as_string()).find("b.json: 1500 ms late"), std::string::npos) << sync_late;
+  EXPECT_TRUE(merged.at("phases").as_array()[1].as_object().at("late_hosts").as_array().empty());
+  try {
+    merge_reports({{"a.json", broadcast_slice(0, 6, 12, 4, 1000)}, {"b.json", slice_report(6, 6, 12, 3, 20, 1000)}});
+    ADD_FAILURE() << "a chat and a broadcast report were merged";
+  } catch (const MergeRefused& e) {
+    EXPECT_NE(std::string(e.what()).find("different modes"), std::string::npos) << e.what();
+  }
+  try {
+    merge_reports({{"a.json", broadcast_slice(0, 7, 12, 4, 1000)}, {"b.json", broadcast_slice(6, 6, 12, 4, 1000)}});
+    ADD_FAILURE() << "overlapping broadcast slices were merged";
+  } catch (const MergeRefused& e) {
+    EXPECT_NE(std::string(e.what()).find("overlapping client slices: a.json runs clients 0-6, b.json runs 6-11"), std::string::npos) << e.what();
+  }
 }
