@@ -68,6 +68,9 @@ constexpr std::size_t gather_limit = 16;
 constexpr std::size_t signal_stack_size = 64 * 1024;
 
 void use_alternate_signal_stack() {
+  stack_t present{};
+  sigaltstack(nullptr, &present);
+  if (!(present.ss_flags & SS_DISABLE)) return;  // one is set already (AddressSanitizer's)
   static thread_local const auto stack = std::make_unique_for_overwrite<char[]>(signal_stack_size);
   stack_t alternate{};
   alternate.ss_sp = stack.get();
