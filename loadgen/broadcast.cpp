@@ -230,17 +230,9 @@ void run_broadcast(Engine& engine, json::object& report, Progress& progress) {
   report["broadcast_detail"] = json::object{{"message_receivers", std::move(per_message_receivers)},
                                             {"message_max_latency_ns", std::move(per_message_max)}};
   report["phases"] = sliced(options) ? json::value(std::move(phases)) : json::value(nullptr);
-  const bool measured = options.clock_offset_bound_ns > 0;
-  report["clock"] = json::object{
-      {"line_clock", measured ? "reference clock: this host's UNIX clock less its measured offset" : "steady clock of the sending process"},
-      {"timed", measured ? "same-process pairs; cross-slice pairs whose sender's offset was measured too, within the two bounds"
-                         : "same-process pairs only"},
-      {"clock_offset_ms", options.clock_offset_ms},
-      {"measured_offset_ns", measured ? json::value(options.clock_offset_ns) : json::value(nullptr)},
-      {"measured_offset_bound_ns", measured ? json::value(options.clock_offset_bound_ns) : json::value(nullptr)},
-      {"cross_slice_samples", cross_samples},
-      {"cross_slice_min_latency_us", cross_samples > 0 ? json::value(static_cast<double>(cross_min_ns) / 1e3) : json::value(nullptr)},
-      {"cross_slice_deliveries_untimed", untimed}};
+  report["clock"] = clock_json(options, cross_samples,
+                               cross_samples > 0 ? json::value(static_cast<double>(cross_min_ns) / 1e3) : json::value(nullptr),
+                               untimed);
   const double window = std::max(1e-9, std::chrono::duration<double>(cpu_end.wall - cpu_start.wall).count());
   report["throughput"] = json::object{{"sent_per_s", static_cast<double>(sends_done) / window},
                                       {"deliveries_per_s", static_cast<double>(loss.received) / window}};

@@ -460,19 +460,10 @@ void run_chat(Engine& engine, json::object& report, Progress& progress) {
     std::lock_guard lock(merge_mutex);
     cross_slice += worker.cross_slice_deliveries;
   });
-  const bool measured = options.clock_offset_bound_ns > 0;
   const json::object* last_step = rate_steps.empty() ? nullptr : &rate_steps.back().as_object();  // latency_us's step
   auto of_last_step = [&](const char* key, json::value none) { return last_step ? last_step->at(key) : none; };
-  report["clock"] = json::object{
-      {"line_clock", measured ? "reference clock: this host's UNIX clock less its measured offset" : "steady clock of the sending process"},
-      {"timed", measured ? "same-process pairs; cross-slice pairs whose sender's offset was measured too, within the two bounds"
-                         : "same-process pairs only"},
-      {"clock_offset_ms", options.clock_offset_ms},
-      {"measured_offset_ns", measured ? json::value(options.clock_offset_ns) : json::value(nullptr)},
-      {"measured_offset_bound_ns", measured ? json::value(options.clock_offset_bound_ns) : json::value(nullptr)},
-      {"cross_slice_samples", of_last_step("cross_slice_samples", 0)},
-      {"cross_slice_min_latency_us", of_last_step("cross_slice_min_latency_us", nullptr)},
-      {"cross_slice_deliveries_untimed", cross_slice}};
+  report["clock"] = clock_json(options, of_last_step("cross_slice_samples", 0),
+                               of_last_step("cross_slice_min_latency_us", nullptr), cross_slice);
   finish_common(engine, report);
 }
 

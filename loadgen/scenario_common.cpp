@@ -309,4 +309,19 @@ std::optional<ChatLine> parse_chat_line(std::string_view line) {
   return chat;
 }
 
+boost::json::object clock_json(const Options& options, boost::json::value cross_samples,
+                               boost::json::value cross_min_latency_us, std::uint64_t untimed) {
+  const bool measured = options.clock_offset_bound_ns > 0;
+  auto if_measured = [&](std::int64_t v) { return measured ? boost::json::value(v) : boost::json::value(nullptr); };
+  return {{"line_clock", measured ? "reference clock: this host's UNIX clock less its measured offset" : "steady clock of the sending process"},
+          {"timed", measured ? "same-process pairs; cross-slice pairs whose sender's offset was measured too, within the two bounds"
+                             : "same-process pairs only"},
+          {"clock_offset_ms", options.clock_offset_ms},
+          {"measured_offset_ns", if_measured(options.clock_offset_ns)},
+          {"measured_offset_bound_ns", if_measured(options.clock_offset_bound_ns)},
+          {"cross_slice_samples", std::move(cross_samples)},
+          {"cross_slice_min_latency_us", std::move(cross_min_latency_us)},
+          {"cross_slice_deliveries_untimed", untimed}};
+}
+
 }  // namespace loadgen

@@ -135,6 +135,10 @@ inline bool sliced(const Options& options) { return options.clients_total > 0; }
 // measured --clock-offset-ns/--clock-offset-bound-ns. Returns how far this process's UNIX
 // clock reads ahead of the run's reference clock, in ms (for --start-at).
 double set_line_clock(Phase& phase, const Options& options);
+// The report's "clock" block of a mode that times lines between slices: which clock the
+// lines carry, which pairs are timed, this slice's offsets, and its cross-slice samples.
+boost::json::object clock_json(const Options& options, boost::json::value cross_samples,
+                               boost::json::value cross_min_latency_us, std::uint64_t untimed);
 
 // One receiver's entry of loss_detail.receivers (docs/loadgen.md, "loss_detail"): for each
 // sender it tracks, the next sequence number it expects (the highest heard + 1, 0: none)
