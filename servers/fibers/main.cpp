@@ -563,6 +563,9 @@ int main(int argc, char** argv) {
     listener.run();
     threads[0]->run();
     others.clear();  // joined
+    // This thread's fiber scheduler outlives the Servers (it ends with the thread), and
+    // it shares this io_context: nothing still posted to it (a relay handler) may run now.
+    threads[0]->io()->stop();
     std::cerr << threads[0]->stats() << std::endl;
   } catch (const std::exception& e) {  // e.g. the address is taken
     std::cerr << "chat-fibers: " << e.what() << '\n';
