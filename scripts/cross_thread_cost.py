@@ -4,10 +4,14 @@
 cpu: server CPU per delivered chat line under `loadgen chat`, --threads 2 with both threads
 pinned to one core against --threads 1 on that core, interleaved (A B A B ...), so that
 both see the same machine; loadgen runs on another core.
+  --floor adds a third arm (A B C A B C ...): two --threads 1 servers sharing that core,
+  each with half the clients and a loadgen of its own. Nothing crosses from one to the
+  other, so it measures what two event loops on one core cost by themselves, and
+  --threads 2 against it what crossing threads adds.
 rss: idle RSS per connection (`loadgen idle`) at --threads N against --threads 1.
 
 usage: scripts/cross_thread_cost.py cpu|rss [--variants asio,coro,fibers] [--repeats 4]
-           [--threads 2] [--clients N] [--build DIR] [--target-pct 15]
+           [--threads 2] [--floor] [--clients N] [--build DIR] [--target-pct 15]
 """
 import argparse
 import json
@@ -52,21 +56,31 @@ def stop(server):
     server.wait(timeout=10)
 
 
-def cpu_run(args, binary, threads):
-    server, port = start(binary, threads, args.server_core)
+def cpu_run(args, binary, threads, servers=1):
+    """`servers` servers at --threads `threads` on the server core, each driven by a loadgen
+    of its own with its share of the clients (whole rooms): ns CPU per delivered line, all
+    servers together, and the lines."""
+    started = [start(binary, threads, args.server_core) for _ in range(servers)]
     try:
-        cpu0, out0 = cpu_seconds(server.pid), int(stats(port)["lines_out"])
-        subprocess.run(["taskset", "-c", args.loadgen_core, args.loadgen, "chat", "--port", str(port),
-                        "--clients", str(args.clients), "--room-size", "10", "--rate", str(args.rate),
-                        "--duration-s", str(args.duration), "--warmup-s", "1", "--quiet"],
-                       check=True, stdout=subprocess.DEVNULL)
-        cpu1, out1 = cpu_seconds(server.pid), int(stats(port)["lines_out"])
+        before = [(cpu_seconds(server.pid), int(stats(port)["lines_out"])) for server, port in started]
+        loads = [subprocess.Popen(["taskset", "-c", args.loadgen_core, args.loadgen, "chat", "--port", str(port),
+                                   "--clients", str(args.clients // servers), "--room-size", "10",
+                                   "--rate", str(args.rate), "--duration-s", str(args.duration),
+                                   "--warmup-s", "1", "--quiet"], stdout=subprocess.DEVNULL)
+                 for _, port in started]
+        for load in loads:
+            if load.wait() != 0:
+                raise subprocess.CalledProcessError(load.returncode, load.args)
+        after = [(cpu_seconds(server.pid), int(stats(port)["lines_out"])) for server, port in started]
     finally:
-        stop(server)
-    return (cpu1 - cpu0) / (out1 - out0) * 1e9, out1 - out0  # ns per delivered line
+        for server, _ in started:
+            stop(server)
+    cpu = sum(a[0] - b[0] for a, b in zip(after, before))
+    lines = sum(a[1] - b[1] for a, b in zip(after, before))
+    return cpu / lines * 1e9, lines
 
 
-def rss_run(args, binary, threads):
+def rss_run(args, binary, threads, servers=1):  # one server: --floor is for cpu only
     server, port = start(binary, threads, args.server_core)
     try:
         with tempfile.NamedTemporaryFile(suffix=".json") as report:
@@ -86,6 +100,8 @@ def main():
     parser.add_argument("--variants", default="asio,coro,fibers")
     parser.add_argument("--repeats", type=int, default=4)  # the fewest the noise test can rank
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--floor", action="store_true",
+                        help="cpu: also --threads N servers of one thread each, sharing the core")
     parser.add_argument("--clients", type=int)
     parser.add_argument("--rate", type=float, default=20)
     parser.add_argument("--duration", type=float, default=5)
@@ -98,20 +114,50 @@ def main():
     args.loadgen = os.path.join(args.build, "bin", "loadgen")
     if args.clients is None:
         args.clients = 1000 if args.what == "cpu" else 10000
+    if args.floor and args.what != "cpu":
+        parser.error("--floor is for cpu only")
+    if args.floor and args.clients % (10 * args.threads):
+        parser.error(f"--floor splits the clients in whole rooms of 10 over {args.threads} servers: "
+                     f"--clients must be a multiple of {10 * args.threads}")
     run = cpu_run if args.what == "cpu" else rss_run
     unit = "ns CPU per delivered line" if args.what == "cpu" else "bytes RSS per idle connection"
+    n = args.threads
+    # Each arm: its label, and the servers' --threads and their count (floor: N of 1 thread).
+    arms = [("--threads 1", 1, 1), (f"--threads {n}", n, 1)]
+    if args.floor:
+        arms.append((f"{n} servers of 1 thread", 1, n))
     for variant in args.variants.split(","):
         binary = os.path.join(args.build, "bin", "chat-" + variant)
-        figures = {1: [], args.threads: []}
+        figures = {label: [] for label, _, _ in arms}
         for _ in range(args.repeats):
-            for threads in (1, args.threads):  # interleaved: A B A B ...
-                value, count = run(args, binary, threads)
-                figures[threads].append(value)
-                print(f"{variant} --threads {threads}: {value:.0f} {unit} ({count})", flush=True)
-        one, many = statistics.median(figures[1]), statistics.median(figures[args.threads])
-        print(f"{variant}: median {one:.0f} at --threads 1, {many:.0f} at --threads {args.threads}: "
-              f"{(many / one - 1) * 100:+.1f}% (runs: {figures[1]} vs {figures[args.threads]})", flush=True)
-        print(f"{variant}: {verdict(figures[args.threads], figures[1], args.target_pct)}", flush=True)
+            for label, threads, servers in arms:  # interleaved: A B A B ... (A B C with --floor)
+                value, count = run(args, binary, threads, servers)
+                figures[label].append(value)
+                print(f"{variant} {label}: {value:.0f} {unit} ({count})", flush=True)
+        one, many = figures["--threads 1"], figures[f"--threads {n}"]
+        print(f"{variant}: median {statistics.median(one):.0f} at --threads 1, {statistics.median(many):.0f} "
+              f"at --threads {n}: {change(many, one)} (runs: {one} vs {many})", flush=True)
+        print(f"{variant}: {verdict(many, one, args.target_pct)}", flush=True)
+        if args.floor:
+            floor = figures[f"{n} servers of 1 thread"]
+            print(f"{variant}: floor ({n} event loops on one core, nothing crossing): median "
+                  f"{statistics.median(floor):.0f}, {change(floor, one)} on --threads 1 "
+                  f"({compared(floor, one, 'it')}) (runs: {floor})", flush=True)
+            print(f"{variant}: crossing threads adds {change(many, floor)} to the floor "
+                  f"(--threads {n} {compared(many, floor, 'the floor')})", flush=True)
+
+
+def change(x, base):
+    return f"{(statistics.median(x) / statistics.median(base) - 1) * 100:+.1f}%"
+
+
+def compared(x, base, name):
+    """The report's noise test on x against base, in words."""
+    outcome, p = results_lib.rank(x, base)
+    if outcome == "too few":
+        return "too few repeats to judge"
+    return {"a": f"cheaper than {name}", "b": f"dearer than {name}", "tied": f"tied with {name}"}[outcome] + \
+        f", p={p:.3f}"
 
 
 def verdict(many, one, target_pct):
