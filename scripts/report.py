@@ -235,7 +235,8 @@ def server_threads_section(rows, machine, plan, best_dps, rss):
         out.append(f"**This machine cannot show scaling.** It has {cores} cores; one must stay for "
                    "loadgen, and N = 2 needs 4 (two for the server, two for loadgen). What it measures "
                    "instead is what crossing threads costs: `scripts/cross_thread_cost.py cpu` runs "
-                   "`--threads 2` with both server threads pinned to one core against `--threads 1`, "
+                   "`--threads 2` with both server threads pinned to one core against `--threads 1` "
+                   "(and, with `--floor`, two one-thread servers sharing that core with nothing crossing), "
                    "and `scripts/cross_thread_cost.py rss` the idle memory per connection at "
                    "`--threads 4` (docs/servers.md *Several threads*).\n\n")
     lines = []
