@@ -68,9 +68,9 @@ def cpu_run(args, binary, threads, servers=1):
                                    "--rate", str(args.rate), "--duration-s", str(args.duration),
                                    "--warmup-s", "1", "--quiet"], stdout=subprocess.DEVNULL)
                  for _, port in started]
-        for load in loads:
-            if load.wait() != 0:
-                raise subprocess.CalledProcessError(load.returncode, load.args)
+        failed = [load for load in loads if load.wait() != 0]  # waits for every one
+        if failed:
+            raise subprocess.CalledProcessError(failed[0].returncode, failed[0].args)
         after = [(cpu_seconds(server.pid), int(stats(port)["lines_out"])) for server, port in started]
     finally:
         for server, _ in started:
@@ -114,6 +114,8 @@ def main():
     args.loadgen = os.path.join(args.build, "bin", "loadgen")
     if args.clients is None:
         args.clients = 1000 if args.what == "cpu" else 10000
+    if args.threads < 2:
+        parser.error("--threads: 2 or more (it is compared with --threads 1)")
     if args.floor and args.what != "cpu":
         parser.error("--floor is for cpu only")
     if args.floor and args.clients % (10 * args.threads):
