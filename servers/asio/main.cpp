@@ -123,4 +123,5 @@ class Server : public chat::net::Server<Session> {
 
 }  // namespace
 
+// ---- main: the options, the server, its final counters (chat/loop.hpp).
 int main(int argc, char** argv) { return chat::net::main<Server>(argc, argv, kVariant); }
