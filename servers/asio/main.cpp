@@ -28,8 +28,8 @@ using chat::net::Clock;
 using chat::net::Socket;
 
 class Session;
-// One thread: its io_context, sessions, hub and relay, admission and shutdown (chat/loop.hpp).
-using Shared = chat::net::Loop<Session>;
+// One thread's event loop: its io_context, sessions, hub and relay (chat/loop.hpp).
+using Loop = chat::net::Loop<Session>;
 
 // ---- session: one connection; a read step and a write step (the rest: chat/loop.hpp).
 class Session : public chat::net::Connection<Session> {
@@ -53,7 +53,7 @@ void Session::read() {
   socket_.async_wait(Socket::wait_read, [self = shared_from_this()](error_code error) {
     if (error) return;
     if (self->must_wait_for_credit()) {
-      return self->shared_.relay.wait_for_credit([self](error_code) { self->read(); });
+      return self->loop_.relay.wait_for_credit([self](error_code) { self->read(); });
     }
     if (self->on_readable()) self->read();
   });
@@ -73,23 +73,24 @@ void Session::write() {
 
 // ---- one thread's write-timeout sweep (the timer of chat/loop.hpp): a stalled receiver
 // goes at most a tenth of --write-timeout-ms late.
-void sweep(Shared& shared) {
-  shared.sweep_timer.expires_after(chat::net::sweep_interval(shared.options));
-  shared.sweep_timer.async_wait([&shared](error_code error) {
+void sweep(Loop& loop) {
+  loop.sweep_timer.expires_after(chat::net::sweep_interval(loop.options));
+  loop.sweep_timer.async_wait([&loop](error_code error) {
     // Shut down; or stop() found the timer already expired, its completion queued.
-    if (error || shared.stopped) return;
+    if (error || loop.stopped) return;
     const auto now = Clock::now();
-    for (Session& session : shared.sessions) session.check_write_timeout(now);
-    sweep(shared);
+    for (Session& session : loop.sessions) session.check_write_timeout(now);
+    sweep(loop);
   });
 }
 
 // ---- accept loop and shutdown on SIGINT/SIGTERM, on the first thread (the rest:
 // chat/loop.hpp).
-class Server : public chat::net::Loops<Session> {
+class Server : public chat::net::Server<Session> {
  public:
-  Server(const chat::ServerOptions& options) : Loops(options, kVariant), signals_(threads_[0]->io, SIGINT, SIGTERM) {
-    for (auto& thread : threads_) sweep(*thread);
+  Server(const chat::ServerOptions& options)
+      : chat::net::Server<Session>(options, kVariant), signals_(loops_[0]->io, SIGINT, SIGTERM) {
+    for (auto& loop : loops_) sweep(*loop);
     signals_.async_wait([this](error_code error, int) {
       if (!error) shutdown();
     });
@@ -122,4 +123,5 @@ class Server : public chat::net::Loops<Session> {
 
 }  // namespace
 
+// ---- main: the options, the server, its final counters (chat/loop.hpp).
 int main(int argc, char** argv) { return chat::net::main<Server>(argc, argv, kVariant); }

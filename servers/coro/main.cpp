@@ -38,8 +38,8 @@ using Task = asio::awaitable<T, Executor>;
 constexpr auto deferred = asio::as_tuple(asio::deferred);
 
 class Session;
-// One thread: its io_context, sessions, hub and relay, admission and shutdown (chat/loop.hpp).
-using Shared = chat::net::Loop<Session>;
+// One thread's event loop: its io_context, sessions, hub and relay (chat/loop.hpp).
+using Loop = chat::net::Loop<Session>;
 
 // ---- session: one connection; a reader and a writer coroutine (the rest: chat/loop.hpp).
 class Session : public chat::net::Connection<Session> {
@@ -64,7 +64,7 @@ Task<> Session::read(std::shared_ptr<Session> self) {
       // Out of credit, which is rare: this reader ends and a new one starts once there is
       // credit. Awaited here, the wait would add its awaiter to every idle session's
       // frame (+64 B per connection, measured).
-      shared_.relay.wait_for_credit([self](error_code) { self->begin_reading(); });
+      loop_.relay.wait_for_credit([self](error_code) { self->begin_reading(); });
       co_return;
     }
     if (error || !on_readable()) co_return;
@@ -88,25 +88,26 @@ Task<> Session::write(std::shared_ptr<Session> /*self*/) {
 
 // ---- one thread's write-timeout sweep (the timer of chat/loop.hpp): a stalled receiver
 // goes at most a tenth of --write-timeout-ms late.
-Task<> sweep(Shared& shared) {
+Task<> sweep(Loop& loop) {
   for (;;) {
-    shared.sweep_timer.expires_after(chat::net::sweep_interval(shared.options));
-    const auto [error] = co_await shared.sweep_timer.async_wait(deferred);
+    loop.sweep_timer.expires_after(chat::net::sweep_interval(loop.options));
+    const auto [error] = co_await loop.sweep_timer.async_wait(deferred);
     // Shut down; or stop() found the timer already expired, its completion queued.
-    if (error || shared.stopped) co_return;
+    if (error || loop.stopped) co_return;
     const auto now = Clock::now();
-    for (Session& session : shared.sessions) session.check_write_timeout(now);
+    for (Session& session : loop.sessions) session.check_write_timeout(now);
   }
 }
 
 // ---- accept loop and shutdown on SIGINT/SIGTERM, on the first thread (the rest:
 // chat/loop.hpp).
-class Server : public chat::net::Loops<Session> {
+class Server : public chat::net::Server<Session> {
  public:
-  Server(const chat::ServerOptions& options) : Loops(options, kVariant), signals_(threads_[0]->io, SIGINT, SIGTERM) {
-    for (auto& thread : threads_) asio::co_spawn(thread->io, sweep(*thread), asio::detached);
-    asio::co_spawn(threads_[0]->io, wait_for_signal(), asio::detached);
-    asio::co_spawn(threads_[0]->io, accept(), asio::detached);
+  Server(const chat::ServerOptions& options)
+      : chat::net::Server<Session>(options, kVariant), signals_(loops_[0]->io, SIGINT, SIGTERM) {
+    for (auto& loop : loops_) asio::co_spawn(loop->io, sweep(*loop), asio::detached);
+    asio::co_spawn(loops_[0]->io, wait_for_signal(), asio::detached);
+    asio::co_spawn(loops_[0]->io, accept(), asio::detached);
     chat::net::announce(acceptor_, kVariant);
   }
 
@@ -140,4 +141,5 @@ class Server : public chat::net::Loops<Session> {
 
 }  // namespace
 
+// ---- main: the options, the server, its final counters (chat/loop.hpp).
 int main(int argc, char** argv) { return chat::net::main<Server>(argc, argv, kVariant); }

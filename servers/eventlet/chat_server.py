@@ -446,11 +446,11 @@ def discard_input(session, deadline, limit):
 
 # --- accept loop --------------------------------------------------------------------
 
-def accept_forever(server):
+def accept_forever(listener):
     backoff = 0.0
     while True:
         try:
-            sock, _ = server.accept()
+            sock, _ = listener.accept()
         except OSError as error:
             if error.errno in (errno.ECONNABORTED, errno.EPROTO, errno.EPERM):
                 continue  # that client gave up or was refused; the next one may not
@@ -559,20 +559,20 @@ def main(argv):
         family, _, _, _, address = socket.getaddrinfo(
             options.bind, options.port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
         # No SO_REUSEPORT: a second server on the same port must fail, not share it.
-        server = eventlet.listen(address, family, backlog=socket.SOMAXCONN, reuse_port=False)
+        listener = eventlet.listen(address, family, backlog=socket.SOMAXCONN, reuse_port=False)
     except OSError as error:
         print(f"chat-eventlet: cannot listen on {options.bind}:{options.port}: "
               f"{error.strerror or error}", file=sys.stderr, flush=True)
         return 1
-    host, port = server.getsockname()[:2]
+    host, port = listener.getsockname()[:2]
     shown = f"[{host}]" if family == socket.AF_INET6 else host
     print(f"listening on {shown}:{port} variant={VARIANT}", flush=True)
 
-    acceptor = eventlet.spawn(accept_forever, server)
+    acceptor = eventlet.spawn(accept_forever, listener)
     trampoline(stop_signals, read=True)
 
     acceptor.kill()
-    server.close()
+    listener.close()
     for session in list(sessions):
         session.close_now()
     with eventlet.Timeout(SHUTDOWN_GRACE, False):

@@ -5,8 +5,8 @@
 // only. Every fiber and the io_context share one thread (AsioScheduler), so the hub,
 // the rooms and every outbox need no lock, and nothing on a fiber's path may block the
 // thread: all socket I/O goes through the io_context. With --threads N there are N such
-// threads, each with its own io_context, scheduler and connections; a connection's fiber
-// stays on its thread, and rooms span the threads (chat/relay.hpp).
+// threads, each an event loop (Loop) with its own io_context, scheduler and connections;
+// a connection's fiber stays on its thread, and rooms span the threads (chat/relay.hpp).
 
 #include <array>
 #include <boost/asio/io_context.hpp>
@@ -56,7 +56,7 @@ constexpr std::string_view variant = "fibers";
 constexpr std::size_t default_stack_size = 32 * 1024;
 constexpr std::size_t minimum_stack_size = 16 * 1024;
 
-// Bytes read at a time. One buffer serves every connection (Server::read_buffer_).
+// Bytes read at a time. One buffer serves every connection of a thread (Loop::read_buffer_).
 constexpr std::size_t read_buffer_size = 64 * 1024;
 // Messages handed to one writev.
 constexpr std::size_t gather_limit = 16;
@@ -102,7 +102,7 @@ struct Session : chat::Participant, bi::list_base_hook<> {
   bool writing = false;         // queued for this round's writes, or `writer` is running
   bool closed = false;          // disconnected: deliver nothing more
   bool closing = false;         // in its lingering close: the writer wakes the reader when done
-  // In Server::to_write_ until this round's writes; leaves it if the session ends first.
+  // In Loop::to_write_ until this round's writes; leaves it if the session ends first.
   bi::list_member_hook<bi::link_mode<bi::auto_unlink>> to_write_hook;
 };
 
@@ -110,13 +110,14 @@ struct Session : chat::Participant, bi::list_base_hook<> {
 
 using Cluster = chat::net::Cluster<Session>;
 
-// The room and everything else the fibers of one thread share: the hub, the stacks.
-// No locks: every fiber runs on this one thread; other threads reach it by posting to
-// its io_context (chat/relay.hpp).
-class Server {
+// One thread's event loop and what it owns: its io_context, and the room and everything
+// else the thread's fibers share (the hub, the stacks, the read buffer). No locks: every
+// fiber runs on this one thread; other threads reach it by posting to its io_context
+// (chat/relay.hpp).
+class Loop {
  public:
-  Server(std::shared_ptr<boost::asio::io_context> io, const chat::ServerOptions& options,
-         std::size_t stack_size, Cluster& cluster, std::size_t thread)
+  Loop(std::shared_ptr<boost::asio::io_context> io, const chat::ServerOptions& options,
+       std::size_t stack_size, Cluster& cluster, std::size_t thread)
       : options_(options),
         stacks_(stack_size),
         io_(std::move(io)),
@@ -131,7 +132,7 @@ class Server {
 
   const std::shared_ptr<boost::asio::io_context>& io() const { return io_; }
   std::string stats() const { return hub_.stats(); }
-  // Makes the calling thread this Server's: its fibers, its io_context and its write
+  // Makes the calling thread this Loop's: its fibers, its io_context and its write
   // round (asio_scheduler.hpp). Call first thing on the thread.
   void use_this_thread() {
     use_alternate_signal_stack();
@@ -194,7 +195,7 @@ class Server {
 // run, so what several senders sent it meanwhile goes out in one writev. Lines relayed
 // from another thread, which a handler delivers while the io_context has its turn, wait
 // for the fibers that turn makes ready in the same way.
-void Server::deliver(Session& receiver, chat::Message message, Outbox::Kind kind) {
+void Loop::deliver(Session& receiver, chat::Message message, Outbox::Kind kind) {
   if (receiver.closed) return;
   if (!receiver.outbox.push(std::move(message), kind)) {
     ++hub_.counters().slow_disconnects;  // over --max-pending
@@ -207,7 +208,7 @@ void Server::deliver(Session& receiver, chat::Message message, Outbox::Kind kind
 
 // The scheduler's round end, on its dispatcher: never suspends. Once per round, as
 // chat-asio's posted write step (and between two relayed batches, chat/relay.hpp).
-void Server::write_round() {
+void Loop::write_round() {
   relay_.hand_over();  // what this round relayed goes to the other threads before any reply
   while (!to_write_.empty()) {
     Session& receiver = to_write_.front();
@@ -221,7 +222,7 @@ void Server::write_round() {
 // goes to a writer fiber of the receiver's own, which waits (up to --write-timeout-ms
 // per byte of progress), so a slow receiver costs the senders nothing and the others no
 // delay.
-void Server::write_now(Session& receiver) {
+void Loop::write_now(Session& receiver) {
   std::array<boost::asio::const_buffer, gather_limit> buffers;
   while (!receiver.outbox.empty() && !receiver.closed) {
     const std::size_t count = gather(receiver, buffers);
@@ -247,7 +248,7 @@ void Server::write_now(Session& receiver) {
 }
 
 // The writer fiber: writes until the outbox is empty or the receiver is gone.
-void Server::flush(Session& receiver) {
+void Loop::flush(Session& receiver) {
   std::array<boost::asio::const_buffer, gather_limit> buffers;
   while (!receiver.outbox.empty() && !receiver.closed) {
     const std::size_t count = gather(receiver, buffers);
@@ -269,7 +270,7 @@ void Server::flush(Session& receiver) {
   if (receiver.closing && !receiver.closed) receiver.socket.cancel(ignored);  // wake the reader
 }
 
-std::size_t Server::gather(Session& receiver,
+std::size_t Loop::gather(Session& receiver,
                            std::array<boost::asio::const_buffer, gather_limit>& out) {
   std::array<std::string_view, gather_limit> views;
   const std::size_t count = receiver.outbox.gather(views);
@@ -277,7 +278,7 @@ std::size_t Server::gather(Session& receiver,
   return count;
 }
 
-void Server::sent(Session& receiver, std::size_t bytes) {
+void Loop::sent(Session& receiver, std::size_t bytes) {
   if (receiver.closed || bytes == 0) return;
   hub_.counters().bytes_out += bytes;
   hub_.counters().lines_out += receiver.outbox.consume(bytes);
@@ -285,7 +286,7 @@ void Server::sent(Session& receiver, std::size_t bytes) {
 
 // Drops the connection: the reader's pending read and the writer's pending write end
 // with operation_aborted, and each fiber then winds down.
-void Server::disconnect(Session& session) {
+void Loop::disconnect(Session& session) {
   if (session.closed) return;
   session.closed = true;
   error_code ignored;
@@ -296,7 +297,7 @@ void Server::disconnect(Session& session) {
 // ---- connection fiber -----------------------------------------------------------------
 
 // The connection's fiber: read a line, relay it, loop.
-void Server::serve(tcp::socket socket) {
+void Loop::serve(tcp::socket socket) {
   Session session(std::move(socket), options_.max_pending);
   error_code ec;
   session.socket.non_blocking(true, ec);  // read_some(), write_now(): never block the thread
@@ -352,7 +353,7 @@ void Server::serve(tcp::socket socket) {
 // discards while the writer (if any) writes what is queued; the writer cancels the read
 // wait when it is done. Then FIN, then discard until EOF, the deadline or --linger-bytes.
 // After the peer's EOF (`eof`) only the writing is left: there is nothing to read.
-void Server::close_lingering(Session& session, bool eof) {
+void Loop::close_lingering(Session& session, bool eof) {
   ++hub_.counters().lingering;
   chat::Linger policy(options_);
   session.closing = true;
@@ -373,7 +374,7 @@ void Server::close_lingering(Session& session, bool eof) {
 }
 
 // FIN, then read and discard until EOF, the deadline or --linger-bytes.
-void Server::linger(tcp::socket& socket, chat::Linger& policy) {
+void Loop::linger(tcp::socket& socket, chat::Linger& policy) {
   error_code ec;
   socket.shutdown(tcp::socket::shutdown_send, ec);
   policy.drained(chat::Linger::Clock::now());
@@ -385,7 +386,7 @@ void Server::linger(tcp::socket& socket, chat::Linger& policy) {
 
 // One read of input nobody will handle. false: stop reading (EOF, error, or the policy
 // says close).
-bool Server::discard(tcp::socket& socket, chat::Linger& policy, error_code& ec) {
+bool Loop::discard(tcp::socket& socket, chat::Linger& policy, error_code& ec) {
   const std::size_t n = socket.read_some(boost::asio::buffer(read_buffer_), ec);
   if (ec == boost::asio::error::would_block) return true;
   if (ec) return false;
@@ -395,13 +396,13 @@ bool Server::discard(tcp::socket& socket, chat::Linger& policy, error_code& ec) 
 
 // ---- accept loop ----------------------------------------------------------------------
 
-void Server::run() {
+void Loop::run() {
   std::unique_lock lock(ended_mutex_);
   ended_.wait(lock, [this] { return stopping_ && connection_fibers_ == 0; });
-  fiberio::set_round_end({});  // the scheduler outlives this Server (on the main thread)
+  fiberio::set_round_end({});  // the scheduler outlives this Loop (on the main thread)
 }
 
-void Server::admit(tcp::socket socket, bool full) {
+void Loop::admit(tcp::socket socket, bool full) {
   if (full) {
     reject(socket);
     return;
@@ -419,7 +420,7 @@ void Server::admit(tcp::socket socket, bool full) {
 // /error server-full, then a short lingering close (Linger::refused_linger) on a fiber of
 // its own; with no stack to spare for one, close at once. The socket is fresh, so its
 // buffer takes the reply.
-void Server::reject(tcp::socket& socket) {
+void Loop::reject(tcp::socket& socket) {
   error_code ec;
   socket.non_blocking(true, ec);
   hub_.counters().bytes_out += socket.write_some(boost::asio::buffer(*chat::replies::server_full()), ec);
@@ -444,38 +445,70 @@ void Server::reject(tcp::socket& socket) {
   }
 }
 
-void Server::stop() {
+void Loop::stop() {
   stopping_ = true;
   for (Session& session : sessions_) disconnect(session);
   relay_.wake();  // fibers waiting for credit
   ended_.notify_all();  // run() waits for stopping_ too; no fiber holds the mutex now
 }
 
-// Accepts on the first thread, each connection straight onto the io_context of the next
-// thread round-robin, until SIGINT or SIGTERM; then stops every thread. Runs on the
-// first thread's main fiber.
-class Listener {
+// The server: one Loop per thread, the listening socket on the first, and the
+// round-robin hand-over of what it accepts. Its accept loop runs on the first thread's
+// main fiber until SIGINT or SIGTERM; then it stops every Loop.
+class Server {
  public:
-  Listener(std::vector<std::unique_ptr<Server>>& threads, const chat::ServerOptions& options,
-           Cluster& cluster)
-      : threads_(threads),
-        options_(options),
-        cluster_(cluster),
-        acceptor_(chat::net::listen<tcp::acceptor>(*threads[0]->io(), options)),
-        signals_(*threads[0]->io(), SIGINT, SIGTERM),
-        backoff_timer_(*threads[0]->io()) {
+  Server(const chat::ServerOptions& options, std::size_t stack_size)
+      : options_(options),
+        cluster_(options.threads),
+        loops_(make_loops(stack_size)),
+        acceptor_(chat::net::listen<tcp::acceptor>(*loops_[0]->io(), options)),
+        signals_(*loops_[0]->io(), SIGINT, SIGTERM),
+        backoff_timer_(*loops_[0]->io()) {
+    loops_[0]->use_this_thread();
     run_stop_signals_on_alternate_stack();
   }
 
-  std::uint16_t port() const { return acceptor_.local_endpoint().port(); }
-
+  // Runs every Loop until shutdown: the first on the calling thread, whose main fiber
+  // accepts; each other on a thread of its own.
   void run() {
+    std::vector<std::jthread> others;
+    for (std::size_t t = 1; t < loops_.size(); ++t) {
+      others.emplace_back([&loop = *loops_[t]] {
+        loop.use_this_thread();
+        loop.run();
+      });
+    }
+    chat::announce_listening(options_.bind, acceptor_.local_endpoint().port(), variant);
+    accept();
+    loops_[0]->run();
+    others.clear();  // joined
+    // This thread's fiber scheduler outlives the Loops (it ends with the thread), and it
+    // shares this io_context: nothing still posted to it (a relay handler) may run now.
+    loops_[0]->io()->stop();
+  }
+  // Once run() has returned: the final counters, every thread's.
+  std::string stats() const { return loops_[0]->stats(); }
+
+ private:
+  // One io_context and fiber scheduler per thread; all outlive every thread (the others
+  // post to them until they end).
+  std::vector<std::unique_ptr<Loop>> make_loops(std::size_t stack_size) {
+    std::vector<std::unique_ptr<Loop>> loops;
+    for (std::size_t t = 0; t < options_.threads; ++t) {
+      loops.push_back(std::make_unique<Loop>(std::make_shared<boost::asio::io_context>(1), options_,
+                                             stack_size, cluster_, t));
+    }
+    return loops;
+  }
+
+  // Each connection straight onto the io_context of the next Loop, round-robin.
+  void accept() {
     signals_.async_wait([this](error_code ec, int) {
-      if (!ec) stop();
+      if (!ec) shutdown();
     });
     chat::Backoff backoff;
     while (!stopping_) {
-      Server& next = *threads_[next_];
+      Loop& next = *loops_[next_];
       error_code ec;
       tcp::socket socket = acceptor_.async_accept(*next.io(), fiberio::yield[ec]);
       if (ec) {
@@ -488,40 +521,39 @@ class Listener {
       }
       backoff.reset();
       hand_over(next, std::move(socket));
-      next_ = (next_ + 1) % threads_.size();
+      next_ = (next_ + 1) % loops_.size();
     }
   }
 
- private:
   // --max-clients is decided here, on every thread's count (Cluster::held), and carried
   // out on the connection's own thread.
-  void hand_over(Server& thread, tcp::socket socket) {
+  void hand_over(Loop& loop, tcp::socket socket) {
     const bool full = options_.max_clients != 0 && cluster_.held() >= options_.max_clients;
-    if (&thread == threads_[0].get()) return thread.admit(std::move(socket), full);
+    if (&loop == loops_[0].get()) return loop.admit(std::move(socket), full);
     cluster_.sent_to_thread();
-    boost::asio::post(*thread.io(), [this, &thread, full, socket = std::move(socket)]() mutable {
-      thread.admit(std::move(socket), full);
+    boost::asio::post(*loop.io(), [this, &loop, full, socket = std::move(socket)]() mutable {
+      loop.admit(std::move(socket), full);
       cluster_.arrived_on_thread();
     });
   }
 
   // SIGINT/SIGTERM (a handler on the dispatcher): stop accepting, drop every connection.
-  void stop() {
+  void shutdown() {
     stopping_ = true;
     error_code ignored;
     acceptor_.close(ignored);
     backoff_timer_.cancel();
-    for (auto& thread : threads_) boost::asio::post(*thread->io(), [&one = *thread] { one.stop(); });
+    for (auto& loop : loops_) boost::asio::post(*loop->io(), [&one = *loop] { one.stop(); });
   }
 
-  std::vector<std::unique_ptr<Server>>& threads_;
-  const chat::ServerOptions& options_;
-  Cluster& cluster_;
-  tcp::acceptor acceptor_;
+  const chat::ServerOptions options_;
+  Cluster cluster_;
+  std::vector<std::unique_ptr<Loop>> loops_;
+  tcp::acceptor acceptor_;  // on the first Loop
   boost::asio::signal_set signals_;
   boost::asio::steady_timer backoff_timer_;
   bool stopping_ = false;
-  std::size_t next_ = 0;  // the thread the next connection goes to
+  std::size_t next_ = 0;  // the Loop the next connection goes to
 };
 
 }  // namespace
@@ -540,33 +572,10 @@ int main(int argc, char** argv) {
         chat::add_threads_option(app, thread_count);
       });
   options.threads = thread_count;
-
-  // One io_context and fiber scheduler per thread; all outlive every thread (the others
-  // post to them until they end).
-  Cluster cluster(options.threads);
-  std::vector<std::unique_ptr<Server>> threads;
-  for (std::size_t t = 0; t < options.threads; ++t) {
-    threads.push_back(std::make_unique<Server>(std::make_shared<boost::asio::io_context>(1), options,
-                                               stack_size, cluster, t));
-  }
-  threads[0]->use_this_thread();
   try {
-    Listener listener(threads, options, cluster);
-    std::vector<std::jthread> others;
-    for (std::size_t t = 1; t < threads.size(); ++t) {
-      others.emplace_back([&server = *threads[t]] {
-        server.use_this_thread();
-        server.run();
-      });
-    }
-    chat::announce_listening(options.bind, listener.port(), variant);
-    listener.run();
-    threads[0]->run();
-    others.clear();  // joined
-    // This thread's fiber scheduler outlives the Servers (it ends with the thread), and
-    // it shares this io_context: nothing still posted to it (a relay handler) may run now.
-    threads[0]->io()->stop();
-    std::cerr << threads[0]->stats() << std::endl;
+    Server server(options, stack_size);
+    server.run();
+    std::cerr << server.stats() << std::endl;
   } catch (const std::exception& e) {  // e.g. the address is taken
     std::cerr << "chat-fibers: " << e.what() << '\n';
     return EXIT_FAILURE;

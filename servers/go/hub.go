@@ -19,7 +19,7 @@ type counters struct {
 
 type room struct {
 	name    string
-	members map[*client]struct{}
+	members map[*session]struct{}
 }
 
 // The rooms, under one lock. A room exists while it has members.
@@ -47,7 +47,7 @@ var (
 	replyServerFull     = []byte("/error server-full\n")
 )
 
-func (h *hub) enter(c *client) {
+func (h *hub) enter(c *session) {
 	h.mu.Lock()
 	h.join(c, "lobby")
 	h.mu.Unlock()
@@ -55,7 +55,7 @@ func (h *hub) enter(c *client) {
 }
 
 // exit: the connection receives nothing more. Idempotent.
-func (h *hub) exit(c *client) {
+func (h *hub) exit(c *session) {
 	h.mu.Lock()
 	left := c.room != nil
 	h.leave(c)
@@ -66,21 +66,21 @@ func (h *hub) exit(c *client) {
 }
 
 // join and leave run under h.mu.
-func (h *hub) join(c *client, name string) {
+func (h *hub) join(c *session, name string) {
 	if c.room != nil && c.room.name == name {
 		return
 	}
 	h.leave(c)
 	r := h.rooms[name]
 	if r == nil {
-		r = &room{name: name, members: map[*client]struct{}{}}
+		r = &room{name: name, members: map[*session]struct{}{}}
 		h.rooms[name] = r
 	}
 	r.members[c] = struct{}{}
 	c.room = r
 }
 
-func (h *hub) leave(c *client) {
+func (h *hub) leave(c *session) {
 	r := c.room
 	if r == nil {
 		return
@@ -95,11 +95,11 @@ func (h *hub) leave(c *client) {
 // handle takes one line (content, no LF) from c: a chat line goes to every other member
 // of c's room, in the order c's reader handles them. It returns the reply for c, if any,
 // and whether c quit.
-func (h *hub) handle(c *client, line []byte) (reply []byte, quit bool) {
+func (h *hub) handle(c *session, line []byte) (reply []byte, quit bool) {
 	if len(line) == 0 || line[0] != '/' || bytes.HasPrefix(line, []byte("//")) {
 		h.counts.linesIn.Add(1)
 		message := newMessage(line)
-		var slow []*client
+		var slow []*session
 		h.mu.Lock()
 		if c.room != nil {
 			for member := range c.room.members {

@@ -1,4 +1,4 @@
-// chat-go: the chat server the way Go is written (docs/servers.md, "chat-go"): a goroutine
+// chat-go: the chat server the way Go is written (docs/servers.md, "go"): a goroutine
 // per connection reads and handles its lines; a writer goroutine per receiver runs only
 // while output is pending; the runtime's netpoller does the waiting. Standard library
 // only. Same protocol, options, limits, /stats and exit statuses as the C++ variants
@@ -23,14 +23,14 @@ type server struct {
 	goroutines sync.WaitGroup // every reader, writer and refused client's goroutine
 
 	mu       sync.Mutex // guards what follows
-	clients  map[*client]struct{}
+	sessions map[*session]struct{}
 	peak     int // most connections at once since memory was last given back
 	stopping bool
 }
 
 func main() {
 	opts := parseOptions(os.Args[1:])
-	s := &server{opts: opts, hub: newHub(), clients: map[*client]struct{}{}}
+	s := &server{opts: opts, hub: newHub(), sessions: map[*session]struct{}{}}
 	listener, err := listen(opts)
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "%s: cannot listen on %s:%d: %s\n", program, opts.bindText, opts.port, err)
@@ -99,7 +99,7 @@ func (s *server) admit(conn *net.TCPConn) {
 		conn.Close()
 		return
 	}
-	c := &client{srv: s, conn: conn, raw: raw}
+	c := &session{srv: s, conn: conn, raw: raw}
 	counts := &s.hub.counts
 	full := s.opts.maxClients != 0 &&
 		counts.clients.Load()+counts.lingering.Load() >= int64(s.opts.maxClients)
@@ -109,9 +109,9 @@ func (s *server) admit(conn *net.TCPConn) {
 		conn.Close()
 		return
 	}
-	s.clients[c] = struct{}{}
-	if len(s.clients) > s.peak {
-		s.peak = len(s.clients)
+	s.sessions[c] = struct{}{}
+	if len(s.sessions) > s.peak {
+		s.peak = len(s.sessions)
 	}
 	s.goroutines.Add(1)
 	s.mu.Unlock()
@@ -129,7 +129,7 @@ func (s *server) admit(conn *net.TCPConn) {
 // refuse: over --max-clients, the client hears /error server-full and lingers at most
 // min(--linger-ms, 100 ms) (chat::Linger::refused_linger), so that a flood of refusals
 // cannot pin descriptors.
-func (s *server) refuse(c *client) {
+func (s *server) refuse(c *session) {
 	defer s.goroutines.Done()
 	s.hub.counts.rejected.Add(1)
 	linger := s.opts.linger
@@ -151,7 +151,7 @@ func (s *server) refuse(c *client) {
 func (s *server) returnMemory() {
 	for range time.Tick(time.Second) {
 		s.mu.Lock()
-		now, peak := len(s.clients), s.peak
+		now, peak := len(s.sessions), s.peak
 		if peak-now >= 1000 && now <= peak/2 {
 			s.peak = now
 		}
@@ -162,9 +162,9 @@ func (s *server) returnMemory() {
 	}
 }
 
-func (s *server) forget(c *client) {
+func (s *server) forget(c *session) {
 	s.mu.Lock()
-	delete(s.clients, c)
+	delete(s.sessions, c)
 	s.mu.Unlock()
 }
 
@@ -173,8 +173,8 @@ func (s *server) forget(c *client) {
 func (s *server) shutdown() {
 	s.mu.Lock()
 	s.stopping = true
-	all := make([]*client, 0, len(s.clients))
-	for c := range s.clients {
+	all := make([]*session, 0, len(s.sessions))
+	for c := range s.sessions {
 		all = append(all, c)
 	}
 	s.mu.Unlock()

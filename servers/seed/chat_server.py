@@ -1,7 +1,8 @@
 #!/usr/bin/python3
-"""The seed's chat server (seed/eventlet-chat-server-example.txt), as written: no rooms,
-no commands, no limits. It is a row of the matrix (idle and broadcast only) so that the
-claim is also measured on its own code. Changed only so that it runs here today:
+"""The seed's chat server (the eventlet chat-server example this project started from),
+as written: no rooms, no commands, no limits. It is a row of the matrix (idle and
+broadcast only) so that the claim is also measured on its own code. Changed only so
+that it runs here today:
 
 1. Python 3 and today's eventlet API: `eventlet.listen` and `eventlet.spawn` in place
    of `api.tcp_listener` and `api.spawn`, `print()` as a function, and the socket files
@@ -9,8 +10,8 @@ claim is also measured on its own code. Changed only so that it runs here today:
 2. A flush after each write: the file from makefile('wb') is buffered, and without one a
    short line never leaves.
 3. `--port` (default 3000, the seed's; 0 picks a free one) and `--bind` (default
-   0.0.0.0, the seed's), and SPEC §1's `listening on ADDR:PORT variant=seed` line in
-   place of "ChatServer starting up on port 3000".
+   0.0.0.0, the seed's), and the `listening on ADDR:PORT variant=seed` line of
+   docs/protocol.md ("Life cycle") in place of "ChatServer starting up on port 3000".
 4. Its prints per line and per participant ("Chat: …", "Participant joined/left
    chat.") dropped: they are logging, not the model, and a stdout pipe nobody reads
    would block the whole process on them.

@@ -60,7 +60,7 @@ constexpr std::size_t gather_limit = 64;
 
 // ---- session --------------------------------------------------------------------------
 
-// One connection. Shared (shared_ptr) because a thread that delivered to it may still be
+// One connection. Held by shared_ptr because a thread that delivered to it may still be
 // writing to it when its own thread ends.
 struct Session : chat::Participant, std::enable_shared_from_this<Session> {
   Session(int socket, std::size_t max_pending) : socket(socket), outbox(max_pending) {}
@@ -82,7 +82,8 @@ using SessionPtr = std::shared_ptr<Session>;
 
 // ---- room -----------------------------------------------------------------------------
 
-// The room and everything else the threads share: the hub behind one lock, the listener.
+// The server: the room and everything else the connection threads share (the hub, behind
+// one lock), and the listener. No event loop (Loop): each connection has a thread of its own.
 class Server {
  public:
   Server(const chat::ServerOptions& options, std::size_t stack_size);

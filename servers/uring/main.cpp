@@ -140,10 +140,10 @@ using Hub = chat::Hub<Session>;
 namespace bi = boost::intrusive;
 using SessionHook = bi::list_base_hook<bi::link_mode<bi::auto_unlink>>;
 using SessionList = bi::list<Session, bi::constant_time_size<false>>;
-struct Shared;
+struct Loop;
 
 // One sendmsg in flight: the kernel reads its iovecs until it completes. Held only while
-// output is pending, and recycled (Shared::spare_sends).
+// output is pending, and recycled (Loop::spare_sends).
 struct Send {
   msghdr header{};
   std::vector<iovec> iov;
@@ -160,7 +160,7 @@ struct Closing {
 // ---- session: one connection; its standing receive and its one send per round.
 class Session : public chat::Participant, public SessionHook {
  public:
-  Session(Shared& shared, int fd);
+  Session(Loop& loop, int fd);
   ~Session();
   void start();
   // A client over --max-clients: told why, then closed the lingering way.
@@ -190,7 +190,7 @@ class Session : public chat::Participant, public SessionHook {
   void cancel(Op op);
   std::uint64_t tag(Op op) { return reinterpret_cast<std::uintptr_t>(this) | op; }
 
-  Shared& shared_;
+  Loop& loop_;
   int fd_;                        // -1 once closed
   chat::LineDecoder decoder_;
   chat::Outbox outbox_;
@@ -203,8 +203,9 @@ class Session : public chat::Participant, public SessionHook {
   bool abandon_output_ = false;   // drop what is queued once the send in flight ends
 };
 
-// What the sessions share. One thread runs everything, so nothing here is locked.
-struct Shared {
+// The event loop and what it owns: the ring and what the sessions share. One thread runs
+// everything, so nothing here is locked.
+struct Loop {
   chat::ServerOptions options;
   Hub hub{"uring"};
   io_uring ring{};
@@ -227,48 +228,48 @@ struct Shared {
   }
 };
 
-Session::Session(Shared& shared, int fd)
-    : shared_(shared), fd_(fd), decoder_(shared.options.max_line), outbox_(shared.options.max_pending) {
+Session::Session(Loop& loop, int fd)
+    : loop_(loop), fd_(fd), decoder_(loop.options.max_line), outbox_(loop.options.max_pending) {
   const int on = 1;  // no Nagle delay: lines are small, and latency is measured
   ::setsockopt(fd_, IPPROTO_TCP, TCP_NODELAY, &on, sizeof on);
-  shared_.sessions.push_back(*this);
+  loop_.sessions.push_back(*this);
 }
 
 Session::~Session() {
-  if (send_) shared_.spare_sends.push_back(std::move(send_));
+  if (send_) loop_.spare_sends.push_back(std::move(send_));
 }
 
 void Session::start() {
-  shared_.hub.enter(*this);
+  loop_.hub.enter(*this);
   receive();
 }
 
 void Session::refuse() {
-  ++shared_.hub.counters().rejected;
-  ++shared_.hub.counters().lingering;
-  closing_ = std::make_unique<Closing>(chat::Linger(shared_.options, true));
+  ++loop_.hub.counters().rejected;
+  ++loop_.hub.counters().lingering;
+  closing_ = std::make_unique<Closing>(chat::Linger(loop_.options, true));
   (void)outbox_.push(chat::replies::server_full(), Kind::reply);
   writing_ = true;
   progress_ = Clock::now();
-  shared_.flushing.push_back(this);
+  loop_.flushing.push_back(this);
   receive();
 }
 
 void Session::stop() {
   if (fd_ < 0) return;
   if (closing_) return close();
-  shared_.leaving.push_back(this);  // stop() may run inside hub.handle(), which is walking
+  loop_.leaving.push_back(this);  // stop() may run inside hub.handle(), which is walking
                                     // that room's members: leave at the end of the round
   close();
 }
 
 // Closes the socket now. The requests still in flight hold it open in the kernel until
-// their cancels complete; the session is freed after that (Shared::closed).
+// their cancels complete; the session is freed after that (Loop::closed).
 void Session::close() {
   if (fd_ < 0) return;
   if (closing_) {
-    --shared_.hub.counters().lingering;
-    if (closing_->linger.lingering()) shared_.linger_deadlines.erase(closing_->deadline);
+    --loop_.hub.counters().lingering;
+    if (closing_->linger.lingering()) loop_.linger_deadlines.erase(closing_->deadline);
   }
   if (receiving_) cancel(op_recv);
   if (sending_) cancel(op_send);
@@ -276,11 +277,11 @@ void Session::close() {
   fd_ = -1;
   writing_ = false;
   unlink();
-  shared_.closed.push_back(*this);
+  loop_.closed.push_back(*this);
 }
 
 void Session::cancel(Op op) {
-  io_uring_sqe* sqe = shared_.next_sqe();
+  io_uring_sqe* sqe = loop_.next_sqe();
   io_uring_prep_cancel64(sqe, tag(op), 0);
   io_uring_sqe_set_data64(sqe, op_ignore);
 }
@@ -289,25 +290,25 @@ void Session::cancel(Op op) {
 void Session::deliver(const chat::Message& message, Kind kind) {
   if (fd_ < 0 || closing_) return;
   if (!outbox_.push(message, kind)) {  // over --max-pending
-    ++shared_.hub.counters().slow_disconnects;
+    ++loop_.hub.counters().slow_disconnects;
     return stop();
   }
   if (writing_) return;
   writing_ = true;
   progress_ = Clock::now();
-  shared_.flushing.push_back(this);
+  loop_.flushing.push_back(this);
 }
 
 void Session::check_write_timeout(Clock::time_point now) {
-  if (fd_ < 0 || !writing_ || abandon_output_ || now - progress_ < shared_.options.write_timeout) return;
-  ++shared_.hub.counters().slow_disconnects;
+  if (fd_ < 0 || !writing_ || abandon_output_ || now - progress_ < loop_.options.write_timeout) return;
+  ++loop_.hub.counters().slow_disconnects;
   if (!closing_) return stop();
   give_up_output();  // a closing session still lingers, for the reply already sent
 }
 
 // ---- receive: one multishot receive, armed again whenever the kernel ends it.
 void Session::receive() {
-  io_uring_sqe* sqe = shared_.next_sqe();
+  io_uring_sqe* sqe = loop_.next_sqe();
   io_uring_prep_recv_multishot(sqe, fd_, nullptr, 0, 0);
   sqe->flags |= IOSQE_BUFFER_SELECT;
   sqe->buf_group = kBufferGroup;
@@ -322,8 +323,8 @@ void Session::receive() {
 void Session::on_receive(int result, unsigned flags) {
   if (flags & IORING_CQE_F_BUFFER) {
     const unsigned id = flags >> IORING_CQE_BUFFER_SHIFT;
-    if (result > 0 && fd_ >= 0) on_bytes(shared_.buffers->bytes(id, static_cast<std::size_t>(result)));
-    shared_.buffers->recycle(id);
+    if (result > 0 && fd_ >= 0) on_bytes(loop_.buffers->bytes(id, static_cast<std::size_t>(result)));
+    loop_.buffers->recycle(id);
   }
   const bool more = flags & IORING_CQE_F_MORE;
   if (!more) receiving_ = false;
@@ -341,13 +342,13 @@ void Session::end_of_stream() {
 
 // Bytes from the peer: lines to handle while open, input to discard while closing.
 void Session::on_bytes(std::string_view bytes) {
-  shared_.hub.counters().bytes_in += bytes.size();
+  loop_.hub.counters().bytes_in += bytes.size();
   if (closing_) {
     if (!closing_->linger.discarded(bytes.size(), Clock::now())) close();
     return;
   }
   const auto status = decoder_.feed(bytes, [this](auto line) {
-    const auto outcome = shared_.hub.handle(*this, line, [](Session& receiver, auto& message) {
+    const auto outcome = loop_.hub.handle(*this, line, [](Session& receiver, auto& message) {
       receiver.deliver(message, Kind::chat);
     });
     if (outcome.reply) deliver(outcome.reply, Kind::reply);
@@ -363,9 +364,9 @@ void Session::on_bytes(std::string_view bytes) {
 // /quit, a line too long or the end of the stream: leave the room, write what is queued,
 // linger and close (chat/linger.hpp). The receive stays armed to discard input meanwhile.
 void Session::finish(bool eof) {
-  shared_.hub.exit(*this);
-  ++shared_.hub.counters().lingering;
-  closing_ = std::make_unique<Closing>(chat::Linger(shared_.options));
+  loop_.hub.exit(*this);
+  ++loop_.hub.counters().lingering;
+  closing_ = std::make_unique<Closing>(chat::Linger(loop_.options));
   closing_->eof = eof;
   if (!writing_) drained(Clock::now());
 }
@@ -387,15 +388,15 @@ void Session::drained(Clock::time_point now) {
   if (closing_->eof) return close();
   ::shutdown(fd_, SHUT_WR);
   closing_->linger.drained(now);
-  closing_->deadline = shared_.linger_deadlines.emplace(closing_->linger.deadline(), this);
+  closing_->deadline = loop_.linger_deadlines.emplace(closing_->linger.deadline(), this);
 }
 
 // ---- send: one sendmsg of everything queued; what it did not take goes next round.
 void Session::send() {
   if (fd_ < 0 || sending_ || outbox_.empty()) return;
-  if (!shared_.spare_sends.empty()) {
-    send_ = std::move(shared_.spare_sends.back());
-    shared_.spare_sends.pop_back();
+  if (!loop_.spare_sends.empty()) {
+    send_ = std::move(loop_.spare_sends.back());
+    loop_.spare_sends.pop_back();
   } else {
     send_ = std::make_unique<Send>();
   }
@@ -407,7 +408,7 @@ void Session::send() {
   }
   send_->header.msg_iov = send_->iov.data();
   send_->header.msg_iovlen = count;
-  io_uring_sqe* sqe = shared_.next_sqe();
+  io_uring_sqe* sqe = loop_.next_sqe();
   io_uring_prep_sendmsg(sqe, fd_, &send_->header, MSG_NOSIGNAL);
   io_uring_sqe_set_data64(sqe, tag(op_send));
   sending_ = true;
@@ -415,9 +416,9 @@ void Session::send() {
 
 void Session::on_sent(int result) {
   sending_ = false;
-  shared_.spare_sends.push_back(std::move(send_));
+  loop_.spare_sends.push_back(std::move(send_));
   if (fd_ < 0) return;
-  auto& counts = shared_.hub.counters();
+  auto& counts = loop_.hub.counters();
   if (result > 0) {
     counts.bytes_out += static_cast<std::size_t>(result);
     counts.lines_out += outbox_.consume(static_cast<std::size_t>(result));
@@ -429,7 +430,7 @@ void Session::on_sent(int result) {
   }
   if (result < 0) return stop();  // the peer is gone
   if (!outbox_.empty()) {
-    shared_.flushing.push_back(this);
+    loop_.flushing.push_back(this);
     return;
   }
   writing_ = false;
@@ -483,10 +484,11 @@ void announce(const sockaddr_storage& address) {
   chat::announce_listening(text, port, "uring");
 }
 
+// The server: its one Loop, the listening socket and the signal; run() turns the loop.
 class Server {
  public:
   explicit Server(const chat::ServerOptions& options) {
-    shared_.options = options;
+    loop_.options = options;
     // SIGINT/SIGTERM arrive as a completion on a signalfd, like any other event.
     sigset_t signals;
     sigemptyset(&signals);
@@ -495,16 +497,16 @@ class Server {
     ::sigprocmask(SIG_BLOCK, &signals, nullptr);
     signal_fd_ = ::signalfd(-1, &signals, SFD_CLOEXEC);
     if (signal_fd_ < 0) throw std::runtime_error(errno_text("signalfd", errno));
-    init_ring(shared_.ring);
+    init_ring(loop_.ring);
     ring_up_ = true;
     try {
-      shared_.buffers.emplace(shared_.ring);
+      loop_.buffers.emplace(loop_.ring);
       sockaddr_storage address;
       listen_fd_ = listen_on(options, address);
       wait_for_signal();
       accept();
       next_sweep_ = Clock::now() + sweep_interval();
-      io_uring_submit(&shared_.ring);
+      io_uring_submit(&loop_.ring);
       announce(address);
     } catch (...) {
       release_all();
@@ -520,7 +522,7 @@ class Server {
       const auto ns = std::max<std::int64_t>(0, std::chrono::duration_cast<std::chrono::nanoseconds>(wait).count());
       __kernel_timespec timeout{ns / 1'000'000'000, ns % 1'000'000'000};
       io_uring_cqe* cqe = nullptr;
-      const int r = io_uring_submit_and_wait_timeout(&shared_.ring, &cqe, 1, &timeout, nullptr);
+      const int r = io_uring_submit_and_wait_timeout(&loop_.ring, &cqe, 1, &timeout, nullptr);
       if (r < 0 && r != -ETIME && r != -EINTR && r != -EBUSY && r != -EAGAIN) {
         throw std::runtime_error(errno_text("io_uring_enter", -r));
       }
@@ -535,7 +537,7 @@ class Server {
   void reap() {
     unsigned head, seen = 0;
     io_uring_cqe* cqe;
-    io_uring_for_each_cqe(&shared_.ring, head, cqe) {
+    io_uring_for_each_cqe(&loop_.ring, head, cqe) {
       ++seen;
       const std::uint64_t data = io_uring_cqe_get_data64(cqe);
       // Null for the server's own requests: dereferenced only for a session's.
@@ -548,21 +550,21 @@ class Server {
         default: break;
       }
     }
-    io_uring_cq_advance(&shared_.ring, seen);
+    io_uring_cq_advance(&loop_.ring, seen);
   }
 
   // After every completion of the round: leave rooms, write, free what the kernel let go.
   void end_round() {
-    for (Session* session : shared_.leaving) shared_.hub.exit(*session);
-    shared_.leaving.clear();
-    for (Session* session : shared_.flushing) session->send();
-    shared_.flushing.clear();
-    shared_.closed.remove_and_dispose_if([](const Session& s) { return s.releasable(); },
+    for (Session* session : loop_.leaving) loop_.hub.exit(*session);
+    loop_.leaving.clear();
+    for (Session* session : loop_.flushing) session->send();
+    loop_.flushing.clear();
+    loop_.closed.remove_and_dispose_if([](const Session& s) { return s.releasable(); },
                                          [](Session* s) { delete s; });
   }
 
   void accept() {
-    io_uring_sqe* sqe = shared_.next_sqe();
+    io_uring_sqe* sqe = loop_.next_sqe();
     io_uring_prep_multishot_accept(sqe, listen_fd_, nullptr, nullptr, SOCK_CLOEXEC);
     io_uring_sqe_set_data64(sqe, op_accept);
     accepting_ = true;
@@ -578,7 +580,7 @@ class Server {
       // accept() would fail again at once: wait, keep serving, then try again. (The
       // kernel ends a multishot accept on any error; cancel it should it not.)
       if (accepting_) {
-        io_uring_sqe* sqe = shared_.next_sqe();
+        io_uring_sqe* sqe = loop_.next_sqe();
         io_uring_prep_cancel64(sqe, op_accept, 0);
         io_uring_sqe_set_data64(sqe, op_ignore);
       }
@@ -594,19 +596,19 @@ class Server {
   }
 
   void admit(int fd) {
-    auto* session = new Session(shared_, fd);
-    if (chat::server_full(shared_.hub.counters(), shared_.options.max_clients)) return session->refuse();
+    auto* session = new Session(loop_, fd);
+    if (chat::server_full(loop_.hub.counters(), loop_.options.max_clients)) return session->refuse();
     session->start();
   }
 
   std::chrono::milliseconds sweep_interval() const {
-    return std::max(shared_.options.write_timeout / 10, std::chrono::milliseconds(1));
+    return std::max(loop_.options.write_timeout / 10, std::chrono::milliseconds(1));
   }
 
   Clock::time_point next_deadline() const {
     auto next = next_sweep_;
     if (backoff_until_) next = std::min(next, *backoff_until_);
-    if (!shared_.linger_deadlines.empty()) next = std::min(next, shared_.linger_deadlines.begin()->first);
+    if (!loop_.linger_deadlines.empty()) next = std::min(next, loop_.linger_deadlines.begin()->first);
     return next;
   }
 
@@ -618,18 +620,18 @@ class Server {
       backoff_until_.reset();
       if (!accepting_) accept();
     }
-    while (!shared_.linger_deadlines.empty() && shared_.linger_deadlines.begin()->first <= now) {
-      shared_.linger_deadlines.begin()->second->on_linger_deadline();  // erases its entry
+    while (!loop_.linger_deadlines.empty() && loop_.linger_deadlines.begin()->first <= now) {
+      loop_.linger_deadlines.begin()->second->on_linger_deadline();  // erases its entry
     }
     if (now >= next_sweep_) {
       // A session that times out moves to the closed list: step past it first.
-      for (auto it = shared_.sessions.begin(); it != shared_.sessions.end();) (it++)->check_write_timeout(now);
+      for (auto it = loop_.sessions.begin(); it != loop_.sessions.end();) (it++)->check_write_timeout(now);
       next_sweep_ = now + sweep_interval();
     }
   }
 
   void wait_for_signal() {
-    io_uring_sqe* sqe = shared_.next_sqe();
+    io_uring_sqe* sqe = loop_.next_sqe();
     io_uring_prep_read(sqe, signal_fd_, &signal_info_, sizeof signal_info_, 0);
     io_uring_sqe_set_data64(sqe, op_signal);
   }
@@ -638,28 +640,28 @@ class Server {
     stopped_ = true;
     ::close(listen_fd_);  // the multishot accept ends with the ring
     listen_fd_ = -1;
-    while (!shared_.sessions.empty()) shared_.sessions.front().stop();
+    while (!loop_.sessions.empty()) loop_.sessions.front().stop();
     end_round();
-    std::cerr << shared_.hub.stats() << std::endl;  // the final counters
+    std::cerr << loop_.hub.stats() << std::endl;  // the final counters
   }
 
   // Tearing the ring down cancels every request: then the kernel references no session
   // and no buffer.
   void release_all() {
-    while (!shared_.sessions.empty()) shared_.sessions.front().stop();
-    for (Session* session : shared_.leaving) shared_.hub.exit(*session);
-    shared_.leaving.clear();
-    if (ring_up_) io_uring_queue_exit(&shared_.ring);
+    while (!loop_.sessions.empty()) loop_.sessions.front().stop();
+    for (Session* session : loop_.leaving) loop_.hub.exit(*session);
+    loop_.leaving.clear();
+    if (ring_up_) io_uring_queue_exit(&loop_.ring);
     ring_up_ = false;
-    shared_.buffers.reset();
-    shared_.closed.clear_and_dispose([](Session* s) { delete s; });
+    loop_.buffers.reset();
+    loop_.closed.clear_and_dispose([](Session* s) { delete s; });
     if (listen_fd_ >= 0) ::close(listen_fd_);
     listen_fd_ = -1;
     if (signal_fd_ >= 0) ::close(signal_fd_);
     signal_fd_ = -1;
   }
 
-  Shared shared_;
+  Loop loop_;
   int listen_fd_ = -1;
   int signal_fd_ = -1;
   signalfd_siginfo signal_info_{};

@@ -1,9 +1,10 @@
 #pragma once
-// What chat-asio and chat-coro share beyond the Asio glue (chat/net.hpp): one thread's
-// io_context and what its sessions share, their admission and shutdown (Loop); what a
-// session does whatever drives it (Connection); every thread and the hand-over of
-// accepted connections (Loops); and main(). A Loop and its sessions are touched only by
-// their thread, so nothing here is locked; other threads reach it by posting to `io`
+// What chat-asio and chat-coro share beyond the Asio glue (chat/net.hpp), in the words
+// of docs/servers.md ("Names"): one thread's event loop, its io_context and what its
+// sessions share, their admission and shutdown (Loop); what a session does whatever
+// drives it (Connection); every Loop, the acceptor and the hand-over of accepted
+// connections (Server); and main(). A Loop and its sessions are touched only by their
+// thread, so nothing here is locked; other threads reach it by posting to `io`
 // (chat/relay.hpp). What differs between the variants, how a session waits to read and
 // to write, the sweep that drives check_write_timeout, the accept loop and the signal
 // wait, stays in each main.cpp.
@@ -35,7 +36,9 @@ namespace chat::net {
 // Every open session of a thread, for shutdown; a session unlinks itself when destroyed.
 using SessionHook = boost::intrusive::list_base_hook<boost::intrusive::link_mode<boost::intrusive::auto_unlink>>;
 
-// Session derives from Connection<Session> (below).
+// One thread's event loop and what it owns: the io_context, the sessions, their hub and
+// relay, the sweep timer and the read buffer. Session derives from Connection<Session>
+// (below).
 template <class Session>
 struct Loop {
   Loop(const ServerOptions& options, std::string_view variant, Cluster<Session>& cluster, std::size_t thread)
@@ -85,16 +88,16 @@ struct Loop {
 template <class Session>
 class Connection : public Participant, public SessionHook, public std::enable_shared_from_this<Session> {
  public:
-  Connection(Loop<Session>& shared, Socket socket)
-      : shared_(shared),
+  Connection(Loop<Session>& loop, Socket socket)
+      : loop_(loop),
         socket_(std::move(socket)),
-        decoder_(shared.options.max_line),
-        outbox_(shared.options.max_pending) {}
+        decoder_(loop.options.max_line),
+        outbox_(loop.options.max_pending) {}
 
   void start() {
     prepare(socket_);
-    shared_.sessions.push_back(self());
-    shared_.hub.enter(self());
+    loop_.sessions.push_back(self());
+    loop_.hub.enter(self());
     self().begin_reading();
   }
 
@@ -102,7 +105,7 @@ class Connection : public Participant, public SessionHook, public std::enable_sh
   void deliver(const Message& message, Outbox::Kind kind) {
     if (stopped_) return;
     if (!outbox_.push(message, kind)) {  // over --max-pending
-      ++shared_.hub.counters().slow_disconnects;
+      ++loop_.hub.counters().slow_disconnects;
       return stop();
     }
     if (writing_) return;
@@ -120,35 +123,35 @@ class Connection : public Participant, public SessionHook, public std::enable_sh
     outbox_.clear();
     // Leave the room after the current step: stop() may run inside hub.handle(), which is
     // walking that room's members.
-    boost::asio::post(socket_.get_executor(), [self = this->shared_from_this()] { self->shared_.hub.exit(*self); });
+    boost::asio::post(socket_.get_executor(), [self = this->shared_from_this()] { self->loop_.hub.exit(*self); });
   }
 
   // Disconnects a slow receiver: output pending and no byte taken for --write-timeout-ms.
   void check_write_timeout(Clock::time_point now) {
-    if (stopped_ || !writing_ || now - progress_ < shared_.options.write_timeout) return;
-    ++shared_.hub.counters().slow_disconnects;
+    if (stopped_ || !writing_ || now - progress_ < loop_.options.write_timeout) return;
+    ++loop_.hub.counters().slow_disconnects;
     stop();
   }
 
  protected:
   // Before a read: false if this session is to wait for credit first (chat/relay.hpp).
-  bool must_wait_for_credit() { return !stopped_ && !shared_.relay.may_read(); }
+  bool must_wait_for_credit() { return !stopped_ && !loop_.relay.may_read(); }
 
   // Reads what is there and handles its lines. false: this session reads no more.
   bool on_readable() {
     if (stopped_) return false;
-    shared_.relay.catch_up();  // lines relayed from other threads first (chat/relay.hpp)
+    loop_.relay.catch_up();  // lines relayed from other threads first (chat/relay.hpp)
     boost::system::error_code error;
-    const std::size_t size = socket_.read_some(boost::asio::buffer(shared_.read_buffer), error);
+    const std::size_t size = socket_.read_some(boost::asio::buffer(loop_.read_buffer), error);
     if (error == boost::asio::error::would_block) return true;
     if (error == boost::asio::error::eof) return finish(true);
     if (error) {  // reset: nothing more reaches the peer
       stop();
       return false;
     }
-    shared_.hub.counters().bytes_in += size;
-    const auto status = decoder_.feed({shared_.read_buffer.data(), size}, [this](auto line) {
-      const auto outcome = shared_.hub.handle(self(), line, [](Session& receiver, auto& message) {
+    loop_.hub.counters().bytes_in += size;
+    const auto status = decoder_.feed({loop_.read_buffer.data(), size}, [this](auto line) {
+      const auto outcome = loop_.hub.handle(self(), line, [](Session& receiver, auto& message) {
         receiver.deliver(message, Outbox::Kind::chat);
       });
       if (outcome.reply) deliver(outcome.reply, Outbox::Kind::reply);
@@ -161,7 +164,7 @@ class Connection : public Participant, public SessionHook, public std::enable_sh
 
   // One write step: one writev of everything queued. false: the peer is gone (stopped).
   bool write_step() {
-    const boost::system::error_code error = write_queued(socket_, outbox_, shared_.hub.counters());
+    const boost::system::error_code error = write_queued(socket_, outbox_, loop_.hub.counters());
     if (error && error != boost::asio::error::would_block) {
       stop();
       return false;
@@ -170,7 +173,7 @@ class Connection : public Participant, public SessionHook, public std::enable_sh
     return true;
   }
 
-  Loop<Session>& shared_;
+  Loop<Session>& loop_;
   Socket socket_;
   LineDecoder decoder_;
   Outbox outbox_;
@@ -187,89 +190,89 @@ class Connection : public Participant, public SessionHook, public std::enable_sh
   bool finish(bool eof) {
     if (stopped_) return false;
     stopped_ = true;
-    shared_.hub.exit(self());
+    loop_.hub.exit(self());
     boost::system::error_code ignored;
     socket_.cancel(ignored);  // a write step's wait ends aborted before the socket moves
-    auto closer = std::make_shared<Closer>(std::move(socket_), std::move(outbox_), shared_.options,
-                                           shared_.hub.counters(), false, eof);
-    shared_.closers.push_back(*closer);
+    auto closer = std::make_shared<Closer>(std::move(socket_), std::move(outbox_), loop_.options,
+                                           loop_.hub.counters(), false, eof);
+    loop_.closers.push_back(*closer);
     closer->start();
     return false;
   }
 };
 
-// Every thread of a server: one Loop each, the listening socket on the first, and the
-// round-robin hand-over of what it accepts. The server (in each main.cpp) adds how it
-// accepts, waits for signals and sweeps.
+// The server: one Loop per thread, the listening socket on the first, and the
+// round-robin hand-over of what it accepts. Each main.cpp's Server derives from this and
+// adds how it accepts, waits for signals and sweeps.
 template <class Session>
-class Loops {
+class Server {
  public:
-  Loops(const ServerOptions& options, std::string_view variant)
-      : options_(options), cluster_(options.threads), acceptor_(listen(make_threads(variant), options)) {}
+  Server(const ServerOptions& options, std::string_view variant)
+      : options_(options), cluster_(options.threads), acceptor_(listen(make_loops(variant), options)) {}
 
-  // Runs every thread's io_context until shutdown; the first on the calling thread.
+  // Runs every Loop's io_context until shutdown; the first on the calling thread.
   void run() {
     std::vector<std::jthread> others;
-    for (std::size_t t = 1; t < threads_.size(); ++t) others.emplace_back([this, t] { threads_[t]->io.run(); });
-    threads_[0]->io.run();
+    for (std::size_t t = 1; t < loops_.size(); ++t) others.emplace_back([this, t] { loops_[t]->io.run(); });
+    loops_[0]->io.run();
   }
   // Once run() has returned: the final counters, every thread's.
-  std::string stats() const { return threads_[0]->hub.stats(); }
+  std::string stats() const { return loops_[0]->hub.stats(); }
 
  protected:
-  // The next connection's thread, round-robin: accept it straight onto its io_context.
-  Loop<Session>& next() noexcept { return *threads_[next_]; }
+  // The next connection's Loop, round-robin: accept it straight onto its io_context.
+  Loop<Session>& next() noexcept { return *loops_[next_]; }
 
   // A connection accepted onto next(). --max-clients is decided here, on every thread's
   // count (Cluster::held), and carried out on the connection's own thread.
   void hand_over(Socket socket) {
-    Loop<Session>& thread = next();
-    next_ = (next_ + 1) % threads_.size();
+    Loop<Session>& loop = next();
+    next_ = (next_ + 1) % loops_.size();
     const bool full = options_.max_clients != 0 && cluster_.held() >= options_.max_clients;
-    if (&thread == threads_[0].get()) return thread.admit(std::move(socket), full);
+    if (&loop == loops_[0].get()) return loop.admit(std::move(socket), full);
     cluster_.sent_to_thread();
-    boost::asio::post(thread.io, [this, &thread, full, socket = std::move(socket)]() mutable {
-      thread.admit(std::move(socket), full);
+    boost::asio::post(loop.io, [this, &loop, full, socket = std::move(socket)]() mutable {
+      loop.admit(std::move(socket), full);
       cluster_.arrived_on_thread();
     });
   }
 
-  // SIGINT/SIGTERM: accept no more, and stop every thread.
+  // SIGINT/SIGTERM: accept no more, and stop every Loop.
   void shutdown() {
     boost::system::error_code ignored;
     acceptor_.close(ignored);
     backoff_timer_.cancel();
-    for (auto& thread : threads_) boost::asio::post(thread->io, [&one = *thread] { one.stop(); });
+    for (auto& loop : loops_) boost::asio::post(loop->io, [&one = *loop] { one.stop(); });
   }
 
  private:
-  boost::asio::io_context& make_threads(std::string_view variant) {
+  boost::asio::io_context& make_loops(std::string_view variant) {
     for (std::size_t t = 0; t < options_.threads; ++t) {
-      threads_.push_back(std::make_unique<Loop<Session>>(options_, variant, cluster_, t));
+      loops_.push_back(std::make_unique<Loop<Session>>(options_, variant, cluster_, t));
     }
-    return threads_[0]->io;
+    return loops_[0]->io;
   }
 
  protected:
   const ServerOptions options_;
   Cluster<Session> cluster_;
-  std::vector<std::unique_ptr<Loop<Session>>> threads_;  // filled by acceptor_'s initializer
-  std::size_t next_ = 0;                                  // the thread the next connection goes to
-  Acceptor acceptor_;  // on the first thread
+  std::vector<std::unique_ptr<Loop<Session>>> loops_;  // filled by acceptor_'s initializer
+  std::size_t next_ = 0;                                // the Loop the next connection goes to
+  Acceptor acceptor_;  // on the first Loop
   Timer backoff_timer_{acceptor_.get_executor()};
   Backoff backoff_;
 };
 
 // The whole of main(): the options (with --threads), the server, its final counters on
 // stderr once every thread has stopped; an error that stops it goes there too, exit 1.
-template <class Server>
+template <class VariantServer>
 int main(int argc, char** argv, std::string_view variant) {
   std::size_t threads = 1;
   ServerOptions options = parse_server_options(argc, argv, variant,
                                                [&threads](CLI::App& app) { add_threads_option(app, threads); });
   options.threads = threads;
   try {
-    Server server(options);
+    VariantServer server(options);
     server.run();
     std::cerr << server.stats() << std::endl;
   } catch (const std::exception& error) {

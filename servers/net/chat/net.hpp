@@ -5,7 +5,6 @@
 
 #include <algorithm>
 #include <array>
-#include <atomic>
 #include <boost/asio.hpp>
 #include <chrono>
 #include <boost/intrusive/list.hpp>
@@ -19,6 +18,7 @@
 #include "chat/message.hpp"
 #include "chat/options.hpp"
 #include "chat/outbox.hpp"
+#include "chatbench/owned_count.hpp"
 
 namespace chat::net {
 
@@ -32,34 +32,14 @@ using Acceptor = asio::basic_socket_acceptor<asio::ip::tcp, Executor>;
 using Timer = asio::basic_waitable_timer<std::chrono::steady_clock,
                                          asio::wait_traits<std::chrono::steady_clock>, Executor>;
 using Clock = std::chrono::steady_clock;
-// A counter that one thread writes and any thread may read (/stats adds up every
-// thread's). A relaxed atomic whose increment is a load and a store, not a locked
-// read-modify-write: on x86 the same instructions as a plain integer, and no data race.
-class OwnedCount {
- public:
-  OwnedCount() = default;
-  OwnedCount& operator++() noexcept { return *this += 1; }
-  OwnedCount& operator--() noexcept { return *this -= 1; }
-  OwnedCount& operator+=(std::uint64_t n) noexcept {
-    value_.store(value_.load(std::memory_order_relaxed) + n, std::memory_order_relaxed);
-    return *this;
-  }
-  OwnedCount& operator-=(std::uint64_t n) noexcept {
-    value_.store(value_.load(std::memory_order_relaxed) - n, std::memory_order_relaxed);
-    return *this;
-  }
-  operator std::uint64_t() const noexcept { return value_.load(std::memory_order_relaxed); }
-
- private:
-  std::atomic<std::uint64_t> value_{0};
-};
-
+// One thread's counters: it alone writes them, /stats reads every thread's.
+using chatbench::OwnedCount;
 using Counts = Counters<OwnedCount>;
 
 // The first I/O object of an io_context sets up its backend. On Asio's io_uring backend
 // (chat-asio-uring, chat-coro-uring) that is the ring, whose failure is no fault of the
 // address: IoUringUnavailable says so, rather than "cannot listen on ...: Function not
-// implemented". Elsewhere (epoll) a failure is a ListenError, as before.
+// implemented". Elsewhere (epoll) a failure is a ListenError.
 template <class A>
 A first_io_object(asio::io_context& io, [[maybe_unused]] const ServerOptions& options) {
   try {

@@ -1,7 +1,7 @@
 #pragma once
-// A server on several threads (--threads N): one io_context per thread, each with its own
-// sessions, Hub and rooms; this ties the threads' rooms together (docs/servers.md,
-// "Several threads").
+// A server on several threads (--threads N): one event loop (Loop) per thread, each with
+// its own io_context, sessions, Hub and rooms; the Relay ties the loops' rooms together
+// (docs/servers.md, "Several threads").
 //
 // A chat line reaches the sender's room-mates on its own thread at once (Hub::handle).
 // For every other thread with members in that room, the line (one shared Message, no
@@ -62,8 +62,8 @@ namespace net {
 template <class Session>
 class Relay;
 
-// What every thread shares: the room names, each thread's Relay, and the connections
-// accepted but not yet admitted by their thread (--max-clients counts them).
+// What every Loop of a server shares: the room names, each Loop's Relay, and the
+// connections accepted but not yet admitted by their Loop (--max-clients counts them).
 template <class Session>
 class Cluster {
  public:
@@ -100,7 +100,7 @@ class Cluster {
   std::unordered_map<std::string, std::shared_ptr<SharedRoom>, Hash, std::equal_to<>> rooms_;
 };
 
-// One thread's link to the others. Constructed on any thread before the threads run;
+// One Loop's link to the other Loops. Constructed on any thread before the threads run;
 // afterwards used only on its own thread, except receive(), which it posts to others.
 template <class Session>
 class Relay final : public Peers, public RoomLinks {

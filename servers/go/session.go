@@ -1,7 +1,7 @@
 package main
 
 // One connection: a reader goroutine for its whole life, and a writer goroutine only
-// while output is pending (docs/servers.md, "chat-go").
+// while output is pending (docs/servers.md, "go").
 
 import (
 	"errors"
@@ -18,7 +18,7 @@ type entry struct {
 	chat    bool // only chat lines count in lines_out
 }
 
-type client struct {
+type session struct {
 	srv  *server
 	conn *net.TCPConn
 	raw  syscall.RawConn
@@ -44,7 +44,7 @@ var readBuffers = sync.Pool{New: func() any { b := make([]byte, readBufferSize);
 // read waits until the socket is readable, then reads into a pooled buffer; the caller
 // hands it back with readBuffers.Put. n == 0 with no error (and no buffer): the peer
 // ended its stream.
-func (c *client) read() (buffer *[]byte, n int, err error) {
+func (c *session) read() (buffer *[]byte, n int, err error) {
 	var readErr error
 	err = c.raw.Read(func(fd uintptr) bool {
 		buffer = readBuffers.Get().(*[]byte)
@@ -76,7 +76,7 @@ func (c *client) read() (buffer *[]byte, n int, err error) {
 
 // serve is the reader goroutine of an admitted client (already in the lobby): read,
 // handle every line read, loop; then close.
-func (c *client) serve() {
+func (c *session) serve() {
 	s := c.srv
 	decoder := lineDecoder{maxLine: s.opts.maxLine}
 	quit, eof := false, false
@@ -113,7 +113,7 @@ func (c *client) serve() {
 	s.forget(c)
 }
 
-func (c *client) isClosed() bool {
+func (c *session) isClosed() bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.closed
@@ -122,7 +122,7 @@ func (c *client) isClosed() bool {
 // deliver queues message for c and starts a writer unless one runs. false: that would
 // take c over --max-pending; c is marked closed and the caller must stop() it (outside
 // the hub's lock) and count it slow.
-func (c *client) deliver(message []byte, chat bool) bool {
+func (c *session) deliver(message []byte, chat bool) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.closed {
@@ -148,7 +148,7 @@ func (c *client) deliver(message []byte, chat bool) bool {
 }
 
 // reply queues a reply for c itself.
-func (c *client) reply(message []byte) {
+func (c *session) reply(message []byte) {
 	if !c.deliver(message, false) {
 		c.stop()
 	}
@@ -156,7 +156,7 @@ func (c *client) reply(message []byte) {
 
 // stop closes the connection at once; what is queued is dropped. The reader and the
 // writer, if they wait on the socket, wake with an error and end.
-func (c *client) stop() {
+func (c *session) stop() {
 	c.mu.Lock()
 	c.closed = true
 	c.queue, c.spare, c.pending = nil, nil, 0
@@ -166,7 +166,7 @@ func (c *client) stop() {
 
 // write is the writer goroutine: it writes what is queued, batch by batch, each with one
 // writev, and ends when the queue is empty.
-func (c *client) write() {
+func (c *session) write() {
 	defer c.srv.goroutines.Done()
 	var buffers net.Buffers
 	for {
@@ -213,7 +213,7 @@ func (c *client) write() {
 	}
 }
 
-func (c *client) isClosing() bool {
+func (c *session) isClosing() bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.closing
@@ -223,7 +223,7 @@ func (c *client) isClosing() bool {
 // bytes_out and the chat lines written whole (lines_out). --write-timeout-ms is a
 // deadline on each writev round: one that took some bytes is tried again with a fresh
 // deadline, one that took none within the timeout fails with os.ErrDeadlineExceeded.
-func (c *client) writeBatch(batch []entry, buffers net.Buffers) error {
+func (c *session) writeBatch(batch []entry, buffers net.Buffers) error {
 	counts := &c.srv.hub.counts
 	first, written := 0, 0 // the first message not yet written whole; bytes of it written
 	for len(buffers) > 0 {
@@ -255,7 +255,7 @@ func (c *client) writeBatch(batch []entry, buffers net.Buffers) error {
 // discard input while the writer writes what is queued; then FIN, then discard until
 // EOF, the linger deadline or --linger-bytes; the caller then closes. eof: the peer has
 // ended its stream, so its output is written and the connection closed, with no linger.
-func (c *client) lingeringClose(eof bool, linger time.Duration) {
+func (c *session) lingeringClose(eof bool, linger time.Duration) {
 	counts := &c.srv.hub.counts
 	counts.lingering.Add(1)
 	defer counts.lingering.Add(-1)
