@@ -1,54 +1,10 @@
 """The results directory's tidy CSV: its columns, how rows are made from loadgen's and
-microbench's JSON, and how plot.py and report.py read them back (medians over repeats).
-docs/methodology.md defines every column."""
+microbench's JSON, and how they are written and read back. docs/methodology.md
+("results.csv") defines every column."""
 import csv
-import itertools
 import json
-import math
-import statistics
 import sys
 from pathlib import Path
-
-VARIANTS = ["threads", "fibers", "asio", "coro", "uring", "asio-uring", "coro-uring", "eventlet", "go", "seed"]
-# A variant built from another's source (servers/<source>/), on another I/O backend.
-SOURCE_DIRS = {"asio-uring": "asio", "coro-uring": "coro"}
-# The seed's server as written (servers/seed/): no rooms, no commands, no /stats, no
-# protocol limits; measured in idle and broadcast only, and never a variant to deploy.
-SEED = "seed"
-SEED_NOTE = "the seed as written: no protocol limits"
-SEED_MODES = ["idle", "broadcast"]
-# Reference servers (run_all.sh --peers): Debian's builds of servers a reader knows,
-# measured in idle only, beside the variants and never ranked as one to deploy.
-PEERS = ["nginx", "mosquitto", "redis", "nats"]
-PEER_PACKAGES = {"nginx": "nginx", "mosquitto": "mosquitto", "redis": "redis-server",
-                 "nats": "nats-server"}
-PEER_NOTE = "reference servers: no chat protocol, idle only"
-# Greys, told apart by their dashes: muted beside the variants' colours.
-PEER_STYLES = {"nginx": ("#6e6e6e", ":"), "mosquitto": ("#8c8c8c", "--"),
-               "redis": ("#a8a8a8", "-."), "nats": ("#7a7a7a", (0, (1, 4)))}
-# One colour per variant in every plot; a configuration with a non-default stack size
-# keeps its variant's colour and gets a dashed line (on more server cores: dash-dotted).
-COLOURS = {"threads": "#d62728", "fibers": "#ff7f0e", "asio": "#1f77b4",
-           "coro": "#2ca02c", "uring": "#17becf", "asio-uring": "#aec7e8",
-           "coro-uring": "#98df8a", "eventlet": "#9467bd", "go": "#bcbd22", "seed": "#8c564b",
-           "system": "#7f7f7f"}
-
-# A configuration whose server ran on N > 1 cores (run_all.sh --server-threads) is its own
-# series, named variant + "-tN" (asio-t2), drawn and shown as "asio ×2"; at N = 1 the name is
-# the variant's, as before the option existed.
-THREADS_SUFFIX = "-t"
-
-
-def config_name(variant, stack="", server_threads=1):
-    return variant + (f"@{stack}" if stack else "") + (f"{THREADS_SUFFIX}{server_threads}"
-                                                       if server_threads > 1 else "")
-
-
-def server_threads_of(row):
-    """A row's server core count: 1 where the column is empty (a CSV written before it)."""
-    n = num(row.get("server_threads"))
-    return int(n) if n else 1
-
 
 COLUMNS = [
     # what was measured; server_threads: the cores the server had (loadgen had as many),
@@ -293,20 +249,6 @@ def ceiling_row(base, point, report, why):
     return row
 
 
-def measured_ceilings(rows):
-    """{config: {values, rows, lower_bound}} from the ok ceiling rows: one value (deliveries/s)
-    per search. A figure is a lower bound when loadgen stopped any of its searches: then it
-    is not the server's ceiling."""
-    out = {}
-    for r in rows:
-        if r["mode"] == "ceiling" and r["status"] == "ok" and num(r["deliveries_per_s"]) is not None:
-            e = out.setdefault(r["config"], {"values": [], "rows": [], "lower_bound": False})
-            e["values"].append(num(r["deliveries_per_s"]))
-            e["rows"].append(r)
-            e["lower_bound"] |= r["limited_by"] == "loadgen"
-    return out
-
-
 def bench_model(name):
     """Which variant's model a micro-benchmark measures ('system' for syscalls, protocol)."""
     if "thread" in name:
@@ -340,46 +282,6 @@ def rows_from_microbench(path, why):
             row[k] = b.get(k)
         rows.append(row)
     return rows
-
-
-# A chat rate step the server "kept up with": p99 delivery latency at most this. loadgen
-# counts a line delivered late (up to its drain deadline) in deliveries_per_s, so a server
-# that falls behind still shows the offered rate there; latency is what shows it fell behind.
-KEPT_UP_P99_US = 100_000
-
-
-def kept_up(row):
-    p99 = num(row.get("latency_p99_us"))
-    return row.get("status") == "ok" and p99 is not None and p99 <= KEPT_UP_P99_US
-
-
-def sustained(rows, config):
-    """The highest deliveries/s of a chat step the configuration kept up with (median over
-    repeats of that step), and the step's rate per client; (None, None) if none."""
-    steps = {}
-    for r in rows:
-        if r["config"] == config and r["mode"] == "chat" and r["status"] == "ok":
-            steps.setdefault(num(r["point"]), []).append(r)
-    best = (None, None)
-    for rate, rs in sorted(steps.items()):
-        if statistics.median(num(r["latency_p99_us"]) or float("inf") for r in rs) <= KEPT_UP_P99_US:
-            best = (statistics.median(num(r["deliveries_per_s"]) for r in rs), rate)
-    return best
-
-
-def common_rate(rows):
-    """The highest chat rate per client that every configuration with chat results kept
-    up with (median p99), else the lowest rate: where variants are compared at one load."""
-    configs = {r["config"] for r in rows if r["mode"] == "chat" and r["status"] == "ok"}
-    rates = sorted({num(r["point"]) for r in rows if r["mode"] == "chat" and r["status"] == "ok"})
-
-    def kept(config, rate):
-        p99 = [num(r["latency_p99_us"]) for r in rows if r["config"] == config and r["mode"] == "chat"
-               and r["status"] == "ok" and num(r["point"]) == rate and num(r["latency_p99_us"]) is not None]
-        return bool(p99) and statistics.median(p99) <= KEPT_UP_P99_US
-
-    common = [rate for rate in rates if all(kept(c, rate) for c in configs)]
-    return max(common) if common else (rates[0] if rates else None)
 
 
 def write_csv(path, rows):
@@ -418,193 +320,10 @@ def num(value):
         return None
 
 
-def median(values):
-    values = [v for v in values if v is not None]
-    return statistics.median(values) if values else None
-
-
-def configs_in(rows):
-    """Configurations in a stable order: variant order, one server core first, default stack
-    first. Those only skipped (--server-threads) are left out: they have no figures."""
-    seen = {(r["variant"], server_threads_of(r), r["stack_size"], r["config"]) for r in rows
-            if r["variant"] in VARIANTS and r["status"] != "skipped"}
-    order = sorted(seen, key=lambda t: (VARIANTS.index(t[0]), t[1], t[2] != "", t[2]))
-    return [c for _, _, _, c in order]
-
-
-def split_threads(config):
-    """("asio", 2) for "asio-t2"; (config, 1) for a configuration on one server core."""
-    base, sep, n = config.rpartition(THREADS_SUFFIX)
-    if sep and n.isdigit() and base.split("@")[0] in VARIANTS:
-        return base, int(n)
-    return config, 1
-
-
-def config_label(config):
-    """A configuration's name in plots: "fibers stack 128K", "asio ×2"."""
-    base, n = split_threads(config)
-    return base.replace("@", " stack ") + (f" ×{n}" if n > 1 else "")
-
-
-def peers_in(rows):
-    """The reference servers measured, in PEERS order."""
-    seen = {r["config"] for r in rows if r["variant"] in PEERS}
-    return [x for x in PEERS if x in seen]
-
-
-def variant_of(rows, config):
-    return next(r["variant"] for r in rows if r["config"] == config)
-
-
-def threads_of(rows, config):
-    """The server cores a configuration ran on (server_threads)."""
-    return server_threads_of(next(r for r in rows if r["config"] == config))
-
-
-def style(rows, config):
-    """matplotlib keyword arguments of a configuration's line."""
-    r = next(r for r in rows if r["config"] == config)
-    if r["variant"] in PEERS:  # muted: a reference, not a candidate
-        colour, dashes = PEER_STYLES[r["variant"]]
-        return {"color": colour, "linestyle": dashes, "label": f"{config} (reference)"}
-    # More server cores (--server-threads): the variant's colour, dash-dotted.
-    dashes = "--" if r["stack_size"] else "-." if server_threads_of(r) > 1 else "-"
-    return {"color": COLOURS.get(r["variant"], "black"), "linestyle": dashes, "label": config_label(config)}
-
-
-def series(rows, config, mode, column, x="point"):
-    """[(x, median, min, max, n)] over repeats of the ok rows of one configuration and mode."""
-    groups = {}
-    for r in rows:
-        if r["config"] == config and r["mode"] == mode and r["status"] == "ok":
-            xv, yv = num(r[x]), num(r[column])
-            if xv is not None and yv is not None:
-                groups.setdefault(xv, []).append(yv)
-    return [(xv, statistics.median(v), min(v), max(v), len(v)) for xv, v in sorted(groups.items())]
-
-
-def idle_series(rows, config, column):
-    """Idle rows come in steps whose client counts differ slightly between repeats when a
-    ramp stops short; group them by step index within each repeat instead of by count."""
-    by_repeat = {}
-    for r in rows:
-        if r["config"] == config and r["mode"] == "idle" and r["status"] == "ok":
-            by_repeat.setdefault(r["repeat"], []).append(r)
-    steps = {}
-    for rs in by_repeat.values():
-        rs.sort(key=lambda r: num(r["clients"]))
-        for i, r in enumerate(rs):
-            y = num(r[column])
-            if y is not None:
-                steps.setdefault(i, []).append((num(r["clients"]), y))
-    out = []
-    for i in sorted(steps):
-        xs = [x for x, _ in steps[i]]
-        ys = [y for _, y in steps[i]]
-        out.append((statistics.median(xs), statistics.median(ys), min(ys), max(ys), len(ys)))
-    return out
-
-
-def failures(rows):
-    return [r for r in rows if r["status"] not in ("ok", "skipped")]
-
-
-def skipped(rows):
-    return [r for r in rows if r["status"] == "skipped"]
-
-
-# ---------------------------------------------------------------------------------------
-# Differences beyond noise (docs/methodology.md, "Noise"): every ranking the report and
-# compare.py print goes through rank().
-
-ALPHA = 0.05
-# Above this many ways to split the pooled repeats, the normal approximation replaces the
-# exact enumeration (8 + 8 repeats is 12 870 splits: still exact).
-EXACT_SPLITS = 20_000
-
-
-def mann_whitney_p(a, b):
-    """Two-sided p of the Mann-Whitney U test, exact: U of every way to split the pooled
-    values into groups of len(a) and len(b), ties included (a permutation test on U).
-    U of a group = the sum of its midranks in the pooled values - n(n+1)/2: the pairs in
-    which its value is the larger, ties counting half."""
-    n, m = len(a), len(b)
-    if not n or not m:
-        return 1.0
-    ranks = _midranks(list(a) + list(b))
-    centre = n * m / 2
-    offset = n * (n + 1) / 2
-    observed = abs(sum(ranks[:n]) - offset - centre)
-    splits = math.comb(n + m, n)
-    if splits > EXACT_SPLITS:
-        sd = math.sqrt(n * m * (n + m + 1) / 12)
-        z = max(observed - 0.5, 0) / sd  # continuity correction
-        return math.erfc(z / math.sqrt(2))
-    # Midranks are multiples of 0.5: the tolerance only absorbs float error.
-    extreme = sum(abs(sum(ranks[i] for i in chosen) - offset - centre) >= observed - 1e-9
-                  for chosen in itertools.combinations(range(n + m), n))
-    return extreme / splits
-
-
-def _midranks(values):
-    order = sorted(range(len(values)), key=values.__getitem__)
-    ranks = [0.0] * len(values)
-    i = 0
-    while i < len(order):
-        j = i
-        while j + 1 < len(order) and values[order[j + 1]] == values[order[i]]:
-            j += 1
-        for k in range(i, j + 1):
-            ranks[order[k]] = (i + j) / 2 + 1
-        i = j + 1
-    return ranks
-
-
-def smallest_p(n, m):
-    """The smallest two-sided p the exact test can give with n and m repeats: every value
-    of one group beyond every value of the other. 3 vs 3 gives 0.1, 4 vs 4 0.029."""
-    return 2 / math.comb(n + m, n) if n and m else 1.0
-
-
-def can_rank(n, m):
-    return smallest_p(n, m) < ALPHA
-
-
-def rank(a, b, lower_is_better=True):
-    """Whether a is better than b beyond the noise of their repeats: (verdict, p) with
-    verdict 'a', 'b', 'tied' (the test cannot tell them apart at ALPHA) or 'too few'
-    (too few repeats for any outcome to reach ALPHA)."""
-    a = [v for v in a if v is not None]
-    b = [v for v in b if v is not None]
-    if not can_rank(len(a), len(b)):
-        return "too few", None
-    p = mann_whitney_p(a, b)
-    if p >= ALPHA:
-        return "tied", p
-    a_lower = statistics.median(a) < statistics.median(b)
-    return ("a" if a_lower == lower_is_better else "b"), p
-
-
-def leading_group(candidates, lower_is_better=True):
-    """From {name: [repeat values]}: (best, tied, unranked). best is the name with the best
-    median; tied the others the test cannot separate from it; unranked those with too few
-    repeats (against best's) for the test to separate anything. Every other name is worse
-    than best beyond noise."""
-    have = {c: [x for x in v if x is not None] for c, v in candidates.items()}
-    have = {c: v for c, v in have.items() if v}
-    if not have:
-        return None, [], []
-    pick = min if lower_is_better else max
-    best = pick(have, key=lambda c: statistics.median(have[c]))
-    tied, unranked = [], []
-    for c, values in have.items():
-        if c != best:
-            outcome, _p = rank(have[best], values, lower_is_better)
-            if outcome == "tied":
-                tied.append(c)
-            elif outcome == "too few":
-                unranked.append(c)
-    return best, tied, unranked
+def server_threads_of(row):
+    """A row's server core count: 1 where the column is empty (a CSV written before it)."""
+    n = num(row.get("server_threads"))
+    return int(n) if n else 1
 
 
 def results_dir_argument(prog):
@@ -624,14 +343,3 @@ def results_dir_argument(prog):
     print(f"{prog}: {problem}", file=sys.stderr)
     print(usage, file=sys.stderr)
     sys.exit(2)
-
-
-def per_cpu_free_bytes():
-    """Free pages parked in the kernel's per-CPU page lists (the "count:" of every pageset
-    in /proc/zoneinfo). MemFree leaves them out; since Linux 6.7 those lists grow to hold
-    what was just freed (tens of MB on a 2-core VM) and hand it back over seconds, so free
-    memory is MemFree plus these (docs/methodology.md, "Memory per connection")."""
-    import os
-    import re
-    counts = re.findall(r"^\s+count:\s+(\d+)$", Path("/proc/zoneinfo").read_text(), re.M)
-    return sum(int(c) for c in counts) * os.sysconf("SC_PAGE_SIZE")
