@@ -130,85 +130,80 @@ class Server:
         return note
 
 
+VERIFY_LINE = b"verify 1 2 3\n"
+
+
 def verify(config, build_dir, log_path):
-    """The verification step: two clients, one line relayed. Returns None or why not."""
-    if not BY_NAME[config.variant].stats:
-        return verify_relay_only(config, build_dir, log_path)
+    """The verification step: a fresh server, two clients, one line relayed from the first
+    to the second. Returns None or why not."""
+    relay = relay_counted if BY_NAME[config.variant].stats else relay_unannounced
     server = Server(config, build_dir, log_path)
     try:
         server.start()
-        a = socket.create_connection(("127.0.0.1", server.port), timeout=5)
-        b = socket.create_connection(("127.0.0.1", server.port), timeout=5)
-        # A server may register a connection after connect() returns: wait until it
-        # counts both, so the test line cannot race the registration.
-        reply = b""
-        for _ in range(50):
-            b.sendall(b"/stats\n")
-            reply = b""
-            while not reply.endswith(b"\n"):
-                chunk = b.recv(4096)
-                if not chunk:
-                    return "server closed the connection on /stats"
-                reply += chunk
-            if b" clients=2 " in reply:
-                break
-            time.sleep(0.1)
-        else:
-            return f"/stats never showed 2 clients: {reply!r}"
-        a.sendall(b"verify 1 2 3\n")
-        got = b""
-        while not got.endswith(b"\n"):
-            chunk = b.recv(4096)
-            if not chunk:
-                return "receiver closed before the line arrived"
-            got += chunk
-        if got != b"verify 1 2 3\n":
-            return f"receiver got {got!r} instead of the line sent"
-        a.close()
-        b.close()
-        return None
+        with socket.create_connection(("127.0.0.1", server.port), timeout=5) as a, \
+                socket.create_connection(("127.0.0.1", server.port), timeout=5) as b:
+            return relay(a, b)
     except (OSError, RuntimeError) as e:
         return f"{type(e).__name__}: {e}"
     finally:
         server.stop()
 
 
-def verify_relay_only(config, build_dir, log_path):
-    """Verification of a server without /stats (the seed): the first client sends the line
-    every 100 ms until the second receives it, since nothing says when the server has
-    registered the second; what arrives must be that line, whole, once or more."""
-    server = Server(config, build_dir, log_path)
-    line = b"verify 1 2 3\n"
-    try:
-        server.start()
-        a = socket.create_connection(("127.0.0.1", server.port), timeout=5)
-        b = socket.create_connection(("127.0.0.1", server.port), timeout=5)
-        b.settimeout(0.1)
-        got = b""
-        for _ in range(50):
-            a.sendall(line)
-            try:
-                chunk = b.recv(4096)
-            except socket.timeout:
-                continue
-            if not chunk:
-                return "receiver closed before the line arrived"
-            got += chunk
+def relay_counted(a, b):
+    """A server may register a connection after connect() returns: wait until /stats
+    counts both, so the line cannot race the registration; then it must arrive whole."""
+    reply = b""
+    for _ in range(50):
+        b.sendall(b"/stats\n")
+        reply = receive_line(b)
+        if reply is None:
+            return "server closed the connection on /stats"
+        if b" clients=2 " in reply:
             break
-        else:
-            return "the line never arrived in 5 s"
-        b.settimeout(1)
-        while not got.endswith(b"\n"):
+        time.sleep(0.1)
+    else:
+        return f"/stats never showed 2 clients: {reply!r}"
+    a.sendall(VERIFY_LINE)
+    got = receive_line(b)
+    if got is None:
+        return "receiver closed before the line arrived"
+    if got != VERIFY_LINE:
+        return f"receiver got {got!r} instead of the line sent"
+    return None
+
+
+def relay_unannounced(a, b):
+    """A server without /stats (the seed): the first client sends the line every 100 ms
+    until the second receives it, since nothing says when the server has registered the
+    second; what arrives must be that line, whole, once or more."""
+    b.settimeout(0.1)
+    got = b""
+    for _ in range(50):
+        a.sendall(VERIFY_LINE)
+        try:
             chunk = b.recv(4096)
-            if not chunk:
-                return "receiver closed in the middle of the line"
-            got += chunk
-        if got.replace(line, b"") != b"":
-            return f"receiver got {got!r} instead of the line sent"
-        a.close()
-        b.close()
-        return None
-    except (OSError, RuntimeError) as e:
-        return f"{type(e).__name__}: {e}"
-    finally:
-        server.stop()
+        except socket.timeout:
+            continue
+        if not chunk:
+            return "receiver closed before the line arrived"
+        got += chunk
+        break
+    else:
+        return "the line never arrived in 5 s"
+    b.settimeout(1)
+    got = receive_line(b, got)
+    if got is None:
+        return "receiver closed in the middle of the line"
+    if got.replace(VERIFY_LINE, b"") != b"":
+        return f"receiver got {got!r} instead of the line sent"
+    return None
+
+
+def receive_line(sock, got=b""):
+    """What sock receives (after got) up to a newline at its end; None if it closes first."""
+    while not got.endswith(b"\n"):
+        chunk = sock.recv(4096)
+        if not chunk:
+            return None
+        got += chunk
+    return got

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import compare
 from chatbench import stats
+from verdict import finish
 
 problems = []
 
@@ -92,10 +93,7 @@ def main():
         bad = subprocess.run(cmd + args, capture_output=True, text=True)
         check(bad.returncode == 2 and bad.stderr.startswith("usage: "),
               f"compare.py {args}: exit {bad.returncode}, stderr {bad.stderr[:80]!r}")
-    for p in problems:
-        print("FAIL:", p)
-    print("FAILED" if problems else "passed")
-    return 1 if problems else 0
+    return finish(problems)
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ import tempfile
 from pathlib import Path
 
 import report
+from verdict import finish
 
 PLOTS = ["memory_per_connection.png", "server_memory.png", "server_host_memory.png", "broadcast_latency.png",
          "latency_spectrum.png", "chat_throughput.png", "ceiling.png", "microbench.png"]
@@ -107,10 +108,7 @@ def main():
             if text not in report:
                 problems.append(f"report.md lacks {text!r}")
     problems.extend(check_ranking_sentences())
-    for p in problems:
-        print("FAIL:", p)
-    print("FAILED" if problems else "passed")
-    return 1 if problems else 0
+    return finish(problems)
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 
 from chatbench import raw_files
+from verdict import finish
 
 problems = []
 
@@ -127,10 +128,7 @@ def main():
         if len(sys.argv) > 2:
             for signum in [signal.SIGTERM, signal.SIGINT]:
                 check_interrupted(source, Path(sys.argv[2]), Path(tmp), signum)
-    for p in problems:
-        print("FAIL:", p)
-    print("FAILED" if problems else "passed")
-    return 1 if problems else 0
+    return finish(problems)
 
 
 if __name__ == "__main__":

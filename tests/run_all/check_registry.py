@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 from chatbench import variants
+from verdict import finish
 
 SHARED = {"common", "net"}  # servers/ directories of shared code, no server of their own
 
@@ -68,10 +69,7 @@ def main():
             or [p["name"] for p in described["peers"]] != variants.PEER_NAMES:
         problems.append("variants.py --bin: not every variant and peer, or not in the registry's order")
 
-    for p in problems:
-        print("FAIL:", p)
-    print("FAILED" if problems else "passed")
-    return 1 if problems else 0
+    return finish(problems)
 
 
 if __name__ == "__main__":

@@ -32,6 +32,7 @@ from pathlib import Path
 from chatbench import results_csv, server_process as sp
 from chatbench.raw_files import RawFiles
 from chatbench.variants import config_label
+from verdict import finish
 
 
 def check_functions(problems):
@@ -210,10 +211,7 @@ def main():
         check_verify_at_two(build, Path(tmp), problems)
         check_run(source, build, Path(tmp), problems)
         check_series(source, Path(tmp), problems)
-    for p in problems:
-        print("FAIL:", p)
-    print("FAILED" if problems else "passed")
-    return 1 if problems else 0
+    return finish(problems)
 
 
 if __name__ == "__main__":
