@@ -601,7 +601,7 @@ def main():
     w("## Which variant to deploy\n")
     # One server core each: configurations on more (--server-threads) have their own section.
     all_configs, configs = configs, [c for c in configs if aggregate.threads_of(rows, c) == 1]
-    base = [c for c in configs if "@" not in c and aggregate.variant_of(rows, c) != variants.SEED]
+    base = [c for c in configs if "@" not in c and variants.BY_NAME[aggregate.variant_of(rows, c)].deployable]
     mem = {c: stats.median([num(r["host_whole_bytes"]) for r in aggregate.idle_last_steps(rows, c) if results_csv.memory_result(r)])
            for c in configs}
     rss = {c: stats.median([num(r["rss_slope_bytes"]) for r in aggregate.idle_last_steps(rows, c)]) for c in all_configs}
