@@ -19,7 +19,7 @@ from chatbench import machine, raw_files, results_csv
 from chatbench.machine import FD_MARGIN, LOADGEN_CPU, SERVER_CPU, meminfo, read, run_text
 from chatbench.peers import PeerConfig, peer_config, peer_missing, peer_version
 from chatbench.server_process import Config, raise_nofile, server_configs, server_cores, verify
-from chatbench.variants import BY_NAME, PEER_BY_NAME, ROOT, config_name
+from chatbench.variants import BY_NAME, NAMES, PEER_BY_NAME, ROOT, config_name
 
 # What loadgen's exit statuses mean (docs/exit-status.md), for a failed row's reason.
 LOADGEN_STATUS = {1: "loadgen error", 2: "bad loadgen command line", 3: "no client connected",
@@ -110,11 +110,9 @@ def plan(args, target, configs, curve, peers=()):
     Within a repeat the ceiling searches come before the fixed-rate chat curve, whose top
     rates follow from the ceilings. The extra stack sizes run on one server core only."""
     one_core = {c.variant for c in configs if c.threads == 1}
-    extra = []
-    if "threads" in one_core and args.thread_small_stack:
-        extra.append(Config("threads", args.thread_small_stack))
-    if "fibers" in one_core and args.fiber_big_stack:
-        extra.append(Config("fibers", args.fiber_big_stack))
+    stacks = {"threads": args.thread_small_stack, "fibers": args.fiber_big_stack}
+    extra = [Config(v, stacks[v]) for v in NAMES  # in the registry's order: threads, fibers
+             if stacks.get(v) and v in one_core and BY_NAME[v].stack_size]
     hold = 1 if args.quick else 2
 
     def variant(c):  # None for a peer
