@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """Compares two results directories figure by figure: scripts/compare.py RUN_A RUN_B
 (e.g. results/2026-11-25-vm against your own run). For every figure both runs measured,
-the change from A to B and a verdict by the report's noise rule (results_lib.rank: exact
+the change from A to B and a verdict by the report's noise rule (chatbench.stats.rank: exact
 two-sided Mann-Whitney U over the repeats, p < 0.05): tied, A better or B better, or not
 enough repeats to tell.
 
@@ -15,8 +15,8 @@ import statistics
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import results_lib as rl  # noqa: E402
+from chatbench import aggregate, results_csv, stats, variants
+from chatbench.results_csv import num
 
 
 def fmt_us(v):
@@ -65,29 +65,20 @@ def repeats(rows):
     out = {}
     for mode, column, *_ in FIGURES:
         for r in rows:
-            if r["mode"] != mode or r["status"] != "ok" or rl.num(r[column]) is None:
+            if r["mode"] != mode or r["status"] != "ok" or num(r[column]) is None:
                 continue
-            if column == "host_whole_bytes" and not rl.memory_result(r):
+            if column == "host_whole_bytes" and not results_csv.memory_result(r):
                 continue  # flagged: its parts and whole do not add up
             # idle: the slopes are on every step row of a repeat; one value per repeat
-            point = None if mode in ("idle", "ceiling") else rl.num(r["point"])
+            point = None if mode in ("idle", "ceiling") else num(r["point"])
             cell = out.setdefault((mode, column, point), {}).setdefault(r["config"], {})
-            cell[r["repeat"]] = rl.num(r[column])
+            cell[r["repeat"]] = num(r[column])
     return out
 
 
 def values(figs):
     """The same without the repeat numbers: {key: {config: [one value per repeat]}}."""
     return {k: {c: list(v.values()) for c, v in by.items()} for k, by in figs.items()}
-
-
-def write_ceiling(rows):
-    """One thread's write() rate to loopback sockets (lines/s): microbench's best
-    syscall/write point, as the report's ceiling section uses it."""
-    best = [rl.num(r["items_per_second"]) for r in rows
-            if r["mode"] == "microbench" and r["status"] == "ok"
-            and r["bench_name"].startswith("syscall/write/") and rl.num(r["items_per_second"])]
-    return max(best) if best else None
 
 
 def relative_to_others(figs, shared):
@@ -114,9 +105,9 @@ def order(configs):
     """Variant order, a configuration's non-default stack after its default, more server
     cores (--server-threads) after one."""
     def key(c):
-        base, n = rl.split_threads(c.split(" ")[0])
+        base, n = variants.split_threads(c.split(" ")[0])
         v = base.split("@")[0]
-        return (rl.VARIANTS.index(v) if v in rl.VARIANTS else len(rl.VARIANTS), n, c)
+        return (variants.NAMES.index(v) if v in variants.NAMES else len(variants.NAMES), n, c)
     return sorted(configs, key=key)
 
 
@@ -152,7 +143,7 @@ SAME_WITHIN = 0.01
 
 def judge(a, b, lower_is_better):
     """The noise test's (verdict, p), a ranking under SAME_WITHIN turned into 'within'."""
-    verdict, p = rl.rank(a, b, lower_is_better)
+    verdict, p = stats.rank(a, b, lower_is_better)
     ma, mb = statistics.median(a), statistics.median(b)
     if verdict in ("a", "b") and ma and abs(mb - ma) < SAME_WITHIN * abs(ma):
         verdict = "within"
@@ -190,7 +181,7 @@ def summary(name, counts):
     # Each verdict is one test at p < ALPHA, with no correction for their number: where
     # nothing changed, about ALPHA of the rankable figures still come out ranked.
     testable = sum(n for v, n in counts.items() if v != "too few")
-    chance = (f"; had nothing changed, about {testable * rl.ALPHA:.1f} of these {testable} "
+    chance = (f"; had nothing changed, about {testable * stats.ALPHA:.1f} of these {testable} "
               f"testable figures would still be ranked, by chance alone") if testable else ""
     return f"- {name}: " + ", ".join(parts) + chance
 
@@ -199,7 +190,7 @@ def load(parser, directory):
     path = Path(directory) / "results.csv"
     if not path.is_file():
         parser.error(f"{directory}: no results.csv (not a results directory)")
-    return rl.read_csv(path)
+    return results_csv.read_csv(path)
 
 
 def main():
@@ -213,12 +204,12 @@ def main():
     a, b = repeats(rows_a), repeats(rows_b)
     shared = {k: sorted(set(a[k]) & set(b[k])) for k in set(a) & set(b)}
     fmts = {(m, col): f for m, col, _t, _l, f, _tr in FIGURES}
-    ceil_a, ceil_b = write_ceiling(rows_a), write_ceiling(rows_b)
+    ceil_a, ceil_b = aggregate.write_ceiling(rows_a)[0], aggregate.write_ceiling(rows_b)[0]
 
     out = [f"# {args.run_a} (A) against {args.run_b} (B)\n",
            "Verdict per figure: the exact two-sided Mann-Whitney U test over the two runs' repeats "
-           f"(p < {rl.ALPHA:g}); *tied* where it cannot tell them apart, *not enough repeats* where "
-           f"too few repeats could never reach p < {rl.ALPHA:g}, *same within 1%* where it can but the "
+           f"(p < {stats.ALPHA:g}); *tied* where it cannot tell them apart, *not enough repeats* where "
+           f"too few repeats could never reach p < {stats.ALPHA:g}, *same within 1%* where it can but the "
            f"medians differ by less than {SAME_WITHIN:.0%}. Change = median B vs median A.\n"]
     results = []
     text, counts = section("Absolute", "As measured: these differ between machines as well as "

@@ -1,4 +1,4 @@
-#!/usr/bin/env python3
+#!/usr/bin/python3
 """What crossing threads costs a server that takes --threads (docs/servers.md, "Several threads").
 
 cpu: server CPU per delivered chat line under `loadgen chat`, --threads 2 with both threads
@@ -22,10 +22,10 @@ import subprocess
 import sys
 import tempfile
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import results_lib  # noqa: E402  (the report's noise test)
+from chatbench import stats, variants
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# The variants that take --threads N (the registry's), and the default: one per model.
+TAKE_THREADS = [v.name for v in variants.VARIANTS if v.cores == "--threads"]
 
 
 def start(binary, threads, core):
@@ -42,7 +42,7 @@ def cpu_seconds(pid):
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def stats(port):
+def server_stats(port):
     with socket.create_connection(("127.0.0.1", port)) as s:
         s.sendall(b"/stats\n")
         data = b""
@@ -62,7 +62,7 @@ def cpu_run(args, binary, threads, servers=1):
     servers together, and the lines."""
     started = [start(binary, threads, args.server_core) for _ in range(servers)]
     try:
-        before = [(cpu_seconds(server.pid), int(stats(port)["lines_out"])) for server, port in started]
+        before = [(cpu_seconds(server.pid), int(server_stats(port)["lines_out"])) for server, port in started]
         loads = [subprocess.Popen(["taskset", "-c", args.loadgen_core, args.loadgen, "chat", "--port", str(port),
                                    "--clients", str(args.clients // servers), "--room-size", "10",
                                    "--rate", str(args.rate), "--duration-s", str(args.duration),
@@ -71,7 +71,7 @@ def cpu_run(args, binary, threads, servers=1):
         failed = [load for load in loads if load.wait() != 0]  # waits for every one
         if failed:
             raise subprocess.CalledProcessError(failed[0].returncode, failed[0].args)
-        after = [(cpu_seconds(server.pid), int(stats(port)["lines_out"])) for server, port in started]
+        after = [(cpu_seconds(server.pid), int(server_stats(port)["lines_out"])) for server, port in started]
     finally:
         for server, _ in started:
             stop(server)
@@ -97,7 +97,8 @@ def rss_run(args, binary, threads, servers=1):  # one server: --floor is for cpu
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("what", choices=["cpu", "rss"])
-    parser.add_argument("--variants", default="asio,coro,fibers")
+    parser.add_argument("--variants", default="asio,coro,fibers",
+                        help="comma-separated, of " + ",".join(TAKE_THREADS))
     parser.add_argument("--repeats", type=int, default=4)  # the fewest the noise test can rank
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--floor", action="store_true",
@@ -107,13 +108,17 @@ def main():
     parser.add_argument("--duration", type=float, default=5)
     parser.add_argument("--server-core", default="0")
     parser.add_argument("--loadgen-core", default="1")
-    parser.add_argument("--build", default=os.path.join(ROOT, "build"))
+    parser.add_argument("--build", default=str(variants.ROOT / "build"))
     parser.add_argument("--target-pct", type=float, default=15,
-                        help="cpu: the most crossing threads may cost, in %% (issue 14: 15)")
+                        help="cpu: the most crossing threads may cost, in %% (default 15)")
     args = parser.parse_args()
     args.loadgen = os.path.join(args.build, "bin", "loadgen")
     if args.clients is None:
         args.clients = 1000 if args.what == "cpu" else 10000
+    unknown = set(args.variants.split(",")) - set(TAKE_THREADS)
+    if unknown:
+        parser.error(f"--variants: {','.join(sorted(unknown))} not one of {','.join(TAKE_THREADS)} "
+                     "(the variants that take --threads)")
     if args.threads < 2:
         parser.error("--threads: 2 or more (it is compared with --threads 1)")
     if args.floor and args.what != "cpu":
@@ -155,7 +160,7 @@ def change(x, base):
 
 def compared(x, base, name):
     """The report's noise test on x against base, in words."""
-    outcome, p = results_lib.rank(x, base)
+    outcome, p = stats.rank(x, base)
     if outcome == "too few":
         return "too few repeats to judge"
     return {"a": f"cheaper than {name}", "b": f"dearer than {name}", "tied": f"tied with {name}"}[outcome] + \
@@ -163,11 +168,11 @@ def compared(x, base, name):
 
 
 def verdict(many, one, target_pct):
-    """The report's noise test (results_lib.rank: exact Mann-Whitney U, p < 0.05) on the
+    """The report's noise test (stats.rank: exact Mann-Whitney U, p < 0.05) on the
     repeats: --threads N against --threads 1 raised by the target, and against --threads 1."""
     bar = [x * (1 + target_pct / 100) for x in one]
-    against_bar, p_bar = results_lib.rank(many, bar)
-    against_one, p_one = results_lib.rank(many, one)
+    against_bar, p_bar = stats.rank(many, bar)
+    against_one, p_one = stats.rank(many, one)
     if against_bar == "too few":
         return "too few repeats to judge (the test needs at least 4 of each)"
     over = {"a": f"within +{target_pct:g}% beyond noise",

@@ -15,14 +15,14 @@ same scope in a loadgen report is memory.server_host.whole_bytes plus the part o
 loadgen's client end that a plain client's socket has too (its engine's io_uring requests
 or epoll items left out), and --compare prints both. docs/methodology.md, "Memory per connection", explains why.
 
-Usage: scripts/memcheck.py --variant asio [--clients 10000] [--compare raw/asio-idle-…json]
+Usage: scripts/memcheck.py --variant asio [--clients 10000] [--compare RESULTS_DIR/raw/asio-idle-…json]
+(--compare reads a packed run's report from its raw.tar.xz by the same path.)
 Exit status: 0 measured; 1 a step failed (the reason on stderr); 2 bad arguments.
 """
 import argparse
 import json
 import os
 import re
-import resource
 import selectors
 import signal
 import socket
@@ -32,21 +32,17 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import results_lib  # noqa: E402  (scripts/ is not a package)
-
-ROOT = Path(__file__).resolve().parent.parent
-VARIANTS = ["threads", "fibers", "asio", "coro", "eventlet"]
-MEMINFO_KEYS = ["MemFree", "Cached", "Buffers", "MemAvailable", "AnonPages", "Slab", "SReclaimable",
-                "KernelStack", "PageTables"]
+from chatbench import machine, raw_files
+from chatbench.machine import LOADGEN_CPU, SERVER_CPU
+from chatbench.server_process import raise_nofile
+from chatbench.variants import BY_NAME, NAMES, ROOT
 
 
 # ---------------------------------------------------------------------------------------
 # The client process: started as `memcheck.py --client PORT N SOURCES`, driven over stdin.
 
 def client(port, count, sources):
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    raise_nofile()
     print("started", flush=True)
     sys.stdin.readline()  # "connect"
     conns = []
@@ -72,46 +68,7 @@ def client(port, count, sources):
 # Readings
 
 def meminfo():
-    out = {}
-    for line in Path("/proc/meminfo").read_text().splitlines():
-        key, value = line.split(":", 1)
-        if key in MEMINFO_KEYS:
-            out[key] = int(value.split()[0]) * 1024
-    out["PerCpuFree"] = results_lib.per_cpu_free_bytes()  # free, but not in MemFree
-    return out
-
-
-def slabinfo():
-    """name -> active_objs x objsize (bytes); empty when not readable (needs root)."""
-    try:
-        lines = Path("/proc/slabinfo").read_text().splitlines()[2:]
-    except OSError:
-        return {}
-    out = {}
-    for line in lines:
-        f = line.split()
-        out[f[0]] = out.get(f[0], 0) + int(f[1]) * int(f[3])
-    return out
-
-
-def status(pid):
-    """VmRSS, VmPTE (bytes) and Threads of a process."""
-    out = {}
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        key, _, value = line.partition(":")
-        if key in ("VmRSS", "VmPTE"):
-            out[key] = int(value.split()[0]) * 1024
-        elif key == "Threads":
-            out[key] = int(value)
-    return out
-
-
-def time_wait():
-    for line in Path("/proc/net/sockstat").read_text().splitlines():
-        if line.startswith("TCP:"):
-            f = line.split()[1:]
-            return int(dict(zip(f[::2], f[1::2])).get("tw", 0))
-    return 0
+    return dict(machine.meminfo(), PerCpuFree=machine.per_cpu_free_bytes())  # free, not in MemFree
 
 
 def read_line(proc, timeout_s, what):
@@ -125,13 +82,18 @@ def read_line(proc, timeout_s, what):
     return line.decode().strip()
 
 
+def readings(server, client_proc):
+    return (meminfo(), machine.slabinfo(), machine.process_status(server.pid),
+            machine.process_status(client_proc.pid))
+
+
 def settle(pid, limit_s):
     """Waits until the server's RSS and the machine's Slab stop moving (or limit_s)."""
     end = time.monotonic() + limit_s
     last = None
     while time.monotonic() < end:
         time.sleep(0.5)
-        now = (status(pid)["VmRSS"], meminfo()["Slab"] >> 18)  # Slab in 256 KiB units
+        now = (machine.process_status(pid)["VmRSS"], meminfo()["Slab"] >> 18)  # Slab in 256 KiB units
         if now == last:
             return
         last = now
@@ -141,24 +103,15 @@ def settle(pid, limit_s):
 # The check
 
 def server_command(variant, build_dir):
-    if variant == "eventlet":
-        cmd = ["/usr/bin/python3", str(ROOT / "servers/eventlet/chat_server.py")]
-    else:
-        cmd = [str(Path(build_dir) / "bin" / f"chat-{variant}")]
-    return ["taskset", "-c", "0"] + cmd + ["--port", "0"]
-
-
-def raise_nofile():
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return ["taskset", "-c", SERVER_CPU] + BY_NAME[variant].command(Path(build_dir) / "bin") + ["--port", "0"]
 
 
 def check(args):
     waited = 0.0
-    while time_wait() > 100 and waited < args.quiet_wait_s:
+    while machine.time_wait_count() > 100 and waited < args.quiet_wait_s:
         time.sleep(1)
         waited += 1
-    tw = time_wait()
+    tw = machine.time_wait_count()
     server = subprocess.Popen(server_command(args.variant, args.build_dir), stdout=subprocess.PIPE,
                               stderr=subprocess.DEVNULL, preexec_fn=raise_nofile)
     client_proc = None
@@ -168,11 +121,11 @@ def check(args):
             raise RuntimeError("the server's first line is not 'listening on ADDRESS:PORT'")
         port = int(m.group(1))
         client_proc = subprocess.Popen(
-            ["taskset", "-c", "1", "/usr/bin/python3", __file__, "--client", str(port),
+            ["taskset", "-c", LOADGEN_CPU, "/usr/bin/python3", __file__, "--client", str(port),
              str(args.clients), str(args.sources)], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
         read_line(client_proc, 10, "client start")
         settle(server.pid, args.settle_s)
-        before = (meminfo(), slabinfo(), status(server.pid), status(client_proc.pid))
+        before = readings(server, client_proc)
         client_proc.stdin.write(b"connect\n")
         client_proc.stdin.flush()
         said = read_line(client_proc, 600, "connects")
@@ -180,7 +133,7 @@ def check(args):
             raise RuntimeError(f"client: {said}")
         n = int(said.split()[1])
         settle(server.pid, args.settle_s)
-        after = (meminfo(), slabinfo(), status(server.pid), status(client_proc.pid))
+        after = readings(server, client_proc)
         client_proc.stdin.write(b"close\n")
         client_proc.stdin.flush()
         read_line(client_proc, 60, "close")
@@ -237,9 +190,9 @@ def plain_socket_cache(name):
     return any(name == c or (c.endswith("_") and name.startswith(c)) for c in PLAIN_SOCKET_CACHES)
 
 
-def compare(result, path):
-    """The same-scope figure from a loadgen idle report beside this check's."""
-    memory = json.loads(Path(path).read_text()).get("memory") or {}
+def compare(result, path, report):
+    """The same-scope figure from a loadgen idle report (read from path) beside this check's."""
+    memory = report.get("memory") or {}
     host, client_end = memory.get("server_host") or {}, memory.get("client_end") or {}
     if host.get("whole_bytes") is None or host.get("client_end_bytes") is None:
         return {"loadgen_json": str(path), "verdict": "the loadgen report has no server_host whole"}
@@ -265,7 +218,7 @@ def main():
         client(int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]))
         return 0
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--variant", required=True, choices=VARIANTS)
+    p.add_argument("--variant", required=True, choices=NAMES)
     p.add_argument("--clients", type=int, default=10000)
     p.add_argument("--sources", type=int, default=8, help="source addresses 127.0.0.1-127.0.0.S")
     p.add_argument("--build-dir", default=str(ROOT / "build"))
@@ -277,6 +230,12 @@ def main():
     args = p.parse_args()
     if args.clients < 1 or not 1 <= args.sources <= 254:
         p.error("--clients must be positive and --sources in 1..254")
+    report = None
+    if args.compare:
+        try:
+            report = json.loads(raw_files.read_bytes(args.compare))
+        except (OSError, ValueError) as e:
+            p.error(f"--compare: {e}")
     if os.geteuid() != 0:
         print("memcheck: warning: not root, /proc/slabinfo is unreadable: no slab caches",
               file=sys.stderr)
@@ -286,7 +245,7 @@ def main():
         print(f"memcheck: {e}", file=sys.stderr)
         return 1
     if args.compare:
-        result["compare"] = compare(result, args.compare)
+        result["compare"] = compare(result, args.compare, report)
     text = json.dumps(result, indent=1)
     if args.json:
         Path(args.json).write_text(text + "\n")

@@ -5,10 +5,9 @@ docs/methodology.md says how to read each one."""
 import json
 import statistics
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import results_lib as rl  # noqa: E402
+from chatbench import aggregate, plot_style, results_csv, stats, variants
+from chatbench.results_csv import num
 
 try:
     import matplotlib
@@ -44,7 +43,7 @@ def errorbar(ax, pts, rows, config, **extra):
     ys = [p[1] for p in pts]
     lo = [max(p[1] - p[2], 0) for p in pts]
     hi = [max(p[3] - p[1], 0) for p in pts]
-    kw = rl.style(rows, config)
+    kw = plot_style.style(rows, config)
     kw.update(extra)
     ax.errorbar(xs, ys, yerr=[lo, hi], marker="o", markersize=3, capsize=2, **kw)
 
@@ -66,8 +65,8 @@ def plot_memory_per_connection(rows, out, note):
     # The server's RSS per step only: the MemAvailable drop per step counts both ends and
     # reclaimable slab as free; the server host's cost is server_host_memory.png.
     fig, ax = plt.subplots(1, 1, figsize=(8, 5))
-    for c in rl.configs_in(rows) + rl.peers_in(rows):
-        errorbar(ax, positive(rl.idle_series(rows, c, "rss_per_conn_bytes")), rows, c)
+    for c in aggregate.configs_in(rows) + aggregate.peers_in(rows):
+        errorbar(ax, positive(aggregate.idle_series(rows, c, "rss_per_conn_bytes")), rows, c)
     ax.axhline(SEED_STACK, color="black", linestyle=":", linewidth=1.5,
                label="seed's claim: 8 MiB per thread")
     ax.set_xscale("log")
@@ -80,7 +79,7 @@ def plot_memory_per_connection(rows, out, note):
     ax.legend(fontsize=8)
     finish(fig, out, "memory_per_connection.png",
            "Per connection = (value at N − value at 0 clients) / N; median of repeats, bars min–max. "
-           + ("Grey: reference servers (idle only). " if rl.peers_in(rows) else "") + note)
+           + ("Grey: reference servers (idle only). " if aggregate.peers_in(rows) else "") + note)
 
 
 HOST_PART_LABELS = {"rss": "server RSS", "pte": "server page tables", "kernel_stack": "kernel stacks",
@@ -92,32 +91,29 @@ HOST_PART_COLOURS = {"rss": "#1f77b4", "pte": "#aec7e8", "kernel_stack": "#d6272
 def plot_server_host(rows, out, note):
     """Stacked bars: the server host's cost per idle connection by part (median over the
     runs that add up), with the whole of the same scope as a marker. Flagged runs are left out."""
-    configs, parts, wholes = [], {k: [] for k in rl.HOST_PARTS}, []
-    for c in rl.configs_in(rows):
-        good = [r for r in rows if r["config"] == c and r["mode"] == "idle" and rl.memory_result(r)]
-        last = {}
-        for r in good:  # the largest step of each repeat carries the run's slopes
-            if r["repeat"] not in last or rl.num(r["clients"]) > rl.num(last[r["repeat"]]["clients"]):
-                last[r["repeat"]] = r
-        if not last:
+    configs, parts, wholes = [], {k: [] for k in results_csv.HOST_PARTS}, []
+    for c in aggregate.configs_in(rows):
+        # the largest step of each repeat carries the run's slopes
+        good = [r for r in aggregate.idle_last_steps(rows, c) if results_csv.memory_result(r)]
+        if not good:
             continue
         configs.append(c)
-        for k in rl.HOST_PARTS:
-            parts[k].append(rl.median([rl.num(r[f"host_{k}_bytes"]) or 0 for r in last.values()]))
-        wholes.append(rl.median([rl.num(r["host_whole_bytes"]) for r in last.values()]))
+        for k in results_csv.HOST_PARTS:
+            parts[k].append(stats.median([num(r[f"host_{k}_bytes"]) or 0 for r in good]))
+        wholes.append(stats.median([num(r["host_whole_bytes"]) for r in good]))
     fig, ax = plt.subplots(1, 1, figsize=(9, 5))
     if not configs:
         ax.text(0.5, 0.5, "no idle run whose parts and whole add up", ha="center", va="center")
     xs = range(len(configs))
     bottom = [0.0] * len(configs)
-    for k in rl.HOST_PARTS:
+    for k in results_csv.HOST_PARTS:
         # A part that came out negative (noise) is drawn as zero; the table shows its value.
         heights = [max(v, 0) / KIB for v in parts[k]]
         ax.bar(xs, heights, bottom=bottom, color=HOST_PART_COLOURS[k], label=HOST_PART_LABELS[k])
         bottom = [b + h for b, h in zip(bottom, heights)]
     ax.scatter(xs, [w / KIB for w in wholes], marker="_", s=900, color="black", zorder=3,
                label="whole: MemFree drop less the client's end")
-    ax.set_xticks(list(xs), [rl.config_label(c).replace(" stack ", "\nstack ") for c in configs])
+    ax.set_xticks(list(xs), [variants.config_label(c).replace(" stack ", "\nstack ") for c in configs])
     ax.set_ylabel("KiB per idle connection")
     ax.set_title("Server host per idle connection: parts and whole")
     ax.grid(True, axis="y", alpha=0.3)
@@ -129,13 +125,13 @@ def plot_server_host(rows, out, note):
 def plot_server_memory(rows, out, note):
     fig, ax = plt.subplots(figsize=(9, 5.5))
     top = 0
-    for c in rl.configs_in(rows) + rl.peers_in(rows):
-        pts = rl.idle_series(rows, c, "rss_bytes")
+    for c in aggregate.configs_in(rows) + aggregate.peers_in(rows):
+        pts = aggregate.idle_series(rows, c, "rss_bytes")
         errorbar(ax, pts, rows, c)
         top = max([top] + [p[0] for p in pts])
-        if rl.variant_of(rows, c) == "threads":
-            vsz = rl.idle_series(rows, c, "vsz_bytes")
-            kw = rl.style(rows, c)
+        if aggregate.variant_of(rows, c) == "threads":
+            vsz = aggregate.idle_series(rows, c, "vsz_bytes")
+            kw = plot_style.style(rows, c)
             ax.plot([p[0] for p in vsz], [p[1] for p in vsz], color=kw["color"], linestyle="-.",
                     marker="^", markersize=3, alpha=0.6, label=kw["label"] + " virtual size (VSZ)")
     if top:
@@ -152,14 +148,14 @@ def plot_server_memory(rows, out, note):
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8)
     finish(fig, out, "server_memory.png",
-           ("Grey: reference servers (idle only). " if rl.peers_in(rows) else "") + note)
+           ("Grey: reference servers (idle only). " if aggregate.peers_in(rows) else "") + note)
 
 
 def plot_broadcast(rows, out, note):
     fig, axes = plt.subplots(1, 3, figsize=(15, 5), sharey=True)
     for ax, p in zip(axes, ["p50", "p95", "max"]):
-        for c in rl.configs_in(rows):
-            errorbar(ax, positive(rl.series(rows, c, "broadcast", f"completion_{p}_us")), rows, c)
+        for c in aggregate.configs_in(rows):
+            errorbar(ax, positive(aggregate.series(rows, c, "broadcast", f"completion_{p}_us")), rows, c)
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.set_xlabel("clients in the room (log)")
@@ -172,15 +168,15 @@ def plot_broadcast(rows, out, note):
 
 
 def plot_spectrum(rows, out, note):
-    rate = rl.common_rate(rows)
+    rate = aggregate.common_rate(rows)
     fig, ax = plt.subplots(figsize=(9, 5.5))
     cols = [(0.5, "latency_p50_us"), (0.9, "latency_p90_us"), (0.99, "latency_p99_us"),
             (0.999, "latency_p999_us")]
     clients = ""
-    for c in rl.configs_in(rows):
+    for c in aggregate.configs_in(rows):
         pts = []
         for q, col in cols:
-            s = [p for p in rl.series(rows, c, "chat", col) if p[0] == rate]
+            s = [p for p in aggregate.series(rows, c, "chat", col) if p[0] == rate]
             if s:
                 pts.append((1 / (1 - q), s[0][1], s[0][2], s[0][3], s[0][4]))
         errorbar(ax, pts, rows, c)
@@ -203,22 +199,22 @@ def plot_spectrum(rows, out, note):
 def plot_throughput(rows, out, note):
     fig, axes = plt.subplots(1, 3, figsize=(18, 5.2))
     top, bottom = 0, float("inf")
-    for c in rl.configs_in(rows):
+    for c in aggregate.configs_in(rows):
         x = "offered_deliveries_per_s"
-        errorbar(axes[0], positive(rl.series(rows, c, "chat", "latency_p99_us", x=x)), rows, c)
+        errorbar(axes[0], positive(aggregate.series(rows, c, "chat", "latency_p99_us", x=x)), rows, c)
         # Filled: steps the server kept up with; hollow: steps it fell behind on, where
         # the window's arrivals and CPU include a backlog from the step before.
-        p99 = {p[0]: p[1] for p in rl.series(rows, c, "chat", "latency_p99_us", x=x)}
+        p99 = {p[0]: p[1] for p in aggregate.series(rows, c, "chat", "latency_p99_us", x=x)}
         for ax, column in [(axes[1], "deliveries_per_s"), (axes[2], "server_cpu_per_delivery_us")]:
-            pts = positive(rl.series(rows, c, "chat", column, x=x))
-            errorbar(ax, [p for p in pts if p99.get(p[0], 0) <= rl.KEPT_UP_P99_US], rows, c)
-            behind = [p for p in pts if p99.get(p[0], 0) > rl.KEPT_UP_P99_US]
+            pts = positive(aggregate.series(rows, c, "chat", column, x=x))
+            errorbar(ax, [p for p in pts if p99.get(p[0], 0) <= aggregate.KEPT_UP_P99_US], rows, c)
+            behind = [p for p in pts if p99.get(p[0], 0) > aggregate.KEPT_UP_P99_US]
             ax.plot([p[0] for p in behind], [p[1] for p in behind], linestyle="none", marker="o",
-                    markerfacecolor="none", markeredgecolor=rl.style(rows, c)["color"], markersize=7)
-        offered = [rl.num(r[x]) for r in rows if r["config"] == c and r["mode"] == "chat" and rl.num(r[x])]
+                    markerfacecolor="none", markeredgecolor=plot_style.style(rows, c)["color"], markersize=7)
+        offered = [num(r[x]) for r in rows if r["config"] == c and r["mode"] == "chat" and num(r[x])]
         top, bottom = max([top] + offered), min([bottom] + offered)
-    axes[0].axhline(rl.KEPT_UP_P99_US, color="black", linestyle=":",
-                    label=f"kept up: p99 ≤ {rl.KEPT_UP_P99_US / 1000:g} ms")
+    axes[0].axhline(aggregate.KEPT_UP_P99_US, color="black", linestyle=":",
+                    label=f"kept up: p99 ≤ {aggregate.KEPT_UP_P99_US / 1000:g} ms")
     if top:
         axes[1].plot([bottom, top], [bottom, top], color="black", linestyle=":", label="offered")
     axes[1].plot([], [], linestyle="none", marker="o", markerfacecolor="none", markeredgecolor="black",
@@ -240,40 +236,31 @@ def plot_throughput(rows, out, note):
            "Rooms of 10; offered deliveries = clients × rate × 9. Server on one core, loadgen on the other. " + note)
 
 
-def syscall_ceiling(rows):
-    """Lines/s one thread can write to loopback sockets, one line per write(): the best
-    of microbench's syscall/write points."""
-    best = [(rl.num(r["items_per_second"]), r["bench_name"]) for r in rows
-            if r["mode"] == "microbench" and r["status"] == "ok"
-            and r["bench_name"].startswith("syscall/write/") and rl.num(r["items_per_second"])]
-    return max(best) if best else (None, None)
-
-
 def best_deliveries(rows, config):
     """(deliveries/s, lower bound?): the measured chat ceiling's median where the run
     searched for it, else the best sustained chat step (a lower bound only in the sense
     that the next step was not measured, so not hatched)."""
-    measured = rl.measured_ceilings(rows).get(config)
+    measured = aggregate.measured_ceilings(rows).get(config)
     if measured:
         return statistics.median(measured["values"]), measured["lower_bound"]
-    return rl.sustained(rows, config)[0], False
+    return aggregate.sustained(rows, config)[0], False
 
 
 def plot_ceiling(rows, out, note):
-    ceiling, name = syscall_ceiling(rows)
+    ceiling, name = aggregate.write_ceiling(rows)
     fig, ax = plt.subplots(figsize=(9, 5))
-    configs = [c for c in rl.configs_in(rows) if best_deliveries(rows, c)[0]]
+    configs = [c for c in aggregate.configs_in(rows) if best_deliveries(rows, c)[0]]
     if ceiling and configs:
         values = [best_deliveries(rows, c) for c in configs]
         bars = ax.bar(range(len(configs)), [v / ceiling for v, _ in values],
-                      color=[rl.COLOURS[rl.variant_of(rows, c)] for c in configs],
+                      color=[plot_style.COLOURS[aggregate.variant_of(rows, c)] for c in configs],
                       hatch=["//" if bound else "" for _, bound in values], edgecolor="black")
         for b, (v, bound) in zip(bars, values):
             ax.annotate(("≥ " if bound else "") + f"{v:,.0f}/s", (b.get_x() + b.get_width() / 2, b.get_height()),
                         ha="center", va="bottom", fontsize=8)
         ax.axhline(1, color="black", linestyle=":", label=f"{name}: {ceiling:,.0f} lines/s")
         ax.set_xticks(range(len(configs)))
-        ax.set_xticklabels([rl.config_label(c) for c in configs])
+        ax.set_xticklabels([variants.config_label(c) for c in configs])
         ax.legend(fontsize=8)
     else:
         ax.text(0.5, 0.5, "no microbench syscall ceiling or no chat/broadcast results",
@@ -283,7 +270,7 @@ def plot_ceiling(rows, out, note):
     ax.grid(True, axis="y", alpha=0.3)
     finish(fig, out, "ceiling.png",
            "Median of ceiling searches; hatched ≥: loadgen stopped one (no search: best step with "
-           f"p99 ≤ {rl.KEPT_UP_P99_US / 1000:g} ms). " + note)
+           f"p99 ≤ {aggregate.KEPT_UP_P99_US / 1000:g} ms). " + note)
 
 
 def plot_microbench(rows, out, note):
@@ -293,13 +280,13 @@ def plot_microbench(rows, out, note):
               ("memory/", "total_per_unit", "bytes per parked unit (log)", "Memory per unit")]
     fig, axes = plt.subplots(1, 3, figsize=(17, 6))
     for ax, (prefix, col, label, title) in zip(axes, groups):
-        sel = [r for r in mb if r["bench_name"].startswith(prefix) and (rl.num(r[col]) or 0) > 0]
+        sel = [r for r in mb if r["bench_name"].startswith(prefix) and (num(r[col]) or 0) > 0]
         names = [r["bench_name"][len(prefix):].replace("/real_time", "").replace("/iterations:1", "")
                  for r in sel]
-        ax.barh(range(len(sel)), [rl.num(r[col]) for r in sel],
-                color=[rl.COLOURS[r["variant"]] for r in sel])
+        ax.barh(range(len(sel)), [num(r[col]) for r in sel],
+                color=[plot_style.COLOURS[r["variant"]] for r in sel])
         if prefix == "memory/":
-            ax.barh(range(len(sel)), [rl.num(r["rss_per_unit"]) or 0 for r in sel], color="none",
+            ax.barh(range(len(sel)), [num(r["rss_per_unit"]) or 0 for r in sel], color="none",
                     edgecolor="black", hatch="//", label="of which process RSS")
             bytes_axis(ax.xaxis)
             ax.legend(fontsize=8)
@@ -307,7 +294,7 @@ def plot_microbench(rows, out, note):
         ax.set_yticklabels(names, fontsize=7)
         ax.set_xscale("log")
         if sel:  # log-scale bars start at the axis' left edge: keep the smallest visible
-            ax.set_xlim(left=min(rl.num(r[col]) for r in sel) / 3)
+            ax.set_xlim(left=min(num(r[col]) for r in sel) / 3)
         ax.set_xlabel(label)
         ax.set_title(f"microbench: {title}")
         ax.grid(True, axis="x", which="both", alpha=0.3)
@@ -315,8 +302,8 @@ def plot_microbench(rows, out, note):
 
 
 def main():
-    out = rl.results_dir_argument("plot.py")
-    rows = rl.read_csv(out / "results.csv")
+    out = results_csv.results_dir_argument("plot.py")
+    rows = results_csv.read_csv(out / "results.csv")
     note = ""
     machine = out / "machine.json"
     if machine.exists():

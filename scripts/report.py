@@ -3,11 +3,9 @@
 scripts/report.py RESULTS_DIR. docs/methodology.md defines every number it shows."""
 import json
 import statistics
-import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import results_lib as rl  # noqa: E402
+from chatbench import aggregate, results_csv, stats, variants
+from chatbench.results_csv import num
 
 KIB = 1024
 
@@ -70,38 +68,20 @@ def table(header, lines):
     return "\n".join(out) + "\n"
 
 
-def ok_rows(rows, config, mode):
-    return [r for r in rows if r["config"] == config and r["mode"] == mode and r["status"] == "ok"]
-
-
-def idle_last_steps(rows, config):
-    """The last (largest) ramp step of each repeat: it carries the run's slopes."""
-    last = {}
-    for r in ok_rows(rows, config, "idle"):
-        if r["repeat"] not in last or rl.num(r["clients"]) > rl.num(last[r["repeat"]]["clients"]):
-            last[r["repeat"]] = r
-    return list(last.values())
-
-
 def point_values(rows, config, mode, column, point):
-    return [rl.num(r[column]) for r in ok_rows(rows, config, mode) if rl.num(r["point"]) == point]
+    return [num(r[column]) for r in aggregate.ok_rows(rows, config, mode) if num(r["point"]) == point]
 
 
 def points(rows, mode):
-    return sorted({rl.num(r["point"]) for r in rows if r["mode"] == mode and r["status"] == "ok"})
+    return sorted({num(r["point"]) for r in rows if r["mode"] == mode and r["status"] == "ok"})
 
 
 def metric_table(rows, mode, column, fmt, label_point):
     pts = points(rows, mode)
-    configs = [c for c in rl.configs_in(rows) if ok_rows(rows, c, mode)]
+    configs = [c for c in aggregate.configs_in(rows) if aggregate.ok_rows(rows, c, mode)]
     lines = [[label(rows, c)] + [cell(point_values(rows, c, mode, column, p), fmt) for p in pts]
              for c in configs]
     return table(["variant"] + [label_point(p) for p in pts], lines)
-
-
-def median_or_none(values):
-    values = [v for v in values if v is not None]
-    return statistics.median(values) if values else None
 
 
 def best(candidates, lower_is_better=True):
@@ -114,17 +94,17 @@ def best(candidates, lower_is_better=True):
 
 def label(rows, config):
     """A configuration's name in tables: the seed's row says what it is."""
-    if rl.variant_of(rows, config) == rl.SEED:
-        return f"{config} ({rl.SEED_NOTE})"
+    if aggregate.variant_of(rows, config) == variants.SEED:
+        return f"{config} ({variants.SEED_NOTE})"
     return config
 
 
 def ranking(values, what, fmt, lower_is_better=True, bounds=()):
-    """A ranking sentence that says only what the repeats support (results_lib.rank: exact
+    """A ranking sentence that says only what the repeats support (stats.rank: exact
     two-sided Mann-Whitney U over the repeats, p < 0.05). values: {config: [one value per
     repeat]}; what: e.g. 'the lowest CPU per delivered line'. A configuration in bounds is
     a lower bound: it is never said to be worse than another."""
-    best, tied, unranked = rl.leading_group(values, lower_is_better)
+    best, tied, unranked = stats.leading_group(values, lower_is_better)
     if best is None:
         return None
     value = fmt(statistics.median([v for v in values[best] if v is not None]))
@@ -154,7 +134,7 @@ def ranking(values, what, fmt, lower_is_better=True, bounds=()):
 
 def _repeats_to_rank():
     n = 1
-    while not rl.can_rank(n, n):
+    while not stats.can_rank(n, n):
         n += 1
     return n
 
@@ -167,7 +147,7 @@ def fmt_fraction(v):
 
 
 def ceiling_section(rows):
-    measured = rl.measured_ceilings(rows)
+    measured = aggregate.measured_ceilings(rows)
     if not measured:
         return ""
     out = ["## Chat ceilings\n",
@@ -181,11 +161,11 @@ def ceiling_section(rows):
            "per delivered line at the ceiling = its cores' busy fraction × its cores ÷ deliveries/s "
            "(one core unless *Server threads*).\n\n"]
     lines = []
-    for c in rl.configs_in(rows):
+    for c in aggregate.configs_in(rows):
         if c not in measured:
             continue
         e = measured[c]
-        col = lambda k: [rl.num(r[k]) for r in e["rows"]]  # noqa: E731
+        col = lambda k: [num(r[k]) for r in e["rows"]]  # noqa: E731
         limits = {}
         for r in e["rows"]:
             limits[r["limited_by"] or "?"] = limits.get(r["limited_by"] or "?", 0) + 1
@@ -240,24 +220,24 @@ def server_threads_section(rows, machine, plan, best_dps, rss):
                    "and `scripts/cross_thread_cost.py rss` the idle memory per connection at "
                    "`--threads 4` (docs/servers.md *Several threads*).\n\n")
     lines = []
-    for c in rl.configs_in(rows):
-        n = rl.threads_of(rows, c)
+    for c in aggregate.configs_in(rows):
+        n = aggregate.threads_of(rows, c)
         if n == 1:
             continue
-        one = rl.config_name(rl.variant_of(rows, c))
+        one = variants.config_name(aggregate.variant_of(rows, c))
         ratio = (f" ({best_dps[c] / best_dps[one]:.2f}× one core)"
                  if best_dps.get(c) and best_dps.get(one) else "")
-        lines.append([rl.config_label(c), n, fmt_num(best_dps.get(c)) + ratio,
+        lines.append([variants.config_label(c), n, fmt_num(best_dps.get(c)) + ratio,
                       fmt_num(best_dps.get(one)), fmt_bytes(rss.get(c)), fmt_bytes(rss.get(one))])
     if lines:
         out.append(table(["variant", "server cores", "chat deliveries/s (ceiling or best sustained)",
                           "the same, one core", "RSS / idle conn", "the same, one core"], lines) + "\n")
     skipped = {}
-    for r in rl.skipped(rows):
+    for r in aggregate.skipped(rows):
         skipped.setdefault((r["config"], r["why"]), []).append(r["mode"])
     if skipped:
         out.append(table(["skipped", "modes", "why"],
-                         [[rl.config_label(c), ", ".join(m), why.replace("|", "/")]
+                         [[variants.config_label(c), ", ".join(m), why.replace("|", "/")]
                           for (c, why), m in skipped.items()]) + "\n")
     return "".join(out)
 
@@ -267,11 +247,11 @@ def loadgen_busy_section(rows, per_client):
     loadgen reported itself saturated: there the step measured loadgen as much as the server."""
     pts = points(rows, "chat")
     lines = []
-    for c in [c for c in rl.configs_in(rows) if ok_rows(rows, c, "chat")]:
+    for c in [c for c in aggregate.configs_in(rows) if aggregate.ok_rows(rows, c, "chat")]:
         line = [label(rows, c)]
         for p in pts:
-            step = [r for r in ok_rows(rows, c, "chat") if rl.num(r["point"]) == p]
-            text = cell([rl.num(r["loadgen_cpu_fraction"]) for r in step], fmt_fraction)
+            step = [r for r in aggregate.ok_rows(rows, c, "chat") if num(r["point"]) == p]
+            text = cell([num(r["loadgen_cpu_fraction"]) for r in step], fmt_fraction)
             if any(r["loadgen_saturated"] == "True" for r in step):
                 text += " **saturated**"
             line.append(text)
@@ -284,9 +264,9 @@ def loadgen_busy_section(rows, per_client):
 def sustained_by_repeat(rows, config):
     """Per repeat, the deliveries/s of the highest chat step with p99 ≤ the bar."""
     out = {}
-    for r in ok_rows(rows, config, "chat"):
-        if rl.kept_up(r):
-            rate, dps = rl.num(r["point"]), rl.num(r["deliveries_per_s"])
+    for r in aggregate.ok_rows(rows, config, "chat"):
+        if aggregate.kept_up(r):
+            rate, dps = num(r["point"]), num(r["deliveries_per_s"])
             if r["repeat"] not in out or rate > out[r["repeat"]][0]:
                 out[r["repeat"]] = (rate, dps)
     return [dps for _rate, dps in out.values()]
@@ -306,7 +286,7 @@ def throughput_finding(rows, base, measured):
     sentence = ranking(values, "the most deliveries per second sustained", fmt_num, lower_is_better=False)
     if not sentence:
         return None
-    return (f"- **Throughput** (one core, p99 ≤ {rl.KEPT_UP_P99_US / 1000:g} ms): {sentence}. "
+    return (f"- **Throughput** (one core, p99 ≤ {aggregate.KEPT_UP_P99_US / 1000:g} ms): {sentence}. "
             "No ceiling search in this run: steps where loadgen saturated its own core bound this "
             "from below.")
 
@@ -314,8 +294,8 @@ def throughput_finding(rows, base, measured):
 def seed_section(rows):
     """eventlet (the seed's model, with the protocol's limits) against the seed's code as
     written, on the seed's own workload: broadcast, by the same noise test."""
-    seeds = [c for c in rl.configs_in(rows) if rl.variant_of(rows, c) == rl.SEED]
-    if not seeds or "eventlet" not in rl.configs_in(rows) or not points(rows, "broadcast"):
+    seeds = [c for c in aggregate.configs_in(rows) if aggregate.variant_of(rows, c) == variants.SEED]
+    if not seeds or "eventlet" not in aggregate.configs_in(rows) or not points(rows, "broadcast"):
         return ""
     seed = seeds[0]
     lines = []
@@ -326,7 +306,7 @@ def seed_section(rows):
             b = point_values(rows, seed, "broadcast", column, p)
             if not a or not b:
                 continue
-            verdict, pv = rl.rank(a, b)
+            verdict, pv = stats.rank(a, b)
             text = {"a": "`eventlet` better", "b": "the seed better", "tied": "tied",
                     "too few": "not enough repeats to rank"}[verdict]
             lines.append([f"{p:,.0f}", what, cell(a, fmt), cell(b, fmt),
@@ -334,7 +314,7 @@ def seed_section(rows):
     if not lines:
         return ""
     return ("## The seed's model: `eventlet` against the seed as written\n\n"
-            f"`{seed}` is {rl.SEED_NOTE} (servers/seed/). Same broadcast runs as above; the verdict "
+            f"`{seed}` is {variants.SEED_NOTE} (servers/seed/). Same broadcast runs as above; the verdict "
             "is the noise test of *Method*.\n\n"
             + table(["clients", "figure", "eventlet", "seed", "verdict"], lines) + "\n")
 
@@ -347,18 +327,18 @@ def peers_section(rows, machine):
         return ""
     lines = []
     for x, i in info.items():
-        last = idle_last_steps(rows, x)
+        last = aggregate.idle_last_steps(rows, x)
         if i.get("skipped"):
             lines.append([x, i.get("version") or "–", "skipped: " + i["skipped"], "–", "–", "–"])
             continue
         if not last:
             lines.append([x, i.get("version") or "–", "no ok run (see *Failures*)", "–", "–", i.get("setting")])
             continue
-        col = lambda k: [rl.num(r[k]) for r in last]  # noqa: E731
+        col = lambda k: [num(r[k]) for r in last]  # noqa: E731
         lines.append([x, i.get("version"), cell(col("clients"), fmt_num), cell(col("rss_slope_bytes"), fmt_bytes),
                       cell(col("rss_zero_bytes"), fmt_bytes), i.get("setting")])
     return ("### Reference servers\n\n"
-            f"{rl.PEER_NOTE[0].upper() + rl.PEER_NOTE[1:]}: Debian's builds, one process, loopback, "
+            f"{variants.PEER_NOTE[0].upper() + variants.PEER_NOTE[1:]}: Debian's builds, one process, loopback, "
             "the same ramp and pinning as the variants (docs/methodology.md *Peers*). They never "
             "rank as a variant to deploy. RSS at 0 connections is the intercept, set largely by "
             "the setting beside it.\n\n"
@@ -368,8 +348,8 @@ def peers_section(rows, machine):
 
 def among_peers(rows, rss, configs):
     """Where each variant's RSS per idle connection falls among the reference servers'."""
-    peer_rss = {x: median_or_none([rl.num(r["rss_slope_bytes"]) for r in idle_last_steps(rows, x)])
-                for x in rl.peers_in(rows)}
+    peer_rss = {x: stats.median([num(r["rss_slope_bytes"]) for r in aggregate.idle_last_steps(rows, x)])
+                for x in aggregate.peers_in(rows)}
     peer_rss = {x: v for x, v in peer_rss.items() if v is not None}
     if not peer_rss:
         return ""
@@ -381,7 +361,7 @@ def among_peers(rows, rss, configs):
             continue
         below = [x for x, pv in peer_rss.items() if v < pv]
         parts.append(f"`{c}` {fmt_bytes(v)} (less than {len(below)} of the {len(peer_rss)})")
-    return (f"- **Among the reference servers** ({order}; {rl.PEER_NOTE}): " + "; ".join(parts) + ".")
+    return (f"- **Among the reference servers** ({order}; {variants.PEER_NOTE}): " + "; ".join(parts) + ".")
 
 
 def chat_rates(rows, chat):
@@ -395,11 +375,11 @@ def noise_rule(rows, plan):
     n = plan.get("repeats")
     need = _repeats_to_rank()
     text = ("\n**Differences beyond noise.** Two variants are ranked only where the exact two-sided "
-            "Mann-Whitney U test over their repeats gives p < 0.05 (results_lib.rank, "
+            "Mann-Whitney U test over their repeats gives p < 0.05 (scripts/chatbench/stats.py, "
             "docs/methodology.md); otherwise they are *tied*. It assumes nothing about the "
             f"distribution, but needs at least {need} repeats per variant to reach p < 0.05 at all "
-            f"(3 vs 3 cannot go below p = {rl.smallest_p(3, 3):.2g}).")
-    if n is not None and not rl.can_rank(n, n):
+            f"(3 vs 3 cannot go below p = {stats.smallest_p(3, 3):.2g}).")
+    if n is not None and not stats.can_rank(n, n):
         text += f" This run has {n} repeat(s): not enough repeats to rank, so no ranking is stated."
     return text + "\n"
 
@@ -413,13 +393,13 @@ def server_host_section(rows, configs):
     not quiet) are listed apart with the reason, not given as results."""
     lines, flagged = [], []
     for c in configs:
-        last = idle_last_steps(rows, c)
-        flagged += [[c, r["repeat"], r["memory_flags"]] for r in last if not rl.memory_result(r)]
-        good = [r for r in last if rl.memory_result(r)]
+        last = aggregate.idle_last_steps(rows, c)
+        flagged += [[c, r["repeat"], r["memory_flags"]] for r in last if not results_csv.memory_result(r)]
+        good = [r for r in last if results_csv.memory_result(r)]
         if not good:
             continue
-        col = lambda k: [rl.num(r[k]) for r in good]  # noqa: E731
-        lines.append([c, len(good)] + [cell(col(f"host_{k}_bytes"), fmt_bytes) for k in rl.HOST_PARTS]
+        col = lambda k: [num(r[k]) for r in good]  # noqa: E731
+        lines.append([c, len(good)] + [cell(col(f"host_{k}_bytes"), fmt_bytes) for k in results_csv.HOST_PARTS]
                      + [cell(col("host_parts_bytes"), fmt_bytes), cell(col("host_whole_bytes"), fmt_bytes),
                         cell(col("host_whole_meminfo_bytes"), fmt_bytes),
                         cell(col("host_reclaimable_slab_bytes"), fmt_bytes),
@@ -446,7 +426,7 @@ def server_host_section(rows, configs):
                    f"first run that adds up (caches under {CACHE_SHOWN} B left out here; all are in "
                    "`host_kernel_caches`):\n\n")
         for c in configs:
-            good = [r for r in idle_last_steps(rows, c) if rl.memory_result(r)]
+            good = [r for r in aggregate.idle_last_steps(rows, c) if results_csv.memory_result(r)]
             if good:
                 shown = [x for x in good[0]["host_kernel_caches"].split()
                          if abs(float(x.partition("=")[2])) >= CACHE_SHOWN]
@@ -464,12 +444,12 @@ def server_host_section(rows, configs):
 
 
 def main():
-    out = rl.results_dir_argument("report.py")
-    rows = rl.read_csv(out / "results.csv")
+    out = results_csv.results_dir_argument("report.py")
+    rows = results_csv.read_csv(out / "results.csv")
     machine = json.loads((out / "machine.json").read_text()) if (out / "machine.json").exists() else {}
     plan = json.loads((out / "plan.json").read_text()) if (out / "plan.json").exists() else {}
     limits = machine.get("limits", {})
-    configs = rl.configs_in(rows)
+    configs = aggregate.configs_in(rows)
     md = []
     w = md.append
 
@@ -527,13 +507,13 @@ def main():
     w(noise_rule(rows, plan))
 
     w("## Idle memory\n")
-    if any(ok_rows(rows, c, "idle") for c in configs):
+    if any(aggregate.ok_rows(rows, c, "idle") for c in configs):
         lines = []
         for c in configs:
-            last = idle_last_steps(rows, c)
+            last = aggregate.idle_last_steps(rows, c)
             if not last:
                 continue
-            col = lambda k: [rl.num(r[k]) for r in last]  # noqa: E731
+            col = lambda k: [num(r[k]) for r in last]  # noqa: E731
             lines.append([c, cell(col("clients"), fmt_num), cell(col("rss_slope_bytes"), fmt_bytes),
                           cell(col("system_slope_bytes"), fmt_bytes), cell(col("vsz_slope_bytes"), fmt_bytes),
                           cell(col("threads_slope"), fmt_num), cell(col("rss_bytes"), fmt_bytes),
@@ -564,7 +544,7 @@ def main():
 
     if points(rows, "chat"):
         w("## Chat\n")
-        offered = {rl.num(r["point"]): rl.num(r["offered_deliveries_per_s"]) for r in rows
+        offered = {num(r["point"]): num(r["offered_deliveries_per_s"]) for r in rows
                    if r["mode"] == "chat" and r["status"] == "ok"}
         per_client = lambda p: f"{p:g}/s per client ({fmt_num(offered[p])} deliveries/s offered)"  # noqa: E731
         w("**Deliveries per second** (offered: clients × rate × (room size − 1))\n\n")
@@ -584,24 +564,21 @@ def main():
         w("![latency spectrum](latency_spectrum.png)\n\n![chat throughput](chat_throughput.png)\n")
     w(ceiling_section(rows))
 
-    ceiling = [(rl.num(r["items_per_second"]), r["bench_name"]) for r in rows
-               if r["mode"] == "microbench" and r["status"] == "ok"
-               and r["bench_name"].startswith("syscall/write/") and rl.num(r["items_per_second"])]
-    best_dps, measured = {}, rl.measured_ceilings(rows)
+    best_dps, measured = {}, aggregate.measured_ceilings(rows)
     for c in configs:
-        value, _rate = rl.sustained(rows, c)
+        value, _rate = aggregate.sustained(rows, c)
         if c in measured:
             best_dps[c] = statistics.median(measured[c]["values"])
         elif value:
             best_dps[c] = value
     if best_dps:
         w("## Throughput against the system-call ceiling\n")
-        top, name = max(ceiling) if ceiling else (None, None)
+        top, name = aggregate.write_ceiling(rows)
         w(f"Ceiling: `{name}`, {fmt_num(top)} lines/s written by one thread, one line per `write`.\n\n"
           if top else "No microbench syscall ceiling in this run.\n\n")
         w("Per variant: its measured chat ceiling (median of the searches, *Chat ceilings* above; "
           "`≥` where loadgen stopped the search) or, without a search, the best sustained: the "
-          f"highest chat step whose p99 latency stayed ≤ {rl.KEPT_UP_P99_US / 1000:g} ms "
+          f"highest chat step whose p99 latency stayed ≤ {aggregate.KEPT_UP_P99_US / 1000:g} ms "
           "(deliveries/s counts what arrived in the step's window, which can include a backlog from "
           "the step before, so latency is what shows a server falling behind). A fraction above 1 "
           "means the variant writes several lines per system call.\n\n")
@@ -615,32 +592,32 @@ def main():
     if mb:
         w("## Micro-benchmarks\n")
         w(table(["benchmark", "real time", "CPU time", "items/s", "memory per unit (total)", "RSS per unit"],
-                [[f"`{r['bench_name']}`", f"{fmt_num(rl.num(r['real_time_ns']))} ns",
-                  f"{fmt_num(rl.num(r['cpu_time_ns']))} ns", fmt_num(rl.num(r["items_per_second"])),
-                  fmt_bytes(rl.num(r["total_per_unit"])), fmt_bytes(rl.num(r["rss_per_unit"]))]
+                [[f"`{r['bench_name']}`", f"{fmt_num(num(r['real_time_ns']))} ns",
+                  f"{fmt_num(num(r['cpu_time_ns']))} ns", fmt_num(num(r["items_per_second"])),
+                  fmt_bytes(num(r["total_per_unit"])), fmt_bytes(num(r["rss_per_unit"]))]
                  for r in mb if not r["bench_name"].startswith("protocol/")]))
         w("\n![microbench](microbench.png)\n")
 
     w("## Which variant to deploy\n")
     # One server core each: configurations on more (--server-threads) have their own section.
-    all_configs, configs = configs, [c for c in configs if rl.threads_of(rows, c) == 1]
-    base = [c for c in configs if "@" not in c and rl.variant_of(rows, c) != rl.SEED]
-    mem = {c: median_or_none([rl.num(r["host_whole_bytes"]) for r in idle_last_steps(rows, c) if rl.memory_result(r)])
+    all_configs, configs = configs, [c for c in configs if aggregate.threads_of(rows, c) == 1]
+    base = [c for c in configs if "@" not in c and variants.BY_NAME[aggregate.variant_of(rows, c)].deployable]
+    mem = {c: stats.median([num(r["host_whole_bytes"]) for r in aggregate.idle_last_steps(rows, c) if results_csv.memory_result(r)])
            for c in configs}
-    rss = {c: median_or_none([rl.num(r["rss_slope_bytes"]) for r in idle_last_steps(rows, c)]) for c in all_configs}
+    rss = {c: stats.median([num(r["rss_slope_bytes"]) for r in aggregate.idle_last_steps(rows, c)]) for c in all_configs}
     bc_pts = points(rows, "broadcast")
     top_bc = max(bc_pts, default=None)
-    p99 = {c: median_or_none(point_values(rows, c, "broadcast", "completion_p99_us", top_bc)) for c in base}
+    p99 = {c: stats.median(point_values(rows, c, "broadcast", "completion_p99_us", top_bc)) for c in base}
     cpu = {}
     # CPU per delivery compared at the highest rate every variant kept up with: past its
     # saturation a server's window CPU pays for lines of earlier steps.
-    common_chat = rl.common_rate([r for r in rows if r["config"] in base])
+    common_chat = aggregate.common_rate([r for r in rows if r["config"] in base])
     for c in base:
-        cpu[c] = median_or_none(point_values(rows, c, "chat", "server_cpu_per_delivery_us", common_chat))
+        cpu[c] = stats.median(point_values(rows, c, "chat", "server_cpu_per_delivery_us", common_chat))
     loc = machine.get("code_lines", {})
     lines = []
     for c in configs:
-        v = rl.variant_of(rows, c)
+        v = aggregate.variant_of(rows, c)
         lines.append([label(rows, c), fmt_bytes(rss.get(c)), fmt_bytes(mem.get(c)),
                       fmt_us(p99.get(c)),
                       ("≥ " if measured.get(c, {}).get("lower_bound") else "") + fmt_num(best_dps.get(c)), f"{cpu[c]:.3g} µs" if cpu.get(c) else "–",
@@ -658,7 +635,7 @@ def main():
     c, v = best([(c, rss.get(c)) for c in configs])
     if c:
         thr = rss.get("threads")
-        rss_repeats = {x: [rl.num(r["rss_slope_bytes"]) for r in idle_last_steps(rows, x)] for x in configs}
+        rss_repeats = {x: [num(r["rss_slope_bytes"]) for r in aggregate.idle_last_steps(rows, x)] for x in configs}
         findings.append("- **Many mostly idle connections:** "
                         + ranking(rss_repeats, "the lowest server process memory per idle connection", fmt_bytes)
                         + (f"; default `threads` {fmt_bytes(thr)}" if thr else "") + ". Per connection the "
@@ -696,7 +673,7 @@ def main():
       "- Shared virtual machine: other work shows as noise (load average above); a difference "
       "is stated only where the repeats' noise test passes (*Method*).\n")
 
-    fails = rl.failures(rows)
+    fails = aggregate.failures(rows)
     if fails:
         w("\n## Failures and points not reached\n")
         w(table(["variant", "mode", "point", "repeat", "why"],

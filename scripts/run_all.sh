@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# One command from a fresh machine to a results directory people can cite (SPEC §4):
+# One command from a fresh machine to a results directory people can cite (docs/methodology.md):
 # installs what is missing, builds Release, then runs the measurement matrix
 # (scripts/run_matrix.py), draws the plots (scripts/plot.py) and writes report.md
 # (scripts/report.py). Every option is run_matrix.py's (see --help), plus:
@@ -34,11 +34,12 @@ if [ $build = 1 ]; then
   echo "run_all: building Release in $BUILD_DIR (log: $log)"
   if ! BUILD_TYPE=Release "$root/scripts/build.sh" >"$log" 2>&1; then
     # A broken test target elsewhere in the tree must not stop a benchmark run: build
-    # just what the run uses, and say so.
+    # just what the run uses (the registry's compiled servers), and say so.
     tail -n 20 "$log" >&2
     echo "run_all: the full build failed (above); building only the servers, loadgen and microbench" >&2
-    cmake --build "$BUILD_DIR" -j "$(nproc)" \
-      --target chat-threads chat-fibers chat-asio chat-coro loadgen microbench >>"$log" 2>&1 \
+    servers=$(/usr/bin/python3 "$root/scripts/chatbench/variants.py" --targets)
+    # shellcheck disable=SC2086  # one target per word
+    cmake --build "$BUILD_DIR" -j "$(nproc)" --target $servers loadgen microbench >>"$log" 2>&1 \
       || { tail -n 30 "$log" >&2; echo "run_all: build failed" >&2; exit 1; }
   fi
 fi

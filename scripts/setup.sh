@@ -5,7 +5,14 @@
 # mosquitto, redis, nats; default all) with their system services kept from starting.
 set -euo pipefail
 
-usage="usage: scripts/setup.sh [--peers [nginx,mosquitto,redis,nats|all]]"
+# The peers and their Debian packages: the registry's (scripts/chatbench/variants.py, PEERS),
+# written out here because this runs before Python may be installed
+# (tests/run_all/check_registry.py checks that they agree).
+peer_names=(nginx mosquitto redis nats)
+declare -A peer_package=([nginx]=nginx [mosquitto]=mosquitto [redis]=redis-server [nats]=nats-server)
+all_peers=$(IFS=,; echo "${peer_names[*]}")
+
+usage="usage: scripts/setup.sh [--peers [$all_peers|all]]"
 peers=""
 while [ $# -gt 0 ]; do
   case $1 in
@@ -32,14 +39,12 @@ packages=(
   iproute2                                     # tests/distributed/: namespaces, veths, a bridge
 )
 
-# The peers' Debian packages (run_matrix.py's PEERS names the same ones).
-declare -A peer_package=([nginx]=nginx [mosquitto]=mosquitto [redis]=redis-server [nats]=nats-server)
 peer_packages=()
 if [ -n "$peers" ]; then
-  [ "$peers" = all ] && peers=nginx,mosquitto,redis,nats
+  [ "$peers" = all ] && peers=$all_peers
   IFS=, read -ra wanted <<<"$peers"
   for peer in "${wanted[@]}"; do
-    [ -n "${peer_package[$peer]:-}" ] || { echo "setup.sh: unknown peer '$peer' (nginx, mosquitto, redis, nats)" >&2; exit 2; }
+    [ -n "${peer_package[$peer]:-}" ] || { echo "setup.sh: unknown peer '$peer' (${all_peers//,/, })" >&2; exit 2; }
     peer_packages+=("${peer_package[$peer]}")
   done
   packages+=("${peer_packages[@]}")

@@ -1,4 +1,4 @@
-"""Every command fails well (issue 17, docs/exit-status.md): each executable run with bad
+"""Every command fails well (docs/exit-status.md): each executable run with bad
 input, one case per ctest test (cli.<command>.<case>).
 
   cli_test.py COMMAND CASE --bin BUILD/bin --root SOURCE_DIR
@@ -24,9 +24,6 @@ import time
 from pathlib import Path
 
 SKIP = 77  # ctest's SKIP_RETURN_CODE for this suite
-VARIANTS = ("threads", "fibers", "asio", "coro", "eventlet", "go")
-# One line on stderr in the C++ executables' words (chat-go speaks them too).
-CPP_VARIANTS = VARIANTS[:4] + ("go",)
 
 
 class Failed(Exception):
@@ -96,10 +93,17 @@ class Run:
             check(re.search(pattern, self.err), f"stderr does not match {pattern!r}")
 
 
+def registry(args, variant):
+    """The variant's entry in the registry (scripts/chatbench/variants.py, run as a command):
+    its command, and whether it is compiled (the C++ executables' and chat-go's one-line
+    messages) or a Python server."""
+    described = subprocess.run(["/usr/bin/python3", str(args.root / "scripts/chatbench/variants.py"),
+                                "--bin", str(args.bin)], capture_output=True, text=True, check=True).stdout
+    return next(v for v in json.loads(described)["variants"] if v["name"] == variant)
+
+
 def server_command(args, variant):
-    if variant == "eventlet":
-        return ["/usr/bin/python3", str(args.root / "servers/eventlet/chat_server.py")]
-    return [str(args.bin / f"chat-{variant}")]
+    return registry(args, variant)["command"]
 
 
 # ---- servers -----------------------------------------------------------------------------
@@ -107,14 +111,14 @@ def server_command(args, variant):
 def server_bad_value(args, variant):
     port = free_port()
     run = Run(server_command(args, variant) + ["--port", str(port), "--max-line", "0"])
-    cpp = variant in CPP_VARIANTS
+    cpp = registry(args, variant)["compiled"]
     run.usage_error(r"--max-line", *([r"'0' is not an integer from 1 to \d+"] if cpp else []), one_line=cpp)
     run.left_nothing(port)
 
 
 def server_bad_port(args, variant):
     run = Run(server_command(args, variant) + ["--port", "abc"])
-    cpp = variant in CPP_VARIANTS
+    cpp = registry(args, variant)["compiled"]
     run.usage_error(r"--port", *([r"'abc' is not an integer from 0 to 65535"] if cpp else []), one_line=cpp)
     run.left_nothing()
 
@@ -122,7 +126,7 @@ def server_bad_port(args, variant):
 def server_unknown_option(args, variant):
     port = free_port()
     run = Run(server_command(args, variant) + ["--port", str(port), "--frobnicate"])
-    run.usage_error(r"--frobnicate", one_line=variant in CPP_VARIANTS)
+    run.usage_error(r"--frobnicate", one_line=registry(args, variant)["compiled"])
     run.left_nothing(port)
 
 
@@ -162,17 +166,18 @@ def server_permission_denied(args, variant):
         print("port 1 needs no privilege on this machine: nothing to refuse")
         sys.exit(SKIP)
     preexec = None
+    command = server_command(args, variant)
     if os.geteuid() == 0:  # root may listen on port 1: run the server as nobody
         def preexec():
             os.setgroups([])
             os.setgid(65534)
             os.setuid(65534)
-        for path in [args.bin, args.root / "servers/eventlet"]:  # nobody must reach the server
+        for path in [Path(c).parent for c in command if c.startswith("/")]:  # nobody must reach the server
             for d in [path.resolve(), *path.resolve().parents]:
                 if d.stat().st_mode & 0o005 != 0o005:
                     print(f"nobody may not enter {d}")
                     sys.exit(SKIP)
-    run = Run(server_command(args, variant) + ["--port", "1"], preexec=preexec)
+    run = Run(command + ["--port", "1"], preexec=preexec)
     expect_cannot_listen(run, variant, "127.0.0.1", 1, "Permission denied")
     run.left_nothing()
 
@@ -186,7 +191,7 @@ def server_stack_size_below_minimum(args, variant):
 
 
 def server_stack_size_not_an_option(args, variant):
-    # SPEC §2: an option that does not apply to a variant is a usage error.
+    # An option that does not apply to a variant is a usage error (docs/exit-status.md).
     port = free_port()
     run = Run(server_command(args, variant) + ["--port", str(port), "--stack-size", "64K"])
     run.usage_error(r"--stack-size")

@@ -13,8 +13,7 @@ import subprocess
 import sys
 import tempfile
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from e2e import check, check_schema, start_server, wait_for_lines_in  # noqa: E402
+from e2e import check, check_schema, start_server, wait_for_lines_in  # beside this script
 
 CORE_KEYS = ["cpu", "busy", "steal"]
 CEILING_KEYS = ["deliveries_per_s", "rate_per_client", "p99_us", "server_cpu_fraction", "loadgen_cpu_fraction",

@@ -1,14 +1,18 @@
 #!/usr/bin/python3
 """scripts/compare.py on two fixed results directories (compare/a, compare/b: 5 repeats
 each; B is a machine 1.5x slower all round on which coro's fan-out also doubled and asio's
-CPU per line did not move), and results_lib's exact Mann-Whitney U against textbook values.
+CPU per line did not move), and chatbench.stats's exact Mann-Whitney U against textbook values.
 Checks the verdict of each case: a difference within noise is tied, one beyond it is not,
 what travels (pairs of variants, the write() ceiling) is tied where only the machine
 changed, too few repeats never rank, and bad arguments exit 2 with a usage line.
-Usage: check_compare.py FIXTURE_DIR SCRIPTS_DIR"""
+Usage: check_compare.py FIXTURE_DIR SCRIPTS_DIR (with PYTHONPATH=SCRIPTS_DIR)"""
 import subprocess
 import sys
 from pathlib import Path
+
+import compare
+from chatbench import stats
+from verdict import finish
 
 problems = []
 
@@ -32,20 +36,17 @@ def verdicts(text):
 
 def main():
     fixture, scripts = Path(sys.argv[1]), Path(sys.argv[2])
-    sys.path.insert(0, str(scripts))
-    import results_lib as rl
     # Exact two-sided p: fully separated groups give 2 / C(n+m, n); U = 1 of 5 vs 5 is 4/252.
     for a, b, p in [([1, 2, 3], [4, 5, 6], 0.1), ([1, 2, 3, 4], [5, 6, 7, 8], 2 / 70),
                     ([1, 2, 3, 4, 5], [6, 7, 8, 9, 10], 2 / 252), ([1, 2, 3, 4, 6], [5, 7, 8, 9, 10], 4 / 252),
                     ([1, 1, 1], [1, 1, 1], 1.0), ([1, 3, 5, 7], [2, 4, 6, 8], 48 / 70)]:
-        got = rl.mann_whitney_p(a, b)
+        got = stats.mann_whitney_p(a, b)
         check(abs(got - p) < 1e-12, f"mann_whitney_p({a}, {b}) = {got}, not {p}")
-    check(rl.rank([1, 2, 3], [4, 5, 6])[0] == "too few", "3 vs 3 repeats ranked")
-    check(rl.rank([1, 2, 3, 4], [5, 6, 7, 8]) == ("a", 2 / 70), "4 vs 4 separated not ranked")
-    check(rl.rank([5, 6, 7, 8], [1, 2, 3, 4], lower_is_better=False)[0] == "a", "higher-is-better ignored")
+    check(stats.rank([1, 2, 3], [4, 5, 6])[0] == "too few", "3 vs 3 repeats ranked")
+    check(stats.rank([1, 2, 3, 4], [5, 6, 7, 8]) == ("a", 2 / 70), "4 vs 4 separated not ranked")
+    check(stats.rank([5, 6, 7, 8], [1, 2, 3, 4], lower_is_better=False)[0] == "a", "higher-is-better ignored")
 
     # Separated by the test but less than 1% apart: no change; 2% apart: ranked.
-    import compare
     check(compare.judge([100, 100.1, 100.2, 100.3], [100.5, 100.6, 100.7, 100.8], True)[0] == "within",
           "a separated change under 1% ranked")
     check(compare.judge([100, 100.1, 100.2, 100.3], [102, 102.1, 102.2, 102.3], True)[0] == "a",
@@ -92,10 +93,7 @@ def main():
         bad = subprocess.run(cmd + args, capture_output=True, text=True)
         check(bad.returncode == 2 and bad.stderr.startswith("usage: "),
               f"compare.py {args}: exit {bad.returncode}, stderr {bad.stderr[:80]!r}")
-    for p in problems:
-        print("FAIL:", p)
-    print("FAILED" if problems else "passed")
-    return 1 if problems else 0
+    return finish(problems)
 
 
 if __name__ == "__main__":

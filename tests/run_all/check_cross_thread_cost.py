@@ -1,4 +1,4 @@
-#!/usr/bin/env python3
+#!/usr/bin/python3
 """scripts/cross_thread_cost.py on real servers (chat-asio), briefly: each arm of `cpu --floor`
 (--threads 1, --threads 2, two one-thread servers sharing the core) delivers the load it was
 offered, the floor's two servers together no more and no less than one server alone, and

@@ -21,6 +21,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from verdict import finish
+
 CLIENTS = 600
 
 
@@ -102,10 +104,7 @@ def main():
             problems.append(f"memcheck.py did not measure {CLIENTS} connections in the server: {result}")
         if time_wait(result["port"]):
             problems.append("memcheck.py left connections in TIME_WAIT")
-    for p in problems:
-        print("FAIL:", p)
-    print("FAILED" if problems else "passed")
-    return 1 if problems else 0
+    return finish(problems)
 
 
 if __name__ == "__main__":

@@ -11,8 +11,9 @@
      slope and an intercept; machine.json has its version; report.md its section.
 Part 2 needs the redis-server package (scripts/setup.sh --peers redis): without it the
 test exits 77 (skipped) after part 1.
-Usage: check_peers.py SOURCE_DIR BUILD_DIR"""
+Usage: check_peers.py SOURCE_DIR BUILD_DIR (with PYTHONPATH=SOURCE_DIR/scripts)"""
 import csv
+import fnmatch
 import json
 import os
 import re
@@ -22,6 +23,8 @@ import sys
 import tempfile
 import threading
 from pathlib import Path
+
+from chatbench.raw_files import RawFiles
 
 # Above 5000 clients loadgen spreads its connections over 127.0.0.1 and 127.0.0.2: a peer
 # that takes only 127.0.0.1 for loopback (redis in protected mode) shows here.
@@ -88,11 +91,13 @@ def check_peer_run(source, build, tmp, problems):
     peer = json.loads((out / "machine.json").read_text()).get("peers", {}).get(PEER, {})
     if not peer.get("version") or peer.get("skipped") or "maxclients" not in peer.get("setting", ""):
         problems.append(f"machine.json peers.{PEER}: {peer}")
-    if not list((out / "raw").glob(f"{PEER}-idle-*.peer/redis.conf")):
-        problems.append("no redis.conf in the results directory")
-    # Stopped afterwards: the port it listened on refuses.
-    log = next((out / "raw").glob(f"{PEER}-idle-*.loadgen.log"), None)
-    port = re.search(r"--port (\d+)", log.read_text()).group(1) if log else None
+    with RawFiles(out) as raw:  # packed at the end of the run
+        names = raw.names()
+        if not fnmatch.filter(names, f"raw/{PEER}-idle-*.peer/redis.conf"):
+            problems.append("no redis.conf in the results directory's raw files")
+        # Stopped afterwards: the port it listened on refuses.
+        log = next(iter(fnmatch.filter(names, f"raw/{PEER}-idle-*.loadgen.log")), None)
+        port = re.search(r"--port (\d+)", raw.read_text(log)).group(1) if log else None
     if not port:
         problems.append("no loadgen log for the peer")
     else:

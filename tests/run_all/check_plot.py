@@ -8,22 +8,23 @@ machine, their wholes set 5% above the parts, and two runs flagged: one whose pa
 whole disagree, one that started on a machine that was not quiet). Checks every plot is drawn, medians with min–max are what the
 CSV says, the failures are reported, ceilings are shown with "≥" only where loadgen
 stopped a search, and rankings only where the noise test allows.
-Usage: check_plot.py FIXTURE_DIR SCRIPTS_DIR"""
+Usage: check_plot.py FIXTURE_DIR SCRIPTS_DIR (with PYTHONPATH=SCRIPTS_DIR)"""
 import shutil
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
+import report
+from verdict import finish
+
 PLOTS = ["memory_per_connection.png", "server_memory.png", "server_host_memory.png", "broadcast_latency.png",
          "latency_spectrum.png", "chat_throughput.png", "ceiling.png", "microbench.png"]
 
 
-def check_ranking_sentences(scripts):
+def check_ranking_sentences():
     """report.py's ranking sentence on hand-made repeats: overlapping repeats are tied,
     separated ones ranked, too few never ranked, a lower bound never ranked below."""
-    sys.path.insert(0, str(scripts))
-    import report
     fmt = lambda v: f"{v:g}"  # noqa: E731
     cases = [
         ({"a": [1, 2, 3, 4], "b": [1.5, 2.5, 3.5, 4.5], "c": [9, 9, 9, 9]},
@@ -106,11 +107,8 @@ def main():
         for text in expected:
             if text not in report:
                 problems.append(f"report.md lacks {text!r}")
-    problems.extend(check_ranking_sentences(scripts))
-    for p in problems:
-        print("FAIL:", p)
-    print("FAILED" if problems else "passed")
-    return 1 if problems else 0
+    problems.extend(check_ranking_sentences())
+    return finish(problems)
 
 
 if __name__ == "__main__":

@@ -1,8 +1,9 @@
 #!/usr/bin/python3
 """Runs `scripts/run_all.sh --quick` into a temporary directory and checks what it wrote:
-every variant and mode in the CSV with measured rows, SPEC §3's keys in every loadgen
-report, machine.json's fields, the plots and the report.
-Usage: check_quick.py SOURCE_DIR BUILD_DIR"""
+every variant and mode in the CSV with measured rows, the keys docs/loadgen.md gives every
+loadgen report in each one (read from the run's raw.tar.xz), machine.json's fields, the
+plots and the report.
+Usage: check_quick.py SOURCE_DIR BUILD_DIR (with PYTHONPATH=SOURCE_DIR/scripts)"""
 import csv
 import json
 import os
@@ -11,10 +12,12 @@ import sys
 import tempfile
 from pathlib import Path
 
+from chatbench import raw_files, variants
+
 MODES = ["idle", "broadcast", "chat"]
 PLOTS = ["memory_per_connection.png", "server_memory.png", "server_host_memory.png", "broadcast_latency.png",
          "latency_spectrum.png", "chat_throughput.png", "ceiling.png", "microbench.png"]
-# SPEC §3: the keys every loadgen report has (nested with dots; [] = every list element).
+# docs/loadgen.md: the keys every loadgen report has (nested with dots; [] = every list element).
 REPORT_KEYS = [
     "mode", "clients_requested", "clients_connected", "limit_hit",
     "machine.cpu", "machine.cores", "machine.kernel", "machine.compiler", "machine.boost",
@@ -62,33 +65,29 @@ def has_key(doc, dotted):
     return has_key(value, rest)
 
 
-def quick_run_variants(source, build):
+def quick_run_variants(build):
     """The variants the quick run measures in every mode: what run_all.sh runs by default
-    (run_matrix.default_variants: scripts/results_lib.py's VARIANTS, chat-go where it was
-    built, the seed where it is in the tree), less the seed, which runs idle and broadcast
-    only and is checked on its own (check_seed_and_ceilings)."""
-    sys.path.insert(0, str(source / "scripts"))
-    import results_lib
-    import run_matrix
-    os.environ["BUILD_DIR"] = str(build)  # where default_variants looks for chat-go
-    return [v for v in run_matrix.default_variants() if v != results_lib.SEED]
+    (the registry's, those a machine may lack where present) less those measured in some
+    modes only (the seed: idle and broadcast, checked on its own in check_seed_and_ceilings)."""
+    return [v for v in variants.available(build / "bin")[0] if set(MODES) <= set(variants.BY_NAME[v].modes)]
 
 
-def check_seed_and_ceilings(source, build, rows, report, variants):
-    """The seed's row where servers/seed/ is in the tree (idle and broadcast only, marked in
-    the report); a ceiling row per chat variant where loadgen has --find-ceiling; and one
-    repeat never ranks."""
-    if (source / "servers/seed/chat_server.py").exists():
-        for m in ["idle", "broadcast"]:
-            check(any(r["variant"] == "seed" and r["mode"] == m and r["status"] == "ok" for r in rows),
+def check_seed_and_ceilings(build, rows, report, measured):
+    """The seed's rows where servers/seed/ is in the tree (its modes only, idle and broadcast,
+    marked in the report); a ceiling row per chat variant where loadgen has --find-ceiling;
+    and one repeat never ranks."""
+    seed = variants.BY_NAME[variants.SEED]
+    if seed.executable(build / "bin").exists():
+        for m in seed.modes:
+            check(any(r["variant"] == seed.name and r["mode"] == m and r["status"] == "ok" for r in rows),
                   f"no measured seed × {m} row")
-        check(not any(r["variant"] == "seed" and r["mode"] in ("chat", "ceiling") for r in rows),
+        check(not any(r["variant"] == seed.name and r["mode"] in set(variants.MODES) - set(seed.modes) for r in rows),
               "the seed ran in chat")
-        check("the seed as written: no protocol limits" in report, "report.md does not mark the seed")
+        check(variants.SEED_NOTE in report, "report.md does not mark the seed")
     help_text = subprocess.run([str(build / "bin/loadgen"), "chat", "--help"],
                                capture_output=True, text=True).stdout
     if "--find-ceiling" in help_text:
-        for v in variants:
+        for v in measured:
             check(any(r["variant"] == v and r["mode"] == "ceiling" and r["status"] == "ok" for r in rows),
                   f"no measured {v} ceiling row")
         check("## Chat ceilings" in report, "report.md has no chat ceilings")
@@ -97,7 +96,7 @@ def check_seed_and_ceilings(source, build, rows, report, variants):
 
 def main():
     source, build = Path(sys.argv[1]), Path(sys.argv[2])
-    variants = quick_run_variants(source, build)
+    measured = quick_run_variants(build)
     out = Path(tempfile.mkdtemp(prefix="run_all_quick."))
     env = dict(os.environ, BUILD_DIR=str(build))
     rc = subprocess.run([str(source / "scripts/run_all.sh"), "--quick", "--no-setup", "--no-build",
@@ -106,7 +105,7 @@ def main():
 
     rows = list(csv.DictReader(open(out / "results.csv"))) if (out / "results.csv").exists() else []
     check(rows, "results.csv missing or empty")
-    for v in variants:
+    for v in measured:
         for m in MODES:
             mine = [r for r in rows if r["variant"] == v and r["mode"] == m]
             check(mine, f"no {v} × {m} row in results.csv")
@@ -117,13 +116,20 @@ def main():
         check(any(r["config"].startswith(stacked) and r["status"] == "ok" for r in rows),
               f"no {stacked}<stack> idle rows")
 
-    reports = sorted((out / "raw").glob("*-r1.json"))
-    check(len(reports) >= len(variants) * len(MODES), f"only {len(reports)} loadgen reports in raw/")
-    for path in reports:
-        doc = json.loads(path.read_text())
-        extra = {"broadcast": BROADCAST_KEYS, "idle": IDLE_KEYS}.get(doc.get("mode"), [])
-        for key in REPORT_KEYS + extra:
-            check(has_key(doc, key), f"{path.name}: no {key}")
+    # The raw files are packed into one archive at the end of the run.
+    check(not (out / raw_files.DIRECTORY).exists(), "raw/ left unpacked after the run")
+    check((out / raw_files.ARCHIVE).is_file(), f"no {raw_files.ARCHIVE}")
+    with raw_files.RawFiles(out) as raw:
+        names = raw.names()
+        missing = {r["json"] for r in rows if r["json"]} - set(names)
+        check(not missing, f"results.csv's json names files not in the raw files: {sorted(missing)[:3]}")
+        reports = [name for name in names if name.endswith("-r1.json")]
+        check(len(reports) >= len(measured) * len(MODES), f"only {len(reports)} loadgen reports in the raw files")
+        for name in reports:
+            doc = json.loads(raw.read_bytes(name))
+            extra = {"broadcast": BROADCAST_KEYS, "idle": IDLE_KEYS}.get(doc.get("mode"), [])
+            for key in REPORT_KEYS + extra:
+                check(has_key(doc, key), f"{name}: no {key}")
 
     machine = json.loads((out / "machine.json").read_text()) if (out / "machine.json").exists() else {}
     for key in MACHINE_KEYS:
@@ -133,10 +139,10 @@ def main():
         check(path.exists() and path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", f"{plot} missing or not a PNG")
     report = (out / "report.md").read_text() if (out / "report.md").exists() else ""
     check("## Which variant to deploy" in report, "report.md missing or without its deploy section")
-    for v in variants:
+    for v in measured:
         check(f"| {v} |" in report, f"report.md has no table row for {v}")
 
-    check_seed_and_ceilings(source, build, rows, report, variants)
+    check_seed_and_ceilings(build, rows, report, measured)
 
     for p in problems:
         print("FAIL:", p)

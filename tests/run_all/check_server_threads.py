@@ -19,7 +19,7 @@
      report.py gives it its own row beside asio in *Server threads* and keeps it out of
      *Which variant to deploy*; compare.py against the fixture leaves asio's figures as
      they were (N = 1 and N = 2 not mixed); plot.py draws it.
-Usage: check_server_threads.py SOURCE_DIR BUILD_DIR"""
+Usage: check_server_threads.py SOURCE_DIR BUILD_DIR (with PYTHONPATH=SOURCE_DIR/scripts)"""
 import csv
 import json
 import os
@@ -29,57 +29,57 @@ import sys
 import tempfile
 from pathlib import Path
 
+from chatbench import results_csv, server_process as sp
+from chatbench.raw_files import RawFiles
+from chatbench.variants import config_label
+from verdict import finish
 
-def check_functions(source, problems):
-    sys.path.insert(0, str(source / "scripts"))
-    import results_lib as rl
-    import run_matrix as rm
 
+def check_functions(problems):
     def expect(what, got, want):
         if got != want:
             problems.append(f"{what}: got {got!r}, expected {want!r}")
 
-    expect("server_cores(1, 2)", rm.server_cores(1, 2), ("0", "1"))
-    expect("server_cores(2, 4)", rm.server_cores(2, 4), ("0-1", "2-3"))
-    expect("server_cores(3, 8)", rm.server_cores(3, 8), ("0-2", "3-5"))
-    cpus, why = rm.server_cores(2, 3)
+    expect("server_cores(1, 2)", sp.server_cores(1, 2), ("0", "1"))
+    expect("server_cores(2, 4)", sp.server_cores(2, 4), ("0-1", "2-3"))
+    expect("server_cores(3, 8)", sp.server_cores(3, 8), ("0-2", "3-5"))
+    cpus, why = sp.server_cores(2, 3)
     if cpus is not None or "need 4" not in why or "has 3" not in why:
         problems.append(f"server_cores(2, 3) on 3 cores: {(cpus, why)!r}, expected a refusal saying why")
 
-    run, skipped = rm.server_configs(["threads", "asio", "go", "uring", "eventlet", "seed"], [1, 2], 4)
+    run, skipped = sp.server_configs(["threads", "asio", "go", "uring", "eventlet", "seed"], [1, 2], 4)
     expect("configurations run on 4 cores", [c.name for c in run],
            ["threads", "asio", "go", "uring", "eventlet", "seed", "threads-t2", "asio-t2", "go-t2"])
     expect("skipped on 4 cores", [(v, n) for v, n, _ in skipped], [("uring", 2), ("eventlet", 2), ("seed", 2)])
-    run, skipped = rm.server_configs(["asio"], [1, 2], 2)
+    run, skipped = sp.server_configs(["asio"], [1, 2], 2)
     expect("configurations run on 2 cores", [c.name for c in run], ["asio"])
     expect("skipped on 2 cores", [(v, n) for v, n, _ in skipped], [("asio", 2)])
 
     build = Path("/b")
-    expect("asio at 1", rm.Config("asio").command(build), ["taskset", "-c", "0", "/b/bin/chat-asio", "--port", "0"])
-    expect("asio at 2", rm.Config("asio", threads=2, cores=4).command(build),
+    expect("asio at 1", sp.Config("asio").command(build), ["taskset", "-c", "0", "/b/bin/chat-asio", "--port", "0"])
+    expect("asio at 2", sp.Config("asio", threads=2, cores=4).command(build),
            ["taskset", "-c", "0-1", "/b/bin/chat-asio", "--port", "0", "--threads", "2"])
-    expect("threads at 2", rm.Config("threads", threads=2, cores=4).command(build),
+    expect("threads at 2", sp.Config("threads", threads=2, cores=4).command(build),
            ["taskset", "-c", "0-1", "/b/bin/chat-threads", "--port", "0"])
-    expect("go at 2", rm.Config("go", threads=2, cores=4).command(build),
+    expect("go at 2", sp.Config("go", threads=2, cores=4).command(build),
            ["taskset", "-c", "0-1", "env", "GOMAXPROCS=2", "/b/bin/chat-go", "--port", "0"])
-    expect("loadgen's CPUs at 2", rm.Config("coro", threads=2, cores=4).loadgen_cpus, "2-3")
+    expect("loadgen's CPUs at 2", sp.Config("coro", threads=2, cores=4).loadgen_cpus, "2-3")
 
     for config, label in [("asio-t2", "asio ×2"), ("coro-uring-t4", "coro-uring ×4"),
                           ("asio-uring", "asio-uring"), ("fibers@128K", "fibers stack 128K")]:
-        expect(f"label of {config}", rl.config_label(config), label)
+        expect(f"label of {config}", config_label(config), label)
     # The ceiling's server_cpu_fraction is over the server's cores (docs/loadgen.md).
-    row = rl.ceiling_row({"server_threads": 2}, 100, {"ceiling": {"server_cpu_fraction": 0.5,
+    row = results_csv.ceiling_row({"server_threads": 2}, 100, {"ceiling": {"server_cpu_fraction": 0.5,
                                                                  "deliveries_per_s": 1e6}}, "")
     expect("CPU per delivery at 2 cores, 50% busy, 1e6/s (µs)", row.get("server_cpu_per_delivery_us"), 1.0)
 
 
 def check_verify_at_two(build, tmp, problems):
-    import run_matrix as rm  # on sys.path since check_functions
     for variant in ["asio", "go"]:
         if variant == "go" and not (build / "bin" / "chat-go").exists():
             continue
-        config = rm.Config(variant, threads=2, cores=4)
-        why = rm.verify(config, build, tmp / f"verify-{config.name}.log")
+        config = sp.Config(variant, threads=2, cores=4)
+        why = sp.verify(config, build, tmp / f"verify-{config.name}.log")
         if why is not None:
             problems.append(f"{config.name} ({' '.join(config.command(build))}) failed verification: {why}")
 
@@ -121,9 +121,11 @@ def check_run(source, build, tmp, problems):
         mine = rows_of("asio-t2")
         if not mine or any(r["status"] != "ok" or r["server_threads"] != "2" for r in mine):
             problems.append(f"asio-t2 on {os.cpu_count()} cores: {[(r['status'], r['why']) for r in mine]}")
-        log = next((out / "raw").glob("asio-t2-broadcast-*.loadgen.log"), None)
-        if not log or "taskset -c 2-3 " not in log.read_text() or "--threads 2 " not in log.read_text():
-            problems.append(f"asio-t2's loadgen not on CPUs 2-3 with --threads 2: {log and log.read_text()[:300]}")
+        with RawFiles(out) as raw:
+            log = next((raw.read_text(n) for n in raw.names() if n.startswith("raw/asio-t2-broadcast-")
+                        and n.endswith(".loadgen.log")), "")
+        if "taskset -c 2-3 " not in log or "--threads 2 " not in log:
+            problems.append(f"asio-t2's loadgen not on CPUs 2-3 with --threads 2: {log[:300]}")
 
     plan = json.loads((out / "plan.json").read_text()).get("server_threads", {})
     if plan.get("counts") != [1, 2] or set(plan.get("skipped", {})) != set(skipped_configs):
@@ -149,7 +151,6 @@ def check_run(source, build, tmp, problems):
 
 
 def check_series(source, tmp, problems):
-    import results_lib as rl  # on sys.path since check_functions
     fixture, run = source / "tests" / "run_all" / "fixture", tmp / "series"
     shutil.copytree(fixture, run)
     with open(run / "results.csv", newline="") as f:
@@ -158,11 +159,11 @@ def check_series(source, tmp, problems):
     for r in rows:
         if r["config"] == "asio" and r["mode"] != "microbench":
             two = dict(r, config="asio-t2", server_threads="2")
-            if rl.num(r.get("deliveries_per_s")) is not None:
-                two["deliveries_per_s"] = str(rl.num(r["deliveries_per_s"]) * 1.5)
+            if results_csv.num(r.get("deliveries_per_s")) is not None:
+                two["deliveries_per_s"] = str(results_csv.num(r["deliveries_per_s"]) * 1.5)
             twos.append(two)
     with open(run / "results.csv", "w", newline="") as f:  # the fixture's rows predate the column
-        writer = csv.DictWriter(f, fieldnames=rl.COLUMNS, extrasaction="ignore")
+        writer = csv.DictWriter(f, fieldnames=results_csv.COLUMNS, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(rows + twos)
     plan = json.loads((run / "plan.json").read_text())
@@ -205,15 +206,12 @@ def check_series(source, tmp, problems):
 def main():
     source, build = Path(sys.argv[1]), Path(sys.argv[2])
     problems = []
-    check_functions(source, problems)
+    check_functions(problems)
     with tempfile.TemporaryDirectory(prefix="check_server_threads.") as tmp:
         check_verify_at_two(build, Path(tmp), problems)
         check_run(source, build, Path(tmp), problems)
         check_series(source, Path(tmp), problems)
-    for p in problems:
-        print("FAIL:", p)
-    print("FAILED" if problems else "passed")
-    return 1 if problems else 0
+    return finish(problems)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
 #!/usr/bin/python3
-"""servers/seed/chat_server.py over real sockets: it starts and announces itself as SPEC §1
-says, relays a line between two clients (it has no /stats to ask), and ends as the seed
-does: SIGINT through KeyboardInterrupt with status 0, SIGTERM by the signal itself.
+"""servers/seed/chat_server.py over real sockets: it starts and announces itself as
+docs/protocol.md says, relays a line between two clients (it has no /stats to ask), and
+ends as the seed does: SIGINT through KeyboardInterrupt with status 0, SIGTERM by the
+signal itself.
 
     /usr/bin/python3 tests/seed/seed_test.py [SeedTest.test_name]
 """
