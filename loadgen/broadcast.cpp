@@ -22,12 +22,15 @@ constexpr auto sync_interval = std::chrono::milliseconds(50);
 
 // One phase's start as a slice saw it: when it was due (UNIX ms, reference clock) and how
 // late this process was ready for it (> 0: late). Warns when late by more than 1 ms.
-json::object phase_start_json(json::object& report, const char* name, std::int64_t due_unix_ms, std::int64_t due_steady_ns) {
+json::object phase_start_json(json::object& report, const char* name, std::int64_t due_unix_ms,
+                              std::int64_t due_steady_ns) {
   const std::int64_t late_ns = to_ns(Clock::now()) - due_steady_ns;
   if (late_ns > 1'000'000)
     warn(report, "ready " + std::to_string(late_ns / 1'000'000) + " ms after the start of the " + name +
                      " phase (--start-at): receivers of other processes may have missed the sender's lines");
-  return {{"phase", name}, {"start_at_unix_ms", due_unix_ms}, {"start_late_ms", std::round(static_cast<double>(late_ns) / 1e5) / 10}};
+  return {{"phase", name},
+          {"start_at_unix_ms", due_unix_ms},
+          {"start_late_ms", std::round(static_cast<double>(late_ns) / 1e5) / 10}};
 }
 
 }  // namespace
@@ -47,8 +50,11 @@ void run_broadcast(Engine& engine, json::object& report, Progress& progress) {
   engine.for_each_worker([&](Worker& worker) {
     worker.message_receivers.assign(messages, 0);
     worker.message_max_latency_ns.assign(messages, INT64_MIN);
-    for (auto& connection : worker.connections()) connection->tracks.assign(global_id(options, *connection) == 0 ? 0 : 1, SenderTrack{});
-    worker.set_line_handler([&phase](Worker& w, Connection& c, std::string_view line, std::int64_t now) { handle_line(w, c, line, now, phase); });
+    for (auto& connection : worker.connections())
+      connection->tracks.assign(global_id(options, *connection) == 0 ? 0 : 1, SenderTrack{});
+    worker.set_line_handler([&phase](Worker& w, Connection& c, std::string_view line, std::int64_t now) {
+      handle_line(w, c, line, now, phase);
+    });
   });
   report["ready_at_unix_ms"] = unix_ms_now(ahead_ms);
 
@@ -81,34 +87,44 @@ void run_broadcast(Engine& engine, json::object& report, Progress& progress) {
     start_ns = sync_ns + sliced_sync_ns;
     phases.push_back(phase_start_json(report, "sync", options.start_at_ms, sync_ns));
     if (has_sender && !sender) warn(report, "client 0 (the sender) is not connected; nothing to measure");
-    wait_until(from_ns(sync_ns), [] { return false; }, [&] { progress.show("waiting for --start-at"); });
+    wait_until(
+        from_ns(sync_ns), [] { return false; }, [&] { progress.show("waiting for --start-at"); });
     auto last_sync = Clock::time_point{};
     // The last sync line leaves 100 ms before the broadcasts, so it is not taken for one.
-    wait_until(from_ns(start_ns - 100'000'000), [] { return false; }, [&] {
-      if (!sender || Clock::now() - last_sync < sync_interval) return;
-      last_sync = Clock::now();
-      send_sync();
-      progress.show("sync: " + std::to_string(receivers_joined()) + " receivers here");
-    });
+    wait_until(
+        from_ns(start_ns - 100'000'000), [] { return false; },
+        [&] {
+          if (!sender || Clock::now() - last_sync < sync_interval) return;
+          last_sync = Clock::now();
+          send_sync();
+          progress.show("sync: " + std::to_string(receivers_joined()) + " receivers here");
+        });
     phases.push_back(phase_start_json(report, "broadcast", options.start_at_ms + sliced_sync_ns / 1'000'000, start_ns));
-    wait_until(from_ns(start_ns), [] { return false; }, nullptr);
+    wait_until(
+        from_ns(start_ns), [] { return false; }, nullptr);
     const std::uint64_t heard = receivers_joined(), here = engine.open_connections() - (sender ? 1 : 0);
-    if (heard < here) warn(report, std::to_string(here - heard) + " receivers here never heard the sender's sync before the broadcasts; left out");
+    if (heard < here)
+      warn(report, std::to_string(here - heard) +
+                       " receivers here never heard the sender's sync before the broadcasts; left out");
   } else if (!sender) {
     warn(report, "client 0 (the sender) is not connected; nothing to measure");
   } else {
     const auto sync_deadline = Clock::now() + seconds(options.connect_timeout_s);
     auto last_sync = Clock::time_point{};
-    wait_until(sync_deadline, [&] { return engine.sum(&Worker::joined) + 1 >= engine.open_connections(); }, [&] {
-      if (Clock::now() - last_sync < sync_interval) return;
-      last_sync = Clock::now();
-      send_sync();
-      progress.show("sync: " + std::to_string(receivers_joined()) + "/" + std::to_string(engine.open_connections() - 1) + " receivers");
-    });
+    wait_until(
+        sync_deadline, [&] { return engine.sum(&Worker::joined) + 1 >= engine.open_connections(); },
+        [&] {
+          if (Clock::now() - last_sync < sync_interval) return;
+          last_sync = Clock::now();
+          send_sync();
+          progress.show("sync: " + std::to_string(receivers_joined()) + "/" +
+                        std::to_string(engine.open_connections() - 1) + " receivers");
+        });
     // Lines relayed before the phase starts are drained with a short pause.
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
     if (receivers_joined() + 1 < engine.open_connections())
-      warn(report, std::to_string(engine.open_connections() - 1 - receivers_joined()) + " receivers never heard the sender before the deadline; left out");
+      warn(report, std::to_string(engine.open_connections() - 1 - receivers_joined()) +
+                       " receivers never heard the sender before the deadline; left out");
     start_ns = to_ns(Clock::now() + std::chrono::milliseconds(20));
   }
   const std::uint64_t receivers_at_start = receivers_joined();
@@ -127,15 +143,20 @@ void run_broadcast(Engine& engine, json::object& report, Progress& progress) {
       start_sending(sender_worker, state, {Sender{sender, state.plan}}, options.size);
     });
     const auto send_end = from_ns(schedule.intended_ns(messages)) + std::chrono::seconds(1);
-    wait_until(send_end, [&] { return state.lines_sent.get() >= messages || engine.open_connections() == 0; }, [&] {
-      progress.show("broadcast: " + std::to_string(state.lines_sent.get()) + "/" + std::to_string(messages) + " sent");
-    });
+    wait_until(
+        send_end, [&] { return state.lines_sent.get() >= messages || engine.open_connections() == 0; },
+        [&] {
+          progress.show("broadcast: " + std::to_string(state.lines_sent.get()) + "/" + std::to_string(messages) +
+                        " sent");
+        });
   }
   if (sliced(options)) {
     // Every slice counts at the same moment, --drain-s after the last message was due, each
     // on its own clock: no slice stops listening while lines to it may still come.
-    wait_until(from_ns(schedule.intended_ns(messages) + static_cast<std::int64_t>(options.drain_s * 1e9)), [] { return false; },
-               [&] { progress.show("draining: " + std::to_string(engine.sum(&Worker::unique_deliveries)) + " delivered"); });
+    wait_until(
+        from_ns(schedule.intended_ns(messages) + static_cast<std::int64_t>(options.drain_s * 1e9)),
+        [] { return false; },
+        [&] { progress.show("draining: " + std::to_string(engine.sum(&Worker::unique_deliveries)) + " delivered"); });
   } else if (sender) {
     drain(engine, state.lines_sent.get() * receivers_at_start, progress);
   }
@@ -198,8 +219,11 @@ void run_broadcast(Engine& engine, json::object& report, Progress& progress) {
   json::value completion_json = nullptr;
   if (completion.count() > 0) {
     auto us = [&](double q) { return std::round(static_cast<double>(completion.percentile(q))) / 1000.0; };
-    completion_json = json::object{{"p50", us(0.5)}, {"p95", us(0.95)}, {"p99", us(0.99)},
-                                   {"max", static_cast<double>(completion.max()) / 1000.0}, {"count", completion.count()},
+    completion_json = json::object{{"p50", us(0.5)},
+                                   {"p95", us(0.95)},
+                                   {"p99", us(0.99)},
+                                   {"max", static_cast<double>(completion.max()) / 1000.0},
+                                   {"count", completion.count()},
                                    {"incomplete_messages", incomplete}};
   }
   report["broadcast_completion_us"] = completion_json;
@@ -207,15 +231,24 @@ void run_broadcast(Engine& engine, json::object& report, Progress& progress) {
   // at offset 0 has: null in the others, counted by `loadgen merge` from loss_detail.
   const bool whole = !sliced(options) || has_sender;
   auto if_whole = [&](std::uint64_t value) { return whole ? json::value(value) : json::value(nullptr); };
-  report["lines"] = json::object{{"sent", sends_done}, {"delivered", loss.received}, {"expected", if_whole(expected)},
-                                 {"lost", if_whole(loss.lost)}, {"outstanding", if_whole(loss.outstanding)}, {"duplicated", loss.duplicated},
-                                 {"reordered", loss.reordered}, {"receivers", receivers},
+  report["lines"] = json::object{{"sent", sends_done},
+                                 {"delivered", loss.received},
+                                 {"expected", if_whole(expected)},
+                                 {"lost", if_whole(loss.lost)},
+                                 {"outstanding", if_whole(loss.outstanding)},
+                                 {"duplicated", loss.duplicated},
+                                 {"reordered", loss.reordered},
+                                 {"receivers", receivers},
                                  {"receivers_with_loss", if_whole(loss.receivers_with_loss)},
                                  {"receivers_with_outstanding", if_whole(loss.receivers_with_outstanding)},
-                                 {"receivers_disconnected", receivers_disconnected}, {"unknown", unknown},
-                                 {"late_sends", late}, {"late_sends_stalled", late_stalled},
+                                 {"receivers_disconnected", receivers_disconnected},
+                                 {"unknown", unknown},
+                                 {"late_sends", late},
+                                 {"late_sends_stalled", late_stalled},
                                  // The server counts every sync line it relays in lines_out too.
-                                 {"sync_sent", sync_sent}, {"sync_received", sync_received}, {"server_lines_out", nullptr}};
+                                 {"sync_sent", sync_sent},
+                                 {"sync_received", sync_received},
+                                 {"server_lines_out", nullptr}};
   // What `loadgen merge` needs: the sender's count, each receiver's track of it, and per
   // message how many receivers here had it and the slowest of them (null: none timed).
   json::array ids, sent, receiver_array, per_message_receivers, per_message_max;
@@ -230,9 +263,9 @@ void run_broadcast(Engine& engine, json::object& report, Progress& progress) {
   report["broadcast_detail"] = json::object{{"message_receivers", std::move(per_message_receivers)},
                                             {"message_max_latency_ns", std::move(per_message_max)}};
   report["phases"] = sliced(options) ? json::value(std::move(phases)) : json::value(nullptr);
-  report["clock"] = clock_json(options, cross_samples,
-                               cross_samples > 0 ? json::value(static_cast<double>(cross_min_ns) / 1e3) : json::value(nullptr),
-                               untimed);
+  report["clock"] = clock_json(
+      options, cross_samples,
+      cross_samples > 0 ? json::value(static_cast<double>(cross_min_ns) / 1e3) : json::value(nullptr), untimed);
   const double window = std::max(1e-9, std::chrono::duration<double>(cpu_end.wall - cpu_start.wall).count());
   report["throughput"] = json::object{{"sent_per_s", static_cast<double>(sends_done) / window},
                                       {"deliveries_per_s", static_cast<double>(loss.received) / window}};

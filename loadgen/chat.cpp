@@ -39,7 +39,9 @@ std::optional<std::map<std::string, std::string>> query_server_stats(Engine& eng
         }
     });
     if (!sent) continue;
-    if (!wait_until(Clock::now() + std::chrono::seconds(2), [&] { return worker->stats_replies.get() > replies_before; }, nullptr))
+    if (!wait_until(
+            Clock::now() + std::chrono::seconds(2), [&] { return worker->stats_replies.get() > replies_before; },
+            nullptr))
       return std::nullopt;
     std::string reply;
     worker->call([&] { reply = worker->last_stats_reply; });
@@ -48,7 +50,8 @@ std::optional<std::map<std::string, std::string>> query_server_stats(Engine& eng
   return std::nullopt;
 }
 
-std::optional<std::uint64_t> stat_number(const std::optional<std::map<std::string, std::string>>& stats, const std::string& key) {
+std::optional<std::uint64_t> stat_number(const std::optional<std::map<std::string, std::string>>& stats,
+                                         const std::string& key) {
   if (!stats) return std::nullopt;
   const auto it = stats->find(key);
   if (it == stats->end()) return std::nullopt;
@@ -66,17 +69,17 @@ struct ChatRun {
   json::object& report;
   Progress& progress;
   std::uint32_t room_size = 1, attempted = 0;
-  std::uint32_t total = 0;  // clients in the global run: --clients-total, else attempted
+  std::uint32_t total = 0;                         // clients in the global run: --clients-total, else attempted
   std::int64_t start_at_ns = 0, step_span_ns = 0;  // --start-at on the steady clock; one step's length
   unsigned steps_started = 0;
   Phase phase;
   std::vector<TrafficState> traffic;
-  std::uint64_t planned_total = 0;   // sends scheduled by every step so far
-  std::uint64_t sender_pairs = 0;    // sum over rooms of m (m - 1), m its joined senders
-  std::uint64_t fan_out = 0;         // the largest m - 1: the deliveries of one send
-  std::uint64_t expected_so_far = 0; // deliveries owed by every line sent so far
+  std::uint64_t planned_total = 0;    // sends scheduled by every step so far
+  std::uint64_t sender_pairs = 0;     // sum over rooms of m (m - 1), m its joined senders
+  std::uint64_t fan_out = 0;          // the largest m - 1: the deliveries of one send
+  std::uint64_t expected_so_far = 0;  // deliveries owed by every line sent so far
   std::uint64_t lost_so_far = 0;
-  json::value settle = nullptr;      // how the wait before the next step went
+  json::value settle = nullptr;  // how the wait before the next step went
 };
 
 // What every joined sender of this process sent, by global id.
@@ -121,11 +124,13 @@ json::object loss_detail_json(Engine& engine) {
     static std::mutex merge_mutex;
     std::lock_guard lock(merge_mutex);
     for (auto& connection : worker.connections())
-      if (connection->sender) receivers[global_id(engine.options(), *connection)] = receiver_loss_json(engine.options(), *connection);
+      if (connection->sender)
+        receivers[global_id(engine.options(), *connection)] = receiver_loss_json(engine.options(), *connection);
   });
   json::array receiver_array;
   for (auto& [id, receiver] : receivers) receiver_array.push_back(std::move(receiver));
-  return {{"senders", json::object{{"id", std::move(sender_ids)}, {"sent", std::move(sent)}}}, {"receivers", std::move(receiver_array)}};
+  return {{"senders", json::object{{"id", std::move(sender_ids)}, {"sent", std::move(sent)}}},
+          {"receivers", std::move(receiver_array)}};
 }
 
 bool server_gone(Engine& engine) {
@@ -143,12 +148,15 @@ StepResult run_chat_step(ChatRun& run, double rate) {
   // within one interval, so the load is spread rather than synchronised.
   // With --start-at every slice starts step i together, at T plus i whole step lengths
   // (warm-up, window, drain deadline and a second to spare), each on its own clock.
-  const std::int64_t start_ns = options.start_at_ms > 0 ? run.start_at_ns + static_cast<std::int64_t>(run.steps_started) * run.step_span_ns
-                                                        : to_ns(Clock::now() + std::chrono::milliseconds(50));
+  const std::int64_t start_ns = options.start_at_ms > 0
+                                    ? run.start_at_ns + static_cast<std::int64_t>(run.steps_started) * run.step_span_ns
+                                    : to_ns(Clock::now() + std::chrono::milliseconds(50));
   const std::int64_t late_ns = to_ns(Clock::now()) - start_ns;  // > 0: this process was not ready in time
   if (options.start_at_ms > 0 && late_ns > 1'000'000)
-    warn(run.report, "ready " + std::to_string(late_ns / 1'000'000) + " ms after the start of rate step " + std::to_string(run.steps_started) +
-                         " (--start-at): its first sends were late, and lines other processes sent to its rooms before then never reached it");
+    warn(run.report, "ready " + std::to_string(late_ns / 1'000'000) + " ms after the start of rate step " +
+                         std::to_string(run.steps_started) +
+                         " (--start-at): its first sends were late, and lines other processes sent to its rooms before "
+                         "then never reached it");
   ++run.steps_started;
   phase.window_start_ns = start_ns + static_cast<std::int64_t>(options.warmup_s * 1e9);
   phase.window_end_ns = phase.window_start_ns + static_cast<std::int64_t>(options.duration_s * 1e9);
@@ -191,14 +199,17 @@ StepResult run_chat_step(ChatRun& run, double rate) {
     run.progress.show("chat rate " + std::to_string(rate) + "/s: " + std::to_string(delivered) + " delivered, " +
                       std::to_string(engine.open_connections()) + " connected");
   };
-  wait_until(window_start, [] { return false; }, show);
+  wait_until(
+      window_start, [] { return false; }, show);
   const auto cpu_start = CpuWindow::now(options.server_pid);
-  wait_until(window_end, [] { return false; }, show);
+  wait_until(
+      window_end, [] { return false; }, show);
   const auto cpu_end = CpuWindow::now(options.server_pid);
   // Senders that fell behind finish their last sends; then the totals are final.
   for (const auto& state : run.traffic) run.planned_total += state.plan.total;
-  wait_until(Clock::now() + seconds(options.drain_s),
-             [&] { return lines_sent() >= run.planned_total || engine.open_connections() == 0; }, show);
+  wait_until(
+      Clock::now() + seconds(options.drain_s),
+      [&] { return lines_sent() >= run.planned_total || engine.open_connections() == 0; }, show);
 
   // Expected deliveries so far: each joined member of a room hears every line the other
   // joined members sent, over the whole run (warm-up included). A slice cannot know what
@@ -208,7 +219,9 @@ StepResult run_chat_step(ChatRun& run, double rate) {
   // less half a second (each on its own clock): no slice stops listening while another,
   // started late, still sends to its rooms.
   if (sliced(options) && options.start_at_ms > 0)
-    wait_until(from_ns(start_ns + run.step_span_ns - 500'000'000), [] { return false; }, [&] { run.progress.show("draining"); });
+    wait_until(
+        from_ns(start_ns + run.step_span_ns - 500'000'000), [] { return false; },
+        [&] { run.progress.show("draining"); });
   else if (sliced(options))
     drain_until_quiet(engine, std::chrono::milliseconds(500), run.progress);
   else
@@ -254,28 +267,31 @@ StepResult run_chat_step(ChatRun& run, double rate) {
   result.others_on_loadgen_cores = cpu.others_on_loadgen_cores;
   result.loadgen_throttled_s = cpu.loadgen_throttled_s;
   result.server_died = server_gone(engine);
-  result.detail = json::object{{"rate", rate},
-                               {"latency_us", latency_json(latency)},
-                               {"latency_histogram", histogram_json(latency)},
-                               {"start_late_ms", options.start_at_ms > 0 ? json::value(std::round(static_cast<double>(late_ns) / 1e5) / 10) : json::value(nullptr)},
-                               // deliveries_per_s by arrival time: a server that falls behind shows it here.
-                               // window_lines_delivered counts the window's lines however late they came.
-                               {"throughput", json::object{{"sent_per_s", static_cast<double>(window_sent) / options.duration_s},
-                                                           {"deliveries_per_s", arrived.per_second()},
-                                                           {"offered_per_s", result.offered_per_s},
-                                                           {"window_arrivals", arrived.arrivals},
-                                                           {"window_lines_sent", window_sent},
-                                                           {"window_lines_delivered", window_deliveries}}},
-                               {"late_sends", late},
-                               {"late_sends_stalled", late_stalled},
-                               // Of latency_us's samples, those of another process's lines (reference clock).
-                               {"cross_slice_samples", cross_samples},
-                               {"cross_slice_min_latency_us", cross_samples > 0 ? json::value(static_cast<double>(cross_min_ns) / 1e3) : json::value(nullptr)},
-                               {"lost", result.lost},
-                               {"outstanding", result.outstanding},
-                               {"expected_so_far", sliced(options) ? json::value(nullptr) : json::value(expected)},
-                               {"cpu", run.report["cpu"]},
-                               {"settle", run.settle}};
+  result.detail = json::object{
+      {"rate", rate},
+      {"latency_us", latency_json(latency)},
+      {"latency_histogram", histogram_json(latency)},
+      {"start_late_ms", options.start_at_ms > 0 ? json::value(std::round(static_cast<double>(late_ns) / 1e5) / 10)
+                                                : json::value(nullptr)},
+      // deliveries_per_s by arrival time: a server that falls behind shows it here.
+      // window_lines_delivered counts the window's lines however late they came.
+      {"throughput", json::object{{"sent_per_s", static_cast<double>(window_sent) / options.duration_s},
+                                  {"deliveries_per_s", arrived.per_second()},
+                                  {"offered_per_s", result.offered_per_s},
+                                  {"window_arrivals", arrived.arrivals},
+                                  {"window_lines_sent", window_sent},
+                                  {"window_lines_delivered", window_deliveries}}},
+      {"late_sends", late},
+      {"late_sends_stalled", late_stalled},
+      // Of latency_us's samples, those of another process's lines (reference clock).
+      {"cross_slice_samples", cross_samples},
+      {"cross_slice_min_latency_us",
+       cross_samples > 0 ? json::value(static_cast<double>(cross_min_ns) / 1e3) : json::value(nullptr)},
+      {"lost", result.lost},
+      {"outstanding", result.outstanding},
+      {"expected_so_far", sliced(options) ? json::value(nullptr) : json::value(expected)},
+      {"cpu", run.report["cpu"]},
+      {"settle", run.settle}};
   run.settle = nullptr;
   return result;
 }
@@ -300,7 +316,8 @@ bool settle_before_step(ChatRun& run) {
       const auto after = process_cpu(options.server_pid);
       if (!before || !after) break;
       // Of one core, not of the server's cores: the question is whether it still works at all.
-      last_fraction = (after->user_s + after->sys_s - before->user_s - before->sys_s) / std::chrono::duration<double>(interval).count();
+      last_fraction = (after->user_s + after->sys_s - before->user_s - before->sys_s) /
+                      std::chrono::duration<double>(interval).count();
       idle = *last_fraction < idle_fraction;
     }
     if ((drained && idle) || Clock::now() >= deadline) break;
@@ -309,7 +326,8 @@ bool settle_before_step(ChatRun& run) {
   run.settle = json::object{{"seconds", std::chrono::duration<double>(Clock::now() - start).count()},
                             {"drained", drained},
                             {"server_idle", options.server_pid > 0 ? json::value(idle) : json::value(nullptr)},
-                            {"server_cpu_fraction", last_fraction ? json::value(std::round(*last_fraction * 1e4) / 1e4) : json::value(nullptr)}};
+                            {"server_cpu_fraction", last_fraction ? json::value(std::round(*last_fraction * 1e4) / 1e4)
+                                                                  : json::value(nullptr)}};
   if (!drained || !idle)
     warn(run.report, "before a ceiling step the server was still " + std::string(drained ? "busy" : "delivering") +
                          " after --drain-s; that step may include the previous one's backlog");
@@ -333,7 +351,9 @@ void run_chat(Engine& engine, json::object& report, Progress& progress) {
   Phase& phase = run.phase;
   const double ahead_ms = set_line_clock(phase, options);  // this UNIX clock less the reference clock
   engine.for_each_worker([&](Worker& worker) {
-    worker.set_line_handler([&phase](Worker& w, Connection& c, std::string_view line, std::int64_t now) { handle_line(w, c, line, now, phase); });
+    worker.set_line_handler([&phase](Worker& w, Connection& c, std::string_view line, std::int64_t now) {
+      handle_line(w, c, line, now, phase);
+    });
     for (auto& connection : worker.connections()) {
       const std::uint32_t room = global_id(options, *connection) / run.room_size;
       connection->track_base = room * run.room_size;
@@ -342,8 +362,12 @@ void run_chat(Engine& engine, json::object& report, Progress& progress) {
     }
   });
   const bool all_joined = wait_until(
-      Clock::now() + seconds(options.connect_timeout_s), [&] { return engine.sum(&Worker::joined) >= engine.open_connections(); },
-      [&] { progress.show("joining: " + std::to_string(engine.sum(&Worker::joined)) + "/" + std::to_string(engine.open_connections())); });
+      Clock::now() + seconds(options.connect_timeout_s),
+      [&] { return engine.sum(&Worker::joined) >= engine.open_connections(); },
+      [&] {
+        progress.show("joining: " + std::to_string(engine.sum(&Worker::joined)) + "/" +
+                      std::to_string(engine.open_connections()));
+      });
   if (!all_joined) warn(report, "not every client got /joined before the deadline; those are left out");
   const auto stats_before = query_server_stats(engine);
   // --start-at and the time this process was ready: on the reference clock, if measured.
@@ -372,7 +396,9 @@ void run_chat(Engine& engine, json::object& report, Progress& progress) {
   json::array rate_steps;
   if (options.find_ceiling) {
     if (options.server_pid <= 0)
-      warn(report, "--find-ceiling without --server-pid cannot wait for the server to go idle between steps, nor report its CPU");
+      warn(report,
+           "--find-ceiling without --server-pid cannot wait for the server to go idle between steps, nor report its "
+           "CPU");
     CeilingOptions search;
     search.start_rate = options.rates.front();
     search.growth = options.ceiling_growth;
@@ -390,7 +416,8 @@ void run_chat(Engine& engine, json::object& report, Progress& progress) {
         [&] { return settle_before_step(run); });
     report["ceiling"] = ceiling_json(result);
     if (result.server_died)
-      engine.hit_limit("server died during the ceiling search, after " + std::to_string(result.steps.size()) + " steps");
+      engine.hit_limit("server died during the ceiling search, after " + std::to_string(result.steps.size()) +
+                       " steps");
     // The top-level figures are the ceiling's window (or the last one, if no rate passed).
     if (!rate_steps.empty()) {
       const json::object& top = rate_steps[result.ceiling.value_or(rate_steps.size() - 1)].as_object();
@@ -421,8 +448,9 @@ void run_chat(Engine& engine, json::object& report, Progress& progress) {
     unknown_lines += worker.unknown_lines;
   });
   if (loss.outstanding > 0 && !sliced(options))
-    warn(report, std::to_string(loss.outstanding) + " lines had not arrived by the end of the run (server behind by more than --drain-s); "
-                 "latency percentiles leave them out, so they are optimistic");
+    warn(report, std::to_string(loss.outstanding) +
+                     " lines had not arrived by the end of the run (server behind by more than --drain-s); "
+                     "latency percentiles leave them out, so they are optimistic");
 
   const auto out_before = stat_number(stats_before, "lines_out"), out_after = stat_number(stats_after, "lines_out");
   const auto in_before = stat_number(stats_before, "lines_in"), in_after = stat_number(stats_after, "lines_in");
@@ -432,20 +460,29 @@ void run_chat(Engine& engine, json::object& report, Progress& progress) {
   if (out_before && out_after && !sliced(options)) server_lines_out = *out_after - *out_before;
   // A slice's expected, lost and outstanding need the other slices' sends: null here,
   // counted by `loadgen merge` from loss_detail.
-  auto whole_run_only = [&](std::uint64_t value) { return sliced(options) ? json::value(nullptr) : json::value(value); };
-  report["lines"] = json::object{{"sent", totals.sent}, {"delivered", loss.received}, {"expected", whole_run_only(totals.expected)},
-                                 {"lost", whole_run_only(loss.lost)}, {"outstanding", whole_run_only(loss.outstanding)}, {"duplicated", loss.duplicated},
-                                 {"reordered", loss.reordered}, {"receivers", totals.receivers},
+  auto whole_run_only = [&](std::uint64_t value) {
+    return sliced(options) ? json::value(nullptr) : json::value(value);
+  };
+  report["lines"] = json::object{{"sent", totals.sent},
+                                 {"delivered", loss.received},
+                                 {"expected", whole_run_only(totals.expected)},
+                                 {"lost", whole_run_only(loss.lost)},
+                                 {"outstanding", whole_run_only(loss.outstanding)},
+                                 {"duplicated", loss.duplicated},
+                                 {"reordered", loss.reordered},
+                                 {"receivers", totals.receivers},
                                  {"receivers_with_loss", loss.receivers_with_loss},
                                  {"receivers_with_outstanding", loss.receivers_with_outstanding},
-                                 {"receivers_disconnected", totals.receivers_disconnected}, {"unknown", unknown_lines},
+                                 {"receivers_disconnected", totals.receivers_disconnected},
+                                 {"unknown", unknown_lines},
                                  {"server_lines_out", server_lines_out}};
   if (stats_after) {
     json::object server;
     for (const auto& [key, value] : *stats_after) server[key] = value;
     json::value lines_in_delta = nullptr;
     if (in_before && in_after) lines_in_delta = *in_after - *in_before;
-    report["server_stats"] = json::object{{"after", server}, {"lines_in_delta", lines_in_delta}, {"lines_out_delta", server_lines_out}};
+    report["server_stats"] =
+        json::object{{"after", server}, {"lines_in_delta", lines_in_delta}, {"lines_out_delta", server_lines_out}};
     if (out_before && out_after && !sliced(options) && *out_after - *out_before != loss.received)
       warn(report, "server lines_out delta " + std::to_string(*out_after - *out_before) + " differs from the " +
                        std::to_string(loss.received) + " deliveries received");

@@ -8,15 +8,16 @@
 // engine_uring.cpp (io_uring, one submission per wake-up). The scenarios see only Worker.
 #pragma once
 
+#include <netinet/in.h>
+#include <sys/socket.h>
+
 #include <atomic>
 #include <cstdint>
+#include <ctime>
 #include <deque>
 #include <functional>
 #include <memory>
 #include <mutex>
-#include <ctime>
-#include <netinet/in.h>
-#include <sys/socket.h>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -49,10 +50,10 @@ struct Connection {
 
   std::uint32_t id;  // global client index, 0..clients-1
   ConnectionState state = ConnectionState::connecting;
-  std::string partial;   // the start of a line not yet complete
-  std::string queued;    // output waiting for the write in flight
-  std::string writing;   // output of the write in flight; empty: no write in flight
-  bool joined = false;   // chat: got "/joined"; broadcast: got a sync line
+  std::string partial;  // the start of a line not yet complete
+  std::string queued;   // output waiting for the write in flight
+  std::string writing;  // output of the write in flight; empty: no write in flight
+  bool joined = false;  // chat: got "/joined"; broadcast: got a sync line
 
   // Sender side (chat: every joined client; broadcast: client 0 only).
   bool sender = false;     // sends in this run
@@ -105,32 +106,33 @@ class Worker {
   void set_line_handler(LineHandler handler) { line_handler_ = std::move(handler); }
 
   // Read by the main thread while the worker runs.
-  OwnedCounter connects_pending;  // queued or in flight
-  OwnedCounter connected;         // ever reached the open state
-  OwnedCounter closed;            // open connections that closed since (server or error)
-  OwnedCounter server_full;       // "/error server-full" lines received
-  OwnedCounter other_errors;      // any other "/error" line
-  OwnedCounter joined;            // connections that completed their scenario's handshake
-  OwnedCounter lines_received;    // every line, replies included
-  OwnedCounter unique_deliveries; // chat lines counted once per (receiver, sender, sequence)
+  OwnedCounter connects_pending;   // queued or in flight
+  OwnedCounter connected;          // ever reached the open state
+  OwnedCounter closed;             // open connections that closed since (server or error)
+  OwnedCounter server_full;        // "/error server-full" lines received
+  OwnedCounter other_errors;       // any other "/error" line
+  OwnedCounter joined;             // connections that completed their scenario's handshake
+  OwnedCounter lines_received;     // every line, replies included
+  OwnedCounter unique_deliveries;  // chat lines counted once per (receiver, sender, sequence)
 
   // Per-worker measurements, merged by the main thread after the workers are idle.
   LatencyRecorder latency;
-  std::uint64_t window_deliveries = 0;  // deliveries whose intended send time is in the window
-  ArrivalWindow window_arrivals;        // chat: deliveries that arrived during the window
-  std::uint64_t late_sends = 0;         // sends made more than 1 ms after their intended time
-  std::uint64_t late_sends_stalled = 0; // of those, late only because the thread was kept off its core
-  std::uint64_t unknown_lines = 0;      // lines that were neither ours nor a known reply
-  std::uint64_t untimed_reads = 0;      // reads without a kernel receive time (timed at the read)
+  std::uint64_t window_deliveries = 0;       // deliveries whose intended send time is in the window
+  ArrivalWindow window_arrivals;             // chat: deliveries that arrived during the window
+  std::uint64_t late_sends = 0;              // sends made more than 1 ms after their intended time
+  std::uint64_t late_sends_stalled = 0;      // of those, late only because the thread was kept off its core
+  std::uint64_t unknown_lines = 0;           // lines that were neither ours nor a known reply
+  std::uint64_t untimed_reads = 0;           // reads without a kernel receive time (timed at the read)
   std::uint64_t cross_slice_deliveries = 0;  // chat lines from another process's senders, untimed
   // Chat lines from another process timed on the run's reference clock (measured offsets,
   // docs/distributed.md "Clocks") in the current window, and the least of their latencies.
   std::uint64_t cross_slice_samples = 0;
   std::int64_t cross_slice_min_ns = INT64_MAX;
-  std::vector<std::int64_t> message_max_latency_ns;   // broadcast: per message, its slowest timed receiver (INT64_MIN: none)
-  std::uint64_t sync_lines = 0;                       // broadcast: sync lines received (the server counts them out)
-  std::vector<std::uint32_t> message_receivers;       // broadcast: per message, receivers that had it
-  std::string last_stats_reply;                       // chat: the last "/stats ..." line
+  std::vector<std::int64_t>
+      message_max_latency_ns;                    // broadcast: per message, its slowest timed receiver (INT64_MIN: none)
+  std::uint64_t sync_lines = 0;                  // broadcast: sync lines received (the server counts them out)
+  std::vector<std::uint32_t> message_receivers;  // broadcast: per message, receivers that had it
+  std::string last_stats_reply;                  // chat: the last "/stats ..." line
   OwnedCounter stats_replies;
   std::string scratch;  // line formatting without allocation
 

@@ -60,27 +60,36 @@ std::optional<ClientEnd> measure_client_end(Engine& engine, const std::vector<Me
 // server's memory is read on its own host at those times (scripts/run_distributed.sh).
 // Step s ramps from T + (s-1) span + 0.5 s, must be connected by its ramp deadline, holds,
 // and is sampled at T + s span; span = 0.5 s + the ramp's deadline + --hold-s.
-json::array run_idle_slice(Engine& engine, unsigned step_count, json::object& report, Progress& progress, double& ramp_seconds) {
+json::array run_idle_slice(Engine& engine, unsigned step_count, json::object& report, Progress& progress,
+                           double& ramp_seconds) {
   const Options& options = engine.options();
   Phase clock;
   const double ahead_ms = set_line_clock(clock, options);  // this UNIX clock less the reference clock
   report["ready_at_unix_ms"] = unix_ms_now(ahead_ms);
   const bool measured = options.clock_offset_bound_ns > 0;
-  report["clock"] = json::object{{"clock_offset_ms", options.clock_offset_ms},
-                                 {"measured_offset_ns", measured ? json::value(options.clock_offset_ns) : json::value(nullptr)},
-                                 {"measured_offset_bound_ns", measured ? json::value(options.clock_offset_bound_ns) : json::value(nullptr)}};
+  report["clock"] = json::object{
+      {"clock_offset_ms", options.clock_offset_ms},
+      {"measured_offset_ns", measured ? json::value(options.clock_offset_ns) : json::value(nullptr)},
+      {"measured_offset_bound_ns", measured ? json::value(options.clock_offset_bound_ns) : json::value(nullptr)}};
   // The deadline of one step's ramp: --connect-timeout-s, plus its pacing at --connect-rate
   // for the largest step of any slice, so every slice lays out the same times.
-  const double pacing_s = options.connect_rate > 0 ? std::ceil(static_cast<double>(options.clients_total) / step_count) / options.connect_rate : 0;
+  const double pacing_s =
+      options.connect_rate > 0
+          ? std::ceil(static_cast<double>(options.clients_total) / step_count) / options.connect_rate
+          : 0;
   const std::int64_t ramp_ns = static_cast<std::int64_t>((options.connect_timeout_s + pacing_s) * 1e9);
   const std::int64_t lead_ns = 500'000'000;  // between a sample and the next step's connects
   const std::int64_t span_ns = lead_ns + ramp_ns + static_cast<std::int64_t>(options.hold_s * 1e9);
   const std::int64_t start_ns = steady_ns_at_unix_ms(options.start_at_ms, ahead_ms);
   auto unix_ms = [&](std::int64_t offset_ns) { return options.start_at_ms + offset_ns / 1'000'000; };
-  auto late_ms = [](std::int64_t due_ns) { return std::round(static_cast<double>(to_ns(Clock::now()) - due_ns) / 1e5) / 10; };
+  auto late_ms = [](std::int64_t due_ns) {
+    return std::round(static_cast<double>(to_ns(Clock::now()) - due_ns) / 1e5) / 10;
+  };
   json::array steps;
   auto sample_at = [&](unsigned step, std::uint32_t target, json::object entry) {
-    wait_until(from_ns(start_ns + step * span_ns), [] { return false; }, [&] { progress.show("holding until step " + std::to_string(step) + "'s sample"); });
+    wait_until(
+        from_ns(start_ns + step * span_ns), [] { return false; },
+        [&] { progress.show("holding until step " + std::to_string(step) + "'s sample"); });
     entry["phase"] = step == 0 ? std::string("baseline") : "step " + std::to_string(step);
     entry["sample_at_unix_ms"] = unix_ms(step * span_ns);
     entry["target"] = target;
@@ -90,22 +99,26 @@ json::array run_idle_slice(Engine& engine, unsigned step_count, json::object& re
   const double baseline_late = late_ms(start_ns);
   sample_at(0, 0, json::object{{"start_late_ms", baseline_late}});
   for (unsigned step = 1; step <= step_count; ++step) {
-    const auto target = static_cast<std::uint32_t>((static_cast<std::uint64_t>(options.clients) * step + step_count - 1) / step_count);
+    const auto target =
+        static_cast<std::uint32_t>((static_cast<std::uint64_t>(options.clients) * step + step_count - 1) / step_count);
     const std::int64_t ramp_start_ns = start_ns + (step - 1) * span_ns + lead_ns;
     const double start_late = late_ms(ramp_start_ns);
-    wait_until(from_ns(ramp_start_ns), [] { return false; }, nullptr);
+    wait_until(
+        from_ns(ramp_start_ns), [] { return false; }, nullptr);
     const auto ramp_start = Clock::now();
     engine.ramp_to(target, [&] {
-      progress.show("step " + std::to_string(step) + "/" + std::to_string(step_count) + ": " + std::to_string(engine.open_connections()) + "/" +
-                    std::to_string(target) + " connected");
+      progress.show("step " + std::to_string(step) + "/" + std::to_string(step_count) + ": " +
+                    std::to_string(engine.open_connections()) + "/" + std::to_string(target) + " connected");
     });
     ramp_seconds += std::chrono::duration<double>(Clock::now() - ramp_start).count();
     // Connected after the ramp's deadline: the step's sample may have come before them.
     const double ready_late = late_ms(ramp_start_ns + ramp_ns);
     if (start_late > 1 || ready_late > 1)
-      warn(report, "step " + std::to_string(step) + ": " + (start_late > 1 ? "started " + std::to_string(std::lround(start_late)) + " ms late" :
-                                                             "connected " + std::to_string(std::lround(ready_late)) + " ms after its deadline") +
-                       " (--start-at): the server's sample may not hold all of this slice's clients");
+      warn(report,
+           "step " + std::to_string(step) + ": " +
+               (start_late > 1 ? "started " + std::to_string(std::lround(start_late)) + " ms late"
+                               : "connected " + std::to_string(std::lround(ready_late)) + " ms after its deadline") +
+               " (--start-at): the server's sample may not hold all of this slice's clients");
     sample_at(step, target, json::object{{"start_late_ms", start_late}, {"ready_late_ms", ready_late}});
     if (engine.limit_hit()) break;
   }
@@ -123,7 +136,8 @@ void run_idle(Engine& engine, json::object& report, Progress& progress) {
   double ramp_seconds = 0;
   if (sliced(options)) report["idle_steps"] = run_idle_slice(engine, step_count, report, progress, ramp_seconds);
   for (unsigned step = 1; step <= step_count && !sliced(options); ++step) {
-    const auto target = static_cast<std::uint32_t>((static_cast<std::uint64_t>(options.clients) * step + step_count - 1) / step_count);
+    const auto target =
+        static_cast<std::uint32_t>((static_cast<std::uint64_t>(options.clients) * step + step_count - 1) / step_count);
     const auto step_start = Clock::now();
     engine.ramp_to(target, [&] {
       progress.show("step " + std::to_string(step) + "/" + std::to_string(step_count) + ": " +
@@ -149,10 +163,13 @@ void run_idle(Engine& engine, json::object& report, Progress& progress) {
   const auto closed = engine.sum(&Worker::closed);
   report["closed_by_server"] = closed;
   if (closed > 0)
-    warn(report, std::to_string(closed) + " connections were closed by the server (or failed) during the ramp and holds");
+    warn(report,
+         std::to_string(closed) + " connections were closed by the server (or failed) during the ramp and holds");
   const auto connected = engine.open_connections();
-  report["ramp"] = json::object{{"seconds", ramp_seconds}, {"connected", connected},
-                                {"connects_per_s", ramp_seconds > 0 ? static_cast<double>(connected) / ramp_seconds : 0.0}};
+  report["ramp"] =
+      json::object{{"seconds", ramp_seconds},
+                   {"connected", connected},
+                   {"connects_per_s", ramp_seconds > 0 ? static_cast<double>(connected) / ramp_seconds : 0.0}};
   fill_cpu(report, cpu_start, CpuWindow::now(options.server_pid), options.server_pid);
   finish_common(engine, report);
   const auto client_end = measure_client_end(engine, steps);

@@ -26,7 +26,8 @@ std::uint64_t count_of(const json::value& v) { return v.is_null() ? 0 : v.to_num
 // The options every slice of one run must share, by mode: anything that changes what a
 // line is, who is in which room, when and how often it is sent, or when a phase starts.
 const std::vector<const char*>& shared_options(std::string_view mode) {
-  static const std::vector<const char*> chat{"room_size", "rate", "duration_s", "warmup_s", "size", "tick_us", "start_at_ms", "find_ceiling"},
+  static const std::vector<const char*> chat{"room_size", "rate",    "duration_s",  "warmup_s",
+                                             "size",      "tick_us", "start_at_ms", "find_ceiling"},
       broadcast{"messages", "interval_ms", "size", "drain_s", "start_at_ms"},
       idle{"steps", "hold_s", "connect_timeout_s", "start_at_ms"};
   return mode == "chat" ? chat : mode == "broadcast" ? broadcast : idle;
@@ -48,28 +49,38 @@ void check_mergeable(const std::vector<SliceReport>& slices, std::vector<Slice>&
   if (slices.empty()) throw MergeRefused("no reports to merge");
   const json::object& first = slices.front().report;
   const auto version = [](const json::object& r) {
-    return json::serialize(at(r, {"machine", "git_commit"})) + (at(r, {"machine", "git_dirty"}).as_bool() ? " (dirty)" : "");
+    return json::serialize(at(r, {"machine", "git_commit"})) +
+           (at(r, {"machine", "git_dirty"}).as_bool() ? " (dirty)" : "");
   };
-  const auto mode_of = [](const json::object& r) { return r.contains("mode") ? json::serialize(r.at("mode")) : std::string("missing"); };
+  const auto mode_of = [](const json::object& r) {
+    return r.contains("mode") ? json::serialize(r.at("mode")) : std::string("missing");
+  };
   const std::string mode = mode_of(first);
   if (mode != "\"chat\"" && mode != "\"broadcast\"" && mode != "\"idle\"")
     throw MergeRefused(slices.front().name + ": not a loadgen chat, broadcast or idle report (mode " + mode + ")");
   for (const SliceReport& slice : slices) {
     const json::object& r = slice.report;
     if (mode_of(r) != mode)
-      throw MergeRefused("different modes: " + slices.front().name + " is a " + mode + " report, " + slice.name + " is " + mode_of(r) +
-                         "; only the slices of one run can be merged");
+      throw MergeRefused("different modes: " + slices.front().name + " is a " + mode + " report, " + slice.name +
+                         " is " + mode_of(r) + "; only the slices of one run can be merged");
     for (const char* key : merge_keys(first.at("mode").as_string()))
       if (!r.contains(key) || !r.contains("slice"))
-        throw MergeRefused(slice.name + ": written by a loadgen without " + key + " or slice; rerun it with this loadgen");
+        throw MergeRefused(slice.name + ": written by a loadgen without " + key +
+                           " or slice; rerun it with this loadgen");
     if (version(r) != version(first))
-      throw MergeRefused("different loadgen versions: " + slices.front().name + " is " + version(first) + ", " + slice.name + " is " + version(r));
+      throw MergeRefused("different loadgen versions: " + slices.front().name + " is " + version(first) + ", " +
+                         slice.name + " is " + version(r));
     for (const char* key : shared_options(first.at("mode").as_string()))
-      if (at(r, {"options"}).as_object().if_contains(key) == nullptr || at(r, {"options", key}) != at(first, {"options", key}))
-        throw MergeRefused("option " + std::string(key) + " differs: " + slices.front().name + " has " +
-                           json::serialize(at(first, {"options"}).as_object().contains(key) ? at(first, {"options", key}) : json::value()) + ", " +
-                           slice.name + " has " + json::serialize(at(r, {"options"}).as_object().contains(key) ? at(r, {"options", key}) : json::value()));
-    if (mode == "\"chat\"" && at(r, {"options", "find_ceiling"}).as_bool()) throw MergeRefused(slice.name + ": a --find-ceiling search is adaptive; its slices cannot be merged");
+      if (at(r, {"options"}).as_object().if_contains(key) == nullptr ||
+          at(r, {"options", key}) != at(first, {"options", key}))
+        throw MergeRefused(
+            "option " + std::string(key) + " differs: " + slices.front().name + " has " +
+            json::serialize(at(first, {"options"}).as_object().contains(key) ? at(first, {"options", key})
+                                                                             : json::value()) +
+            ", " + slice.name + " has " +
+            json::serialize(at(r, {"options"}).as_object().contains(key) ? at(r, {"options", key}) : json::value()));
+    if (mode == "\"chat\"" && at(r, {"options", "find_ceiling"}).as_bool())
+      throw MergeRefused(slice.name + ": a --find-ceiling search is adaptive; its slices cannot be merged");
     const auto slice_total = at(r, {"slice", "clients_total"}).to_number<std::uint32_t>();
     if (slice_total != at(first, {"slice", "clients_total"}).to_number<std::uint32_t>())
       throw MergeRefused("clients_total differs: " + slices.front().name + " and " + slice.name);
@@ -80,8 +91,9 @@ void check_mergeable(const std::vector<SliceReport>& slices, std::vector<Slice>&
   std::sort(ranges.begin(), ranges.end(), [](const Slice& a, const Slice& b) { return a.first < b.first; });
   for (std::size_t i = 1; i < ranges.size(); ++i)
     if (ranges[i].first < ranges[i - 1].end)
-      throw MergeRefused("overlapping client slices: " + ranges[i - 1].source->name + " runs clients " + std::to_string(ranges[i - 1].first) + "-" +
-                         std::to_string(ranges[i - 1].end - 1) + ", " + ranges[i].source->name + " runs " + std::to_string(ranges[i].first) + "-" +
+      throw MergeRefused("overlapping client slices: " + ranges[i - 1].source->name + " runs clients " +
+                         std::to_string(ranges[i - 1].first) + "-" + std::to_string(ranges[i - 1].end - 1) + ", " +
+                         ranges[i].source->name + " runs " + std::to_string(ranges[i].first) + "-" +
                          std::to_string(ranges[i].end - 1));
 }
 
@@ -97,7 +109,9 @@ json::array missing_clients(const std::vector<Slice>& ranges, std::uint32_t tota
   return missing;
 }
 
-json::value ns_to_ms(const json::value* ns) { return ns == nullptr || ns->is_null() ? json::value(nullptr) : json::value(ns->to_number<double>() / 1e6); }
+json::value ns_to_ms(const json::value* ns) {
+  return ns == nullptr || ns->is_null() ? json::value(nullptr) : json::value(ns->to_number<double>() / 1e6);
+}
 
 json::value rounded_sum(const std::vector<const json::value*>& values) {
   double sum = 0;
@@ -121,8 +135,10 @@ struct ClockTotals {
   void add(const json::object& clock) {
     if (const json::value* bound = clock.if_contains("measured_offset_bound_ns"); bound && !bound->is_null())
       bounds_ns.push_back(bound->to_number<std::int64_t>());
-    cross_samples += count_of(clock.contains("cross_slice_samples") ? clock.at("cross_slice_samples") : json::value(nullptr));
-    untimed += count_of(clock.contains("cross_slice_deliveries_untimed") ? clock.at("cross_slice_deliveries_untimed") : json::value(nullptr));
+    cross_samples +=
+        count_of(clock.contains("cross_slice_samples") ? clock.at("cross_slice_samples") : json::value(nullptr));
+    untimed += count_of(clock.contains("cross_slice_deliveries_untimed") ? clock.at("cross_slice_deliveries_untimed")
+                                                                         : json::value(nullptr));
     if (const json::value* m = clock.if_contains("cross_slice_min_latency_us"); m && !m->is_null())
       cross_min_us = std::min(cross_min_us, m->to_number<double>());
   }
@@ -135,7 +151,8 @@ struct ClockTotals {
   }
   json::object to_json(std::uint64_t samples_used) const {
     return json::object{
-        {"timed", cross_samples > 0 ? "same-process pairs exactly; cross-slice pairs whose two hosts' offsets were measured, within cross_slice_error_bound_us"
+        {"timed", cross_samples > 0 ? "same-process pairs exactly; cross-slice pairs whose two hosts' offsets were "
+                                      "measured, within cross_slice_error_bound_us"
                                     : "same-process pairs only"},
         {"samples_used", samples_used},
         {"same_process_samples", samples_used - cross_samples},
@@ -156,7 +173,8 @@ void merge_chat(const std::vector<Slice>& ranges, bool complete, json::object& m
     const json::object& senders = at(range.source->report, {"loss_detail", "senders"}).as_object();
     const json::array& ids = senders.at("id").as_array();
     const json::array& sent = senders.at("sent").as_array();
-    for (std::size_t i = 0; i < ids.size(); ++i) sent_by[ids[i].to_number<std::uint32_t>()] = sent.at(i).to_number<std::uint64_t>();
+    for (std::size_t i = 0; i < ids.size(); ++i)
+      sent_by[ids[i].to_number<std::uint32_t>()] = sent.at(i).to_number<std::uint64_t>();
   }
   ChatLossCounter counter(sent_by, room_size);
   std::uint64_t unknown = 0;
@@ -170,7 +188,8 @@ void merge_chat(const std::vector<Slice>& ranges, bool complete, json::object& m
       std::vector<SenderTrack> tracks(next.size());
       for (std::size_t i = 0; i < next.size(); ++i) {
         tracks[i].next_expected = next[i].to_number<std::uint64_t>();
-        tracks[i].received = tracks[i].next_expected - std::min(tracks[i].next_expected, gaps.at(i).to_number<std::uint64_t>());
+        tracks[i].received =
+            tracks[i].next_expected - std::min(tracks[i].next_expected, gaps.at(i).to_number<std::uint64_t>());
       }
       // The receiver's repeats and late lines come on top of its unique lines.
       if (!tracks.empty()) {
@@ -183,12 +202,18 @@ void merge_chat(const std::vector<Slice>& ranges, bool complete, json::object& m
     }
   }
   auto if_complete = [&](std::uint64_t value) { return complete ? json::value(value) : json::value(nullptr); };
-  merged["lines"] = json::object{{"sent", counter.sent}, {"delivered", counter.loss.received}, {"expected", if_complete(counter.expected)},
-                                 {"lost", if_complete(counter.loss.lost)}, {"outstanding", if_complete(counter.loss.outstanding)},
-                                 {"duplicated", counter.loss.duplicated}, {"reordered", counter.loss.reordered},
-                                 {"receivers", counter.receivers}, {"receivers_with_loss", if_complete(counter.loss.receivers_with_loss)},
+  merged["lines"] = json::object{{"sent", counter.sent},
+                                 {"delivered", counter.loss.received},
+                                 {"expected", if_complete(counter.expected)},
+                                 {"lost", if_complete(counter.loss.lost)},
+                                 {"outstanding", if_complete(counter.loss.outstanding)},
+                                 {"duplicated", counter.loss.duplicated},
+                                 {"reordered", counter.loss.reordered},
+                                 {"receivers", counter.receivers},
+                                 {"receivers_with_loss", if_complete(counter.loss.receivers_with_loss)},
                                  {"receivers_with_outstanding", if_complete(counter.loss.receivers_with_outstanding)},
-                                 {"receivers_disconnected", counter.receivers_disconnected}, {"unknown", unknown},
+                                 {"receivers_disconnected", counter.receivers_disconnected},
+                                 {"unknown", unknown},
                                  {"server_lines_out", nullptr}};
 
   // Rate steps, index by index: the slices ran the same steps at the same start times.
@@ -219,12 +244,14 @@ void merge_chat(const std::vector<Slice>& ranges, bool complete, json::object& m
     steps.push_back(json::object{{"rate", at(first, {"rate_steps"}).as_array()[i].as_object().at("rate")},
                                  {"latency_us", latency_json(step_latency)},
                                  {"latency_histogram", histogram_json(step_latency)},
-                                 {"throughput", json::object{{"sent_per_s", rounded_sum(sent_per_s)}, {"deliveries_per_s", rounded_sum(deliveries_per_s)}}},
+                                 {"throughput", json::object{{"sent_per_s", rounded_sum(sent_per_s)},
+                                                             {"deliveries_per_s", rounded_sum(deliveries_per_s)}}},
                                  {"late_sends", late},
                                  {"late_sends_stalled", late_stalled},
                                  {"cross_slice_samples", step_cross},
                                  {"late_hosts", late_hosts}});
-    if (!late_hosts.empty()) warnings.push_back(json::value("rate step " + std::to_string(i) + ": " + json::serialize(late_hosts)));
+    if (!late_hosts.empty())
+      warnings.push_back(json::value("rate step " + std::to_string(i) + ": " + json::serialize(late_hosts)));
   }
   merged["rate_steps"] = steps;
   merged["throughput"] = steps.empty() ? json::value(nullptr) : steps.back().as_object().at("throughput");
@@ -253,12 +280,14 @@ json::array merge_phases(const std::vector<Slice>& ranges, const char* key, json
       else if (late->to_number<double>() > 1.0)
         late_hosts.push_back(json::value(range.source->name + ": " + ms(*late) + " ms late"));
       else if (ready_late && !ready_late->is_null() && ready_late->to_number<double>() > 1.0)
-        late_hosts.push_back(json::value(range.source->name + ": connected " + ms(*ready_late) + " ms after the ramp's deadline"));
+        late_hosts.push_back(
+            json::value(range.source->name + ": connected " + ms(*ready_late) + " ms after the ramp's deadline"));
     }
     phase.erase("start_late_ms");
     phase.erase("ready_late_ms");
     if (!late_hosts.empty())
-      warnings.push_back(json::value(std::string(key) + " " + json::serialize(phase.contains("phase") ? phase.at("phase") : json::value(i)) +
+      warnings.push_back(json::value(std::string(key) + " " +
+                                     json::serialize(phase.contains("phase") ? phase.at("phase") : json::value(i)) +
                                      ": " + json::serialize(late_hosts)));
     phase["late_hosts"] = std::move(late_hosts);
     phases.push_back(std::move(phase));
@@ -269,10 +298,12 @@ json::array merge_phases(const std::vector<Slice>& ranges, const char* key, json
 // Broadcast: one sender (global client 0, in the slice at offset 0); every other client a
 // receiver. Expected = sent x receivers over every slice; each message's completion is
 // the largest of the slices' slowest receivers, timed only if every slice could time it.
-void merge_broadcast(const std::vector<Slice>& ranges, bool complete, const ClockTotals& clocks, json::object& merged, json::array& warnings) {
+void merge_broadcast(const std::vector<Slice>& ranges, bool complete, const ClockTotals& clocks, json::object& merged,
+                     json::array& warnings) {
   const json::object& first = ranges.front().source->report;
   std::optional<std::uint64_t> sent;
-  std::uint64_t sync_sent = 0, sync_received = 0, unknown = 0, late = 0, late_stalled = 0, receivers = 0, disconnected = 0;
+  std::uint64_t sync_sent = 0, sync_received = 0, unknown = 0, late = 0, late_stalled = 0, receivers = 0,
+                disconnected = 0;
   for (const Slice& range : ranges) {
     const json::object& r = range.source->report;
     const json::object& senders = at(r, {"loss_detail", "senders"}).as_object();
@@ -292,7 +323,8 @@ void merge_broadcast(const std::vector<Slice>& ranges, bool complete, const Cloc
       const json::object& receiver = v.as_object();
       SenderTrack track;
       track.next_expected = receiver.at("next").as_array().at(0).to_number<std::uint64_t>();
-      track.received = track.next_expected - std::min(track.next_expected, receiver.at("gaps").as_array().at(0).to_number<std::uint64_t>());
+      track.received = track.next_expected -
+                       std::min(track.next_expected, receiver.at("gaps").as_array().at(0).to_number<std::uint64_t>());
       const bool open = receiver.at("open").as_bool();
       ++receivers;
       if (!open) ++disconnected;
@@ -302,14 +334,23 @@ void merge_broadcast(const std::vector<Slice>& ranges, bool complete, const Cloc
       loss.add_receiver(track.missing(sends, open));
     }
   auto if_known = [&](std::uint64_t value) { return known ? json::value(value) : json::value(nullptr); };
-  merged["lines"] = json::object{{"sent", sends}, {"delivered", loss.received}, {"expected", if_known(sends * receivers)},
-                                 {"lost", if_known(loss.lost)}, {"outstanding", if_known(loss.outstanding)},
-                                 {"duplicated", loss.duplicated}, {"reordered", loss.reordered}, {"receivers", receivers},
+  merged["lines"] = json::object{{"sent", sends},
+                                 {"delivered", loss.received},
+                                 {"expected", if_known(sends * receivers)},
+                                 {"lost", if_known(loss.lost)},
+                                 {"outstanding", if_known(loss.outstanding)},
+                                 {"duplicated", loss.duplicated},
+                                 {"reordered", loss.reordered},
+                                 {"receivers", receivers},
                                  {"receivers_with_loss", if_known(loss.receivers_with_loss)},
                                  {"receivers_with_outstanding", if_known(loss.receivers_with_outstanding)},
-                                 {"receivers_disconnected", disconnected}, {"unknown", unknown},
-                                 {"late_sends", late}, {"late_sends_stalled", late_stalled},
-                                 {"sync_sent", sync_sent}, {"sync_received", sync_received}, {"server_lines_out", nullptr}};
+                                 {"receivers_disconnected", disconnected},
+                                 {"unknown", unknown},
+                                 {"late_sends", late},
+                                 {"late_sends_stalled", late_stalled},
+                                 {"sync_sent", sync_sent},
+                                 {"sync_received", sync_received},
+                                 {"server_lines_out", nullptr}};
 
   // Completion per message: every receiver of every slice had it, and every slice timed
   // its receivers (none left a line from another host untimed).
@@ -340,11 +381,15 @@ void merge_broadcast(const std::vector<Slice>& ranges, bool complete, const Cloc
   json::value completion_json = nullptr;
   if (known && timed && completion.count() > 0) {
     auto us = [&](double q) { return std::round(static_cast<double>(completion.percentile(q))) / 1000.0; };
-    completion_json = json::object{{"p50", us(0.5)}, {"p95", us(0.95)}, {"p99", us(0.99)},
-                                   {"max", static_cast<double>(completion.max()) / 1000.0}, {"count", completion.count()},
-                                   {"incomplete_messages", incomplete},
-                                   // The sender's and the slowest receiver's clock bounds, at most the two largest.
-                                   {"error_bound_us", clocks.cross_samples > 0 ? clocks.error_bound_us() : json::value(0.0)}};
+    completion_json =
+        json::object{{"p50", us(0.5)},
+                     {"p95", us(0.95)},
+                     {"p99", us(0.99)},
+                     {"max", static_cast<double>(completion.max()) / 1000.0},
+                     {"count", completion.count()},
+                     {"incomplete_messages", incomplete},
+                     // The sender's and the slowest receiver's clock bounds, at most the two largest.
+                     {"error_bound_us", clocks.cross_samples > 0 ? clocks.error_bound_us() : json::value(0.0)}};
   }
   merged["broadcast_completion_us"] = completion_json;
   merged["phases"] = merge_phases(ranges, "phases", warnings);
@@ -354,7 +399,8 @@ void merge_broadcast(const std::vector<Slice>& ranges, bool complete, const Cloc
     deliveries_per_s.push_back(&at(range.source->report, {"throughput", "deliveries_per_s"}));
     if (range.first == 0) sent_per_s = &at(range.source->report, {"throughput", "sent_per_s"});
   }
-  merged["throughput"] = json::object{{"sent_per_s", sent_per_s ? *sent_per_s : json::value(nullptr)}, {"deliveries_per_s", rounded_sum(deliveries_per_s)}};
+  merged["throughput"] = json::object{{"sent_per_s", sent_per_s ? *sent_per_s : json::value(nullptr)},
+                                      {"deliveries_per_s", rounded_sum(deliveries_per_s)}};
 }
 
 // Idle: each step's connections summed over the slices, at the step's sample time. The
@@ -376,7 +422,8 @@ void merge_idle(const std::vector<Slice>& ranges, json::array& warnings, json::o
     json::object& step = steps[i].as_object();
     step["target"] = target;
     step["connected"] = connected;
-    memory_steps.push_back(json::object{{"clients", connected}, {"sample_at_unix_ms", step.at("sample_at_unix_ms")}, {"rss_bytes", nullptr}});
+    memory_steps.push_back(json::object{
+        {"clients", connected}, {"sample_at_unix_ms", step.at("sample_at_unix_ms")}, {"rss_bytes", nullptr}});
   }
   merged["idle_steps"] = steps;
   merged["closed_by_server"] = closed;
@@ -410,23 +457,27 @@ json::object merge_reports(const std::vector<SliceReport>& slices) {
     requested += count_of(r.at("clients_requested"));
     connected += count_of(r.at("clients_connected"));
     if (mode != "idle") latency.merge(histogram_from_json(r.at("latency_histogram")));
-    if (!r.at("limit_hit").is_null()) limits.push_back(json::value(range.source->name + ": " + std::string(r.at("limit_hit").as_string())));
-    for (const json::value& w : r.at("warnings").as_array()) warnings.push_back(json::value(range.source->name + ": " + std::string(w.as_string())));
+    if (!r.at("limit_hit").is_null())
+      limits.push_back(json::value(range.source->name + ": " + std::string(r.at("limit_hit").as_string())));
+    for (const json::value& w : r.at("warnings").as_array())
+      warnings.push_back(json::value(range.source->name + ": " + std::string(w.as_string())));
     const json::object& cpu = r.at("cpu").as_object();
     static const json::object no_clock{};
     const json::object& clock = r.contains("clock") && r.at("clock").is_object() ? r.at("clock").as_object() : no_clock;
-    hosts.push_back(json::object{{"report", range.source->name},
-                                 {"hostname", r.at("machine").as_object().contains("hostname") ? at(r, {"machine", "hostname"}) : json::value(nullptr)},
-                                 {"clients", json::array{range.first, range.end - 1}},
-                                 {"clients_connected", r.at("clients_connected")},
-                                 {"limit_hit", r.at("limit_hit")},
-                                 {"loadgen_cpu_fraction", cpu.at("loadgen_cpu_fraction")},
-                                 {"loadgen_saturated", cpu.at("loadgen_saturated")},
-                                 {"ready_at_unix_ms", r.contains("ready_at_unix_ms") ? r.at("ready_at_unix_ms") : json::value(nullptr)},
-                                 // This host's UNIX clock less the reference clock, as the launcher measured it.
-                                 {"clock_offset_ms", ns_to_ms(clock.if_contains("measured_offset_ns"))},
-                                 {"clock_offset_bound_ms", ns_to_ms(clock.if_contains("measured_offset_bound_ns"))},
-                                 {"clock_offset_ms_injected", at(r, {"options", "clock_offset_ms"})}});
+    hosts.push_back(json::object{
+        {"report", range.source->name},
+        {"hostname",
+         r.at("machine").as_object().contains("hostname") ? at(r, {"machine", "hostname"}) : json::value(nullptr)},
+        {"clients", json::array{range.first, range.end - 1}},
+        {"clients_connected", r.at("clients_connected")},
+        {"limit_hit", r.at("limit_hit")},
+        {"loadgen_cpu_fraction", cpu.at("loadgen_cpu_fraction")},
+        {"loadgen_saturated", cpu.at("loadgen_saturated")},
+        {"ready_at_unix_ms", r.contains("ready_at_unix_ms") ? r.at("ready_at_unix_ms") : json::value(nullptr)},
+        // This host's UNIX clock less the reference clock, as the launcher measured it.
+        {"clock_offset_ms", ns_to_ms(clock.if_contains("measured_offset_ns"))},
+        {"clock_offset_bound_ms", ns_to_ms(clock.if_contains("measured_offset_bound_ns"))},
+        {"clock_offset_ms_injected", at(r, {"options", "clock_offset_ms"})}});
     clocks.add(clock);
   }
   merged["clients_requested"] = requested;
@@ -439,8 +490,10 @@ json::object merge_reports(const std::vector<SliceReport>& slices) {
   merged["hosts"] = hosts;
   merged["options"] = at(first, {"options"});
   const bool complete = missing.empty();
-  if (!complete) warnings.push_back(json::value("clients " + json::serialize(missing) + " are in no report: " +
-                                                (mode == "idle" ? "the steps' connection totals lack them" : "expected, lost and outstanding are unknown")));
+  if (!complete)
+    warnings.push_back(json::value(
+        "clients " + json::serialize(missing) + " are in no report: " +
+        (mode == "idle" ? "the steps' connection totals lack them" : "expected, lost and outstanding are unknown")));
   merged["latency_us"] = mode == "idle" ? json::value(nullptr) : latency_json(latency);
   merged["latency_histogram"] = mode == "idle" ? json::value(nullptr) : histogram_json(latency);
   if (mode != "idle") merged["clock"] = clocks.to_json(latency.count());
@@ -452,7 +505,8 @@ json::object merge_reports(const std::vector<SliceReport>& slices) {
   // Measured per host (hosts[]) or on the server's host, not by a merge.
   merged["cpu"] = nullptr;
   if (!merged.contains("memory"))
-    merged["memory"] = json::object{{"per_connection", json::object{{"rss_bytes", nullptr}, {"system_bytes", nullptr}}}, {"server_host", nullptr}};
+    merged["memory"] = json::object{{"per_connection", json::object{{"rss_bytes", nullptr}, {"system_bytes", nullptr}}},
+                                    {"server_host", nullptr}};
   merged["ramp"] = nullptr;
   merged["ceiling"] = nullptr;
   return merged;

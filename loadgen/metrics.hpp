@@ -2,13 +2,14 @@
 // tracking, the least-squares slope and /proc sampling. No I/O except /proc reads.
 #pragma once
 
+#include <sys/types.h>
+
 #include <array>
 #include <chrono>
 #include <cstdint>
 #include <map>
 #include <optional>
 #include <string>
-#include <sys/types.h>
 #include <utility>
 #include <vector>
 
@@ -38,7 +39,9 @@ class OpenLoopSchedule {
   std::uint64_t due_by(std::int64_t now_ns) const;
 
  private:
-  std::int64_t exact_ns(std::uint64_t k) const { return start_ns_ + static_cast<std::int64_t>(static_cast<double>(k) * 1e9 / rate_); }
+  std::int64_t exact_ns(std::uint64_t k) const {
+    return start_ns_ + static_cast<std::int64_t>(static_cast<double>(k) * 1e9 / rate_);
+  }
   std::int64_t on_grid(std::int64_t t) const {
     if (tick_ns_ <= 0) return t;
     const std::int64_t r = t % tick_ns_;  // steady-clock times are positive
@@ -174,7 +177,9 @@ struct MemorySample {
   std::optional<std::uint64_t> mem_available_bytes, kernel_stack_bytes, slab_bytes, sock_mem_bytes;
   std::optional<std::uint64_t> mem_free_bytes, anon_pages_bytes, page_tables_bytes, slab_reclaimable_bytes;
   std::optional<std::uint64_t> page_cache_bytes;
-  std::optional<std::uint64_t> per_cpu_free_bytes;  // free pages in the per-CPU lists, which MemFree leaves out  // Cached + Buffers: file pages, which come and go with the rest of the machine
+  std::optional<std::uint64_t>
+      per_cpu_free_bytes;  // free pages in the per-CPU lists, which MemFree leaves out  // Cached + Buffers: file
+                           // pages, which come and go with the rest of the machine
   std::optional<std::uint64_t> loadgen_rss_bytes, loadgen_pte_bytes;  // the client's process
   SlabCaches slab_caches;  // kept for the per-cache slopes; not written per step
 };
@@ -218,7 +223,9 @@ double cpu_fraction(double cpu_seconds, double window_s, pid_t pid);
 
 // THE definition of loadgen's own CPU fraction (cpu_fraction of this process): the
 // saturation warning, cpu.loadgen_saturated and the ceiling search all use it.
-inline double loadgen_cpu_fraction(double cpu_seconds, double window_s) { return cpu_fraction(cpu_seconds, window_s, 0); }
+inline double loadgen_cpu_fraction(double cpu_seconds, double window_s) {
+  return cpu_fraction(cpu_seconds, window_s, 0);
+}
 // Above this, a measured window may measure loadgen itself: warning and loadgen_saturated.
 constexpr double loadgen_saturated_fraction = 0.9;
 
@@ -247,7 +254,8 @@ struct CoreBusy {
   int cpu = -1;
   double busy = 0, steal = 0;  // busy: not idle and not stolen, softirq and irq included
 };
-std::vector<CoreBusy> core_busy(const std::vector<CoreTicks>& before, const std::vector<CoreTicks>& after, double window_s);
+std::vector<CoreBusy> core_busy(const std::vector<CoreTicks>& before, const std::vector<CoreTicks>& after,
+                                double window_s);
 
 // Value of "key:" in a /proc file of "key: value [kB]" lines, in bytes if it had kB.
 std::optional<std::uint64_t> proc_field(const std::string& path, const std::string& key);

@@ -1,5 +1,9 @@
 #include "report.hpp"
 
+#include <sys/resource.h>
+#include <sys/utsname.h>
+#include <unistd.h>
+
 #include <boost/version.hpp>
 #include <cmath>
 #include <cstdio>
@@ -7,10 +11,7 @@
 #include <set>
 #include <sstream>
 #include <stdexcept>
-#include <sys/resource.h>
-#include <sys/utsname.h>
 #include <thread>
-#include <unistd.h>
 
 #include "git_commit.hpp"  // generated at build time: CHATBENCH_GIT_COMMIT, CHATBENCH_GIT_DIRTY
 
@@ -20,9 +21,12 @@ namespace json = boost::json;
 
 const char* mode_name(Mode mode) {
   switch (mode) {
-    case Mode::idle: return "idle";
-    case Mode::broadcast: return "broadcast";
-    case Mode::chat: return "chat";
+    case Mode::idle:
+      return "idle";
+    case Mode::broadcast:
+      return "broadcast";
+    case Mode::chat:
+      return "chat";
   }
   return "?";
 }
@@ -106,7 +110,8 @@ json::object machine_info(pid_t server_pid) {
       {"git_commit", CHATBENCH_GIT_COMMIT},
       {"git_dirty", CHATBENCH_GIT_DIRTY},
       {"limits", limits},
-      {"pinning", json::object{{"loadgen_cpus", cpus_allowed(0)}, {"server_cpus", server_pid > 0 ? cpus_allowed(server_pid) : nullptr}}},
+      {"pinning", json::object{{"loadgen_cpus", cpus_allowed(0)},
+                               {"server_cpus", server_pid > 0 ? cpus_allowed(server_pid) : nullptr}}},
   };
 }
 
@@ -119,7 +124,8 @@ json::object make_report_skeleton(const Options& options) {
   report["machine"] = machine_info(options.server_pid);
   report["memory"] = json::object{
       {"steps", json::array{}},
-      {"per_connection", json::object{{"rss_bytes", nullptr}, {"pss_bytes", nullptr}, {"vsz_bytes", nullptr}, {"system_bytes", nullptr}}},
+      {"per_connection",
+       json::object{{"rss_bytes", nullptr}, {"pss_bytes", nullptr}, {"vsz_bytes", nullptr}, {"system_bytes", nullptr}}},
       {"client_end", nullptr},
       {"server_host", nullptr},
   };
@@ -127,26 +133,40 @@ json::object make_report_skeleton(const Options& options) {
   report["latency_histogram"] = nullptr;
   report["lines"] = nullptr;
   report["throughput"] = nullptr;
-  report["cpu"] = json::object{{"server_user_s", nullptr}, {"server_sys_s", nullptr}, {"loadgen_user_s", nullptr},
-                               {"loadgen_sys_s", nullptr}, {"window_s", nullptr}, {"loadgen_saturated", nullptr},
-                               {"loadgen_cpu_fraction", nullptr}, {"server_cpu_fraction", nullptr}, {"cores", nullptr}};
+  report["cpu"] = json::object{{"server_user_s", nullptr},
+                               {"server_sys_s", nullptr},
+                               {"loadgen_user_s", nullptr},
+                               {"loadgen_sys_s", nullptr},
+                               {"window_s", nullptr},
+                               {"loadgen_saturated", nullptr},
+                               {"loadgen_cpu_fraction", nullptr},
+                               {"server_cpu_fraction", nullptr},
+                               {"cores", nullptr}};
   report["ceiling"] = nullptr;  // chat --find-ceiling only
   report["broadcast_completion_us"] = nullptr;
   report["ramp"] = nullptr;
   report["server_stats"] = nullptr;
   report["warnings"] = json::array{};
-  json::object opts{{"host", options.host}, {"port", options.port}, {"clients", options.clients},
-                    {"server_pid", options.server_pid}, {"threads", options.threads},
-                    {"connect_concurrency", options.connect_concurrency}, {"connect_rate", options.connect_rate}, {"source_ips", options.source_ips},
-                    {"connect_timeout_s", options.connect_timeout_s}, {"drain_s", options.drain_s},
-                    {"uring_buffers", options.uring_buffers}, {"tick_us", options.tick_us}};
+  json::object opts{{"host", options.host},
+                    {"port", options.port},
+                    {"clients", options.clients},
+                    {"server_pid", options.server_pid},
+                    {"threads", options.threads},
+                    {"connect_concurrency", options.connect_concurrency},
+                    {"connect_rate", options.connect_rate},
+                    {"source_ips", options.source_ips},
+                    {"connect_timeout_s", options.connect_timeout_s},
+                    {"drain_s", options.drain_s},
+                    {"uring_buffers", options.uring_buffers},
+                    {"tick_us", options.tick_us}};
   // Many hosts (docs/distributed.md): which slice of which run this process ran.
   opts["clients_total"] = options.clients_total;
   opts["client_offset"] = options.client_offset;
   opts["start_at_ms"] = options.start_at_ms;
   opts["clock_offset_ms"] = options.clock_offset_ms;
   report["slice"] = json::object{{"clients_total", options.clients_total > 0 ? options.clients_total : options.clients},
-                                 {"client_offset", options.client_offset}, {"clients", options.clients}};
+                                 {"client_offset", options.client_offset},
+                                 {"clients", options.clients}};
   switch (options.mode) {
     case Mode::idle:
       opts["steps"] = options.steps;
@@ -167,8 +187,10 @@ json::object make_report_skeleton(const Options& options) {
       opts["size"] = options.size;
       opts["find_ceiling"] = options.find_ceiling;
       if (options.find_ceiling)
-        opts["ceiling"] = json::object{{"growth", options.ceiling_growth}, {"precision", options.ceiling_precision},
-                                       {"max_steps", options.ceiling_max_steps}, {"p99_bar_ms", options.p99_bar_ms},
+        opts["ceiling"] = json::object{{"growth", options.ceiling_growth},
+                                       {"precision", options.ceiling_precision},
+                                       {"max_steps", options.ceiling_max_steps},
+                                       {"p99_bar_ms", options.p99_bar_ms},
                                        {"late_bar_pct", options.late_bar_pct}};
       break;
     }
@@ -180,16 +202,23 @@ json::object make_report_skeleton(const Options& options) {
 json::value latency_json(const LatencyRecorder& recorder) {
   if (recorder.count() == 0) return nullptr;
   auto us = [&](double q) { return round3(static_cast<double>(recorder.percentile(q)) / 1000.0); };
-  return json::object{{"p50", us(0.50)}, {"p90", us(0.90)}, {"p99", us(0.99)}, {"p999", us(0.999)},
-                      {"max", round3(static_cast<double>(recorder.max()) / 1000.0)}, {"count", recorder.count()}};
+  return json::object{{"p50", us(0.50)},
+                      {"p90", us(0.90)},
+                      {"p99", us(0.99)},
+                      {"p999", us(0.999)},
+                      {"max", round3(static_cast<double>(recorder.max()) / 1000.0)},
+                      {"count", recorder.count()}};
 }
 
 json::value histogram_json(const LatencyRecorder& recorder) {
   if (recorder.count() == 0) return nullptr;
   json::array buckets;
   for (const auto& [index, count] : recorder.nonempty_buckets()) buckets.push_back(json::array{index, count});
-  return json::object{{"unit", "ns"}, {"sub_bucket_bits", LatencyRecorder::sub_bucket_bits}, {"count", recorder.count()},
-                      {"max", recorder.max()}, {"buckets", std::move(buckets)}};
+  return json::object{{"unit", "ns"},
+                      {"sub_bucket_bits", LatencyRecorder::sub_bucket_bits},
+                      {"count", recorder.count()},
+                      {"max", recorder.max()},
+                      {"buckets", std::move(buckets)}};
 }
 
 LatencyRecorder histogram_from_json(const json::value& histogram) {
@@ -204,8 +233,8 @@ LatencyRecorder histogram_from_json(const json::value& histogram) {
   }
   recorder.raise_max(h.at("max").to_number<std::int64_t>());
   if (recorder.count() != h.at("count").to_number<std::uint64_t>())
-    throw std::runtime_error("latency histogram: its buckets add up to " + std::to_string(recorder.count()) + ", not its count " +
-                             std::to_string(h.at("count").to_number<std::uint64_t>()));
+    throw std::runtime_error("latency histogram: its buckets add up to " + std::to_string(recorder.count()) +
+                             ", not its count " + std::to_string(h.at("count").to_number<std::uint64_t>()));
   return recorder;
 }
 
@@ -464,12 +493,13 @@ const json::value& at(const json::object& o, std::initializer_list<const char*> 
 
 std::string human_summary(const json::object& r) {
   std::ostringstream out;
-  out << "loadgen " << show(r.at("mode")) << ": " << show(r.at("clients_connected")) << "/" << show(r.at("clients_requested"))
-      << " clients connected";
+  out << "loadgen " << show(r.at("mode")) << ": " << show(r.at("clients_connected")) << "/"
+      << show(r.at("clients_requested")) << " clients connected";
   if (!r.at("limit_hit").is_null()) out << ", limit hit: " << show(r.at("limit_hit"));
   out << "\n";
   if (!at(r, {"ramp"}).is_null())
-    out << "  ramp: " << show(at(r, {"ramp", "seconds"})) << " s, " << show(at(r, {"ramp", "connects_per_s"})) << " connects/s\n";
+    out << "  ramp: " << show(at(r, {"ramp", "seconds"})) << " s, " << show(at(r, {"ramp", "connects_per_s"}))
+        << " connects/s\n";
   // A merged idle run: each step's connections over every host.
   if (const auto* steps = r.contains("idle_steps") ? r.at("idle_steps").if_array() : nullptr) {
     out << "  steps, connected:";
@@ -484,29 +514,34 @@ std::string human_summary(const json::object& r) {
         << show(at(r, {"memory", "per_connection", "system_bytes"})) << " B\n";
   if (!at(r, {"memory", "server_host"}).is_null()) {
     const auto& host = at(r, {"memory", "server_host"}).as_object();
-    out << "  server host per connection: parts " << show(at(host, {"parts_bytes"})) << " B (rss " << show(at(host, {"rss_bytes"}))
-        << ", page tables " << show(at(host, {"pte_bytes"})) << ", kernel stacks " << show(at(host, {"kernel_stack_bytes"}))
-        << ", sockets " << show(at(host, {"socket_bytes"})) << ", other kernel " << show(at(host, {"other_kernel_bytes"}))
-        << "), whole " << show(at(host, {"whole_bytes"})) << " B; client end " << show(at(host, {"client_end_bytes"})) << " B\n";
+    out << "  server host per connection: parts " << show(at(host, {"parts_bytes"})) << " B (rss "
+        << show(at(host, {"rss_bytes"})) << ", page tables " << show(at(host, {"pte_bytes"})) << ", kernel stacks "
+        << show(at(host, {"kernel_stack_bytes"})) << ", sockets " << show(at(host, {"socket_bytes"}))
+        << ", other kernel " << show(at(host, {"other_kernel_bytes"})) << "), whole " << show(at(host, {"whole_bytes"}))
+        << " B; client end " << show(at(host, {"client_end_bytes"})) << " B\n";
     for (const auto& flag : at(host, {"flags"}).as_array()) out << "  memory flag: " << show(flag) << "\n";
   }
   if (!r.at("latency_us").is_null())
     out << "  latency us: p50 " << show(at(r, {"latency_us", "p50"})) << "  p90 " << show(at(r, {"latency_us", "p90"}))
-        << "  p99 " << show(at(r, {"latency_us", "p99"})) << "  p99.9 " << show(at(r, {"latency_us", "p999"})) << "  max "
-        << show(at(r, {"latency_us", "max"})) << "  (" << show(at(r, {"latency_us", "count"})) << " samples)\n";
+        << "  p99 " << show(at(r, {"latency_us", "p99"})) << "  p99.9 " << show(at(r, {"latency_us", "p999"}))
+        << "  max " << show(at(r, {"latency_us", "max"})) << "  (" << show(at(r, {"latency_us", "count"}))
+        << " samples)\n";
   // Samples between hosts carry the clock measurements' error: say so beside the figure.
   if (const auto* clock = r.contains("clock") ? r.at("clock").if_object() : nullptr) {
     const json::value* cross = clock->if_contains("cross_slice_samples");
     if (cross && !cross->is_null() && cross->to_number<std::uint64_t>() > 0) {
       const json::value* bound = clock->if_contains("cross_slice_error_bound_us");
       out << "  of which " << show(*cross) << " between hosts, each within "
-          << (bound && !bound->is_null() ? show(*bound) + " us (the two hosts' clock bounds)" : std::string("its two hosts' clock bounds")) << "\n";
+          << (bound && !bound->is_null() ? show(*bound) + " us (the two hosts' clock bounds)"
+                                         : std::string("its two hosts' clock bounds"))
+          << "\n";
     }
   }
   if (!r.at("broadcast_completion_us").is_null())
     out << "  broadcast completion us: p50 " << show(at(r, {"broadcast_completion_us", "p50"})) << "  p95 "
-        << show(at(r, {"broadcast_completion_us", "p95"})) << "  p99 " << show(at(r, {"broadcast_completion_us", "p99"}))
-        << "  max " << show(at(r, {"broadcast_completion_us", "max"})) << "\n";
+        << show(at(r, {"broadcast_completion_us", "p95"})) << "  p99 "
+        << show(at(r, {"broadcast_completion_us", "p99"})) << "  max "
+        << show(at(r, {"broadcast_completion_us", "max"})) << "\n";
   if (!r.at("lines").is_null())
     out << "  lines: sent " << show(at(r, {"lines", "sent"})) << ", delivered " << show(at(r, {"lines", "delivered"}))
         << " of " << show(at(r, {"lines", "expected"})) << ", lost " << show(at(r, {"lines", "lost"}))
@@ -516,20 +551,22 @@ std::string human_summary(const json::object& r) {
   if (!r.at("throughput").is_null())
     out << "  throughput: " << show(at(r, {"throughput", "sent_per_s"})) << " sent/s, "
         << show(at(r, {"throughput", "deliveries_per_s"})) << " deliveries/s (by arrival time)\n";
-  out << "  cpu s: server user " << show(at(r, {"cpu", "server_user_s"})) << " sys " << show(at(r, {"cpu", "server_sys_s"}))
-      << ", loadgen user " << show(at(r, {"cpu", "loadgen_user_s"})) << " sys " << show(at(r, {"cpu", "loadgen_sys_s"}))
-      << " over " << show(at(r, {"cpu", "window_s"})) << " s\n";
+  out << "  cpu s: server user " << show(at(r, {"cpu", "server_user_s"})) << " sys "
+      << show(at(r, {"cpu", "server_sys_s"})) << ", loadgen user " << show(at(r, {"cpu", "loadgen_user_s"})) << " sys "
+      << show(at(r, {"cpu", "loadgen_sys_s"})) << " over " << show(at(r, {"cpu", "window_s"})) << " s\n";
   if (const auto& c = at(r, {"ceiling"}); !c.is_null()) {
     out << "  ceiling: ";
     if (at(c.as_object(), {"rate_per_client"}).is_null())
       out << "no rate passed";
     else
-      out << show(at(c.as_object(), {"deliveries_per_s"})) << " deliveries/s at " << show(at(c.as_object(), {"rate_per_client"}))
-          << " lines/s per client, p99 " << show(at(c.as_object(), {"p99_us"})) << " us";
+      out << show(at(c.as_object(), {"deliveries_per_s"})) << " deliveries/s at "
+          << show(at(c.as_object(), {"rate_per_client"})) << " lines/s per client, p99 "
+          << show(at(c.as_object(), {"p99_us"})) << " us";
     if (!at(c.as_object(), {"limited_by"}).is_null())
       out << ", limited by " << show(at(c.as_object(), {"limited_by"}));
     else
-      out << (at(c.as_object(), {"server_died"}).as_bool() ? ", cut short: the server died" : ", no rate failed within the step budget");
+      out << (at(c.as_object(), {"server_died"}).as_bool() ? ", cut short: the server died"
+                                                           : ", no rate failed within the step budget");
     if (at(c.as_object(), {"lower_bound"}).as_bool()) out << " (a lower bound, not the server's ceiling)";
     out << ", " << at(c.as_object(), {"steps"}).as_array().size() << " steps\n";
   }

@@ -32,7 +32,8 @@ bool send_due(Worker& worker, Sender& sender, TrafficState& state, unsigned size
       if (now - intended - stalled_ns <= late_send_ns) ++worker.late_sends_stalled;
     }
     if (intended >= sender.plan.window_start_ns) ++state.window_sent;
-    format_chat_line(worker.scratch, sender.line_id, connection.sent, intended + state.line_clock_offset_ns, size, state.reference_clock);
+    format_chat_line(worker.scratch, sender.line_id, connection.sent, intended + state.line_clock_offset_ns, size,
+                     state.reference_clock);
     if (!worker.send(connection, worker.scratch)) return false;
     ++connection.sent;
     state.lines_sent.add();
@@ -56,7 +57,9 @@ void send_all_due(Worker& worker, TrafficState& state, unsigned size) {
   auto& heap = state.senders;
   const std::int64_t now = to_ns(Clock::now()), cpu = thread_cpu_ns();
   const std::int64_t stalled_ns =
-      state.woke_ns >= 0 && !heap.empty() ? off_core_after_deadline_ns(state.woke_ns, state.woke_cpu_ns, now, cpu, heap.front().next_ns) : 0;
+      state.woke_ns >= 0 && !heap.empty()
+          ? off_core_after_deadline_ns(state.woke_ns, state.woke_cpu_ns, now, cpu, heap.front().next_ns)
+          : 0;
   state.woke_ns = now;
   state.woke_cpu_ns = cpu;
   while (!heap.empty() && heap.front().next_ns <= to_ns(Clock::now())) {
@@ -66,13 +69,14 @@ void send_all_due(Worker& worker, TrafficState& state, unsigned size) {
     else
       heap.pop_back();
   }
-  if (!heap.empty()) worker.set_timer(heap.front().next_ns, [&worker, &state, size] { send_all_due(worker, state, size); });
+  if (!heap.empty())
+    worker.set_timer(heap.front().next_ns, [&worker, &state, size] { send_all_due(worker, state, size); });
 }
 
 }  // namespace
 
-std::int64_t off_core_after_deadline_ns(std::int64_t woke_ns, std::int64_t woke_cpu_ns, std::int64_t now_ns, std::int64_t cpu_ns,
-                                        std::int64_t deadline_ns) {
+std::int64_t off_core_after_deadline_ns(std::int64_t woke_ns, std::int64_t woke_cpu_ns, std::int64_t now_ns,
+                                        std::int64_t cpu_ns, std::int64_t deadline_ns) {
   const std::int64_t deadline = std::max(deadline_ns, woke_ns);
   const std::int64_t off_core = (now_ns - woke_ns) - (cpu_ns - woke_cpu_ns);
   return std::clamp<std::int64_t>(off_core - (deadline - woke_ns), 0, std::max<std::int64_t>(0, now_ns - deadline));
@@ -81,7 +85,8 @@ std::int64_t off_core_after_deadline_ns(std::int64_t woke_ns, std::int64_t woke_
 void start_sending(Worker& worker, TrafficState& state, std::vector<Sender> senders, unsigned size) {
   for (auto& sender : senders) sender.next_ns = sender.plan.start_ns;
   state.senders = std::move(senders);
-  std::make_heap(state.senders.begin(), state.senders.end(), [](const Sender& a, const Sender& b) { return a.next_ns > b.next_ns; });
+  std::make_heap(state.senders.begin(), state.senders.end(),
+                 [](const Sender& a, const Sender& b) { return a.next_ns > b.next_ns; });
   send_all_due(worker, state, size);
 }
 
@@ -129,7 +134,8 @@ void handle_line(Worker& worker, Connection& connection, std::string_view line, 
   // within the two measurements' bounds. Otherwise it counts above for loss and order only.
   const bool cross_slice = chat->sender < phase.own_first || chat->sender >= phase.own_end;
   const bool timed = !cross_slice || (chat->reference_clock && phase.reference_clock);
-  if (phase.mode == Mode::broadcast && chat->seq < worker.message_receivers.size()) ++worker.message_receivers[chat->seq];
+  if (phase.mode == Mode::broadcast && chat->seq < worker.message_receivers.size())
+    ++worker.message_receivers[chat->seq];
   if (!timed) {
     ++worker.cross_slice_deliveries;
     return;
@@ -152,11 +158,13 @@ void handle_line(Worker& worker, Connection& connection, std::string_view line, 
 void ramp_all(Engine& engine, json::object& report, Progress& progress) {
   const auto start = Clock::now();
   engine.ramp_to(engine.options().clients, [&] {
-    progress.show("connecting: " + std::to_string(engine.open_connections()) + "/" + std::to_string(engine.options().clients));
+    progress.show("connecting: " + std::to_string(engine.open_connections()) + "/" +
+                  std::to_string(engine.options().clients));
   });
   const double elapsed = std::chrono::duration<double>(Clock::now() - start).count();
   const auto connected = engine.open_connections();
-  report["ramp"] = json::object{{"seconds", elapsed}, {"connected", connected},
+  report["ramp"] = json::object{{"seconds", elapsed},
+                                {"connected", connected},
                                 {"connects_per_s", elapsed > 0 ? static_cast<double>(connected) / elapsed : 0.0}};
 }
 
@@ -176,7 +184,8 @@ CpuUse fill_cpu(json::object& report, const CpuWindow& a, const CpuWindow& b, pi
   if (a.server && b.server) {
     cpu["server_user_s"] = b.server->user_s - a.server->user_s;
     cpu["server_sys_s"] = b.server->sys_s - a.server->sys_s;
-    use.server_fraction = cpu_fraction(b.server->user_s - a.server->user_s + b.server->sys_s - a.server->sys_s, window, server_pid);
+    use.server_fraction =
+        cpu_fraction(b.server->user_s - a.server->user_s + b.server->sys_s - a.server->sys_s, window, server_pid);
   }
   const double user = b.self.user_s - a.self.user_s, sys = b.self.sys_s - a.self.sys_s;
   use.loadgen_fraction = loadgen_cpu_fraction(user + sys, window);
@@ -190,7 +199,8 @@ CpuUse fill_cpu(json::object& report, const CpuWindow& a, const CpuWindow& b, pi
   cpu["loadgen_sys_s"] = sys;
   cpu["window_s"] = window;
   cpu["loadgen_cpu_fraction"] = std::round(use.loadgen_fraction * 1e4) / 1e4;
-  cpu["server_cpu_fraction"] = use.server_fraction ? json::value(std::round(*use.server_fraction * 1e4) / 1e4) : json::value(nullptr);
+  cpu["server_cpu_fraction"] =
+      use.server_fraction ? json::value(std::round(*use.server_fraction * 1e4) / 1e4) : json::value(nullptr);
   cpu["cores"] = cores_json(use.cores);
   cpu["others_on_loadgen_cores"] = std::round(use.others_on_loadgen_cores * 1e4) / 1e4;
   use.loadgen_throttled_s = static_cast<double>(std::max<std::int64_t>(0, b.throttled_ns - a.throttled_ns)) / 1e9;
@@ -199,7 +209,8 @@ CpuUse fill_cpu(json::object& report, const CpuWindow& a, const CpuWindow& b, pi
   const bool saturated = use.loadgen_fraction > loadgen_saturated_fraction;
   cpu["loadgen_saturated"] = saturated;
   if (saturated)
-    report["warnings"].as_array().push_back(json::value("loadgen used more than " + std::to_string(std::lround(loadgen_saturated_fraction * 100)) +
+    report["warnings"].as_array().push_back(json::value("loadgen used more than " +
+                                                        std::to_string(std::lround(loadgen_saturated_fraction * 100)) +
                                                         "% of the CPUs it may run on during the measured window; "
                                                         "the result may measure the load generator"));
   return use;
@@ -211,8 +222,9 @@ void finish_common(Engine& engine, json::object& report) {
   std::atomic<std::uint64_t> untimed{0};
   engine.for_each_worker([&](Worker& worker) { untimed += worker.untimed_reads; });
   if (untimed > 0)
-    warn(report, std::to_string(untimed.load()) + " reads came without the kernel's receive time; their lines were timed when read, "
-                 "so their latency includes loadgen's own delay");
+    warn(report, std::to_string(untimed.load()) +
+                     " reads came without the kernel's receive time; their lines were timed when read, "
+                     "so their latency includes loadgen's own delay");
 }
 
 void warn(json::object& report, const std::string& text) { report["warnings"].as_array().push_back(json::value(text)); }
@@ -221,7 +233,10 @@ void drain(Engine& engine, std::uint64_t expected_unique, Progress& progress) {
   wait_until(
       Clock::now() + seconds(engine.options().drain_s),
       [&] { return engine.sum(&Worker::unique_deliveries) >= expected_unique || engine.open_connections() == 0; },
-      [&] { progress.show("draining: " + std::to_string(engine.sum(&Worker::unique_deliveries)) + "/" + std::to_string(expected_unique)); });
+      [&] {
+        progress.show("draining: " + std::to_string(engine.sum(&Worker::unique_deliveries)) + "/" +
+                      std::to_string(expected_unique));
+      });
 }
 
 void drain_until_quiet(Engine& engine, Clock::duration quiet, Progress& progress) {
@@ -244,7 +259,8 @@ double set_line_clock(Phase& phase, const Options& options) {
   const std::int64_t injected_ns = std::llround(options.clock_offset_ms * 1e6);
   phase.reference_clock = options.clock_offset_bound_ns > 0;
   // Fixed for the run, so this process's own lines map back exactly.
-  phase.line_clock_offset_ns = phase.reference_clock ? unix_minus_steady_ns() + injected_ns - options.clock_offset_ns : injected_ns;
+  phase.line_clock_offset_ns =
+      phase.reference_clock ? unix_minus_steady_ns() + injected_ns - options.clock_offset_ns : injected_ns;
   return static_cast<double>(injected_ns - options.clock_offset_ns) / 1e6;
 }
 
@@ -257,14 +273,20 @@ json::object receiver_loss_json(const Options& options, const Connection& connec
     duplicated += track.duplicated;
     reordered += track.reordered;
   }
-  return {{"id", global_id(options, connection)}, {"open", connection.state != ConnectionState::closed},
-          {"room_first", connection.track_base}, {"next", std::move(next)}, {"gaps", std::move(gaps)},
-          {"duplicated", duplicated}, {"reordered", reordered}};
+  return {{"id", global_id(options, connection)},
+          {"open", connection.state != ConnectionState::closed},
+          {"room_first", connection.track_base},
+          {"next", std::move(next)},
+          {"gaps", std::move(gaps)},
+          {"duplicated", duplicated},
+          {"reordered", reordered}};
 }
 
 std::int64_t unix_minus_steady_ns() {
   const std::int64_t steady = to_ns(Clock::now());
-  return std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::system_clock::now().time_since_epoch()).count() - steady;
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::system_clock::now().time_since_epoch())
+             .count() -
+         steady;
 }
 
 std::int64_t unix_ms_now(double clock_offset_ms) {
@@ -274,12 +296,15 @@ std::int64_t unix_ms_now(double clock_offset_ms) {
 
 std::int64_t steady_ns_at_unix_ms(std::int64_t unix_ms, double clock_offset_ms) {
   const std::int64_t steady = to_ns(Clock::now());
-  const auto now = std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::system_clock::now().time_since_epoch()).count() +
-                   static_cast<std::int64_t>(std::llround(clock_offset_ms * 1e6));
+  const auto now =
+      std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::system_clock::now().time_since_epoch())
+          .count() +
+      static_cast<std::int64_t>(std::llround(clock_offset_ms * 1e6));
   return steady + (unix_ms * 1'000'000 - now);
 }
 
-void format_chat_line(std::string& out, std::uint32_t sender, std::uint64_t seq, std::int64_t intended_ns, unsigned size, bool reference_clock) {
+void format_chat_line(std::string& out, std::uint32_t sender, std::uint64_t seq, std::int64_t intended_ns,
+                      unsigned size, bool reference_clock) {
   out.clear();
   auto append = [&out](auto number) {
     char digits[24];  // enough for any 64-bit integer
@@ -313,15 +338,18 @@ boost::json::object clock_json(const Options& options, boost::json::value cross_
                                boost::json::value cross_min_latency_us, std::uint64_t untimed) {
   const bool measured = options.clock_offset_bound_ns > 0;
   auto if_measured = [&](std::int64_t v) { return measured ? boost::json::value(v) : boost::json::value(nullptr); };
-  return {{"line_clock", measured ? "reference clock: this host's UNIX clock less its measured offset" : "steady clock of the sending process"},
-          {"timed", measured ? "same-process pairs; cross-slice pairs whose sender's offset was measured too, within the two bounds"
-                             : "same-process pairs only"},
-          {"clock_offset_ms", options.clock_offset_ms},
-          {"measured_offset_ns", if_measured(options.clock_offset_ns)},
-          {"measured_offset_bound_ns", if_measured(options.clock_offset_bound_ns)},
-          {"cross_slice_samples", std::move(cross_samples)},
-          {"cross_slice_min_latency_us", std::move(cross_min_latency_us)},
-          {"cross_slice_deliveries_untimed", untimed}};
+  return {
+      {"line_clock", measured ? "reference clock: this host's UNIX clock less its measured offset"
+                              : "steady clock of the sending process"},
+      {"timed",
+       measured ? "same-process pairs; cross-slice pairs whose sender's offset was measured too, within the two bounds"
+                : "same-process pairs only"},
+      {"clock_offset_ms", options.clock_offset_ms},
+      {"measured_offset_ns", if_measured(options.clock_offset_ns)},
+      {"measured_offset_bound_ns", if_measured(options.clock_offset_bound_ns)},
+      {"cross_slice_samples", std::move(cross_samples)},
+      {"cross_slice_min_latency_us", std::move(cross_min_latency_us)},
+      {"cross_slice_deliveries_untimed", untimed}};
 }
 
 }  // namespace loadgen

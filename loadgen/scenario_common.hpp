@@ -18,8 +18,12 @@
 
 namespace loadgen {
 
-inline Clock::duration seconds(double s) { return std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(s)); }
-inline Clock::time_point from_ns(std::int64_t ns) { return Clock::time_point(std::chrono::duration_cast<Clock::duration>(std::chrono::nanoseconds(ns))); }
+inline Clock::duration seconds(double s) {
+  return std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(s));
+}
+inline Clock::time_point from_ns(std::int64_t ns) {
+  return Clock::time_point(std::chrono::duration_cast<Clock::duration>(std::chrono::nanoseconds(ns)));
+}
 
 // Per-connection send schedule of one phase: sends [0, total) of an open-loop schedule.
 struct SendPlan {
@@ -49,8 +53,8 @@ struct Phase {
 struct Sender {
   Connection* connection;
   SendPlan plan;
-  std::uint64_t done = 0;    // sends made so far
-  std::int64_t next_ns = 0;  // intended time of send `done`
+  std::uint64_t done = 0;     // sends made so far
+  std::int64_t next_ns = 0;   // intended time of send `done`
   std::uint32_t line_id = 0;  // the sender id its lines carry: the global client id
 };
 
@@ -58,7 +62,7 @@ struct Sender {
 struct TrafficState {
   SendPlan plan{};
   std::int64_t line_clock_offset_ns = 0;  // added to the intended time a line carries
-  bool reference_clock = false;          // lines say they carry the reference clock
+  bool reference_clock = false;           // lines say they carry the reference clock
   OwnedCounter lines_sent;
   std::uint64_t window_sent = 0;
   std::vector<Sender> senders;  // a heap, earliest next send first
@@ -69,8 +73,8 @@ struct TrafficState {
 // How long a thread was off its core after a deadline (a lower bound), from two readings
 // of the wall clock and of its CPU clock: at its previous wake-up (woke) and now. Of the
 // time between, what it did not run, less what it was meant to sleep (until deadline).
-std::int64_t off_core_after_deadline_ns(std::int64_t woke_ns, std::int64_t woke_cpu_ns, std::int64_t now_ns, std::int64_t cpu_ns,
-                                        std::int64_t deadline_ns);
+std::int64_t off_core_after_deadline_ns(std::int64_t woke_ns, std::int64_t woke_cpu_ns, std::int64_t now_ns,
+                                        std::int64_t cpu_ns, std::int64_t deadline_ns);
 
 // Starts the send loop of one worker over these plans (on the worker's thread).
 void start_sending(Worker& worker, TrafficState& state, std::vector<Sender> senders, unsigned size);
@@ -94,7 +98,8 @@ struct CpuWindow {
   std::vector<CoreTicks> cores;
   std::int64_t throttled_ns = 0;  // cgroup_throttled_ns()
   static CpuWindow now(pid_t pid) {
-    return {Clock::now(), pid > 0 ? process_cpu(pid) : std::nullopt, self_cpu(), read_core_ticks(), cgroup_throttled_ns()};
+    return {Clock::now(), pid > 0 ? process_cpu(pid) : std::nullopt, self_cpu(), read_core_ticks(),
+            cgroup_throttled_ns()};
   }
 };
 
@@ -127,7 +132,9 @@ void drain_until_quiet(Engine& engine, Clock::duration quiet, Progress& progress
 
 // Many hosts (docs/distributed.md): a client's id in the global run is its slice's offset
 // plus its index in this process; a process runs a slice when --clients-total is given.
-inline std::uint32_t global_id(const Options& options, const Connection& connection) { return options.client_offset + connection.id; }
+inline std::uint32_t global_id(const Options& options, const Connection& connection) {
+  return options.client_offset + connection.id;
+}
 inline bool sliced(const Options& options) { return options.clients_total > 0; }
 
 // Sets the clock this process's lines carry (phase.line_clock_offset_ns, reference_clock)
@@ -152,6 +159,5 @@ std::int64_t steady_ns_at_unix_ms(std::int64_t unix_ms, double clock_offset_ms);
 std::int64_t unix_minus_steady_ns();
 // The UNIX clock now, in ms, with --clock-offset-ms added.
 std::int64_t unix_ms_now(double clock_offset_ms);
-
 
 }  // namespace loadgen

@@ -18,8 +18,8 @@ void run_chat(Engine& engine, boost::json::object& report, Progress& progress);
 // A chat line: "SENDER SEQ INTENDED_NS " padded with 'x' to `size` bytes including LF.
 // INTENDED_NS is on the sending process's steady clock, or, followed by "r ", on the run's
 // reference clock (a slice with a measured clock offset; docs/distributed.md, "Clocks").
-void format_chat_line(std::string& out, std::uint32_t sender, std::uint64_t seq, std::int64_t intended_ns, unsigned size,
-                      bool reference_clock = false);
+void format_chat_line(std::string& out, std::uint32_t sender, std::uint64_t seq, std::int64_t intended_ns,
+                      unsigned size, bool reference_clock = false);
 struct ChatLine {
   std::uint32_t sender;
   std::uint64_t seq;
