@@ -71,7 +71,7 @@ void run_broadcast(Engine& engine, json::object& report, Progress& progress) {
   auto receivers_joined = [&] { return engine.sum(&Worker::joined); };  // the sender's flag is set by hand, uncounted
   std::uint64_t sync_sent = 0;
   auto send_sync = [&] {
-    sender_worker.post([&] { sender_worker.send(*sender, "sync\n"); });
+    sender_worker.post([&] { sender_worker.send(*sender, sync_message); });
     ++sync_sent;
   };
 

@@ -3,7 +3,6 @@
 #include <algorithm>
 #include <cmath>
 #include <map>
-#include <sstream>
 
 #include "ceiling.hpp"
 #include "scenario_common.hpp"
@@ -14,17 +13,6 @@ namespace json = boost::json;
 
 namespace {
 
-std::map<std::string, std::string> parse_stats_reply(std::string_view line) {
-  std::map<std::string, std::string> values;
-  std::istringstream fields{std::string(line.substr(std::min<std::size_t>(line.size(), 7)))};
-  std::string field;
-  while (fields >> field) {
-    const auto eq = field.find('=');
-    if (eq != std::string::npos) values[field.substr(0, eq)] = field.substr(eq + 1);
-  }
-  return values;
-}
-
 // Ask the server for its counters on one open connection; nullopt if no reply in time.
 std::optional<std::map<std::string, std::string>> query_server_stats(Engine& engine) {
   for (auto& worker : engine.workers()) {
@@ -34,7 +22,7 @@ std::optional<std::map<std::string, std::string>> query_server_stats(Engine& eng
       replies_before = worker->stats_replies.get();
       for (auto& connection : worker->connections())
         if (connection->state == ConnectionState::open && connection->joined) {
-          sent = worker->send(*connection, "/stats\n");
+          sent = worker->send(*connection, stats_command);
           if (sent) break;
         }
     });
@@ -358,7 +346,7 @@ void run_chat(Engine& engine, json::object& report, Progress& progress) {
       const std::uint32_t room = global_id(options, *connection) / run.room_size;
       connection->track_base = room * run.room_size;
       connection->tracks.assign(std::min(run.room_size, run.total - connection->track_base), SenderTrack{});
-      worker.send(*connection, "/join r" + std::to_string(room) + "\n");
+      worker.send(*connection, join_command(room));
     }
   });
   const bool all_joined = wait_until(

@@ -9,6 +9,8 @@
 #include <future>
 #include <stdexcept>
 
+#include "protocol.hpp"
+
 namespace loadgen {
 
 namespace {
@@ -131,15 +133,8 @@ void Worker::on_bytes(Connection& connection, std::string_view data, std::int64_
       connection.partial.append(line);
       line = connection.partial;
     }
-    lines_received.add();
-    if (line.starts_with("/error")) {
-      if (line == "/error server-full") {
-        server_full.add();
-        engine_.hit_limit("server full: the server answered /error server-full");
-      } else {
-        other_errors.add();
-      }
-    }
+    if (reply_kind(line) == Reply::server_full)
+      engine_.hit_limit("server full: the server answered /error server-full");
     if (line_handler_) line_handler_(*this, connection, line, now);
     connection.partial.clear();
     data.remove_prefix(end + 1);

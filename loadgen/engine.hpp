@@ -109,10 +109,7 @@ class Worker {
   OwnedCounter connects_pending;   // queued or in flight
   OwnedCounter connected;          // ever reached the open state
   OwnedCounter closed;             // open connections that closed since (server or error)
-  OwnedCounter server_full;        // "/error server-full" lines received
-  OwnedCounter other_errors;       // any other "/error" line
   OwnedCounter joined;             // connections that completed their scenario's handshake
-  OwnedCounter lines_received;     // every line, replies included
   OwnedCounter unique_deliveries;  // chat lines counted once per (receiver, sender, sequence)
 
   // Per-worker measurements, merged by the main thread after the workers are idle.

@@ -3,7 +3,6 @@
 
 #include <algorithm>
 #include <atomic>
-#include <charconv>
 #include <cmath>
 
 namespace loadgen {
@@ -97,19 +96,19 @@ void stop_sending(Worker& worker, TrafficState& state) {
 }
 
 void handle_line(Worker& worker, Connection& connection, std::string_view line, std::int64_t now, const Phase& phase) {
-  if (line.starts_with('/') && !line.starts_with("//")) {
-    if (line.starts_with("/joined ")) {
+  if (const Reply reply = reply_kind(line); reply != Reply::none) {
+    if (reply == Reply::joined) {
       if (!connection.joined) {
         connection.joined = true;
         worker.joined.add();
       }
-    } else if (line.starts_with("/stats ")) {
+    } else if (reply == Reply::stats) {
       worker.last_stats_reply.assign(line);
       worker.stats_replies.add();
     }
     return;
   }
-  if (line == "sync") {
+  if (line == sync_line) {
     ++worker.sync_lines;
     if (!connection.joined) {
       connection.joined = true;
@@ -301,37 +300,6 @@ std::int64_t steady_ns_at_unix_ms(std::int64_t unix_ms, double clock_offset_ms) 
           .count() +
       static_cast<std::int64_t>(std::llround(clock_offset_ms * 1e6));
   return steady + (unix_ms * 1'000'000 - now);
-}
-
-void format_chat_line(std::string& out, std::uint32_t sender, std::uint64_t seq, std::int64_t intended_ns,
-                      unsigned size, bool reference_clock) {
-  out.clear();
-  auto append = [&out](auto number) {
-    char digits[24];  // enough for any 64-bit integer
-    out.append(digits, std::to_chars(digits, digits + sizeof digits, number).ptr);
-    out.push_back(' ');
-  };
-  append(sender);
-  append(seq);
-  append(intended_ns);
-  if (reference_clock) out.append("r ");
-  if (out.size() + 1 < size) out.append(size - 1 - out.size(), 'x');
-  out.push_back('\n');
-}
-
-std::optional<ChatLine> parse_chat_line(std::string_view line) {
-  ChatLine chat{};
-  const char* p = line.data();
-  const char* end = line.data() + line.size();
-  auto field = [&](auto& value) {
-    const auto [next, error] = std::from_chars(p, end, value);
-    if (error != std::errc() || next == end || *next != ' ') return false;
-    p = next + 1;
-    return true;
-  };
-  if (!field(chat.sender) || !field(chat.seq) || !field(chat.intended_ns)) return std::nullopt;
-  chat.reference_clock = end - p >= 2 && p[0] == 'r' && p[1] == ' ';  // padding is 'x'
-  return chat;
 }
 
 boost::json::object clock_json(const Options& options, boost::json::value cross_samples,

@@ -13,6 +13,7 @@
 
 #include "engine.hpp"
 #include "metrics.hpp"
+#include "protocol.hpp"
 #include "report.hpp"
 #include "scenarios.hpp"
 

@@ -1,13 +1,14 @@
 // Unit tests of loadgen's measurement primitives: the open-loop schedule, the latency
 // recorder against exact percentiles, loss tracking (gaps vs lines not arrived yet),
-// throughput by arrival time, the least-squares slope, the chat line format, and the server
-// host's memory parts against their whole.
+// throughput by arrival time, the least-squares slope, the chat protocol and line format,
+// and the server host's memory parts against their whole.
 #include <algorithm>
 #include <cmath>
 #include <gtest/gtest.h>
 #include <random>
 
 #include "metrics.hpp"
+#include "protocol.hpp"
 #include "scenario_common.hpp"
 #include "scenarios.hpp"
 
@@ -182,6 +183,25 @@ TEST(ChatLine, RoundTripsAndPadsToSize) {
   EXPECT_EQ(line, "1 2 3 \n");
   EXPECT_FALSE(parse_chat_line("hello world").has_value());
   EXPECT_FALSE(parse_chat_line("/stats x=1").has_value());
+}
+
+// What loadgen reads from the server (docs/protocol.md): a line starting with a single '/'
+// is a reply, told apart by its word; a "//" line and anything else is a chat line.
+TEST(ChatProtocol, TellsRepliesFromChatLines) {
+  EXPECT_EQ(reply_kind("/joined r3"), Reply::joined);
+  EXPECT_EQ(reply_kind("/stats variant=asio lines_out=7"), Reply::stats);
+  EXPECT_EQ(reply_kind("/error server-full"), Reply::server_full);
+  EXPECT_EQ(reply_kind("/error bad-room"), Reply::error);
+  EXPECT_EQ(reply_kind("/error server-full-ish"), Reply::error);
+  EXPECT_EQ(reply_kind("/joinedx"), Reply::other);
+  EXPECT_EQ(reply_kind("//joined r3"), Reply::none);
+  EXPECT_EQ(reply_kind("0 1 2 xxxx"), Reply::none);
+  EXPECT_EQ(reply_kind(sync_line), Reply::none);
+  EXPECT_EQ(join_command(12), "/join r12\n");
+  const auto stats = parse_stats_reply("/stats variant=asio lines_out=7 odd");
+  EXPECT_EQ(stats.size(), 2u);
+  EXPECT_EQ(stats.at("variant"), "asio");
+  EXPECT_EQ(stats.at("lines_out"), "7");
 }
 
 // A slice with a measured clock offset marks its times as the reference clock's; a line
