@@ -33,6 +33,68 @@ json::object phase_start_json(json::object& report, const char* name, std::int64
           {"start_late_ms", std::round(static_cast<double>(late_ns) / 1e5) / 10}};
 }
 
+// This process's receivers, counted on each worker and added up.
+struct BroadcastCounts {
+  LatencyRecorder latency;
+  LossTotals loss;
+  std::uint64_t receivers = 0, receivers_disconnected = 0, unknown = 0, late = 0, late_stalled = 0;
+  std::uint64_t sync_received = 0, untimed = 0, cross_samples = 0;
+  std::int64_t cross_min_ns = INT64_MAX;
+  std::vector<std::uint32_t> message_receivers;           // per message, the receivers that had it
+  std::vector<std::int64_t> max_latency;                  // per message, its slowest timed receiver (INT64_MIN: none)
+  std::map<std::uint32_t, json::object> receiver_detail;  // by id, so the document does not depend on the threads
+
+  BroadcastCounts& operator+=(BroadcastCounts&& other) {
+    latency.merge(other.latency);
+    loss += other.loss;
+    receivers += other.receivers;
+    receivers_disconnected += other.receivers_disconnected;
+    unknown += other.unknown;
+    late += other.late;
+    late_stalled += other.late_stalled;
+    sync_received += other.sync_received;
+    untimed += other.untimed;
+    cross_samples += other.cross_samples;
+    cross_min_ns = std::min(cross_min_ns, other.cross_min_ns);
+    for (std::size_t m = 0; m < message_receivers.size(); ++m) {
+      message_receivers[m] += other.message_receivers[m];
+      max_latency[m] = std::max(max_latency[m], other.max_latency[m]);
+    }
+    receiver_detail.merge(other.receiver_detail);  // each id is one worker's
+    return *this;
+  }
+};
+
+// One worker's receivers (every joined client but the sender) against the sends_done lines sent.
+BroadcastCounts count_worker(const Options& options, Worker& worker, std::uint64_t sends_done) {
+  BroadcastCounts counts{worker.latency,
+                         {},
+                         0,
+                         0,
+                         worker.unknown_lines,
+                         worker.late_sends,
+                         worker.late_sends_stalled,
+                         worker.sync_lines,
+                         worker.cross_slice_deliveries,
+                         worker.cross_slice_samples,
+                         worker.cross_slice_min_ns,
+                         worker.message_receivers,
+                         worker.message_max_latency_ns,
+                         {}};
+  for (auto& connection : worker.connections()) {
+    if (global_id(options, *connection) == 0 || !connection->joined) continue;
+    ++counts.receivers;
+    const SenderTrack& track = connection->tracks[0];
+    counts.loss.received += track.received;
+    counts.loss.duplicated += track.duplicated;
+    counts.loss.reordered += track.reordered;
+    counts.loss.add_receiver(track.missing(sends_done, connection->state != ConnectionState::closed));
+    if (connection->state == ConnectionState::closed) ++counts.receivers_disconnected;
+    counts.receiver_detail[global_id(options, *connection)] = receiver_loss_json(options, *connection);
+  }
+  return counts;
+}
+
 }  // namespace
 
 void run_broadcast(Engine& engine, json::object& report, Progress& progress) {
@@ -167,42 +229,18 @@ void run_broadcast(Engine& engine, json::object& report, Progress& progress) {
   const auto cpu_end = CpuWindow::now(options.server_pid);
   progress.finish();
 
-  // Merge: the workers are idle now (the sender is done or gone).
-  LatencyRecorder latency, completion;
-  std::vector<std::uint32_t> message_receivers(messages, 0);
-  std::vector<std::int64_t> max_latency(messages, INT64_MIN);
-  LossTotals loss;
-  std::uint64_t receivers = 0, receivers_disconnected = 0, unknown = 0, late = 0, late_stalled = 0, sync_received = 0;
-  std::uint64_t untimed = 0, cross_samples = 0;
-  std::int64_t cross_min_ns = INT64_MAX;
-  std::map<std::uint32_t, json::object> receiver_detail;  // by id, so the document does not depend on the threads
-  engine.for_each_worker([&](Worker& worker) {
-    static std::mutex merge_mutex;
-    std::lock_guard lock(merge_mutex);
-    latency.merge(worker.latency);
-    unknown += worker.unknown_lines;
-    late += worker.late_sends;
-    late_stalled += worker.late_sends_stalled;
-    sync_received += worker.sync_lines;
-    untimed += worker.cross_slice_deliveries;
-    cross_samples += worker.cross_slice_samples;
-    cross_min_ns = std::min(cross_min_ns, worker.cross_slice_min_ns);
-    for (unsigned m = 0; m < messages; ++m) {
-      message_receivers[m] += worker.message_receivers[m];
-      max_latency[m] = std::max(max_latency[m], worker.message_max_latency_ns[m]);
-    }
-    for (auto& connection : worker.connections()) {
-      if (global_id(options, *connection) == 0 || !connection->joined) continue;
-      ++receivers;
-      const SenderTrack& track = connection->tracks[0];
-      loss.received += track.received;
-      loss.duplicated += track.duplicated;
-      loss.reordered += track.reordered;
-      loss.add_receiver(track.missing(sends_done, connection->state != ConnectionState::closed));
-      if (connection->state == ConnectionState::closed) ++receivers_disconnected;
-      receiver_detail[global_id(options, *connection)] = receiver_loss_json(options, *connection);
-    }
-  });
+  // Count: the sender is done or gone.
+  BroadcastCounts counts = engine.reduce([&](Worker& worker) { return count_worker(options, worker, sends_done); });
+  const LatencyRecorder& latency = counts.latency;
+  const LossTotals& loss = counts.loss;
+  const std::vector<std::uint32_t>& message_receivers = counts.message_receivers;
+  const std::vector<std::int64_t>& max_latency = counts.max_latency;
+  const std::uint64_t receivers = counts.receivers, receivers_disconnected = counts.receivers_disconnected;
+  const std::uint64_t unknown = counts.unknown, late = counts.late, late_stalled = counts.late_stalled;
+  const std::uint64_t sync_received = counts.sync_received, untimed = counts.untimed;
+  const std::uint64_t cross_samples = counts.cross_samples;
+  const std::int64_t cross_min_ns = counts.cross_min_ns;
+  LatencyRecorder completion;
   // Completion over this process's receivers: a message every one of them had, timed. In a
   // slice only the merge sees every receiver; a receiver slice does not know what was sent.
   const std::uint64_t messages_known = sender ? sends_done : (sliced(options) ? messages : 0);
@@ -253,7 +291,7 @@ void run_broadcast(Engine& engine, json::object& report, Progress& progress) {
   // message how many receivers here had it and the slowest of them (null: none timed).
   json::array ids, sent, receiver_array, per_message_receivers, per_message_max;
   if (sender) ids.push_back(0), sent.push_back(sends_done);
-  for (auto& [id, receiver] : receiver_detail) receiver_array.push_back(std::move(receiver));
+  for (auto& [id, receiver] : counts.receiver_detail) receiver_array.push_back(std::move(receiver));
   for (unsigned m = 0; m < messages; ++m) {
     per_message_receivers.push_back(message_receivers[m]);
     per_message_max.push_back(max_latency[m] == INT64_MIN ? json::value(nullptr) : json::value(max_latency[m]));

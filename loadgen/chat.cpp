@@ -72,14 +72,14 @@ struct ChatRun {
 
 // What every joined sender of this process sent, by global id.
 std::map<std::uint32_t, std::uint64_t> sent_by_sender(Engine& engine) {
-  std::map<std::uint32_t, std::uint64_t> sent_by;
-  engine.for_each_worker([&](Worker& worker) {
-    static std::mutex merge_mutex;
-    std::lock_guard lock(merge_mutex);
-    for (auto& connection : worker.connections())
-      if (connection->sender) sent_by[global_id(engine.options(), *connection)] = connection->sent;
-  });
-  return sent_by;
+  return engine.reduce(
+      [&](Worker& worker) {
+        std::map<std::uint32_t, std::uint64_t> sent_by;
+        for (auto& connection : worker.connections())
+          if (connection->sender) sent_by[global_id(engine.options(), *connection)] = connection->sent;
+        return sent_by;
+      },
+      [](auto& total, auto&& share) { total.merge(share); });  // each id is one worker's
 }
 
 // Every receiver's lines from the other joined members of its room, in one pass per worker.
@@ -88,16 +88,17 @@ std::map<std::uint32_t, std::uint64_t> sent_by_sender(Engine& engine) {
 // delivered + lost + outstanding = expected for every receiver. In a slice, the senders of
 // other slices count as having sent nothing: only the merge knows what they sent.
 ChatLossCounter count_chat_loss(Engine& engine, std::uint32_t room_size) {
-  ChatLossCounter counter(sent_by_sender(engine), room_size);
-  engine.for_each_worker([&](Worker& worker) {
-    static std::mutex merge_mutex;
-    std::lock_guard lock(merge_mutex);
-    for (auto& connection : worker.connections())
-      if (connection->sender)
-        counter.add_receiver(global_id(engine.options(), *connection), connection->state != ConnectionState::closed,
-                             connection->track_base, connection->tracks);
-  });
-  return counter;
+  const ChatLossCounter senders(sent_by_sender(engine), room_size);
+  return engine.reduce(
+      [&](Worker& worker) {
+        ChatLossCounter counter = senders;
+        for (auto& connection : worker.connections())
+          if (connection->sender)
+            counter.add_receiver(global_id(engine.options(), *connection), connection->state != ConnectionState::closed,
+                                 connection->track_base, connection->tracks);
+        return counter;
+      },
+      [](ChatLossCounter& total, const ChatLossCounter& share) { total.add_receivers_of(share); });
 }
 
 // What `loadgen merge` needs to count loss over every slice (docs/loadgen.md, "loss_detail"):
@@ -107,19 +108,41 @@ ChatLossCounter count_chat_loss(Engine& engine, std::uint32_t room_size) {
 json::object loss_detail_json(Engine& engine) {
   json::array sender_ids, sent;
   for (const auto& [id, n] : sent_by_sender(engine)) sender_ids.push_back(id), sent.push_back(n);
-  std::map<std::uint32_t, json::object> receivers;  // by id, so the document does not depend on the threads
-  engine.for_each_worker([&](Worker& worker) {
-    static std::mutex merge_mutex;
-    std::lock_guard lock(merge_mutex);
-    for (auto& connection : worker.connections())
-      if (connection->sender)
-        receivers[global_id(engine.options(), *connection)] = receiver_loss_json(engine.options(), *connection);
-  });
+  // By id, so the document does not depend on the threads.
+  auto receivers = engine.reduce(
+      [&](Worker& worker) {
+        std::map<std::uint32_t, json::object> receivers;
+        for (auto& connection : worker.connections())
+          if (connection->sender)
+            receivers[global_id(engine.options(), *connection)] = receiver_loss_json(engine.options(), *connection);
+        return receivers;
+      },
+      [](auto& total, auto&& share) { total.merge(share); });
   json::array receiver_array;
   for (auto& [id, receiver] : receivers) receiver_array.push_back(std::move(receiver));
   return {{"senders", json::object{{"id", std::move(sender_ids)}, {"sent", std::move(sent)}}},
           {"receivers", std::move(receiver_array)}};
 }
+
+// What the workers measured in one rate step, added up over them.
+struct StepCounts {
+  LatencyRecorder latency;
+  std::uint64_t window_deliveries = 0, window_arrivals = 0, window_sent = 0, late = 0, late_stalled = 0;
+  std::uint64_t cross_samples = 0;
+  std::int64_t cross_min_ns = INT64_MAX;
+
+  StepCounts& operator+=(const StepCounts& other) {
+    latency.merge(other.latency);
+    window_deliveries += other.window_deliveries;
+    window_arrivals += other.window_arrivals;
+    window_sent += other.window_sent;
+    late += other.late;
+    late_stalled += other.late_stalled;
+    cross_samples += other.cross_samples;
+    cross_min_ns = std::min(cross_min_ns, other.cross_min_ns);
+    return *this;
+  }
+};
 
 bool server_gone(Engine& engine) {
   const pid_t pid = engine.options().server_pid;
@@ -215,24 +238,23 @@ StepResult run_chat_step(ChatRun& run, double rate) {
   else
     drain(engine, expected, run.progress);
 
-  LatencyRecorder latency;
-  std::uint64_t window_deliveries = 0, window_sent = 0, late = 0, late_stalled = 0, cross_samples = 0;
-  std::int64_t cross_min_ns = INT64_MAX;
-  ArrivalWindow arrived{phase.window_start_ns, phase.window_end_ns, 0};
-  engine.for_each_worker([&](Worker& worker) {
+  const StepCounts counts = engine.reduce([&](Worker& worker) {
     // Stop any sender still behind; no further sends in this phase.
     stop_sending(worker, run.traffic[worker.index()]);
-    static std::mutex merge_mutex;
-    std::lock_guard lock(merge_mutex);
-    latency.merge(worker.latency);
-    window_deliveries += worker.window_deliveries;
-    arrived.arrivals += worker.window_arrivals.arrivals;
-    window_sent += run.traffic[worker.index()].window_sent;
-    late += worker.late_sends;
-    late_stalled += worker.late_sends_stalled;
-    cross_samples += worker.cross_slice_samples;
-    cross_min_ns = std::min(cross_min_ns, worker.cross_slice_min_ns);
+    return StepCounts{worker.latency,
+                      worker.window_deliveries,
+                      worker.window_arrivals.arrivals,
+                      run.traffic[worker.index()].window_sent,
+                      worker.late_sends,
+                      worker.late_sends_stalled,
+                      worker.cross_slice_samples,
+                      worker.cross_slice_min_ns};
   });
+  const LatencyRecorder& latency = counts.latency;
+  const std::uint64_t window_deliveries = counts.window_deliveries, window_sent = counts.window_sent;
+  const std::uint64_t late = counts.late, late_stalled = counts.late_stalled, cross_samples = counts.cross_samples;
+  const std::int64_t cross_min_ns = counts.cross_min_ns;
+  const ArrivalWindow arrived{phase.window_start_ns, phase.window_end_ns, counts.window_arrivals};
   const ChatLossCounter loss = count_chat_loss(engine, run.room_size);
   run.expected_so_far = loss.expected;
 
@@ -366,16 +388,20 @@ void run_chat(Engine& engine, json::object& report, Progress& progress) {
   }
 
   run.traffic = std::vector<TrafficState>(engine.workers().size());
-  std::map<std::uint32_t, std::uint64_t> room_senders;
-  engine.for_each_worker([&](Worker& worker) {
-    static std::mutex merge_mutex;
-    for (auto& connection : worker.connections())
-      if (connection->joined && connection->state == ConnectionState::open) {
-        connection->sender = true;
-        std::lock_guard lock(merge_mutex);
-        ++room_senders[global_id(options, *connection) / run.room_size];
-      }
-  });
+  // A room's members may be on different workers: their counts add up.
+  const auto room_senders = engine.reduce(
+      [&](Worker& worker) {
+        std::map<std::uint32_t, std::uint64_t> room_senders;
+        for (auto& connection : worker.connections())
+          if (connection->joined && connection->state == ConnectionState::open) {
+            connection->sender = true;
+            ++room_senders[global_id(options, *connection) / run.room_size];
+          }
+        return room_senders;
+      },
+      [](auto& total, const auto& share) {
+        for (const auto& [room, members] : share) total[room] += members;
+      });
   for (const auto& [room, members] : room_senders) {
     run.sender_pairs += members * (members - 1);
     run.fan_out = std::max(run.fan_out, members - 1);
@@ -429,12 +455,7 @@ void run_chat(Engine& engine, json::object& report, Progress& progress) {
 
   const ChatLossCounter totals = count_chat_loss(engine, run.room_size);
   const LossTotals& loss = totals.loss;
-  std::uint64_t unknown_lines = 0;
-  engine.for_each_worker([&](Worker& worker) {
-    static std::mutex merge_mutex;
-    std::lock_guard lock(merge_mutex);
-    unknown_lines += worker.unknown_lines;
-  });
+  const std::uint64_t unknown_lines = engine.reduce([](Worker& worker) { return worker.unknown_lines; });
   if (loss.outstanding > 0 && !sliced(options))
     warn(report, std::to_string(loss.outstanding) +
                      " lines had not arrived by the end of the run (server behind by more than --drain-s); "
@@ -479,12 +500,7 @@ void run_chat(Engine& engine, json::object& report, Progress& progress) {
   }
   report["rate_steps"] = rate_steps;
   report["loss_detail"] = loss_detail_json(engine);
-  std::uint64_t cross_slice = 0;
-  engine.for_each_worker([&](Worker& worker) {
-    static std::mutex merge_mutex;
-    std::lock_guard lock(merge_mutex);
-    cross_slice += worker.cross_slice_deliveries;
-  });
+  const std::uint64_t cross_slice = engine.reduce([](Worker& worker) { return worker.cross_slice_deliveries; });
   const json::object* last_step = rate_steps.empty() ? nullptr : &rate_steps.back().as_object();  // latency_us's step
   auto of_last_step = [&](const char* key, json::value none) { return last_step ? last_step->at(key) : none; };
   report["clock"] = clock_json(options, of_last_step("cross_slice_samples", 0),

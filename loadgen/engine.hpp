@@ -1,6 +1,7 @@
 // The connection engine: worker threads, each owning its connections and its counters
 // (the wrk shape: nothing shared on the hot path). The main thread drives phases by
-// posting work to every worker and polling their counters.
+// posting work to every worker, polling their counters, and adding up what they own with
+// Engine::reduce.
 //
 // Worker holds what is the same for every I/O model: the connections, the connect pacing,
 // line parsing and the counters the scenarios read. An engine per I/O model derives from
@@ -22,6 +23,8 @@
 #include <string>
 #include <string_view>
 #include <thread>
+#include <type_traits>
+#include <utility>
 #include <vector>
 
 #include "metrics.hpp"
@@ -181,6 +184,14 @@ class Worker {
   LineHandler line_handler_;
 };
 
+// reduce()'s default: adds a worker's share to the total.
+struct AddTo {
+  template <class Total, class Share>
+  void operator()(Total& total, Share&& share) const {
+    total += std::forward<Share>(share);
+  }
+};
+
 class Engine {
  public:
   // Picks the engine (options.engine; auto: io_uring where the kernel allows it, else
@@ -198,6 +209,21 @@ class Engine {
 
   // Run fn(worker) on every worker's thread at once; wait for all.
   void for_each_worker(const std::function<void(Worker&)>& fn);
+
+  // Combines what the workers own, the wrk way: part(worker) runs on each worker's own
+  // thread, where its state may be read (and changed) while lines still arrive, and
+  // returns that worker's share, a copy; the shares are then combined here, on the
+  // calling thread, with nothing locked: combine(total, share), by default total += share.
+  // part runs on every worker at once, so it only reads what it shares with the others.
+  template <class Part, class Combine = AddTo>
+  auto reduce(const Part& part, Combine combine = {}) {
+    using Share = std::invoke_result_t<const Part&, Worker&>;
+    std::vector<std::optional<Share>> shares(workers_.size());
+    for_each_worker([&](Worker& worker) { shares[worker.index()].emplace(part(worker)); });
+    Share total = std::move(*shares.front());
+    for (std::size_t i = 1; i < shares.size(); ++i) combine(total, std::move(*shares[i]));
+    return total;
+  }
 
   // Open connections for clients [attempted, target). Returns when all are open or
   // failed, or a limit stopped the ramp, or the deadline passed.

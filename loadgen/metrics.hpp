@@ -120,6 +120,17 @@ struct LossTotals {
     if (missing.lost > 0) ++receivers_with_loss;
     if (missing.outstanding > 0) ++receivers_with_outstanding;
   }
+  // Adds the totals of other receivers (another thread's).
+  LossTotals& operator+=(const LossTotals& other) {
+    received += other.received;
+    duplicated += other.duplicated;
+    reordered += other.reordered;
+    lost += other.lost;
+    outstanding += other.outstanding;
+    receivers_with_loss += other.receivers_with_loss;
+    receivers_with_outstanding += other.receivers_with_outstanding;
+    return *this;
+  }
 };
 
 // Chat loss over rooms of room_size consecutive client ids (room r: ids [r*K, (r+1)*K)).
@@ -133,6 +144,12 @@ class ChatLossCounter {
   // One receiver: tracks[i] is its track of sender track_base + i; open: the server had not
   // closed it. duplicated and reordered are the receiver's totals over its tracks.
   void add_receiver(std::uint32_t id, bool open, std::uint32_t track_base, const std::vector<SenderTrack>& tracks);
+  // Adds the receivers another counter of the same senders counted (another thread's).
+  void add_receivers_of(const ChatLossCounter& other) {
+    loss += other.loss;
+    receivers += other.receivers;
+    receivers_disconnected += other.receivers_disconnected;
+  }
 
   LossTotals loss;
   std::uint64_t sent = 0, expected = 0, receivers = 0, receivers_disconnected = 0;

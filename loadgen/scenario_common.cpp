@@ -2,7 +2,6 @@
 #include "scenario_common.hpp"
 
 #include <algorithm>
-#include <atomic>
 #include <cmath>
 
 namespace loadgen {
@@ -218,10 +217,9 @@ CpuUse fill_cpu(json::object& report, const CpuWindow& a, const CpuWindow& b, pi
 void finish_common(Engine& engine, json::object& report) {
   report["clients_connected"] = engine.open_connections();
   if (const auto limit = engine.limit_hit()) report["limit_hit"] = *limit;
-  std::atomic<std::uint64_t> untimed{0};
-  engine.for_each_worker([&](Worker& worker) { untimed += worker.untimed_reads; });
+  const std::uint64_t untimed = engine.reduce([](Worker& worker) { return worker.untimed_reads; });
   if (untimed > 0)
-    warn(report, std::to_string(untimed.load()) +
+    warn(report, std::to_string(untimed) +
                      " reads came without the kernel's receive time; their lines were timed when read, "
                      "so their latency includes loadgen's own delay");
 }
