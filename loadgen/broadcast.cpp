@@ -33,6 +33,29 @@ json::object phase_start_json(json::object& report, const char* name, std::int64
           {"start_late_ms", std::round(static_cast<double>(late_ns) / 1e5) / 10}};
 }
 
+// What a worker's line handler counts of the messages, beside its WorkerTraffic.
+struct MessageTally {
+  std::uint64_t sync_lines = 0;              // sync lines received (the server counts them out)
+  std::vector<std::uint32_t> receivers;      // per message, receivers that had it
+  std::vector<std::int64_t> max_latency_ns;  // per message, its slowest timed receiver (INT64_MIN: none)
+};
+
+// A broadcast receiver's line: the sender's sync line (it has joined), or a message.
+void on_line(WorkerTraffic& traffic, MessageTally& tally, Connection& connection, std::string_view line,
+             std::int64_t now, const Phase& phase) {
+  if (reply_kind(line) != Reply::none) return;  // no command is sent; an /error is the engine's
+  if (line == sync_line) {
+    ++tally.sync_lines;
+    mark_joined(traffic, connection);
+    return;
+  }
+  const auto delivery = count_chat_line(traffic, connection, line, now, phase);
+  if (!delivery || delivery->seq >= tally.receivers.size()) return;
+  ++tally.receivers[delivery->seq];
+  if (delivery->latency_ns)
+    tally.max_latency_ns[delivery->seq] = std::max(tally.max_latency_ns[delivery->seq], *delivery->latency_ns);
+}
+
 // This process's receivers, counted on each worker and added up.
 struct BroadcastCounts {
   LatencyRecorder latency;
@@ -66,21 +89,19 @@ struct BroadcastCounts {
 };
 
 // One worker's receivers (every joined client but the sender) against the sends_done lines sent.
-BroadcastCounts count_worker(const Options& options, Worker& worker, std::uint64_t sends_done) {
-  BroadcastCounts counts{worker.latency,
-                         {},
-                         0,
-                         0,
-                         worker.unknown_lines,
-                         worker.late_sends,
-                         worker.late_sends_stalled,
-                         worker.sync_lines,
-                         worker.cross_slice_deliveries,
-                         worker.cross_slice_samples,
-                         worker.cross_slice_min_ns,
-                         worker.message_receivers,
-                         worker.message_max_latency_ns,
-                         {}};
+BroadcastCounts count_worker(const Options& options, Worker& worker, const WorkerTraffic& traffic,
+                             const MessageTally& tally, std::uint64_t sends_done) {
+  BroadcastCounts counts;
+  counts.latency = traffic.latency;
+  counts.unknown = traffic.unknown_lines;
+  counts.late = traffic.late_sends;
+  counts.late_stalled = traffic.late_sends_stalled;
+  counts.sync_received = tally.sync_lines;
+  counts.untimed = traffic.cross_slice_deliveries;
+  counts.cross_samples = traffic.cross_slice_samples;
+  counts.cross_min_ns = traffic.cross_slice_min_ns;
+  counts.message_receivers = tally.receivers;
+  counts.max_latency = tally.max_latency_ns;
   for (auto& connection : worker.connections()) {
     if (global_id(options, *connection) == 0 || !connection->joined) continue;
     ++counts.receivers;
@@ -105,18 +126,20 @@ void run_broadcast(Engine& engine, json::object& report, Progress& progress) {
   sample_step(engine, steps, report);
 
   const unsigned messages = options.messages;
-  Phase phase;
-  phase.mode = Mode::broadcast;
+  std::vector<MessageTally> tallies(engine.workers().size());  // before traffic, whose handlers use it
+  Traffic traffic(engine);
+  Phase& phase = traffic.phase;
   const double ahead_ms = set_line_clock(phase, options);  // this UNIX clock less the reference clock
-  std::vector<TrafficState> traffic(engine.workers().size());
   engine.for_each_worker([&](Worker& worker) {
-    worker.message_receivers.assign(messages, 0);
-    worker.message_max_latency_ns.assign(messages, INT64_MIN);
+    MessageTally& tally = tallies[worker.index()];
+    tally.receivers.assign(messages, 0);
+    tally.max_latency_ns.assign(messages, INT64_MIN);
     for (auto& connection : worker.connections())
       connection->tracks.assign(global_id(options, *connection) == 0 ? 0 : 1, SenderTrack{});
-    worker.set_line_handler([&phase](Worker& w, Connection& c, std::string_view line, std::int64_t now) {
-      handle_line(w, c, line, now, phase);
-    });
+    worker.set_line_handler(
+        [&traffic = traffic.of(worker), &tally, &phase](Connection& c, std::string_view line, std::int64_t now) {
+          on_line(traffic, tally, c, line, now, phase);
+        });
   });
   report["ready_at_unix_ms"] = unix_ms_now(ahead_ms);
 
@@ -130,7 +153,9 @@ void run_broadcast(Engine& engine, json::object& report, Progress& progress) {
       if (sender && sender->state != ConnectionState::open) sender = nullptr;
       if (sender) sender->joined = true;  // the sender never hears itself
     });
-  auto receivers_joined = [&] { return engine.sum(&Worker::joined); };  // the sender's flag is set by hand, uncounted
+  auto receivers_joined = [&] {
+    return traffic.sum(&WorkerTraffic::joined);
+  };  // the sender's flag is set by hand, uncounted
   std::uint64_t sync_sent = 0;
   auto send_sync = [&] {
     sender_worker.post([&] { sender_worker.send(*sender, sync_message); });
@@ -174,7 +199,7 @@ void run_broadcast(Engine& engine, json::object& report, Progress& progress) {
     const auto sync_deadline = Clock::now() + seconds(options.connect_timeout_s);
     auto last_sync = Clock::time_point{};
     wait_until(
-        sync_deadline, [&] { return engine.sum(&Worker::joined) + 1 >= engine.open_connections(); },
+        sync_deadline, [&] { return receivers_joined() + 1 >= engine.open_connections(); },
         [&] {
           if (Clock::now() - last_sync < sync_interval) return;
           last_sync = Clock::now();
@@ -195,14 +220,12 @@ void run_broadcast(Engine& engine, json::object& report, Progress& progress) {
   const OpenLoopSchedule schedule(start_ns, rate);
   const auto cpu_start = CpuWindow::now(options.server_pid);
   std::uint64_t sends_done = 0;
-  TrafficState& state = traffic[sender_worker.index()];
+  WorkerTraffic& state = traffic.of(sender_worker);
   if (sender) {
-    state.plan = SendPlan{start_ns, rate, messages, start_ns, 0};  // exact times: one send per interval
-    state.line_clock_offset_ns = phase.line_clock_offset_ns;
-    state.reference_clock = phase.reference_clock;
+    const SendPlan plan{start_ns, rate, messages, start_ns, 0};  // exact times: one send per interval
     sender_worker.call([&] {
       sender->sender = true;
-      start_sending(sender_worker, state, {Sender{sender, state.plan}}, options.size);
+      start_sending(sender_worker, state, phase, {Sender{sender, plan}}, options.size);
     });
     const auto send_end = from_ns(schedule.intended_ns(messages)) + std::chrono::seconds(1);
     wait_until(
@@ -218,9 +241,9 @@ void run_broadcast(Engine& engine, json::object& report, Progress& progress) {
     wait_until(
         from_ns(schedule.intended_ns(messages) + static_cast<std::int64_t>(options.drain_s * 1e9)),
         [] { return false; },
-        [&] { progress.show("draining: " + std::to_string(engine.sum(&Worker::unique_deliveries)) + " delivered"); });
+        [&] { progress.show("draining: " + std::to_string(traffic.delivered()) + " delivered"); });
   } else if (sender) {
-    drain(engine, state.lines_sent.get() * receivers_at_start, progress);
+    drain(engine, traffic, state.lines_sent.get() * receivers_at_start, progress);
   }
   if (sender) {
     sender_worker.call([&] { stop_sending(sender_worker, state); });
@@ -230,7 +253,9 @@ void run_broadcast(Engine& engine, json::object& report, Progress& progress) {
   progress.finish();
 
   // Count: the sender is done or gone.
-  BroadcastCounts counts = engine.reduce([&](Worker& worker) { return count_worker(options, worker, sends_done); });
+  BroadcastCounts counts = engine.reduce([&](Worker& worker) {
+    return count_worker(options, worker, traffic.of(worker), tallies[worker.index()], sends_done);
+  });
   const LatencyRecorder& latency = counts.latency;
   const LossTotals& loss = counts.loss;
   const std::vector<std::uint32_t>& message_receivers = counts.message_receivers;

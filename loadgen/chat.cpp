@@ -13,13 +13,40 @@ namespace json = boost::json;
 
 namespace {
 
+// The /stats replies a worker's line handler received, beside its WorkerTraffic.
+struct StatsReplies {
+  OwnedCounter count;
+  std::string last;
+};
+
+// A room member's line: its /joined, a /stats reply, or a chat line.
+void on_line(WorkerTraffic& traffic, StatsReplies& stats, Connection& connection, std::string_view line,
+             std::int64_t now, const Phase& phase) {
+  switch (reply_kind(line)) {
+    case Reply::none:
+      count_chat_line(traffic, connection, line, now, phase);
+      return;
+    case Reply::joined:
+      mark_joined(traffic, connection);
+      return;
+    case Reply::stats:
+      stats.last.assign(line);
+      stats.count.add();
+      return;
+    default:
+      return;  // an /error is the engine's
+  }
+}
+
 // Ask the server for its counters on one open connection; nullopt if no reply in time.
-std::optional<std::map<std::string, std::string>> query_server_stats(Engine& engine) {
+std::optional<std::map<std::string, std::string>> query_server_stats(Engine& engine,
+                                                                     std::vector<StatsReplies>& replies) {
   for (auto& worker : engine.workers()) {
+    StatsReplies& stats = replies[worker->index()];
     std::uint64_t replies_before = 0;
     bool sent = false;
     worker->call([&] {
-      replies_before = worker->stats_replies.get();
+      replies_before = stats.count.get();
       for (auto& connection : worker->connections())
         if (connection->state == ConnectionState::open && connection->joined) {
           sent = worker->send(*connection, stats_command);
@@ -28,11 +55,10 @@ std::optional<std::map<std::string, std::string>> query_server_stats(Engine& eng
     });
     if (!sent) continue;
     if (!wait_until(
-            Clock::now() + std::chrono::seconds(2), [&] { return worker->stats_replies.get() > replies_before; },
-            nullptr))
+            Clock::now() + std::chrono::seconds(2), [&] { return stats.count.get() > replies_before; }, nullptr))
       return std::nullopt;
     std::string reply;
-    worker->call([&] { reply = worker->last_stats_reply; });
+    worker->call([&] { reply = stats.last; });
     return parse_stats_reply(reply);
   }
   return std::nullopt;
@@ -52,7 +78,8 @@ std::optional<std::uint64_t> stat_number(const std::optional<std::map<std::strin
 
 // Everything the measured windows of one chat run share; lives for the whole run.
 struct ChatRun {
-  ChatRun(Engine& e, json::object& r, Progress& p) : engine(e), report(r), progress(p) {}
+  ChatRun(Engine& e, json::object& r, Progress& p)
+      : engine(e), report(r), progress(p), stats(e.workers().size()), traffic(e) {}
   Engine& engine;
   json::object& report;
   Progress& progress;
@@ -60,8 +87,8 @@ struct ChatRun {
   std::uint32_t total = 0;                         // clients in the global run: --clients-total, else attempted
   std::int64_t start_at_ns = 0, step_span_ns = 0;  // --start-at on the steady clock; one step's length
   unsigned steps_started = 0;
-  Phase phase;
-  std::vector<TrafficState> traffic;
+  std::vector<StatsReplies> stats;  // before traffic, whose handlers use it
+  Traffic traffic;
   std::uint64_t planned_total = 0;    // sends scheduled by every step so far
   std::uint64_t sender_pairs = 0;     // sum over rooms of m (m - 1), m its joined senders
   std::uint64_t fan_out = 0;          // the largest m - 1: the deliveries of one send
@@ -154,7 +181,7 @@ bool server_gone(Engine& engine) {
 StepResult run_chat_step(ChatRun& run, double rate) {
   Engine& engine = run.engine;
   const Options& options = engine.options();
-  Phase& phase = run.phase;
+  Phase& phase = run.traffic.phase;
   // The phase: warm-up then the measured window; each client starts at its own offset
   // within one interval, so the load is spread rather than synchronised.
   // With --start-at every slice starts step i together, at T plus i whole step lengths
@@ -171,25 +198,19 @@ StepResult run_chat_step(ChatRun& run, double rate) {
   ++run.steps_started;
   phase.window_start_ns = start_ns + static_cast<std::int64_t>(options.warmup_s * 1e9);
   phase.window_end_ns = phase.window_start_ns + static_cast<std::int64_t>(options.duration_s * 1e9);
-  auto lines_sent = [&] {
-    std::uint64_t total = 0;
-    for (const auto& state : run.traffic) total += state.lines_sent.get();
-    return total;
-  };
+  auto lines_sent = [&] { return run.traffic.sum(&WorkerTraffic::lines_sent); };
   const std::uint64_t sent_before = lines_sent();
-  engine.for_each_worker([&](Worker& worker) {
-    worker.latency = LatencyRecorder();
-    worker.window_deliveries = 0;
-    worker.window_arrivals = ArrivalWindow{phase.window_start_ns, phase.window_end_ns, 0};
-    worker.late_sends = 0;
-    worker.late_sends_stalled = 0;
-    TrafficState& state = run.traffic[worker.index()];
-    state.window_sent = 0;
+  const std::uint64_t planned_step = engine.reduce([&](Worker& worker) {
+    WorkerTraffic& traffic = run.traffic.of(worker);
+    traffic.latency = LatencyRecorder();
+    traffic.window_deliveries = 0;
+    traffic.window_arrivals = ArrivalWindow{phase.window_start_ns, phase.window_end_ns, 0};
+    traffic.late_sends = 0;
+    traffic.late_sends_stalled = 0;
+    traffic.window_sent = 0;
+    traffic.cross_slice_samples = 0;
+    traffic.cross_slice_min_ns = INT64_MAX;
     std::vector<Sender> senders;
-    state.line_clock_offset_ns = phase.line_clock_offset_ns;
-    state.reference_clock = phase.reference_clock;
-    worker.cross_slice_samples = 0;
-    worker.cross_slice_min_ns = INT64_MAX;
     std::uint64_t planned = 0;
     for (auto& connection : worker.connections()) {
       if (!connection->sender) continue;
@@ -201,12 +222,12 @@ StepResult run_chat_step(ChatRun& run, double rate) {
       senders.push_back(Sender{connection.get(), plan, 0, 0, id});
       planned += plan.total;
     }
-    state.plan.total = planned;
-    start_sending(worker, state, std::move(senders), options.size);
+    start_sending(worker, traffic, phase, std::move(senders), options.size);
+    return planned;
   });
   const auto window_start = from_ns(phase.window_start_ns), window_end = from_ns(phase.window_end_ns);
   auto show = [&] {
-    std::uint64_t delivered = engine.sum(&Worker::unique_deliveries);
+    const std::uint64_t delivered = run.traffic.delivered();
     run.progress.show("chat rate " + std::to_string(rate) + "/s: " + std::to_string(delivered) + " delivered, " +
                       std::to_string(engine.open_connections()) + " connected");
   };
@@ -217,7 +238,7 @@ StepResult run_chat_step(ChatRun& run, double rate) {
       window_end, [] { return false; }, show);
   const auto cpu_end = CpuWindow::now(options.server_pid);
   // Senders that fell behind finish their last sends; then the totals are final.
-  for (const auto& state : run.traffic) run.planned_total += state.plan.total;
+  run.planned_total += planned_step;
   wait_until(
       Clock::now() + seconds(options.drain_s),
       [&] { return lines_sent() >= run.planned_total || engine.open_connections() == 0; }, show);
@@ -234,21 +255,17 @@ StepResult run_chat_step(ChatRun& run, double rate) {
         from_ns(start_ns + run.step_span_ns - 500'000'000), [] { return false; },
         [&] { run.progress.show("draining"); });
   else if (sliced(options))
-    drain_until_quiet(engine, std::chrono::milliseconds(500), run.progress);
+    drain_until_quiet(engine, run.traffic, std::chrono::milliseconds(500), run.progress);
   else
-    drain(engine, expected, run.progress);
+    drain(engine, run.traffic, expected, run.progress);
 
   const StepCounts counts = engine.reduce([&](Worker& worker) {
     // Stop any sender still behind; no further sends in this phase.
-    stop_sending(worker, run.traffic[worker.index()]);
-    return StepCounts{worker.latency,
-                      worker.window_deliveries,
-                      worker.window_arrivals.arrivals,
-                      run.traffic[worker.index()].window_sent,
-                      worker.late_sends,
-                      worker.late_sends_stalled,
-                      worker.cross_slice_samples,
-                      worker.cross_slice_min_ns};
+    WorkerTraffic& traffic = run.traffic.of(worker);
+    stop_sending(worker, traffic);
+    return StepCounts{
+        traffic.latency,    traffic.window_deliveries,  traffic.window_arrivals.arrivals, traffic.window_sent,
+        traffic.late_sends, traffic.late_sends_stalled, traffic.cross_slice_samples,      traffic.cross_slice_min_ns};
   });
   const LatencyRecorder& latency = counts.latency;
   const std::uint64_t window_deliveries = counts.window_deliveries, window_sent = counts.window_sent;
@@ -319,7 +336,7 @@ bool settle_before_step(ChatRun& run) {
   bool drained = false, idle = options.server_pid <= 0;
   std::optional<double> last_fraction;
   while (!server_gone(engine)) {
-    drained = engine.sum(&Worker::unique_deliveries) + run.lost_so_far >= run.expected_so_far;  // lost lines never come
+    drained = run.traffic.delivered() + run.lost_so_far >= run.expected_so_far;  // lost lines never come
     const auto before = options.server_pid > 0 ? process_cpu(options.server_pid) : std::nullopt;
     std::this_thread::sleep_for(interval);
     if (options.server_pid > 0) {
@@ -357,13 +374,12 @@ void run_chat(Engine& engine, json::object& report, Progress& progress) {
   run.room_size = std::max(1u, options.room_size);
   run.attempted = engine.attempted();
   run.total = sliced(options) ? options.clients_total : run.attempted;
-  run.phase.mode = Mode::chat;
-  Phase& phase = run.phase;
+  Phase& phase = run.traffic.phase;
   const double ahead_ms = set_line_clock(phase, options);  // this UNIX clock less the reference clock
   engine.for_each_worker([&](Worker& worker) {
-    worker.set_line_handler([&phase](Worker& w, Connection& c, std::string_view line, std::int64_t now) {
-      handle_line(w, c, line, now, phase);
-    });
+    worker.set_line_handler(
+        [&traffic = run.traffic.of(worker), &stats = run.stats[worker.index()], &phase](
+            Connection& c, std::string_view line, std::int64_t now) { on_line(traffic, stats, c, line, now, phase); });
     for (auto& connection : worker.connections()) {
       const std::uint32_t room = global_id(options, *connection) / run.room_size;
       connection->track_base = room * run.room_size;
@@ -373,13 +389,13 @@ void run_chat(Engine& engine, json::object& report, Progress& progress) {
   });
   const bool all_joined = wait_until(
       Clock::now() + seconds(options.connect_timeout_s),
-      [&] { return engine.sum(&Worker::joined) >= engine.open_connections(); },
+      [&] { return run.traffic.sum(&WorkerTraffic::joined) >= engine.open_connections(); },
       [&] {
-        progress.show("joining: " + std::to_string(engine.sum(&Worker::joined)) + "/" +
+        progress.show("joining: " + std::to_string(run.traffic.sum(&WorkerTraffic::joined)) + "/" +
                       std::to_string(engine.open_connections()));
       });
   if (!all_joined) warn(report, "not every client got /joined before the deadline; those are left out");
-  const auto stats_before = query_server_stats(engine);
+  const auto stats_before = query_server_stats(engine, run.stats);
   // --start-at and the time this process was ready: on the reference clock, if measured.
   report["ready_at_unix_ms"] = unix_ms_now(ahead_ms);
   if (options.start_at_ms > 0) {
@@ -387,7 +403,6 @@ void run_chat(Engine& engine, json::object& report, Progress& progress) {
     run.step_span_ns = static_cast<std::int64_t>((options.warmup_s + options.duration_s + options.drain_s + 1) * 1e9);
   }
 
-  run.traffic = std::vector<TrafficState>(engine.workers().size());
   // A room's members may be on different workers: their counts add up.
   const auto room_senders = engine.reduce(
       [&](Worker& worker) {
@@ -451,11 +466,12 @@ void run_chat(Engine& engine, json::object& report, Progress& progress) {
     }
   }
   progress.finish();
-  const auto stats_after = query_server_stats(engine);
+  const auto stats_after = query_server_stats(engine, run.stats);
 
   const ChatLossCounter totals = count_chat_loss(engine, run.room_size);
   const LossTotals& loss = totals.loss;
-  const std::uint64_t unknown_lines = engine.reduce([](Worker& worker) { return worker.unknown_lines; });
+  const std::uint64_t unknown_lines =
+      engine.reduce([&](Worker& worker) { return run.traffic.of(worker).unknown_lines; });
   if (loss.outstanding > 0 && !sliced(options))
     warn(report, std::to_string(loss.outstanding) +
                      " lines had not arrived by the end of the run (server behind by more than --drain-s); "
@@ -500,7 +516,8 @@ void run_chat(Engine& engine, json::object& report, Progress& progress) {
   }
   report["rate_steps"] = rate_steps;
   report["loss_detail"] = loss_detail_json(engine);
-  const std::uint64_t cross_slice = engine.reduce([](Worker& worker) { return worker.cross_slice_deliveries; });
+  const std::uint64_t cross_slice =
+      engine.reduce([&](Worker& worker) { return run.traffic.of(worker).cross_slice_deliveries; });
   const json::object* last_step = rate_steps.empty() ? nullptr : &rate_steps.back().as_object();  // latency_us's step
   auto of_last_step = [&](const char* key, json::value none) { return last_step ? last_step->at(key) : none; };
   report["clock"] = clock_json(options, of_last_step("cross_slice_samples", 0),

@@ -135,7 +135,7 @@ void Worker::on_bytes(Connection& connection, std::string_view data, std::int64_
     }
     if (reply_kind(line) == Reply::server_full)
       engine_.hit_limit("server full: the server answered /error server-full");
-    if (line_handler_) line_handler_(*this, connection, line, now);
+    if (line_handler_) line_handler_(connection, line, now);
     connection.partial.clear();
     data.remove_prefix(end + 1);
   }

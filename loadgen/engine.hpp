@@ -4,9 +4,10 @@
 // Engine::reduce.
 //
 // Worker holds what is the same for every I/O model: the connections, the connect pacing,
-// line parsing and the counters the scenarios read. An engine per I/O model derives from
-// it and does the I/O: engine_epoll.cpp (Asio on epoll, a system call per operation) and
-// engine_uring.cpp (io_uring, one submission per wake-up). The scenarios see only Worker.
+// line parsing and the engine's own counters; what a scenario counts is the scenario's
+// (scenario_common.hpp). An engine per I/O model derives from it and does the I/O:
+// engine_epoll.cpp (Asio on epoll, a system call per operation) and engine_uring.cpp
+// (io_uring, one submission per wake-up). The scenarios see only Worker.
 #pragma once
 
 #include <netinet/in.h>
@@ -56,8 +57,10 @@ struct Connection {
   std::string partial;  // the start of a line not yet complete
   std::string queued;   // output waiting for the write in flight
   std::string writing;  // output of the write in flight; empty: no write in flight
-  bool joined = false;  // chat: got "/joined"; broadcast: got a sync line
 
+  // The traffic modes' state of this client (broadcast, chat), kept here rather than in a
+  // table of the scenario's, which would cost a lookup per line received.
+  bool joined = false;  // chat: got "/joined"; broadcast: got a sync line
   // Sender side (chat: every joined client; broadcast: client 0 only).
   bool sender = false;     // sends in this run
   std::uint64_t sent = 0;  // lines handed to the socket, also the next sequence number
@@ -72,7 +75,7 @@ class Engine;
 class Worker {
  public:
   // A complete line (without its LF) received on a connection, with the time of the read.
-  using LineHandler = std::function<void(Worker&, Connection&, std::string_view, std::int64_t now_ns)>;
+  using LineHandler = std::function<void(Connection&, std::string_view, std::int64_t now_ns)>;
 
   Worker(Engine& engine, unsigned index);
   virtual ~Worker() = default;
@@ -109,32 +112,11 @@ class Worker {
   void set_line_handler(LineHandler handler) { line_handler_ = std::move(handler); }
 
   // Read by the main thread while the worker runs.
-  OwnedCounter connects_pending;   // queued or in flight
-  OwnedCounter connected;          // ever reached the open state
-  OwnedCounter closed;             // open connections that closed since (server or error)
-  OwnedCounter joined;             // connections that completed their scenario's handshake
-  OwnedCounter unique_deliveries;  // chat lines counted once per (receiver, sender, sequence)
-
-  // Per-worker measurements, merged by the main thread after the workers are idle.
-  LatencyRecorder latency;
-  std::uint64_t window_deliveries = 0;       // deliveries whose intended send time is in the window
-  ArrivalWindow window_arrivals;             // chat: deliveries that arrived during the window
-  std::uint64_t late_sends = 0;              // sends made more than 1 ms after their intended time
-  std::uint64_t late_sends_stalled = 0;      // of those, late only because the thread was kept off its core
-  std::uint64_t unknown_lines = 0;           // lines that were neither ours nor a known reply
-  std::uint64_t untimed_reads = 0;           // reads without a kernel receive time (timed at the read)
-  std::uint64_t cross_slice_deliveries = 0;  // chat lines from another process's senders, untimed
-  // Chat lines from another process timed on the run's reference clock (measured offsets,
-  // docs/distributed.md "Clocks") in the current window, and the least of their latencies.
-  std::uint64_t cross_slice_samples = 0;
-  std::int64_t cross_slice_min_ns = INT64_MAX;
-  std::vector<std::int64_t>
-      message_max_latency_ns;                    // broadcast: per message, its slowest timed receiver (INT64_MIN: none)
-  std::uint64_t sync_lines = 0;                  // broadcast: sync lines received (the server counts them out)
-  std::vector<std::uint32_t> message_receivers;  // broadcast: per message, receivers that had it
-  std::string last_stats_reply;                  // chat: the last "/stats ..." line
-  OwnedCounter stats_replies;
-  std::string scratch;  // line formatting without allocation
+  OwnedCounter connects_pending;  // queued or in flight
+  OwnedCounter connected;         // ever reached the open state
+  OwnedCounter closed;            // open connections that closed since (server or error)
+  // Read through Engine::reduce.
+  std::uint64_t untimed_reads = 0;  // reads without a kernel receive time (timed at the read)
 
  protected:
   // What an engine implements. A connect that completes calls on_connected; bytes read

@@ -63,8 +63,7 @@ std::optional<ClientEnd> measure_client_end(Engine& engine, const std::vector<Me
 json::array run_idle_slice(Engine& engine, unsigned step_count, json::object& report, Progress& progress,
                            double& ramp_seconds) {
   const Options& options = engine.options();
-  Phase clock;
-  const double ahead_ms = set_line_clock(clock, options);  // this UNIX clock less the reference clock
+  const double ahead_ms = reference_ahead_ms(options);  // this UNIX clock less the reference clock
   report["ready_at_unix_ms"] = unix_ms_now(ahead_ms);
   const bool measured = options.clock_offset_bound_ns > 0;
   report["clock"] = json::object{

@@ -16,7 +16,8 @@ constexpr std::int64_t late_send_ns = 1'000'000;  // a send more than 1 ms behin
 // sender catches up at once, each line still carrying its intended time). False when the
 // sender is finished or its connection is gone. stalled_ns: how long past the wake-up's
 // deadline the thread was off its core (see send_all_due).
-bool send_due(Worker& worker, Sender& sender, TrafficState& state, unsigned size, std::int64_t stalled_ns) {
+bool send_due(Worker& worker, WorkerTraffic& traffic, const Phase& phase, Sender& sender, unsigned size,
+              std::int64_t stalled_ns) {
   Connection& connection = *sender.connection;
   if (connection.state != ConnectionState::open) return false;
   const OpenLoopSchedule schedule(sender.plan.start_ns, sender.plan.rate, sender.plan.tick_ns);
@@ -25,16 +26,16 @@ bool send_due(Worker& worker, Sender& sender, TrafficState& state, unsigned size
   for (; sender.done < due; ++sender.done) {
     const std::int64_t intended = schedule.intended_ns(sender.done);
     if (now - intended > late_send_ns) {
-      ++worker.late_sends;
+      ++traffic.late_sends;
       // Had the thread had its core, this send would not have been late.
-      if (now - intended - stalled_ns <= late_send_ns) ++worker.late_sends_stalled;
+      if (now - intended - stalled_ns <= late_send_ns) ++traffic.late_sends_stalled;
     }
-    if (intended >= sender.plan.window_start_ns) ++state.window_sent;
-    format_chat_line(worker.scratch, sender.line_id, connection.sent, intended + state.line_clock_offset_ns, size,
-                     state.reference_clock);
-    if (!worker.send(connection, worker.scratch)) return false;
+    if (intended >= sender.plan.window_start_ns) ++traffic.window_sent;
+    format_chat_line(traffic.scratch, sender.line_id, connection.sent, intended + phase.line_clock_offset_ns, size,
+                     phase.reference_clock);
+    if (!worker.send(connection, traffic.scratch)) return false;
     ++connection.sent;
-    state.lines_sent.add();
+    traffic.lines_sent.add();
   }
   sender.next_ns = schedule.intended_ns(sender.done);
   return sender.done < sender.plan.total;
@@ -50,28 +51,44 @@ bool send_due(Worker& worker, Sender& sender, TrafficState& state, unsigned size
 // thread's CPU time: of the time since the last wake-up, what the thread did not run, less
 // what it was meant to sleep (until the deadline), is time it was off its core after the
 // deadline. A lower bound: any doubt counts against loadgen.
-void send_all_due(Worker& worker, TrafficState& state, unsigned size) {
+void send_all_due(Worker& worker, WorkerTraffic& traffic, const Phase& phase, unsigned size) {
   auto later = [](const Sender& a, const Sender& b) { return a.next_ns > b.next_ns; };
-  auto& heap = state.senders;
+  auto& heap = traffic.senders;
   const std::int64_t now = to_ns(Clock::now()), cpu = thread_cpu_ns();
   const std::int64_t stalled_ns =
-      state.woke_ns >= 0 && !heap.empty()
-          ? off_core_after_deadline_ns(state.woke_ns, state.woke_cpu_ns, now, cpu, heap.front().next_ns)
+      traffic.woke_ns >= 0 && !heap.empty()
+          ? off_core_after_deadline_ns(traffic.woke_ns, traffic.woke_cpu_ns, now, cpu, heap.front().next_ns)
           : 0;
-  state.woke_ns = now;
-  state.woke_cpu_ns = cpu;
+  traffic.woke_ns = now;
+  traffic.woke_cpu_ns = cpu;
   while (!heap.empty() && heap.front().next_ns <= to_ns(Clock::now())) {
     std::pop_heap(heap.begin(), heap.end(), later);
-    if (send_due(worker, heap.back(), state, size, stalled_ns))
+    if (send_due(worker, traffic, phase, heap.back(), size, stalled_ns))
       std::push_heap(heap.begin(), heap.end(), later);
     else
       heap.pop_back();
   }
   if (!heap.empty())
-    worker.set_timer(heap.front().next_ns, [&worker, &state, size] { send_all_due(worker, state, size); });
+    worker.set_timer(heap.front().next_ns,
+                     [&worker, &traffic, &phase, size] { send_all_due(worker, traffic, phase, size); });
 }
 
 }  // namespace
+
+Traffic::Traffic(Engine& engine) : engine_(engine), workers_(engine.workers().size()) {}
+
+Traffic::~Traffic() {
+  engine_.for_each_worker([](Worker& worker) {
+    worker.cancel_timer();
+    worker.set_line_handler(nullptr);
+  });
+}
+
+std::uint64_t Traffic::sum(OwnedCounter WorkerTraffic::*counter) const {
+  std::uint64_t total = 0;
+  for (const WorkerTraffic& traffic : workers_) total += (traffic.*counter).get();
+  return total;
+}
 
 std::int64_t off_core_after_deadline_ns(std::int64_t woke_ns, std::int64_t woke_cpu_ns, std::int64_t now_ns,
                                         std::int64_t cpu_ns, std::int64_t deadline_ns) {
@@ -80,77 +97,61 @@ std::int64_t off_core_after_deadline_ns(std::int64_t woke_ns, std::int64_t woke_
   return std::clamp<std::int64_t>(off_core - (deadline - woke_ns), 0, std::max<std::int64_t>(0, now_ns - deadline));
 }
 
-void start_sending(Worker& worker, TrafficState& state, std::vector<Sender> senders, unsigned size) {
+void start_sending(Worker& worker, WorkerTraffic& traffic, const Phase& phase, std::vector<Sender> senders,
+                   unsigned size) {
   for (auto& sender : senders) sender.next_ns = sender.plan.start_ns;
-  state.senders = std::move(senders);
-  std::make_heap(state.senders.begin(), state.senders.end(),
+  traffic.senders = std::move(senders);
+  std::make_heap(traffic.senders.begin(), traffic.senders.end(),
                  [](const Sender& a, const Sender& b) { return a.next_ns > b.next_ns; });
-  send_all_due(worker, state, size);
+  send_all_due(worker, traffic, phase, size);
 }
 
-void stop_sending(Worker& worker, TrafficState& state) {
+void stop_sending(Worker& worker, WorkerTraffic& traffic) {
   worker.cancel_timer();
-  state.senders.clear();
-  state.woke_ns = -1;
+  traffic.senders.clear();
+  traffic.woke_ns = -1;
 }
 
-void handle_line(Worker& worker, Connection& connection, std::string_view line, std::int64_t now, const Phase& phase) {
-  if (const Reply reply = reply_kind(line); reply != Reply::none) {
-    if (reply == Reply::joined) {
-      if (!connection.joined) {
-        connection.joined = true;
-        worker.joined.add();
-      }
-    } else if (reply == Reply::stats) {
-      worker.last_stats_reply.assign(line);
-      worker.stats_replies.add();
-    }
-    return;
-  }
-  if (line == sync_line) {
-    ++worker.sync_lines;
-    if (!connection.joined) {
-      connection.joined = true;
-      worker.joined.add();
-    }
-    return;
-  }
+void mark_joined(WorkerTraffic& traffic, Connection& connection) {
+  if (connection.joined) return;
+  connection.joined = true;
+  traffic.joined.add();
+}
+
+std::optional<Delivery> count_chat_line(WorkerTraffic& traffic, Connection& connection, std::string_view line,
+                                        std::int64_t now, const Phase& phase) {
   const auto chat = parse_chat_line(line);
   const std::uint32_t slot = chat ? chat->sender - connection.track_base : 0;
   if (!chat || chat->sender < connection.track_base || slot >= connection.tracks.size() || !connection.joined) {
-    ++worker.unknown_lines;
-    return;
+    ++traffic.unknown_lines;
+    return std::nullopt;
   }
   SenderTrack& track = connection.tracks[slot];
   const std::uint64_t duplicates_before = track.duplicated;
   track.on_sequence(chat->seq);
-  if (track.duplicated != duplicates_before) return;
-  worker.unique_deliveries.add();
-  worker.window_arrivals.on_arrival(now);
+  if (track.duplicated != duplicates_before) return std::nullopt;
+  traffic.unique_deliveries.add();
+  traffic.window_arrivals.on_arrival(now);
   // Another process's line is timed only if both clocks were measured against the run's
   // reference (its line says so, and this process's offset is known): then the sample is
   // within the two measurements' bounds. Otherwise it counts above for loss and order only.
   const bool cross_slice = chat->sender < phase.own_first || chat->sender >= phase.own_end;
-  const bool timed = !cross_slice || (chat->reference_clock && phase.reference_clock);
-  if (phase.mode == Mode::broadcast && chat->seq < worker.message_receivers.size())
-    ++worker.message_receivers[chat->seq];
-  if (!timed) {
-    ++worker.cross_slice_deliveries;
-    return;
+  if (cross_slice && !(chat->reference_clock && phase.reference_clock)) {
+    ++traffic.cross_slice_deliveries;
+    return Delivery{chat->seq, std::nullopt};
   }
   // On this process's steady clock: its own lines exactly, another's within the bounds.
   const std::int64_t intended = chat->intended_ns - phase.line_clock_offset_ns;
   const std::int64_t latency = now - intended;
-  if (phase.mode == Mode::broadcast && chat->seq < worker.message_max_latency_ns.size())
-    worker.message_max_latency_ns[chat->seq] = std::max(worker.message_max_latency_ns[chat->seq], latency);
   if (intended >= phase.window_start_ns && intended < phase.window_end_ns) {
-    worker.latency.record(latency);
-    ++worker.window_deliveries;
+    traffic.latency.record(latency);
+    ++traffic.window_deliveries;
     if (cross_slice) {
-      ++worker.cross_slice_samples;
-      worker.cross_slice_min_ns = std::min(worker.cross_slice_min_ns, latency);
+      ++traffic.cross_slice_samples;
+      traffic.cross_slice_min_ns = std::min(traffic.cross_slice_min_ns, latency);
     }
   }
+  return Delivery{chat->seq, latency};
 }
 
 void ramp_all(Engine& engine, json::object& report, Progress& progress) {
@@ -226,27 +227,31 @@ void finish_common(Engine& engine, json::object& report) {
 
 void warn(json::object& report, const std::string& text) { report["warnings"].as_array().push_back(json::value(text)); }
 
-void drain(Engine& engine, std::uint64_t expected_unique, Progress& progress) {
+void drain(Engine& engine, const Traffic& traffic, std::uint64_t expected_unique, Progress& progress) {
   wait_until(
       Clock::now() + seconds(engine.options().drain_s),
-      [&] { return engine.sum(&Worker::unique_deliveries) >= expected_unique || engine.open_connections() == 0; },
+      [&] { return traffic.delivered() >= expected_unique || engine.open_connections() == 0; },
       [&] {
-        progress.show("draining: " + std::to_string(engine.sum(&Worker::unique_deliveries)) + "/" +
-                      std::to_string(expected_unique));
+        progress.show("draining: " + std::to_string(traffic.delivered()) + "/" + std::to_string(expected_unique));
       });
 }
 
-void drain_until_quiet(Engine& engine, Clock::duration quiet, Progress& progress) {
-  std::uint64_t last = engine.sum(&Worker::unique_deliveries);
+void drain_until_quiet(Engine& engine, const Traffic& traffic, Clock::duration quiet, Progress& progress) {
+  std::uint64_t last = traffic.delivered();
   auto last_change = Clock::now();
   wait_until(
       Clock::now() + seconds(engine.options().drain_s),
       [&] {
-        const std::uint64_t now = engine.sum(&Worker::unique_deliveries);
+        const std::uint64_t now = traffic.delivered();
         if (now != last) last = now, last_change = Clock::now();
         return Clock::now() - last_change >= quiet || engine.open_connections() == 0;
       },
       [&] { progress.show("draining: " + std::to_string(last) + " delivered"); });
+}
+
+double reference_ahead_ms(const Options& options) {
+  const std::int64_t injected_ns = std::llround(options.clock_offset_ms * 1e6);
+  return static_cast<double>(injected_ns - options.clock_offset_ns) / 1e6;
 }
 
 double set_line_clock(Phase& phase, const Options& options) {
@@ -258,7 +263,7 @@ double set_line_clock(Phase& phase, const Options& options) {
   // Fixed for the run, so this process's own lines map back exactly.
   phase.line_clock_offset_ns =
       phase.reference_clock ? unix_minus_steady_ns() + injected_ns - options.clock_offset_ns : injected_ns;
-  return static_cast<double>(injected_ns - options.clock_offset_ns) / 1e6;
+  return reference_ahead_ms(options);
 }
 
 json::object receiver_loss_json(const Options& options, const Connection& connection) {
