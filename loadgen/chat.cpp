@@ -365,10 +365,7 @@ bool settle_before_step(ChatRun& run) {
 
 void run_chat(Engine& engine, json::object& report, Progress& progress) {
   const Options& options = engine.options();
-  std::vector<MemorySample> steps;
-  sample_step(engine, steps, report);
   ramp_all(engine, report, progress);
-  sample_step(engine, steps, report);
 
   ChatRun run(engine, report, progress);
   run.room_size = std::max(1u, options.room_size);

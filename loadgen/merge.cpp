@@ -295,12 +295,41 @@ json::array merge_phases(const std::vector<Slice>& ranges, const char* key, json
   return phases;
 }
 
+// Broadcast completion per message: every receiver of every slice had it, and every slice
+// timed its receivers (none left a line from another host untimed). Null unless what was
+// sent is known and the slices timed every delivery.
+json::value merge_completion(const std::vector<Slice>& ranges, std::uint64_t sends, std::uint64_t receivers, bool known,
+                             const ClockTotals& clocks, json::array& warnings) {
+  const auto messages = at(ranges.front().source->report, {"options", "messages"}).to_number<std::size_t>();
+  std::vector<std::uint64_t> had(messages, 0);
+  std::vector<std::int64_t> slowest(messages, INT64_MIN);
+  for (const Slice& range : ranges) {
+    const json::object& detail = at(range.source->report, {"broadcast_detail"}).as_object();
+    const json::array& counts = detail.at("message_receivers").as_array();
+    const json::array& max = detail.at("message_max_latency_ns").as_array();
+    for (std::size_t m = 0; m < messages && m < counts.size(); ++m) {
+      had[m] += counts[m].to_number<std::uint64_t>();
+      if (!max.at(m).is_null()) slowest[m] = std::max(slowest[m], max.at(m).to_number<std::int64_t>());
+    }
+  }
+  const BroadcastCompletion completion =
+      broadcast_completion(std::min<std::uint64_t>(sends, messages), receivers, had, slowest);
+  const bool timed = clocks.untimed == 0;
+  if (!timed)
+    warnings.push_back(json::value("broadcast completion is not timed: " + std::to_string(clocks.untimed) +
+                                   " deliveries crossed hosts whose clocks were not both measured"));
+  if (!known || !timed || completion.latency.count() == 0) return nullptr;
+  json::value merged = completion_json(completion);
+  // The sender's and the slowest receiver's clock bounds, at most the two largest.
+  merged.as_object()["error_bound_us"] = clocks.cross_samples > 0 ? clocks.error_bound_us() : json::value(0.0);
+  return merged;
+}
+
 // Broadcast: one sender (global client 0, in the slice at offset 0); every other client a
 // receiver. Expected = sent x receivers over every slice; each message's completion is
 // the largest of the slices' slowest receivers, timed only if every slice could time it.
 void merge_broadcast(const std::vector<Slice>& ranges, bool complete, const ClockTotals& clocks, json::object& merged,
                      json::array& warnings) {
-  const json::object& first = ranges.front().source->report;
   std::optional<std::uint64_t> sent;
   std::uint64_t sync_sent = 0, sync_received = 0, unknown = 0, late = 0, late_stalled = 0, receivers = 0,
                 disconnected = 0;
@@ -352,46 +381,7 @@ void merge_broadcast(const std::vector<Slice>& ranges, bool complete, const Cloc
                                  {"sync_received", sync_received},
                                  {"server_lines_out", nullptr}};
 
-  // Completion per message: every receiver of every slice had it, and every slice timed
-  // its receivers (none left a line from another host untimed).
-  const auto messages = at(first, {"options", "messages"}).to_number<std::size_t>();
-  std::vector<std::uint64_t> had(messages, 0);
-  std::vector<std::int64_t> slowest(messages, INT64_MIN);
-  for (const Slice& range : ranges) {
-    const json::object& detail = at(range.source->report, {"broadcast_detail"}).as_object();
-    const json::array& counts = detail.at("message_receivers").as_array();
-    const json::array& max = detail.at("message_max_latency_ns").as_array();
-    for (std::size_t m = 0; m < messages && m < counts.size(); ++m) {
-      had[m] += counts[m].to_number<std::uint64_t>();
-      if (!max.at(m).is_null()) slowest[m] = std::max(slowest[m], max.at(m).to_number<std::int64_t>());
-    }
-  }
-  LatencyRecorder completion;
-  std::uint64_t incomplete = 0;
-  const bool timed = clocks.untimed == 0;
-  for (std::size_t m = 0; m < sends && m < messages; ++m) {
-    if (receivers > 0 && had[m] == receivers && slowest[m] != INT64_MIN)
-      completion.record(slowest[m]);
-    else
-      ++incomplete;
-  }
-  if (!timed)
-    warnings.push_back(json::value("broadcast completion is not timed: " + std::to_string(clocks.untimed) +
-                                   " deliveries crossed hosts whose clocks were not both measured"));
-  json::value completion_json = nullptr;
-  if (known && timed && completion.count() > 0) {
-    auto us = [&](double q) { return std::round(static_cast<double>(completion.percentile(q))) / 1000.0; };
-    completion_json =
-        json::object{{"p50", us(0.5)},
-                     {"p95", us(0.95)},
-                     {"p99", us(0.99)},
-                     {"max", static_cast<double>(completion.max()) / 1000.0},
-                     {"count", completion.count()},
-                     {"incomplete_messages", incomplete},
-                     // The sender's and the slowest receiver's clock bounds, at most the two largest.
-                     {"error_bound_us", clocks.cross_samples > 0 ? clocks.error_bound_us() : json::value(0.0)}};
-  }
-  merged["broadcast_completion_us"] = completion_json;
+  merged["broadcast_completion_us"] = merge_completion(ranges, sends, receivers, known, clocks, warnings);
   merged["phases"] = merge_phases(ranges, "phases", warnings);
   std::vector<const json::value*> deliveries_per_s;
   const json::value* sent_per_s = nullptr;

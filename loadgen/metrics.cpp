@@ -156,6 +156,19 @@ void ChatLossCounter::add_receiver(std::uint32_t id, bool open, std::uint32_t tr
   loss.add_receiver(missing);
 }
 
+BroadcastCompletion broadcast_completion(std::uint64_t messages, std::uint64_t receivers,
+                                         const std::vector<std::uint64_t>& had,
+                                         const std::vector<std::int64_t>& slowest_ns) {
+  BroadcastCompletion completion;
+  for (std::uint64_t m = 0; m < messages; ++m) {
+    if (receivers > 0 && had[m] == receivers && slowest_ns[m] != INT64_MIN)
+      completion.latency.record(slowest_ns[m]);
+    else
+      ++completion.incomplete;
+  }
+  return completion;
+}
+
 std::optional<double> least_squares_slope(const std::vector<double>& x, const std::vector<double>& y) {
   const std::size_t n = std::min(x.size(), y.size());
   if (n < 2) return std::nullopt;

@@ -174,6 +174,18 @@ struct ArrivalWindow {
   }
 };
 
+// Broadcast completion: per message, the time until its last receiver had it. One
+// definition for a single process (broadcast.cpp) and for merged reports (merge.cpp).
+struct BroadcastCompletion {
+  LatencyRecorder latency;       // per complete message: its slowest receiver's latency
+  std::uint64_t incomplete = 0;  // messages some receiver lacks, or none of whose receivers was timed
+};
+// Messages [0, messages): message m is complete when all `receivers` had it (had[m]) and
+// one of them was timed (slowest_ns[m] is not INT64_MIN).
+BroadcastCompletion broadcast_completion(std::uint64_t messages, std::uint64_t receivers,
+                                         const std::vector<std::uint64_t>& had,
+                                         const std::vector<std::int64_t>& slowest_ns);
+
 // Least-squares slope of y over x; nullopt when x has fewer than two distinct values.
 std::optional<double> least_squares_slope(const std::vector<double>& x, const std::vector<double>& y);
 

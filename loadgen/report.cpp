@@ -238,6 +238,15 @@ LatencyRecorder histogram_from_json(const json::value& histogram) {
   return recorder;
 }
 
+json::value completion_json(const BroadcastCompletion& completion) {
+  const LatencyRecorder& latency = completion.latency;
+  if (latency.count() == 0) return nullptr;
+  auto us = [&](double q) { return std::round(static_cast<double>(latency.percentile(q))) / 1000.0; };
+  return json::object{{"p50", us(0.5)},           {"p95", us(0.95)},
+                      {"p99", us(0.99)},          {"max", static_cast<double>(latency.max()) / 1000.0},
+                      {"count", latency.count()}, {"incomplete_messages", completion.incomplete}};
+}
+
 json::array cores_json(const std::vector<CoreBusy>& cores) {
   json::array out;
   auto r4 = [](double x) { return std::round(x * 1e4) / 1e4; };

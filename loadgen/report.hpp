@@ -24,6 +24,9 @@ boost::json::value histogram_json(const LatencyRecorder& recorder);
 // Reads histogram_json() back (null: an empty recorder); throws std::runtime_error on a
 // histogram of another layout or one whose counts do not add up.
 LatencyRecorder histogram_from_json(const boost::json::value& histogram);
+// broadcast_completion_us: {p50, p95, p99, max, count, incomplete_messages} in microseconds;
+// null when no message completed.
+boost::json::value completion_json(const BroadcastCompletion& completion);
 // [{cpu, busy, steal}] fractions of a window, one per online core (/proc/stat).
 boost::json::array cores_json(const std::vector<CoreBusy>& cores);
 boost::json::object memory_sample_json(const MemorySample& sample);

@@ -155,6 +155,8 @@ std::optional<Delivery> count_chat_line(WorkerTraffic& traffic, Connection& conn
 }
 
 void ramp_all(Engine& engine, json::object& report, Progress& progress) {
+  std::vector<MemorySample> steps;
+  sample_step(engine, steps, report);
   const auto start = Clock::now();
   engine.ramp_to(engine.options().clients, [&] {
     progress.show("connecting: " + std::to_string(engine.open_connections()) + "/" +
@@ -165,6 +167,7 @@ void ramp_all(Engine& engine, json::object& report, Progress& progress) {
   report["ramp"] = json::object{{"seconds", elapsed},
                                 {"connected", connected},
                                 {"connects_per_s", elapsed > 0 ? static_cast<double>(connected) / elapsed : 0.0}};
+  sample_step(engine, steps, report);
 }
 
 void sample_step(Engine& engine, std::vector<MemorySample>& steps, json::object& report) {

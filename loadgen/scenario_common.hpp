@@ -134,7 +134,8 @@ struct Delivery {
 std::optional<Delivery> count_chat_line(WorkerTraffic& traffic, Connection& connection, std::string_view line,
                                         std::int64_t now, const Phase& phase);
 
-// Ramp to --clients in one step; fills "ramp" and "clients_connected".
+// Broadcast and chat: samples the server's memory, ramps to --clients in one step, and
+// samples it again; fills "ramp" and "memory".
 void ramp_all(Engine& engine, boost::json::object& report, Progress& progress);
 
 // Samples the server's memory at the current client count into report["memory"].
