@@ -174,7 +174,7 @@ void run_idle(Engine& engine, json::object& report, Progress& progress) {
   const auto client_end = measure_client_end(engine, steps);
   auto& memory = report["memory"].as_object();
   memory["client_end"] = client_end_json(client_end);
-  memory["server_host"] = server_host_json(steps, client_end, kernel_stack_per_task());
+  memory["server_host"] = server_host_json(server_host(steps, client_end, kernel_stack_per_task()));
 }
 
 }  // namespace loadgen

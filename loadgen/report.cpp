@@ -8,7 +8,6 @@
 #include <cmath>
 #include <cstdio>
 #include <fstream>
-#include <set>
 #include <sstream>
 #include <stdexcept>
 #include <thread>
@@ -311,30 +310,6 @@ json::object per_connection_json(const std::vector<MemorySample>& steps) {
 
 namespace {
 
-// Least-squares slope over the steps of any reading; nullopt where fewer than two steps have it.
-template <class Reading>
-std::optional<double> slope_over(const std::vector<MemorySample>& steps, Reading reading) {
-  std::vector<double> x, y;
-  for (const auto& s : steps) {
-    const std::optional<double> v = reading(s);
-    if (!v) continue;
-    x.push_back(static_cast<double>(s.clients));
-    y.push_back(*v);
-  }
-  return least_squares_slope(x, y);
-}
-
-std::optional<double> as_double(const std::optional<std::uint64_t>& v) {
-  return v ? std::optional<double>(static_cast<double>(*v)) : std::nullopt;
-}
-
-// The caches that make up a TCP socket's kernel side: the sock, its inode, the dentry and
-// file of its descriptor, its buffers, its port binding. Everything else is "other".
-bool socket_cache(const std::string& name) {
-  return name == "TCP" || name == "TCPv6" || name == "sock_inode_cache" || name == "dentry" || name == "filp" ||
-         name.starts_with("skbuff_") || name.starts_with("tcp_bind");
-}
-
 json::value rounded(std::optional<double> v) { return v ? json::value(std::round(*v)) : json::value(nullptr); }
 
 }  // namespace
@@ -355,114 +330,37 @@ json::value client_end_json(const std::optional<ClientEnd>& client_end) {
                       {"caches", caches}};
 }
 
-json::object server_host_json(const std::vector<MemorySample>& steps, const std::optional<ClientEnd>& client_end,
-                              std::optional<std::uint64_t> stack_per_task) {
-  json::object out;
+json::object server_host_json(const ServerHost& host) {
+  // Caches that moved by less than a byte per connection are noise; they still count in the sums.
+  auto moved = [](const std::map<std::string, double>& caches) {
+    json::object out;
+    for (const auto& [name, bytes] : caches)
+      if (std::abs(bytes) >= 1.0) out[name] = std::round(bytes);
+    return out;
+  };
+  auto if_slabs = [&](double bytes) { return host.have_slabs ? json::value(std::round(bytes)) : json::value(nullptr); };
   json::array flags;
-  const bool have_slabs = !steps.empty() && !steps.front().slab_caches.empty() && !steps.back().slab_caches.empty();
-  const bool have_client = client_end && client_end->connections > 0;
-  const double n = have_client ? static_cast<double>(client_end->connections) : 1.0;
-
-  const auto rss = slope_over(steps, [](const MemorySample& s) { return as_double(s.rss_bytes); });
-  const auto pte = slope_over(steps, [](const MemorySample& s) { return as_double(s.pte_bytes); });
-  const auto threads = slope_over(steps, [](const MemorySample& s) { return as_double(s.threads); });
-  std::optional<double> kernel_stack;
-  if (threads && stack_per_task) kernel_stack = *threads * static_cast<double>(*stack_per_task);
-
-  // Per cache: the slope over the steps (both ends), less the client's end measured apart.
-  std::map<std::string, double> server_caches;
-  double client_total = 0;
-  if (have_slabs) {
-    std::set<std::string> names;
-    for (const auto& s : steps)
-      for (const auto& entry : s.slab_caches) names.insert(entry.first);
-    for (const auto& name : names) {
-      const auto total = slope_over(steps, [&](const MemorySample& s) -> std::optional<double> {
-        if (s.slab_caches.empty()) return std::nullopt;
-        const auto it = s.slab_caches.find(name);
-        return it == s.slab_caches.end() ? 0.0 : static_cast<double>(it->second);
-      });
-      double client = 0;
-      if (have_client) {
-        const auto it = client_end->dropped_bytes.find(name);
-        if (it != client_end->dropped_bytes.end()) client = static_cast<double>(it->second) / n;
-      }
-      client_total += client;
-      if (total) server_caches[name] = *total - client;
-    }
-  }
-  double socket = 0, other = 0, reclaimable = 0;
-  json::object socket_caches, other_caches;
-  for (const auto& [name, bytes] : server_caches) {
-    (socket_cache(name) ? socket : other) += bytes;
-    if (slab_cache_reclaimable(name)) reclaimable += bytes;
-    // Caches that moved by less than a byte per connection are noise; they still count in the sums.
-    if (std::abs(bytes) >= 1.0) (socket_cache(name) ? socket_caches : other_caches)[name] = std::round(bytes);
-  }
-
-  // The whole, of the same scope as the parts: the machine's figures less the client's end
-  // in the kernel and loadgen's own growth (its RSS and page tables).
-  const auto loadgen = slope_over(steps, [](const MemorySample& s) -> std::optional<double> {
-    if (!s.loadgen_rss_bytes) return std::nullopt;
-    return static_cast<double>(*s.loadgen_rss_bytes + s.loadgen_pte_bytes.value_or(0));
-  });
-  const double client_side = client_total + loadgen.value_or(0);
-  // Free memory: MemFree plus the free pages parked in the per-CPU lists (MemFree leaves
-  // them out, and they swing by tens of MB within seconds of a ramp or a teardown), less
-  // the page cache's changes: file pages the kernel drops or reads in for reasons of its
-  // own (writeback, another process, proactive reclaim), none of them a connection's.
-  const auto free_drop = slope_over(steps, [](const MemorySample& s) -> std::optional<double> {
-    if (!s.mem_free_bytes || !s.per_cpu_free_bytes || !s.page_cache_bytes) return std::nullopt;
-    return static_cast<double>(*s.mem_free_bytes + *s.per_cpu_free_bytes + *s.page_cache_bytes);
-  });
-  const auto per_cpu_free = slope_over(steps, [](const MemorySample& s) { return as_double(s.per_cpu_free_bytes); });
-  const auto page_cache = slope_over(steps, [](const MemorySample& s) { return as_double(s.page_cache_bytes); });
-  const auto meminfo_sum = slope_over(steps, [](const MemorySample& s) -> std::optional<double> {
-    if (!s.anon_pages_bytes || !s.slab_bytes || !s.kernel_stack_bytes || !s.page_tables_bytes) return std::nullopt;
-    return static_cast<double>(*s.anon_pages_bytes + *s.slab_bytes + *s.kernel_stack_bytes + *s.page_tables_bytes);
-  });
-  const auto available_drop = slope_over(steps, [](const MemorySample& s) { return as_double(s.mem_available_bytes); });
-  std::optional<double> whole, whole_sum, available;
-  if (free_drop) whole = -*free_drop - client_side;
-  if (meminfo_sum) whole_sum = *meminfo_sum - client_side;
-  if (available_drop) available = -*available_drop - client_side;
-
-  std::optional<double> parts;
-  if (rss && have_slabs) parts = *rss + pte.value_or(0) + kernel_stack.value_or(0) + socket + other;
-  std::optional<double> disagreement;
-  if (parts && whole && *whole > 0) disagreement = std::abs(*parts - *whole) / *whole;
-
-  if (!have_slabs) flags.push_back(json::value("/proc/slabinfo unreadable (not root): no kernel parts"));
-  if (!have_client) flags.push_back(json::value("client end not measured (needs --server-pid and /proc/slabinfo)"));
-  if (!kernel_stack) flags.push_back(json::value("kernel stack size unknown"));
-  if (whole && rss && *whole < *rss) flags.push_back(json::value("the whole is smaller than the server's own RSS"));
-  if (disagreement && *disagreement > 0.2) {
-    char text[96];
-    std::snprintf(text, sizeof text, "parts and whole disagree by %.0f%% (more than 20%%)", *disagreement * 100);
-    flags.push_back(json::value(text));
-  }
-
-  out["rss_bytes"] = rounded(rss);
-  out["pte_bytes"] = rounded(pte);
-  out["threads"] = threads ? json::value(round3(*threads)) : json::value(nullptr);
-  out["stack_per_thread_bytes"] = optional_json(stack_per_task);
-  out["kernel_stack_bytes"] = rounded(kernel_stack);
-  out["socket_bytes"] = have_slabs ? json::value(std::round(socket)) : json::value(nullptr);
-  out["socket_caches"] = socket_caches;
-  out["other_kernel_bytes"] = have_slabs ? json::value(std::round(other)) : json::value(nullptr);
-  out["other_caches"] = other_caches;
-  out["reclaimable_slab_bytes"] = have_slabs ? json::value(std::round(reclaimable)) : json::value(nullptr);
-  out["parts_bytes"] = rounded(parts);
-  out["whole_bytes"] = rounded(whole);
-  out["whole_meminfo_bytes"] = rounded(whole_sum);
-  out["page_cache_bytes"] = rounded(page_cache);
-  out["per_cpu_free_bytes"] = rounded(per_cpu_free);
-  out["mem_available_bytes"] = rounded(available);
-  out["client_end_bytes"] = have_client ? json::value(std::round(client_total)) : json::value(nullptr);
-  out["loadgen_bytes"] = rounded(loadgen);
-  out["disagreement"] = disagreement ? json::value(round3(*disagreement)) : json::value(nullptr);
-  out["flags"] = flags;
-  return out;
+  for (const auto& flag : host.flags) flags.push_back(json::value(flag));
+  return {{"rss_bytes", rounded(host.rss)},
+          {"pte_bytes", rounded(host.pte)},
+          {"threads", host.threads ? json::value(round3(*host.threads)) : json::value(nullptr)},
+          {"stack_per_thread_bytes", optional_json(host.stack_per_thread)},
+          {"kernel_stack_bytes", rounded(host.kernel_stack)},
+          {"socket_bytes", if_slabs(host.socket)},
+          {"socket_caches", moved(host.socket_caches)},
+          {"other_kernel_bytes", if_slabs(host.other)},
+          {"other_caches", moved(host.other_caches)},
+          {"reclaimable_slab_bytes", if_slabs(host.reclaimable)},
+          {"parts_bytes", rounded(host.parts)},
+          {"whole_bytes", rounded(host.whole)},
+          {"whole_meminfo_bytes", rounded(host.whole_meminfo)},
+          {"page_cache_bytes", rounded(host.page_cache)},
+          {"per_cpu_free_bytes", rounded(host.per_cpu_free)},
+          {"mem_available_bytes", rounded(host.mem_available)},
+          {"client_end_bytes", host.have_client ? json::value(std::round(host.client_end)) : json::value(nullptr)},
+          {"loadgen_bytes", rounded(host.loadgen)},
+          {"disagreement", host.disagreement ? json::value(round3(*host.disagreement)) : json::value(nullptr)},
+          {"flags", std::move(flags)}};
 }
 
 void write_json_file(const std::string& path, const json::object& report) {

@@ -8,6 +8,7 @@
 
 #include "metrics.hpp"
 #include "options.hpp"
+#include "server_host.hpp"
 
 namespace loadgen {
 
@@ -37,8 +38,7 @@ boost::json::value client_end_json(const std::optional<ClientEnd>& client_end);
 // memory.server_host: the server host's cost per connection as named parts, the whole of
 // the same scope they are checked against, and the flags of a point that does not add up
 // (docs/methodology.md, "Memory per connection").
-boost::json::object server_host_json(const std::vector<MemorySample>& steps, const std::optional<ClientEnd>& client_end,
-                                     std::optional<std::uint64_t> stack_per_task);
+boost::json::object server_host_json(const ServerHost& host);
 
 template <class T>
 boost::json::value optional_json(const std::optional<T>& value) {

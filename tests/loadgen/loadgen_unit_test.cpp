@@ -259,7 +259,7 @@ static loadgen::ClientEnd client_end_of_2000() {
 }
 
 TEST(ServerHost, PartsLeaveOutTheClientEndAndAddUpToTheWhole) {
-  const auto host = loadgen::server_host_json(memory_steps(1.0), client_end_of_2000(), 16384);
+  const auto host = loadgen::server_host_json(loadgen::server_host(memory_steps(1.0), client_end_of_2000(), 16384));
   EXPECT_DOUBLE_EQ(host.at("rss_bytes").as_double(), 1000);
   EXPECT_DOUBLE_EQ(host.at("pte_bytes").as_double(), 10);
   EXPECT_DOUBLE_EQ(host.at("kernel_stack_bytes").as_double(), 0);
@@ -280,17 +280,18 @@ TEST(ServerHost, PartsLeaveOutTheClientEndAndAddUpToTheWhole) {
 TEST(ServerHost, FlagsAWholeBelowRssOrFarFromTheParts) {
   // MemFree dropped by a fifth of what was allocated: the whole (1000 B less the client
   // side) is below the server's RSS and far from the parts.
-  const auto host = loadgen::server_host_json(memory_steps(0.2), client_end_of_2000(), 16384);
+  const auto host = loadgen::server_host_json(loadgen::server_host(memory_steps(0.2), client_end_of_2000(), 16384));
   const auto flags = boost::json::serialize(host.at("flags"));
   EXPECT_NE(flags.find("smaller than the server's own RSS"), std::string::npos) << flags;
   // 30% more than allocated: parts and whole disagree by more than 20%, the whole is above RSS.
-  const auto more = boost::json::serialize(loadgen::server_host_json(memory_steps(1.3), client_end_of_2000(), 16384).at("flags"));
+  const auto more_host = loadgen::server_host_json(loadgen::server_host(memory_steps(1.3), client_end_of_2000(), 16384));
+  const auto more = boost::json::serialize(more_host.at("flags"));
   EXPECT_NE(more.find("disagree"), std::string::npos) << more;
   EXPECT_EQ(more.find("RSS"), std::string::npos) << more;
 }
 
 TEST(ServerHost, WithoutTheClientEndThePointIsFlagged) {
-  const auto host = loadgen::server_host_json(memory_steps(1.0), std::nullopt, 16384);
+  const auto host = loadgen::server_host_json(loadgen::server_host(memory_steps(1.0), std::nullopt, 16384));
   EXPECT_TRUE(host.at("client_end_bytes").is_null());
   EXPECT_NE(boost::json::serialize(host.at("flags")).find("client end not measured"), std::string::npos);
 }
