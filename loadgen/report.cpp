@@ -114,6 +114,60 @@ json::object machine_info(pid_t server_pid) {
   };
 }
 
+namespace {
+
+// The report's "options": the command line as parsed, common options first.
+json::object options_json(const Options& options) {
+  json::object opts{{"host", options.host},
+                    {"port", options.port},
+                    {"clients", options.clients},
+                    {"server_pid", options.server_pid},
+                    {"threads", options.threads},
+                    {"connect_concurrency", options.connect_concurrency},
+                    {"connect_rate", options.connect_rate},
+                    {"source_ips", options.source_ips},
+                    {"connect_timeout_s", options.connect_timeout_s},
+                    {"drain_s", options.drain_s},
+                    {"uring_buffers", options.uring_buffers},
+                    {"tick_us", options.tick_us}};
+  // Many hosts (docs/distributed.md): which slice of which run this process ran.
+  opts["clients_total"] = options.clients_total;
+  opts["client_offset"] = options.client_offset;
+  opts["start_at_ms"] = options.start_at_ms;
+  opts["clock_offset_ms"] = options.clock_offset_ms;
+  switch (options.mode) {
+    case Mode::idle:
+      opts["steps"] = options.steps;
+      opts["hold_s"] = options.hold_s;
+      break;
+    case Mode::broadcast:
+      opts["messages"] = options.messages;
+      opts["interval_ms"] = options.interval_ms;
+      opts["size"] = options.size;
+      break;
+    case Mode::chat: {
+      opts["room_size"] = options.room_size;
+      json::array rates;
+      for (double r : options.rates) rates.push_back(r);
+      opts["rate"] = rates;
+      opts["duration_s"] = options.duration_s;
+      opts["warmup_s"] = options.warmup_s;
+      opts["size"] = options.size;
+      opts["find_ceiling"] = options.find_ceiling;
+      if (options.find_ceiling)
+        opts["ceiling"] = json::object{{"growth", options.ceiling_growth},
+                                       {"precision", options.ceiling_precision},
+                                       {"max_steps", options.ceiling_max_steps},
+                                       {"p99_bar_ms", options.p99_bar_ms},
+                                       {"late_bar_pct", options.late_bar_pct}};
+      break;
+    }
+  }
+  return opts;
+}
+
+}  // namespace
+
 json::object make_report_skeleton(const Options& options) {
   json::object report;
   report["mode"] = mode_name(options.mode);
@@ -146,55 +200,10 @@ json::object make_report_skeleton(const Options& options) {
   report["ramp"] = nullptr;
   report["server_stats"] = nullptr;
   report["warnings"] = json::array{};
-  json::object opts{{"host", options.host},
-                    {"port", options.port},
-                    {"clients", options.clients},
-                    {"server_pid", options.server_pid},
-                    {"threads", options.threads},
-                    {"connect_concurrency", options.connect_concurrency},
-                    {"connect_rate", options.connect_rate},
-                    {"source_ips", options.source_ips},
-                    {"connect_timeout_s", options.connect_timeout_s},
-                    {"drain_s", options.drain_s},
-                    {"uring_buffers", options.uring_buffers},
-                    {"tick_us", options.tick_us}};
-  // Many hosts (docs/distributed.md): which slice of which run this process ran.
-  opts["clients_total"] = options.clients_total;
-  opts["client_offset"] = options.client_offset;
-  opts["start_at_ms"] = options.start_at_ms;
-  opts["clock_offset_ms"] = options.clock_offset_ms;
   report["slice"] = json::object{{"clients_total", options.clients_total > 0 ? options.clients_total : options.clients},
                                  {"client_offset", options.client_offset},
                                  {"clients", options.clients}};
-  switch (options.mode) {
-    case Mode::idle:
-      opts["steps"] = options.steps;
-      opts["hold_s"] = options.hold_s;
-      break;
-    case Mode::broadcast:
-      opts["messages"] = options.messages;
-      opts["interval_ms"] = options.interval_ms;
-      opts["size"] = options.size;
-      break;
-    case Mode::chat: {
-      opts["room_size"] = options.room_size;
-      json::array rates;
-      for (double r : options.rates) rates.push_back(r);
-      opts["rate"] = rates;
-      opts["duration_s"] = options.duration_s;
-      opts["warmup_s"] = options.warmup_s;
-      opts["size"] = options.size;
-      opts["find_ceiling"] = options.find_ceiling;
-      if (options.find_ceiling)
-        opts["ceiling"] = json::object{{"growth", options.ceiling_growth},
-                                       {"precision", options.ceiling_precision},
-                                       {"max_steps", options.ceiling_max_steps},
-                                       {"p99_bar_ms", options.p99_bar_ms},
-                                       {"late_bar_pct", options.late_bar_pct}};
-      break;
-    }
-  }
-  report["options"] = opts;
+  report["options"] = options_json(options);
   return report;
 }
 
@@ -398,21 +407,10 @@ const json::value& at(const json::object& o, std::initializer_list<const char*> 
 
 }  // namespace
 
-std::string human_summary(const json::object& r) {
-  std::ostringstream out;
-  out << "loadgen " << show(r.at("mode")) << ": " << show(r.at("clients_connected")) << "/"
-      << show(r.at("clients_requested")) << " clients connected";
-  if (!r.at("limit_hit").is_null()) out << ", limit hit: " << show(r.at("limit_hit"));
-  out << "\n";
-  if (!at(r, {"ramp"}).is_null())
-    out << "  ramp: " << show(at(r, {"ramp", "seconds"})) << " s, " << show(at(r, {"ramp", "connects_per_s"}))
-        << " connects/s\n";
-  // A merged idle run: each step's connections over every host.
-  if (const auto* steps = r.contains("idle_steps") ? r.at("idle_steps").if_array() : nullptr) {
-    out << "  steps, connected:";
-    for (const auto& step : *steps) out << " " << show(at(step.as_object(), {"connected"}));
-    out << "\n";
-  }
+namespace {
+
+// The summary's lines, section by section, each only when the report has the figures.
+void summarize_memory(std::ostream& out, const json::object& r) {
   const auto& pc = at(r, {"memory", "per_connection"});
   if (!at(pc.as_object(), {"rss_bytes"}).is_null() || !at(pc.as_object(), {"system_bytes"}).is_null())
     out << "  memory per connection: rss " << show(at(r, {"memory", "per_connection", "rss_bytes"})) << " B, pss "
@@ -428,6 +426,9 @@ std::string human_summary(const json::object& r) {
         << " B; client end " << show(at(host, {"client_end_bytes"})) << " B\n";
     for (const auto& flag : at(host, {"flags"}).as_array()) out << "  memory flag: " << show(flag) << "\n";
   }
+}
+
+void summarize_latency(std::ostream& out, const json::object& r) {
   if (!r.at("latency_us").is_null())
     out << "  latency us: p50 " << show(at(r, {"latency_us", "p50"})) << "  p90 " << show(at(r, {"latency_us", "p90"}))
         << "  p99 " << show(at(r, {"latency_us", "p99"})) << "  p99.9 " << show(at(r, {"latency_us", "p999"}))
@@ -449,6 +450,9 @@ std::string human_summary(const json::object& r) {
         << show(at(r, {"broadcast_completion_us", "p95"})) << "  p99 "
         << show(at(r, {"broadcast_completion_us", "p99"})) << "  max "
         << show(at(r, {"broadcast_completion_us", "max"})) << "\n";
+}
+
+void summarize_traffic(std::ostream& out, const json::object& r) {
   if (!r.at("lines").is_null())
     out << "  lines: sent " << show(at(r, {"lines", "sent"})) << ", delivered " << show(at(r, {"lines", "delivered"}))
         << " of " << show(at(r, {"lines", "expected"})) << ", lost " << show(at(r, {"lines", "lost"}))
@@ -461,22 +465,45 @@ std::string human_summary(const json::object& r) {
   out << "  cpu s: server user " << show(at(r, {"cpu", "server_user_s"})) << " sys "
       << show(at(r, {"cpu", "server_sys_s"})) << ", loadgen user " << show(at(r, {"cpu", "loadgen_user_s"})) << " sys "
       << show(at(r, {"cpu", "loadgen_sys_s"})) << " over " << show(at(r, {"cpu", "window_s"})) << " s\n";
-  if (const auto& c = at(r, {"ceiling"}); !c.is_null()) {
-    out << "  ceiling: ";
-    if (at(c.as_object(), {"rate_per_client"}).is_null())
-      out << "no rate passed";
-    else
-      out << show(at(c.as_object(), {"deliveries_per_s"})) << " deliveries/s at "
-          << show(at(c.as_object(), {"rate_per_client"})) << " lines/s per client, p99 "
-          << show(at(c.as_object(), {"p99_us"})) << " us";
-    if (!at(c.as_object(), {"limited_by"}).is_null())
-      out << ", limited by " << show(at(c.as_object(), {"limited_by"}));
-    else
-      out << (at(c.as_object(), {"server_died"}).as_bool() ? ", cut short: the server died"
-                                                           : ", no rate failed within the step budget");
-    if (at(c.as_object(), {"lower_bound"}).as_bool()) out << " (a lower bound, not the server's ceiling)";
-    out << ", " << at(c.as_object(), {"steps"}).as_array().size() << " steps\n";
+}
+
+void summarize_ceiling(std::ostream& out, const json::object& c) {
+  out << "  ceiling: ";
+  if (at(c, {"rate_per_client"}).is_null())
+    out << "no rate passed";
+  else
+    out << show(at(c, {"deliveries_per_s"})) << " deliveries/s at " << show(at(c, {"rate_per_client"}))
+        << " lines/s per client, p99 " << show(at(c, {"p99_us"})) << " us";
+  if (!at(c, {"limited_by"}).is_null())
+    out << ", limited by " << show(at(c, {"limited_by"}));
+  else
+    out << (at(c, {"server_died"}).as_bool() ? ", cut short: the server died"
+                                             : ", no rate failed within the step budget");
+  if (at(c, {"lower_bound"}).as_bool()) out << " (a lower bound, not the server's ceiling)";
+  out << ", " << at(c, {"steps"}).as_array().size() << " steps\n";
+}
+
+}  // namespace
+
+std::string human_summary(const json::object& r) {
+  std::ostringstream out;
+  out << "loadgen " << show(r.at("mode")) << ": " << show(r.at("clients_connected")) << "/"
+      << show(r.at("clients_requested")) << " clients connected";
+  if (!r.at("limit_hit").is_null()) out << ", limit hit: " << show(r.at("limit_hit"));
+  out << "\n";
+  if (!at(r, {"ramp"}).is_null())
+    out << "  ramp: " << show(at(r, {"ramp", "seconds"})) << " s, " << show(at(r, {"ramp", "connects_per_s"}))
+        << " connects/s\n";
+  // A merged idle run: each step's connections over every host.
+  if (const auto* steps = r.contains("idle_steps") ? r.at("idle_steps").if_array() : nullptr) {
+    out << "  steps, connected:";
+    for (const auto& step : *steps) out << " " << show(at(step.as_object(), {"connected"}));
+    out << "\n";
   }
+  summarize_memory(out, r);
+  summarize_latency(out, r);
+  summarize_traffic(out, r);
+  if (const auto& c = at(r, {"ceiling"}); !c.is_null()) summarize_ceiling(out, c.as_object());
   for (const auto& w : r.at("warnings").as_array()) out << "  warning: " << show(w) << "\n";
   return out.str();
 }
