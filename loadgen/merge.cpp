@@ -163,9 +163,28 @@ struct ClockTotals {
   }
 };
 
-// Chat: loss over every slice (what each sender sent, from the report that ran it; each
-// receiver's tracks, from its own) and the rate steps, index by index.
-void merge_chat(const std::vector<Slice>& ranges, bool complete, json::object& merged, json::array& warnings) {
+// One receiver's tracks back from its loss_detail entry: per sender, the next sequence
+// number and the gaps below it; its repeats and late lines come on top of its unique lines.
+std::vector<SenderTrack> tracks_of(const json::object& receiver) {
+  const json::array& next = receiver.at("next").as_array();
+  const json::array& gaps = receiver.at("gaps").as_array();
+  std::vector<SenderTrack> tracks(next.size());
+  for (std::size_t i = 0; i < next.size(); ++i) {
+    tracks[i].next_expected = next[i].to_number<std::uint64_t>();
+    tracks[i].received =
+        tracks[i].next_expected - std::min(tracks[i].next_expected, gaps.at(i).to_number<std::uint64_t>());
+  }
+  if (!tracks.empty()) {
+    tracks[0].duplicated = receiver.at("duplicated").to_number<std::uint64_t>();
+    tracks[0].reordered = receiver.at("reordered").to_number<std::uint64_t>();
+    tracks[0].received += tracks[0].duplicated;
+  }
+  return tracks;
+}
+
+// Chat loss over every slice: what each sender sent, from the report that ran it; each
+// receiver's tracks, from its own.
+ChatLossCounter merge_chat_loss(const std::vector<Slice>& ranges) {
   const json::object& first = ranges.front().source->report;
   const auto room_size = at(first, {"options", "room_size"}).to_number<std::uint32_t>();
   std::map<std::uint32_t, std::uint64_t> sent_by;
@@ -177,30 +196,56 @@ void merge_chat(const std::vector<Slice>& ranges, bool complete, json::object& m
       sent_by[ids[i].to_number<std::uint32_t>()] = sent.at(i).to_number<std::uint64_t>();
   }
   ChatLossCounter counter(sent_by, room_size);
-  std::uint64_t unknown = 0;
-  for (const Slice& range : ranges) {
-    const json::object& r = range.source->report;
-    unknown += count_of(at(r, {"lines", "unknown"}));
-    for (const json::value& v : at(r, {"loss_detail", "receivers"}).as_array()) {
+  for (const Slice& range : ranges)
+    for (const json::value& v : at(range.source->report, {"loss_detail", "receivers"}).as_array()) {
       const json::object& receiver = v.as_object();
-      const json::array& next = receiver.at("next").as_array();
-      const json::array& gaps = receiver.at("gaps").as_array();
-      std::vector<SenderTrack> tracks(next.size());
-      for (std::size_t i = 0; i < next.size(); ++i) {
-        tracks[i].next_expected = next[i].to_number<std::uint64_t>();
-        tracks[i].received =
-            tracks[i].next_expected - std::min(tracks[i].next_expected, gaps.at(i).to_number<std::uint64_t>());
-      }
-      // The receiver's repeats and late lines come on top of its unique lines.
-      if (!tracks.empty()) {
-        tracks[0].duplicated = receiver.at("duplicated").to_number<std::uint64_t>();
-        tracks[0].reordered = receiver.at("reordered").to_number<std::uint64_t>();
-        tracks[0].received += tracks[0].duplicated;
-      }
       counter.add_receiver(receiver.at("id").to_number<std::uint32_t>(), receiver.at("open").as_bool(),
-                           receiver.at("room_first").to_number<std::uint32_t>(), tracks);
+                           receiver.at("room_first").to_number<std::uint32_t>(), tracks_of(receiver));
     }
+  return counter;
+}
+
+// Rate step i over every slice: the slices ran the same steps at the same start times.
+json::object merge_rate_step(const std::vector<Slice>& ranges, std::size_t i, json::array& warnings) {
+  LatencyRecorder step_latency;
+  std::vector<const json::value*> sent_per_s, deliveries_per_s;
+  std::uint64_t late = 0, late_stalled = 0, step_cross = 0;
+  json::array late_hosts;
+  for (const Slice& range : ranges) {
+    const json::array& own = at(range.source->report, {"rate_steps"}).as_array();
+    if (i >= own.size()) {
+      late_hosts.push_back(json::value(range.source->name + ": did not run this step"));
+      continue;
+    }
+    const json::object& step = own[i].as_object();
+    step_latency.merge(histogram_from_json(step.at("latency_histogram")));
+    sent_per_s.push_back(&at(step, {"throughput", "sent_per_s"}));
+    deliveries_per_s.push_back(&at(step, {"throughput", "deliveries_per_s"}));
+    late += count_of(step.at("late_sends"));
+    late_stalled += count_of(step.at("late_sends_stalled"));
+    step_cross += count_of(step.at("cross_slice_samples"));
+    // Ready after the step's start: its first sends were late, and the step began unevenly.
+    if (const json::value& l = step.at("start_late_ms"); !l.is_null() && l.to_number<double>() > 1.0)
+      late_hosts.push_back(json::value(range.source->name + ": " + json::serialize(l) + " ms late"));
   }
+  if (!late_hosts.empty())
+    warnings.push_back(json::value("rate step " + std::to_string(i) + ": " + json::serialize(late_hosts)));
+  return {{"rate", at(ranges.front().source->report, {"rate_steps"}).as_array()[i].as_object().at("rate")},
+          {"latency_us", latency_json(step_latency)},
+          {"latency_histogram", histogram_json(step_latency)},
+          {"throughput",
+           json::object{{"sent_per_s", rounded_sum(sent_per_s)}, {"deliveries_per_s", rounded_sum(deliveries_per_s)}}},
+          {"late_sends", late},
+          {"late_sends_stalled", late_stalled},
+          {"cross_slice_samples", step_cross},
+          {"late_hosts", std::move(late_hosts)}};
+}
+
+// Chat: loss over every slice, and the rate steps, index by index.
+void merge_chat(const std::vector<Slice>& ranges, bool complete, json::object& merged, json::array& warnings) {
+  const ChatLossCounter counter = merge_chat_loss(ranges);
+  std::uint64_t unknown = 0;
+  for (const Slice& range : ranges) unknown += count_of(at(range.source->report, {"lines", "unknown"}));
   auto if_complete = [&](std::uint64_t value) { return complete ? json::value(value) : json::value(nullptr); };
   merged["lines"] = json::object{{"sent", counter.sent},
                                  {"delivered", counter.loss.received},
@@ -215,44 +260,9 @@ void merge_chat(const std::vector<Slice>& ranges, bool complete, json::object& m
                                  {"receivers_disconnected", counter.receivers_disconnected},
                                  {"unknown", unknown},
                                  {"server_lines_out", nullptr}};
-
-  // Rate steps, index by index: the slices ran the same steps at the same start times.
   json::array steps;
-  const std::size_t step_count = at(first, {"rate_steps"}).as_array().size();
-  for (std::size_t i = 0; i < step_count; ++i) {
-    LatencyRecorder step_latency;
-    std::vector<const json::value*> sent_per_s, deliveries_per_s;
-    std::uint64_t late = 0, late_stalled = 0, step_cross = 0;
-    json::array late_hosts;
-    for (const Slice& range : ranges) {
-      const json::array& own = at(range.source->report, {"rate_steps"}).as_array();
-      if (i >= own.size()) {
-        late_hosts.push_back(json::value(range.source->name + ": did not run this step"));
-        continue;
-      }
-      const json::object& step = own[i].as_object();
-      step_latency.merge(histogram_from_json(step.at("latency_histogram")));
-      sent_per_s.push_back(&at(step, {"throughput", "sent_per_s"}));
-      deliveries_per_s.push_back(&at(step, {"throughput", "deliveries_per_s"}));
-      late += count_of(step.at("late_sends"));
-      late_stalled += count_of(step.at("late_sends_stalled"));
-      step_cross += count_of(step.at("cross_slice_samples"));
-      // Ready after the step's start: its first sends were late, and the step began unevenly.
-      if (const json::value& l = step.at("start_late_ms"); !l.is_null() && l.to_number<double>() > 1.0)
-        late_hosts.push_back(json::value(range.source->name + ": " + json::serialize(l) + " ms late"));
-    }
-    steps.push_back(json::object{{"rate", at(first, {"rate_steps"}).as_array()[i].as_object().at("rate")},
-                                 {"latency_us", latency_json(step_latency)},
-                                 {"latency_histogram", histogram_json(step_latency)},
-                                 {"throughput", json::object{{"sent_per_s", rounded_sum(sent_per_s)},
-                                                             {"deliveries_per_s", rounded_sum(deliveries_per_s)}}},
-                                 {"late_sends", late},
-                                 {"late_sends_stalled", late_stalled},
-                                 {"cross_slice_samples", step_cross},
-                                 {"late_hosts", late_hosts}});
-    if (!late_hosts.empty())
-      warnings.push_back(json::value("rate step " + std::to_string(i) + ": " + json::serialize(late_hosts)));
-  }
+  const std::size_t step_count = at(ranges.front().source->report, {"rate_steps"}).as_array().size();
+  for (std::size_t i = 0; i < step_count; ++i) steps.push_back(merge_rate_step(ranges, i, warnings));
   merged["rate_steps"] = steps;
   merged["throughput"] = steps.empty() ? json::value(nullptr) : steps.back().as_object().at("throughput");
 }
@@ -325,14 +335,38 @@ json::value merge_completion(const std::vector<Slice>& ranges, std::uint64_t sen
   return merged;
 }
 
+// Broadcast's receivers over every slice, each against the sends of the one sender.
+struct BroadcastReceivers {
+  LossTotals loss;
+  std::uint64_t receivers = 0, disconnected = 0;
+};
+BroadcastReceivers merge_broadcast_receivers(const std::vector<Slice>& ranges, std::uint64_t sends) {
+  BroadcastReceivers all;
+  for (const Slice& range : ranges)
+    for (const json::value& v : at(range.source->report, {"loss_detail", "receivers"}).as_array()) {
+      const json::object& receiver = v.as_object();
+      SenderTrack track;
+      track.next_expected = receiver.at("next").as_array().at(0).to_number<std::uint64_t>();
+      track.received = track.next_expected -
+                       std::min(track.next_expected, receiver.at("gaps").as_array().at(0).to_number<std::uint64_t>());
+      const bool open = receiver.at("open").as_bool();
+      ++all.receivers;
+      if (!open) ++all.disconnected;
+      all.loss.received += track.received;
+      all.loss.duplicated += receiver.at("duplicated").to_number<std::uint64_t>();
+      all.loss.reordered += receiver.at("reordered").to_number<std::uint64_t>();
+      all.loss.add_receiver(track.missing(sends, open));
+    }
+  return all;
+}
+
 // Broadcast: one sender (global client 0, in the slice at offset 0); every other client a
 // receiver. Expected = sent x receivers over every slice; each message's completion is
 // the largest of the slices' slowest receivers, timed only if every slice could time it.
 void merge_broadcast(const std::vector<Slice>& ranges, bool complete, const ClockTotals& clocks, json::object& merged,
                      json::array& warnings) {
   std::optional<std::uint64_t> sent;
-  std::uint64_t sync_sent = 0, sync_received = 0, unknown = 0, late = 0, late_stalled = 0, receivers = 0,
-                disconnected = 0;
+  std::uint64_t sync_sent = 0, sync_received = 0, unknown = 0, late = 0, late_stalled = 0;
   for (const Slice& range : ranges) {
     const json::object& r = range.source->report;
     const json::object& senders = at(r, {"loss_detail", "senders"}).as_object();
@@ -346,22 +380,9 @@ void merge_broadcast(const std::vector<Slice>& ranges, bool complete, const Cloc
   // The slice at offset 0 ran the sender: without its report nothing is known of what was sent.
   const bool known = complete && sent.has_value();
   const std::uint64_t sends = sent.value_or(0);
-  LossTotals loss;
-  for (const Slice& range : ranges)
-    for (const json::value& v : at(range.source->report, {"loss_detail", "receivers"}).as_array()) {
-      const json::object& receiver = v.as_object();
-      SenderTrack track;
-      track.next_expected = receiver.at("next").as_array().at(0).to_number<std::uint64_t>();
-      track.received = track.next_expected -
-                       std::min(track.next_expected, receiver.at("gaps").as_array().at(0).to_number<std::uint64_t>());
-      const bool open = receiver.at("open").as_bool();
-      ++receivers;
-      if (!open) ++disconnected;
-      loss.received += track.received;
-      loss.duplicated += receiver.at("duplicated").to_number<std::uint64_t>();
-      loss.reordered += receiver.at("reordered").to_number<std::uint64_t>();
-      loss.add_receiver(track.missing(sends, open));
-    }
+  const BroadcastReceivers all = merge_broadcast_receivers(ranges, sends);
+  const LossTotals& loss = all.loss;
+  const std::uint64_t receivers = all.receivers, disconnected = all.disconnected;
   auto if_known = [&](std::uint64_t value) { return known ? json::value(value) : json::value(nullptr); };
   merged["lines"] = json::object{{"sent", sends},
                                  {"delivered", loss.received},
@@ -383,6 +404,7 @@ void merge_broadcast(const std::vector<Slice>& ranges, bool complete, const Cloc
 
   merged["broadcast_completion_us"] = merge_completion(ranges, sends, receivers, known, clocks, warnings);
   merged["phases"] = merge_phases(ranges, "phases", warnings);
+  // The sender slice's sent_per_s, the slices' deliveries_per_s summed, each over its own window.
   std::vector<const json::value*> deliveries_per_s;
   const json::value* sent_per_s = nullptr;
   for (const Slice& range : ranges) {
@@ -426,6 +448,36 @@ void merge_idle(const std::vector<Slice>& ranges, json::array& warnings, json::o
 
 }  // namespace
 
+namespace {
+
+// A report's "clock" block; empty if it has none.
+const json::object& clock_of(const json::object& report) {
+  static const json::object no_clock{};
+  return report.contains("clock") && report.at("clock").is_object() ? report.at("clock").as_object() : no_clock;
+}
+
+// The merged report's hosts[] entry of one slice.
+json::object host_json(const Slice& range) {
+  const json::object& r = range.source->report;
+  const json::object& cpu = r.at("cpu").as_object();
+  const json::object& clock = clock_of(r);
+  return {{"report", range.source->name},
+          {"hostname",
+           r.at("machine").as_object().contains("hostname") ? at(r, {"machine", "hostname"}) : json::value(nullptr)},
+          {"clients", json::array{range.first, range.end - 1}},
+          {"clients_connected", r.at("clients_connected")},
+          {"limit_hit", r.at("limit_hit")},
+          {"loadgen_cpu_fraction", cpu.at("loadgen_cpu_fraction")},
+          {"loadgen_saturated", cpu.at("loadgen_saturated")},
+          {"ready_at_unix_ms", r.contains("ready_at_unix_ms") ? r.at("ready_at_unix_ms") : json::value(nullptr)},
+          // This host's UNIX clock less the reference clock, as the launcher measured it.
+          {"clock_offset_ms", ns_to_ms(clock.if_contains("measured_offset_ns"))},
+          {"clock_offset_bound_ms", ns_to_ms(clock.if_contains("measured_offset_bound_ns"))},
+          {"clock_offset_ms_injected", at(r, {"options", "clock_offset_ms"})}};
+}
+
+}  // namespace
+
 json::object merge_reports(const std::vector<SliceReport>& slices) {
   std::vector<Slice> ranges;
   std::uint32_t total = 0;
@@ -451,24 +503,8 @@ json::object merge_reports(const std::vector<SliceReport>& slices) {
       limits.push_back(json::value(range.source->name + ": " + std::string(r.at("limit_hit").as_string())));
     for (const json::value& w : r.at("warnings").as_array())
       warnings.push_back(json::value(range.source->name + ": " + std::string(w.as_string())));
-    const json::object& cpu = r.at("cpu").as_object();
-    static const json::object no_clock{};
-    const json::object& clock = r.contains("clock") && r.at("clock").is_object() ? r.at("clock").as_object() : no_clock;
-    hosts.push_back(json::object{
-        {"report", range.source->name},
-        {"hostname",
-         r.at("machine").as_object().contains("hostname") ? at(r, {"machine", "hostname"}) : json::value(nullptr)},
-        {"clients", json::array{range.first, range.end - 1}},
-        {"clients_connected", r.at("clients_connected")},
-        {"limit_hit", r.at("limit_hit")},
-        {"loadgen_cpu_fraction", cpu.at("loadgen_cpu_fraction")},
-        {"loadgen_saturated", cpu.at("loadgen_saturated")},
-        {"ready_at_unix_ms", r.contains("ready_at_unix_ms") ? r.at("ready_at_unix_ms") : json::value(nullptr)},
-        // This host's UNIX clock less the reference clock, as the launcher measured it.
-        {"clock_offset_ms", ns_to_ms(clock.if_contains("measured_offset_ns"))},
-        {"clock_offset_bound_ms", ns_to_ms(clock.if_contains("measured_offset_bound_ns"))},
-        {"clock_offset_ms_injected", at(r, {"options", "clock_offset_ms"})}});
-    clocks.add(clock);
+    hosts.push_back(host_json(range));
+    clocks.add(clock_of(r));
   }
   merged["clients_requested"] = requested;
   merged["clients_connected"] = connected;
