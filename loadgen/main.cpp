@@ -13,6 +13,8 @@
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <optional>
+#include <string>
 
 #include "engine.hpp"
 #include "merge.hpp"
@@ -155,6 +157,28 @@ void add_slice_options(CLI::App& command, Options& o) {
   offset_ns->needs(command.get_option("--clock-offset-bound-ns"));
 }
 
+// chat --find-ceiling and the bars a rate must pass (docs/loadgen.md, "Finding the ceiling").
+void add_ceiling_options(CLI::App& chat, Options& options) {
+  chat.add_flag("--find-ceiling", options.find_ceiling, "search for the highest sustained rate, starting at --rate");
+  chat.add_option("--ceiling-growth", options.ceiling_growth, "factor between rates until one passes and one fails")
+      ->capture_default_str()
+      ->check(cli::number(1.1, true, 100));
+  chat.add_option("--ceiling-precision", options.ceiling_precision,
+                  "stop bisecting once failed rate / passed rate is at most this")
+      ->capture_default_str()
+      ->check(cli::number(1.001, true, 10));
+  chat.add_option("--ceiling-max-steps", options.ceiling_max_steps, "measured windows in the whole search")
+      ->capture_default_str()
+      ->check(cli::integer(1, 100));
+  chat.add_option("--p99-bar-ms", options.p99_bar_ms, "a rate passes only with p99 latency at most this")
+      ->capture_default_str()
+      ->check(cli::number(0, false, most_seconds * 1000));
+  chat.add_option("--late-bar-pct", options.late_bar_pct,
+                  "a rate passes only with at most this % of its sends late (> 1 ms)")
+      ->capture_default_str()
+      ->check(cli::number(0, true, 100));
+}
+
 // Says up front what will cap the run, so a short run is not a surprise.
 std::vector<std::string> preflight(const Options& o) {
   std::vector<std::string> warnings;
@@ -247,13 +271,8 @@ int run_merge(const std::vector<std::string>& inputs, const std::string& output)
   return 0;
 }
 
-}  // namespace
-
-int main(int argc, char** argv) {
-  Options options;
-  CLI::App app{"loadgen: drives a chat server and measures it (idle | broadcast | chat)", "loadgen"};
-  app.require_subcommand(1);
-
+// The three modes' commands, each with the options every mode takes and its own.
+CLI::App* add_idle_command(CLI::App& app, Options& options) {
   auto* idle = app.add_subcommand("idle", "ramp connections in steps, hold, sample memory at each step");
   add_common_options(*idle, options);
   add_slice_options(*idle, options);
@@ -263,7 +282,10 @@ int main(int argc, char** argv) {
   idle->add_option("--hold-s", options.hold_s, "longest hold per step while memory settles")
       ->capture_default_str()
       ->check(cli::number(0, true, most_seconds));
+  return idle;
+}
 
+CLI::App* add_broadcast_command(CLI::App& app, Options& options) {
   auto* broadcast = app.add_subcommand("broadcast", "one sender, every other client receives each line");
   add_common_options(*broadcast, options);
   add_slice_options(*broadcast, options);
@@ -276,7 +298,10 @@ int main(int argc, char** argv) {
   broadcast->add_option("--size", options.size, "bytes per line, LF included")
       ->capture_default_str()
       ->check(cli::integer(1, 1 << 20));
+  return broadcast;
+}
 
+CLI::App* add_chat_command(CLI::App& app, Options& options) {
   auto* chat = app.add_subcommand("chat", "clients in rooms of K, each sending open-loop at a fixed rate");
   add_common_options(*chat, options);
   add_slice_options(*chat, options);
@@ -296,81 +321,31 @@ int main(int argc, char** argv) {
   chat->add_option("--size", options.size, "bytes per line, LF included")
       ->capture_default_str()
       ->check(cli::integer(1, 1 << 20));
-  chat->add_flag("--find-ceiling", options.find_ceiling, "search for the highest sustained rate, starting at --rate");
-  chat->add_option("--ceiling-growth", options.ceiling_growth, "factor between rates until one passes and one fails")
-      ->capture_default_str()
-      ->check(cli::number(1.1, true, 100));
-  chat->add_option("--ceiling-precision", options.ceiling_precision,
-                   "stop bisecting once failed rate / passed rate is at most this")
-      ->capture_default_str()
-      ->check(cli::number(1.001, true, 10));
-  chat->add_option("--ceiling-max-steps", options.ceiling_max_steps, "measured windows in the whole search")
-      ->capture_default_str()
-      ->check(cli::integer(1, 100));
-  chat->add_option("--p99-bar-ms", options.p99_bar_ms, "a rate passes only with p99 latency at most this")
-      ->capture_default_str()
-      ->check(cli::number(0, false, most_seconds * 1000));
-  chat->add_option("--late-bar-pct", options.late_bar_pct,
-                   "a rate passes only with at most this % of its sends late (> 1 ms)")
-      ->capture_default_str()
-      ->check(cli::number(0, true, 100));
+  add_ceiling_options(*chat, options);
+  return chat;
+}
 
-  std::vector<std::string> merge_inputs;
-  std::string merge_output;
-  auto* merge = app.add_subcommand(
-      "merge", "merge the reports of the slices of one run (chat, broadcast or idle) into one (docs/distributed.md)");
-  merge->add_option("reports", merge_inputs, "the slices' JSON reports")->required()->check(CLI::ExistingFile);
-  merge->add_option("--json", merge_output, "write the merged report to this file")->required()->check(writable_path);
+// Combinations of options the parser cannot check one option at a time; nullopt if fine.
+std::optional<std::string> usage_error(const Options& options) {
+  if (options.find_ceiling && options.rates.size() != 1)
+    return "--find-ceiling takes one --rate, the rate it starts from, not a list";
+  if (options.clients_total > 0 && std::uint64_t{options.client_offset} + options.clients > options.clients_total)
+    return "--client-offset " + std::to_string(options.client_offset) + " + --clients " +
+           std::to_string(options.clients) + " exceeds --clients-total " + std::to_string(options.clients_total);
+  if (options.clients_total == 0 && options.client_offset > 0) return "--client-offset needs --clients-total";
+  if (options.clock_offset_bound_ns > 0 && options.clients_total == 0)
+    return "--clock-offset-ns times lines between the slices of a run; it needs --clients-total";
+  if (options.mode != Mode::chat && (options.clients_total > 0) != (options.start_at_ms > 0))
+    return std::string(mode_name(options.mode)) +
+           " takes --clients-total and --start-at together: a slice's phases start at times laid out from "
+           "--start-at, and only a slice has them";
+  if (options.find_ceiling && (options.clients_total > 0 || options.start_at_ms > 0))
+    return "--find-ceiling adapts each step to the last one; it cannot run as a slice (--clients-total, --start-at)";
+  return std::nullopt;
+}
 
-  double clock_skew_ms = 0;
-  auto* clock = app.add_subcommand("clock",
-                                   "answer each line on stdin with this host's UNIX time and clock resolution in ns "
-                                   "(scripts/clock_offset.py measures a host's offset with it)");
-  clock
-      ->add_option("--clock-offset-ms", clock_skew_ms,
-                   "TEST KNOB: read the clock this much ahead, as chat --clock-offset-ms")
-      ->capture_default_str()
-      ->check(cli::number(-86'400'000, true, 86'400'000));
-
-  cli::parse(app, argc, argv, "docs/loadgen.md");
-  if (merge->parsed()) return run_merge(merge_inputs, merge_output);
-  if (clock->parsed()) return run_clock(clock_skew_ms);
-  options.mode = chat->parsed() ? Mode::chat : broadcast->parsed() ? Mode::broadcast : Mode::idle;
-  if (options.find_ceiling && options.rates.size() != 1) {
-    std::cerr << "loadgen: --find-ceiling takes one --rate, the rate it starts from, not a list\n";
-    return exit_usage;
-  }
-  if (options.clients_total > 0 && std::uint64_t{options.client_offset} + options.clients > options.clients_total) {
-    std::cerr << "loadgen: --client-offset " << options.client_offset << " + --clients " << options.clients
-              << " exceeds --clients-total " << options.clients_total << "\n";
-    return exit_usage;
-  }
-  if (options.clients_total == 0 && options.client_offset > 0) {
-    std::cerr << "loadgen: --client-offset needs --clients-total\n";
-    return exit_usage;
-  }
-  if (options.clock_offset_bound_ns > 0 && options.clients_total == 0) {
-    std::cerr << "loadgen: --clock-offset-ns times lines between the slices of a run; it needs --clients-total\n";
-    return exit_usage;
-  }
-  if (options.mode != Mode::chat && (options.clients_total > 0) != (options.start_at_ms > 0)) {
-    std::cerr << "loadgen: " << mode_name(options.mode)
-              << " takes --clients-total and --start-at together: a slice's phases start at times "
-              << "laid out from --start-at, and only a slice has them\n";
-    return exit_usage;
-  }
-  if (options.find_ceiling && (options.clients_total > 0 || options.start_at_ms > 0)) {
-    std::cerr << "loadgen: --find-ceiling adapts each step to the last one; it cannot run as a slice (--clients-total, "
-                 "--start-at)\n";
-    return exit_usage;
-  }
-  std::signal(SIGPIPE, SIG_IGN);  // a closed peer is an error code, not a death
-
-  // Spread big loopback runs over source addresses by default: one address has ~28k ports,
-  // and its ports' TIME_WAIT leftovers from earlier runs make connect() slow long before.
-  if (options.source_ips.empty() && options.clients > 1000 && options.host.rfind("127.", 0) == 0)
-    options.source_ips = "127.0.0.1-127.0.0." + std::to_string(1 + (options.clients - 1) / 5000);
-
+// Runs the mode, writes the report and the summary; the exit status (docs/exit-status.md).
+int run_mode(const Options& options) {
   try {
     boost::json::object report = make_report_skeleton(options);
     for (const auto& warning : preflight(options)) {
@@ -415,4 +390,48 @@ int main(int argc, char** argv) {
     return cli::exit_failure;
   }
   return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  Options options;
+  CLI::App app{"loadgen: drives a chat server and measures it (idle | broadcast | chat)", "loadgen"};
+  app.require_subcommand(1);
+  add_idle_command(app, options);  // the mode when neither of the others is parsed
+  auto* broadcast = add_broadcast_command(app, options);
+  auto* chat = add_chat_command(app, options);
+
+  std::vector<std::string> merge_inputs;
+  std::string merge_output;
+  auto* merge = app.add_subcommand(
+      "merge", "merge the reports of the slices of one run (chat, broadcast or idle) into one (docs/distributed.md)");
+  merge->add_option("reports", merge_inputs, "the slices' JSON reports")->required()->check(CLI::ExistingFile);
+  merge->add_option("--json", merge_output, "write the merged report to this file")->required()->check(writable_path);
+
+  double clock_skew_ms = 0;
+  auto* clock = app.add_subcommand("clock",
+                                   "answer each line on stdin with this host's UNIX time and clock resolution in ns "
+                                   "(scripts/clock_offset.py measures a host's offset with it)");
+  clock
+      ->add_option("--clock-offset-ms", clock_skew_ms,
+                   "TEST KNOB: read the clock this much ahead, as chat --clock-offset-ms")
+      ->capture_default_str()
+      ->check(cli::number(-86'400'000, true, 86'400'000));
+
+  cli::parse(app, argc, argv, "docs/loadgen.md");
+  if (merge->parsed()) return run_merge(merge_inputs, merge_output);
+  if (clock->parsed()) return run_clock(clock_skew_ms);
+  options.mode = chat->parsed() ? Mode::chat : broadcast->parsed() ? Mode::broadcast : Mode::idle;
+  if (const auto why = usage_error(options)) {
+    std::cerr << "loadgen: " << *why << "\n";
+    return exit_usage;
+  }
+  std::signal(SIGPIPE, SIG_IGN);  // a closed peer is an error code, not a death
+
+  // Spread big loopback runs over source addresses by default: one address has ~28k ports,
+  // and its ports' TIME_WAIT leftovers from earlier runs make connect() slow long before.
+  if (options.source_ips.empty() && options.clients > 1000 && options.host.rfind("127.", 0) == 0)
+    options.source_ips = "127.0.0.1-127.0.0." + std::to_string(1 + (options.clients - 1) / 5000);
+  return run_mode(options);
 }
