@@ -162,12 +162,14 @@ void ramp_all(Engine& engine, json::object& report, Progress& progress) {
     progress.show("connecting: " + std::to_string(engine.open_connections()) + "/" +
                   std::to_string(engine.options().clients));
   });
-  const double elapsed = std::chrono::duration<double>(Clock::now() - start).count();
-  const auto connected = engine.open_connections();
-  report["ramp"] = json::object{{"seconds", elapsed},
-                                {"connected", connected},
-                                {"connects_per_s", elapsed > 0 ? static_cast<double>(connected) / elapsed : 0.0}};
+  report["ramp"] = ramp_json(std::chrono::duration<double>(Clock::now() - start).count(), engine.open_connections());
   sample_step(engine, steps, report);
+}
+
+json::object ramp_json(double seconds, std::uint64_t connected) {
+  return {{"seconds", seconds},
+          {"connected", connected},
+          {"connects_per_s", seconds > 0 ? static_cast<double>(connected) / seconds : 0.0}};
 }
 
 void sample_step(Engine& engine, std::vector<MemorySample>& steps, json::object& report) {

@@ -138,6 +138,9 @@ std::optional<Delivery> count_chat_line(WorkerTraffic& traffic, Connection& conn
 // samples it again; fills "ramp" and "memory".
 void ramp_all(Engine& engine, boost::json::object& report, Progress& progress);
 
+// The report's "ramp": the seconds spent connecting, the connections open after, the rate.
+boost::json::object ramp_json(double seconds, std::uint64_t connected);
+
 // Samples the server's memory at the current client count into report["memory"].
 void sample_step(Engine& engine, std::vector<MemorySample>& steps, boost::json::object& report);
 
