@@ -1,7 +1,7 @@
-// broadcast mode (SPEC §3): one sender, every other client a receiver; per-line
-// latency and the completion time of each message. As a slice of a run over many hosts
-// (docs/distributed.md), the sender is global client 0, in the slice at offset 0, and the
-// sync and the broadcasts start at times laid out from --start-at.
+// broadcast mode (docs/loadgen.md, "What each mode does"): one sender, every other client a
+// receiver; per-line latency and the completion time of each message. As a slice of a run
+// over many hosts (docs/distributed.md), the sender is global client 0, in the slice at
+// offset 0, and the sync and the broadcasts start at times laid out from --start-at.
 #include <algorithm>
 #include <cmath>
 #include <map>

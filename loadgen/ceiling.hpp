@@ -59,7 +59,8 @@ struct CeilingOptions {
 
 // What stopped a rate, weakest first: p99 over the bar while the server kept up
 // (latency), the server falling behind (too slow, or lines still outstanding), lines
-// lost, or loadgen itself (over its CPU share, or late sends). SPEC §3's four.
+// lost, or loadgen itself (over its CPU share, or late sends): ceiling.limited_by
+// (docs/loadgen.md, "Finding the ceiling").
 enum class Limit { none, latency, server, loss, loadgen };
 const char* limit_name(Limit limit);
 

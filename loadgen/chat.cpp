@@ -1,5 +1,6 @@
-// chat mode (SPEC §3): rooms of --room-size, every member sending at --rate; one
-// measured window per rate, or the ceiling search (ceiling.hpp) over such windows.
+// chat mode (docs/loadgen.md, "What each mode does"): rooms of --room-size, every member
+// sending at --rate; one measured window per rate, or the ceiling search (ceiling.hpp)
+// over such windows.
 #include <algorithm>
 #include <cmath>
 #include <map>

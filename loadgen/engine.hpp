@@ -131,11 +131,12 @@ class Worker {
   // Close the socket and give up whatever is in flight on it; idempotent. reset: SO_LINGER 0.
   virtual void release(Connection& connection, bool reset) = 0;
 
-  // Receive times come from the kernel (docs/loadgen.md, "Receive times"): when a line
-  // reached the socket, not when this thread got round to reading it. The kernel stamps
-  // CLOCK_REALTIME; lines carry the steady clock. sync_clocks() before each batch of reads
-  // takes the offset between the two; receive_time() maps a read's control messages (the
-  // first, and a function to the next) onto the steady clock, or gives read_ns without one.
+  // Receive times come from the kernel (docs/loadgen.md, "The tick and receive times"):
+  // when a line reached the socket, not when this thread got round to reading it. The
+  // kernel stamps CLOCK_REALTIME; lines carry the steady clock. sync_clocks() before each
+  // batch of reads takes the offset between the two; receive_time() maps a read's control
+  // messages (the first, and a function to the next) onto the steady clock, or gives
+  // read_ns without one.
   void sync_clocks();
   template <typename Next>
   std::int64_t receive_time(cmsghdr* cmsg, Next next, std::int64_t read_ns) {

@@ -1,5 +1,5 @@
-// idle mode (SPEC §3): ramp in --steps, memory per connection at each step, and the
-// client's end of the connections measured at the end.
+// idle mode (docs/loadgen.md, "What each mode does"): ramp in --steps, memory per
+// connection at each step, and the client's end of the connections measured at the end.
 #include <algorithm>
 #include <cmath>
 #include <csignal>

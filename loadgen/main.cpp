@@ -1,4 +1,4 @@
-// loadgen: drives a chat server (SPEC §1) and reports what it measured (SPEC §3).
+// loadgen: drives a chat server (docs/protocol.md) and reports what it measured (docs/loadgen.md).
 #include <arpa/inet.h>
 #include <sys/resource.h>
 

@@ -27,8 +27,9 @@ inline std::int64_t to_ns(Clock::time_point t) {
 // sends before it, so a stalled server shows up as latency and not as a lower send rate.
 // With a tick, each time is rounded up to the next multiple of the tick on the steady
 // clock: every sender's sends fall on one shared grid, so a worker wakes once per tick
-// for all of them instead of once per send (docs/loadgen.md, "The tick"). The rounded
-// time is the intended time: the line carries it and latency starts from it.
+// for all of them instead of once per send (docs/loadgen.md, "The tick and receive
+// times"). The rounded time is the intended time: the line carries it and latency starts
+// from it.
 class OpenLoopSchedule {
  public:
   OpenLoopSchedule(std::int64_t start_ns, double rate_per_s, std::int64_t tick_ns = 0)

@@ -15,7 +15,7 @@ enum class EngineKind { automatic, uring, epoll };
 
 struct Options {
   Mode mode = Mode::idle;
-  // Common to every mode (SPEC §3).
+  // Common to every mode (docs/loadgen.md, "Running it").
   std::string host = "127.0.0.1";
   std::uint16_t port = 3000;
   std::uint32_t clients = 100;

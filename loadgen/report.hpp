@@ -1,5 +1,5 @@
-// The JSON document and the human summary. Every key of SPEC §3 is created null by
-// make_report_skeleton(); a scenario fills what it measured.
+// The JSON document and the human summary. Every key of docs/loadgen.md, "The JSON
+// report", is created null by make_report_skeleton(); a scenario fills what it measured.
 #pragma once
 
 #include <boost/json.hpp>

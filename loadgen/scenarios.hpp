@@ -1,5 +1,6 @@
-// The three modes of SPEC §3, each a sequence of phases driven from the main thread:
-// idle.cpp, broadcast.cpp and chat.cpp, on what they share in scenario_common.hpp.
+// The three modes (docs/loadgen.md, "What each mode does"), each a sequence of phases
+// driven from the main thread: idle.cpp, broadcast.cpp and chat.cpp, on what they share
+// in scenario_common.hpp.
 #pragma once
 
 #include <boost/json.hpp>
