@@ -58,27 +58,21 @@ void on_line(WorkerTraffic& traffic, MessageTally& tally, Connection& connection
 
 // This process's receivers, counted on each worker and added up: the run's figures.
 struct BroadcastCounts {
-  LatencyRecorder latency;
+  WindowCounts window;  // the whole run's
   LossTotals loss;
-  std::uint64_t receivers = 0, receivers_disconnected = 0, unknown = 0, late = 0, late_stalled = 0;
-  std::uint64_t sync_received = 0, untimed = 0, cross_samples = 0;
-  std::int64_t cross_min_ns = INT64_MAX;
+  std::uint64_t receivers = 0, receivers_disconnected = 0, unknown = 0, untimed = 0, sync_received = 0;
   std::vector<std::uint64_t> message_receivers;           // per message, the receivers that had it
   std::vector<std::int64_t> max_latency;                  // per message, its slowest timed receiver (INT64_MIN: none)
   std::map<std::uint32_t, json::object> receiver_detail;  // by id, so the document does not depend on the threads
 
   BroadcastCounts& operator+=(BroadcastCounts&& other) {
-    latency.merge(other.latency);
+    window += other.window;
     loss += other.loss;
     receivers += other.receivers;
     receivers_disconnected += other.receivers_disconnected;
     unknown += other.unknown;
-    late += other.late;
-    late_stalled += other.late_stalled;
-    sync_received += other.sync_received;
     untimed += other.untimed;
-    cross_samples += other.cross_samples;
-    cross_min_ns = std::min(cross_min_ns, other.cross_min_ns);
+    sync_received += other.sync_received;
     for (std::size_t m = 0; m < message_receivers.size(); ++m) {
       message_receivers[m] += other.message_receivers[m];
       max_latency[m] = std::max(max_latency[m], other.max_latency[m]);
@@ -92,14 +86,10 @@ struct BroadcastCounts {
 BroadcastCounts count_worker(const Options& options, Worker& worker, const WorkerTraffic& traffic,
                              const MessageTally& tally, std::uint64_t sends_done) {
   BroadcastCounts counts;
-  counts.latency = traffic.latency;
+  counts.window = traffic.window;
   counts.unknown = traffic.unknown_lines;
-  counts.late = traffic.late_sends;
-  counts.late_stalled = traffic.late_sends_stalled;
-  counts.sync_received = tally.sync_lines;
   counts.untimed = traffic.cross_slice_deliveries;
-  counts.cross_samples = traffic.cross_slice_samples;
-  counts.cross_min_ns = traffic.cross_slice_min_ns;
+  counts.sync_received = tally.sync_lines;
   counts.message_receivers.assign(tally.receivers.begin(), tally.receivers.end());
   counts.max_latency = tally.max_latency_ns;
   for (auto& connection : worker.connections()) {
@@ -297,8 +287,8 @@ json::object lines_json(const BroadcastRun& run, const BroadcastCounts& counts) 
           {"receivers_with_outstanding", if_whole(loss.receivers_with_outstanding)},
           {"receivers_disconnected", counts.receivers_disconnected},
           {"unknown", counts.unknown},
-          {"late_sends", counts.late},
-          {"late_sends_stalled", counts.late_stalled},
+          {"late_sends", counts.window.late_sends},
+          {"late_sends_stalled", counts.window.late_sends_stalled},
           // The server counts every sync line it relays in lines_out too.
           {"sync_sent", run.sync_sent},
           {"sync_received", counts.sync_received},
@@ -325,15 +315,14 @@ void report_merge_detail(BroadcastRun& run, BroadcastCounts& counts) {
 void report_broadcast(BroadcastRun& run, BroadcastCounts& counts, const CpuWindow& cpu_start,
                       const CpuWindow& cpu_end) {
   json::object& report = run.report;
-  report["latency_us"] = latency_json(counts.latency);
-  report["latency_histogram"] = histogram_json(counts.latency);
+  report["latency_us"] = latency_json(counts.window.latency);
+  report["latency_histogram"] = histogram_json(counts.window.latency);
   report["broadcast_completion_us"] = completion_json(completion_of(run, counts));
   report["lines"] = lines_json(run, counts);
   report_merge_detail(run, counts);
   report["phases"] = sliced(run.options) ? json::value(std::move(run.phases)) : json::value(nullptr);
-  const json::value cross_min =
-      counts.cross_samples > 0 ? json::value(static_cast<double>(counts.cross_min_ns) / 1e3) : json::value(nullptr);
-  report["clock"] = clock_json(run.options, counts.cross_samples, cross_min, counts.untimed);
+  report["clock"] = clock_json(run.options, counts.window.cross_slice_samples,
+                               cross_slice_min_latency_us(counts.window), counts.untimed);
   const double window = std::max(1e-9, std::chrono::duration<double>(cpu_end.wall - cpu_start.wall).count());
   report["throughput"] = json::object{{"sent_per_s", static_cast<double>(run.sends_done) / window},
                                       {"deliveries_per_s", static_cast<double>(counts.loss.received) / window}};

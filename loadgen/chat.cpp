@@ -169,26 +169,6 @@ json::object loss_detail_json(Engine& engine) {
           {"receivers", std::move(receiver_array)}};
 }
 
-// What the workers measured in one rate step, added up over them.
-struct StepCounts {
-  LatencyRecorder latency;
-  std::uint64_t window_deliveries = 0, window_arrivals = 0, window_sent = 0, late = 0, late_stalled = 0;
-  std::uint64_t cross_samples = 0;
-  std::int64_t cross_min_ns = INT64_MAX;
-
-  StepCounts& operator+=(const StepCounts& other) {
-    latency.merge(other.latency);
-    window_deliveries += other.window_deliveries;
-    window_arrivals += other.window_arrivals;
-    window_sent += other.window_sent;
-    late += other.late;
-    late_stalled += other.late_stalled;
-    cross_samples += other.cross_samples;
-    cross_min_ns = std::min(cross_min_ns, other.cross_min_ns);
-    return *this;
-  }
-};
-
 bool server_gone(Engine& engine) {
   const pid_t pid = engine.options().server_pid;
   return engine.open_connections() == 0 || (pid > 0 && !process_alive(pid));
@@ -258,14 +238,8 @@ std::uint64_t start_step_sends(ChatRun& run, Worker& worker, double rate, std::i
   const Options& options = run.options;
   const Phase& phase = run.traffic.phase;
   WorkerTraffic& traffic = run.traffic.of(worker);
-  traffic.latency = LatencyRecorder();
-  traffic.window_deliveries = 0;
-  traffic.window_arrivals = ArrivalWindow{phase.window_start_ns, phase.window_end_ns, 0};
-  traffic.late_sends = 0;
-  traffic.late_sends_stalled = 0;
-  traffic.window_sent = 0;
-  traffic.cross_slice_samples = 0;
-  traffic.cross_slice_min_ns = INT64_MAX;
+  traffic.window = WindowCounts{};
+  traffic.window.arrivals = ArrivalWindow{phase.window_start_ns, phase.window_end_ns, 0};
   std::vector<Sender> senders;
   std::uint64_t planned = 0;
   for (auto& connection : worker.connections()) {
@@ -359,31 +333,27 @@ std::uint64_t drain_step(ChatRun& run, double rate, const StepStart& start) {
 }
 
 // Stops every sender still behind (no further sends in this step) and counts the step.
-StepCounts count_step(ChatRun& run) {
+WindowCounts count_step(ChatRun& run) {
   return run.engine.reduce([&](Worker& worker) {
     WorkerTraffic& traffic = run.traffic.of(worker);
     stop_sending(worker, traffic);
-    return StepCounts{
-        traffic.latency,    traffic.window_deliveries,  traffic.window_arrivals.arrivals, traffic.window_sent,
-        traffic.late_sends, traffic.late_sends_stalled, traffic.cross_slice_samples,      traffic.cross_slice_min_ns};
+    return traffic.window;
   });
 }
 
 // What the ceiling search judges a step by (ceiling.hpp), from its counts, the loss so far
 // and the CPU of its window.
-StepResult step_result(ChatRun& run, double rate, const StepCounts& counts, const ChatLossCounter& loss,
+StepResult step_result(ChatRun& run, double rate, const WindowCounts& counts, const ChatLossCounter& loss,
                        const StepStart& start, const CpuUse& cpu) {
-  const Phase& phase = run.traffic.phase;
   StepResult result;
   result.rate_per_client = rate;
   result.offered_per_s = rate * static_cast<double>(run.sender_pairs);
-  result.deliveries_per_s =
-      ArrivalWindow{phase.window_start_ns, phase.window_end_ns, counts.window_arrivals}.per_second();
+  result.deliveries_per_s = counts.arrivals.per_second();
   result.granularity_per_s = static_cast<double>(run.fan_out) / run.options.duration_s;
   if (counts.latency.count() > 0) result.p99_us = static_cast<double>(counts.latency.percentile(0.99)) / 1000.0;
   result.sends = run.traffic.sum(&WorkerTraffic::lines_sent) - start.sent_before;
-  result.late_sends = counts.late;
-  result.late_sends_stalled = counts.late_stalled;
+  result.late_sends = counts.late_sends;
+  result.late_sends_stalled = counts.late_sends_stalled;
   result.lost = loss.loss.lost - std::min(loss.loss.lost, run.lost_so_far);
   result.outstanding = loss.loss.outstanding;
   result.server_cpu_fraction = cpu.server_fraction;
@@ -395,7 +365,7 @@ StepResult step_result(ChatRun& run, double rate, const StepCounts& counts, cons
 }
 
 // The step's rate_steps[] entry.
-json::object step_json(ChatRun& run, const StepResult& result, const StepCounts& counts, const StepStart& start,
+json::object step_json(ChatRun& run, const StepResult& result, const WindowCounts& counts, const StepStart& start,
                        std::uint64_t expected) {
   const Options& options = run.options;
   const double duration_s = options.duration_s;
@@ -407,18 +377,17 @@ json::object step_json(ChatRun& run, const StepResult& result, const StepCounts&
                                                 : json::value(nullptr)},
       // deliveries_per_s by arrival time: a server that falls behind shows it here.
       // window_lines_delivered counts the window's lines however late they came.
-      {"throughput", json::object{{"sent_per_s", static_cast<double>(counts.window_sent) / duration_s},
+      {"throughput", json::object{{"sent_per_s", static_cast<double>(counts.sent) / duration_s},
                                   {"deliveries_per_s", result.deliveries_per_s},
                                   {"offered_per_s", result.offered_per_s},
-                                  {"window_arrivals", counts.window_arrivals},
-                                  {"window_lines_sent", counts.window_sent},
-                                  {"window_lines_delivered", counts.window_deliveries}}},
-      {"late_sends", counts.late},
-      {"late_sends_stalled", counts.late_stalled},
+                                  {"window_arrivals", counts.arrivals.arrivals},
+                                  {"window_lines_sent", counts.sent},
+                                  {"window_lines_delivered", counts.deliveries}}},
+      {"late_sends", counts.late_sends},
+      {"late_sends_stalled", counts.late_sends_stalled},
       // Of latency_us's samples, those of another process's lines (reference clock).
-      {"cross_slice_samples", counts.cross_samples},
-      {"cross_slice_min_latency_us",
-       counts.cross_samples > 0 ? json::value(static_cast<double>(counts.cross_min_ns) / 1e3) : json::value(nullptr)},
+      {"cross_slice_samples", counts.cross_slice_samples},
+      {"cross_slice_min_latency_us", cross_slice_min_latency_us(counts)},
       {"lost", result.lost},
       {"outstanding", result.outstanding},
       {"expected_so_far", sliced(options) ? json::value(nullptr) : json::value(expected)},
@@ -432,7 +401,7 @@ StepResult run_chat_step(ChatRun& run, double rate) {
   const StepStart start = begin_step(run, rate);
   const auto [cpu_start, cpu_end] = measure_window(run, rate);
   const std::uint64_t expected = drain_step(run, rate, start);
-  const StepCounts counts = count_step(run);
+  const WindowCounts counts = count_step(run);
   const ChatLossCounter loss = count_chat_loss(run.engine, run.room_size);
   run.expected_so_far = loss.expected;
   const CpuUse cpu = fill_cpu(run.report, cpu_start, cpu_end, run.options.server_pid);

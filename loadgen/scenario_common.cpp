@@ -26,11 +26,11 @@ bool send_due(Worker& worker, WorkerTraffic& traffic, const Phase& phase, Sender
   for (; sender.done < due; ++sender.done) {
     const std::int64_t intended = schedule.intended_ns(sender.done);
     if (now - intended > late_send_ns) {
-      ++traffic.late_sends;
+      ++traffic.window.late_sends;
       // Had the thread had its core, this send would not have been late.
-      if (now - intended - stalled_ns <= late_send_ns) ++traffic.late_sends_stalled;
+      if (now - intended - stalled_ns <= late_send_ns) ++traffic.window.late_sends_stalled;
     }
-    if (intended >= sender.plan.window_start_ns) ++traffic.window_sent;
+    if (intended >= sender.plan.window_start_ns) ++traffic.window.sent;
     format_chat_line(traffic.scratch, sender.line_id, connection.sent, intended + phase.line_clock_offset_ns, size,
                      phase.reference_clock);
     if (!worker.send(connection, traffic.scratch)) return false;
@@ -74,6 +74,18 @@ void send_all_due(Worker& worker, WorkerTraffic& traffic, const Phase& phase, un
 }
 
 }  // namespace
+
+WindowCounts& WindowCounts::operator+=(const WindowCounts& other) {
+  latency.merge(other.latency);
+  deliveries += other.deliveries;
+  arrivals.arrivals += other.arrivals.arrivals;  // the same window on every worker
+  sent += other.sent;
+  late_sends += other.late_sends;
+  late_sends_stalled += other.late_sends_stalled;
+  cross_slice_samples += other.cross_slice_samples;
+  cross_slice_min_ns = std::min(cross_slice_min_ns, other.cross_slice_min_ns);
+  return *this;
+}
 
 Traffic::Traffic(Engine& engine) : engine_(engine), workers_(engine.workers().size()) {}
 
@@ -131,7 +143,7 @@ std::optional<Delivery> count_chat_line(WorkerTraffic& traffic, Connection& conn
   track.on_sequence(chat->seq);
   if (track.duplicated != duplicates_before) return std::nullopt;
   traffic.unique_deliveries.add();
-  traffic.window_arrivals.on_arrival(now);
+  traffic.window.arrivals.on_arrival(now);
   // Another process's line is timed only if both clocks were measured against the run's
   // reference (its line says so, and this process's offset is known): then the sample is
   // within the two measurements' bounds. Otherwise it counts above for loss and order only.
@@ -144,11 +156,11 @@ std::optional<Delivery> count_chat_line(WorkerTraffic& traffic, Connection& conn
   const std::int64_t intended = chat->intended_ns - phase.line_clock_offset_ns;
   const std::int64_t latency = now - intended;
   if (intended >= phase.window_start_ns && intended < phase.window_end_ns) {
-    traffic.latency.record(latency);
-    ++traffic.window_deliveries;
+    traffic.window.latency.record(latency);
+    ++traffic.window.deliveries;
     if (cross_slice) {
-      ++traffic.cross_slice_samples;
-      traffic.cross_slice_min_ns = std::min(traffic.cross_slice_min_ns, latency);
+      ++traffic.window.cross_slice_samples;
+      traffic.window.cross_slice_min_ns = std::min(traffic.window.cross_slice_min_ns, latency);
     }
   }
   return Delivery{chat->seq, latency};
@@ -269,6 +281,11 @@ double set_line_clock(Phase& phase, const Options& options) {
   phase.line_clock_offset_ns =
       phase.reference_clock ? unix_minus_steady_ns() + injected_ns - options.clock_offset_ns : injected_ns;
   return reference_ahead_ms(options);
+}
+
+json::value cross_slice_min_latency_us(const WindowCounts& counts) {
+  if (counts.cross_slice_samples == 0) return nullptr;
+  return static_cast<double>(counts.cross_slice_min_ns) / 1e3;
 }
 
 json::object receiver_loss_json(const Options& options, const Connection& connection) {

@@ -57,6 +57,24 @@ struct Sender {
   std::uint32_t line_id = 0;  // the sender id its lines carry: the global client id
 };
 
+// What a worker counted of the measured window (chat: the rate step's, cleared when it
+// begins; broadcast: the whole run's). Copied on the worker's thread and added up over
+// the workers with +=.
+struct WindowCounts {
+  LatencyRecorder latency;               // deliveries whose intended send time is in the window
+  std::uint64_t deliveries = 0;          // the count of those
+  ArrivalWindow arrivals;                // deliveries that arrived during the window
+  std::uint64_t sent = 0;                // sends intended in the window
+  std::uint64_t late_sends = 0;          // sends made more than 1 ms after their intended time
+  std::uint64_t late_sends_stalled = 0;  // of those, late only because the thread was kept off its core
+  // Chat lines from another process timed on the run's reference clock (measured offsets,
+  // docs/distributed.md "Clocks"), and the least of their latencies.
+  std::uint64_t cross_slice_samples = 0;
+  std::int64_t cross_slice_min_ns = INT64_MAX;
+
+  WindowCounts& operator+=(const WindowCounts& other);
+};
+
 // One worker's share of a broadcast or chat run: what its send loop and its line handler
 // keep, written on that worker's thread only. The main thread reads the counters while
 // traffic flows, and the rest through Engine::reduce.
@@ -64,9 +82,6 @@ struct WorkerTraffic {
   // The send loop of the current phase.
   std::vector<Sender> senders;  // a heap, earliest next send first
   OwnedCounter lines_sent;
-  std::uint64_t window_sent = 0;         // sends intended in the measured window
-  std::uint64_t late_sends = 0;          // sends made more than 1 ms after their intended time
-  std::uint64_t late_sends_stalled = 0;  // of those, late only because the thread was kept off its core
   // The last wake-up of the send loop: its time and the thread's CPU time then.
   std::int64_t woke_ns = -1, woke_cpu_ns = 0;
   std::string scratch;  // line formatting without allocation
@@ -74,15 +89,10 @@ struct WorkerTraffic {
   // What the line handler counted.
   OwnedCounter joined;                       // connections that completed the mode's handshake
   OwnedCounter unique_deliveries;            // chat lines counted once per (receiver, sender, sequence)
-  LatencyRecorder latency;                   // deliveries whose intended send time is in the window
-  std::uint64_t window_deliveries = 0;       // the count of those
-  ArrivalWindow window_arrivals;             // deliveries that arrived during the window
   std::uint64_t unknown_lines = 0;           // lines that were neither a room member's chat line nor a reply
   std::uint64_t cross_slice_deliveries = 0;  // chat lines from another process's senders, untimed
-  // Chat lines from another process timed on the run's reference clock (measured offsets,
-  // docs/distributed.md "Clocks") in the current window, and the least of their latencies.
-  std::uint64_t cross_slice_samples = 0;
-  std::int64_t cross_slice_min_ns = INT64_MAX;
+
+  WindowCounts window;  // and the send loop's sends, late or in the window
 };
 
 // The traffic of one broadcast or chat run, owned by its scenario: the phase in progress
@@ -202,6 +212,9 @@ double set_line_clock(Phase& phase, const Options& options);
 // lines carry, which pairs are timed, this slice's offsets, and its cross-slice samples.
 boost::json::object clock_json(const Options& options, boost::json::value cross_samples,
                                boost::json::value cross_min_latency_us, std::uint64_t untimed);
+
+// The least latency of a window's cross-slice samples, in µs; null without any.
+boost::json::value cross_slice_min_latency_us(const WindowCounts& counts);
 
 // One receiver's entry of loss_detail.receivers (docs/loadgen.md, "loss_detail"): for each
 // sender it tracks, the next sequence number it expects (the highest heard + 1, 0: none)
