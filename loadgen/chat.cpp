@@ -35,7 +35,7 @@ void on_line(WorkerTraffic& traffic, StatsReplies& stats, Connection& connection
       stats.count.add();
       return;
     default:
-      return;  // an /error is the engine's
+      return;  // nothing else of the server's is counted here; an /error is the engine's
   }
 }
 

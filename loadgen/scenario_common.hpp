@@ -1,6 +1,7 @@
-// What the three modes (idle.cpp, broadcast.cpp, chat.cpp) share: the per-worker send
-// schedule, the line handler, ramp and memory steps, the CPU window, drain and loss
-// totals. Internal to the scenarios: main.cpp and the tests include scenarios.hpp.
+// What the three modes (idle.cpp, broadcast.cpp, chat.cpp) share: the traffic modes'
+// per-worker state and send loop, the common part of their line handlers, ramp and memory
+// steps, the CPU window, drain and the clock. Internal to the scenarios and their tests:
+// main.cpp includes scenarios.hpp.
 #pragma once
 
 #include <boost/json.hpp>
@@ -92,7 +93,7 @@ struct WorkerTraffic {
   std::uint64_t unknown_lines = 0;           // lines that were neither a room member's chat line nor a reply
   std::uint64_t cross_slice_deliveries = 0;  // chat lines from another process's senders, untimed
 
-  WindowCounts window;  // and the send loop's sends, late or in the window
+  WindowCounts window;  // the measured window: the handler's deliveries, the send loop's sends
 };
 
 // The traffic of one broadcast or chat run, owned by its scenario: the phase in progress
