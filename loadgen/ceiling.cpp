@@ -11,11 +11,16 @@ namespace json = boost::json;
 
 const char* limit_name(Limit limit) {
   switch (limit) {
-    case Limit::none: return "none";
-    case Limit::latency: return "latency";
-    case Limit::server: return "server";
-    case Limit::loss: return "loss";
-    case Limit::loadgen: return "loadgen";
+    case Limit::none:
+      return "none";
+    case Limit::latency:
+      return "latency";
+    case Limit::server:
+      return "server";
+    case Limit::loss:
+      return "loss";
+    case Limit::loadgen:
+      return "loadgen";
   }
   return "none";
 }
@@ -44,18 +49,21 @@ Verdict judge(const StepResult& step, const CeilingCriteria& criteria) {
   }
   const double late_allowed = criteria.max_late_fraction * static_cast<double>(step.sends);
   // Sends late only because the machine kept loadgen off its core say nothing of its headroom.
-  const bool machine = step.others_on_loadgen_cores <= criteria.max_others_on_loadgen_cores && step.loadgen_throttled_s == 0;
+  const bool machine =
+      step.others_on_loadgen_cores <= criteria.max_others_on_loadgen_cores && step.loadgen_throttled_s == 0;
   const std::uint64_t excused = machine ? step.late_sends_stalled : 0;
   const std::uint64_t late_busy = step.late_sends - std::min(step.late_sends, excused);
   const bool late = static_cast<double>(late_busy) > late_allowed;
   if (late)
-    fail(Limit::loadgen, std::to_string(late_busy) + " of " + std::to_string(step.sends) + " sends late" +
-                             (excused > 0 ? " with loadgen on its core (" + std::to_string(excused) + " more while off it)" : ""));
+    fail(Limit::loadgen,
+         std::to_string(late_busy) + " of " + std::to_string(step.sends) + " sends late" +
+             (excused > 0 ? " with loadgen on its core (" + std::to_string(excused) + " more while off it)" : ""));
   if (step.lost > 0) fail(Limit::loss, std::to_string(step.lost) + " lines lost");
   if (step.deliveries_per_s < criteria.min_delivered_fraction * step.offered_per_s - step.granularity_per_s) {
     std::ostringstream what;
     what.precision(3);
-    what << "deliveries " << (step.offered_per_s > 0 ? 100 * step.deliveries_per_s / step.offered_per_s : 0) << "% of offered";
+    what << "deliveries " << (step.offered_per_s > 0 ? 100 * step.deliveries_per_s / step.offered_per_s : 0)
+         << "% of offered";
     fail(Limit::server, what.str());
   }
   if (!step.p99_us) {
@@ -65,7 +73,8 @@ Verdict judge(const StepResult& step, const CeilingCriteria& criteria) {
     what << "p99 " << std::llround(*step.p99_us) << " us > " << std::llround(criteria.p99_bar_us) << " us";
     fail(Limit::latency, what.str());
   }
-  if (step.outstanding > 0) fail(Limit::server, std::to_string(step.outstanding) + " lines outstanding after the drain");
+  if (step.outstanding > 0)
+    fail(Limit::server, std::to_string(step.outstanding) + " lines outstanding after the drain");
   verdict.reason = reason.str();
   verdict.passed = verdict.reason.empty();
   verdict.late_only = late && failures == 1;
@@ -118,7 +127,8 @@ CeilingResult find_ceiling(const CeilingOptions& options, const std::function<St
   double rate = options.start_rate;
   while (result.steps.size() < options.max_steps && step(rate) && !(passed && failed))
     rate = passed ? rate * options.growth : rate / options.growth;
-  while (!result.server_died && passed && failed && *failed / *passed > options.precision && result.steps.size() < options.max_steps) {
+  while (!result.server_died && passed && failed && *failed / *passed > options.precision &&
+         result.steps.size() < options.max_steps) {
     // The geometric middle, to 4 significant digits when that keeps it inside the bracket.
     // Dividing by (or multiplying with) an exact power of ten keeps the figure short in JSON.
     const double middle = std::sqrt(*passed * *failed);
@@ -143,28 +153,30 @@ json::object ceiling_json(const CeilingResult& result) {
   for (std::size_t i = 0; i < result.steps.size(); ++i) {
     const StepResult& s = result.steps[i];
     const Verdict& v = result.verdicts[i];
-    steps.push_back(json::object{{"rate_per_client", s.rate_per_client},
-                                 {"offered_per_s", std::round(s.offered_per_s)},
-                                 {"deliveries_per_s", std::round(s.deliveries_per_s)},
-                                 {"granularity_per_s", s.granularity_per_s},
-                                 {"p99_us", s.p99_us ? json::value(*s.p99_us) : json::value(nullptr)},
-                                 {"sends", s.sends},
-                                 {"late_sends", s.late_sends},
-                                 {"late_sends_stalled", s.late_sends_stalled},
-                                 {"lost", s.lost},
-                                 {"outstanding", s.outstanding},
-                                 {"server_cpu_fraction", fraction_json(s.server_cpu_fraction)},
-                                 {"loadgen_cpu_fraction", round4(s.loadgen_cpu_fraction)},
-                                 {"others_on_loadgen_cores", round4(s.others_on_loadgen_cores)},
-                                 {"loadgen_throttled_s", s.loadgen_throttled_s},
-                                 {"cores", cores_json(s.cores)},
-                                 {"passed", v.passed},
-                                 {"limit", v.passed || v.limit == Limit::none ? json::value(nullptr) : json::value(limit_name(v.limit))},
-                                 {"reason", v.reason},
-                                 {"superseded", result.superseded[i]}});
+    steps.push_back(json::object{
+        {"rate_per_client", s.rate_per_client},
+        {"offered_per_s", std::round(s.offered_per_s)},
+        {"deliveries_per_s", std::round(s.deliveries_per_s)},
+        {"granularity_per_s", s.granularity_per_s},
+        {"p99_us", s.p99_us ? json::value(*s.p99_us) : json::value(nullptr)},
+        {"sends", s.sends},
+        {"late_sends", s.late_sends},
+        {"late_sends_stalled", s.late_sends_stalled},
+        {"lost", s.lost},
+        {"outstanding", s.outstanding},
+        {"server_cpu_fraction", fraction_json(s.server_cpu_fraction)},
+        {"loadgen_cpu_fraction", round4(s.loadgen_cpu_fraction)},
+        {"others_on_loadgen_cores", round4(s.others_on_loadgen_cores)},
+        {"loadgen_throttled_s", s.loadgen_throttled_s},
+        {"cores", cores_json(s.cores)},
+        {"passed", v.passed},
+        {"limit", v.passed || v.limit == Limit::none ? json::value(nullptr) : json::value(limit_name(v.limit))},
+        {"reason", v.reason},
+        {"superseded", result.superseded[i]}});
   }
   const StepResult* top = result.ceiling ? &result.steps[*result.ceiling] : nullptr;
-  const std::optional<Limit> limit = result.first_above ? std::optional(result.verdicts[*result.first_above].limit) : std::nullopt;
+  const std::optional<Limit> limit =
+      result.first_above ? std::optional(result.verdicts[*result.first_above].limit) : std::nullopt;
   // Only a bracket whose failing side is the server's (or loss) gives the server's ceiling;
   // anything else is a floor under it.
   const bool lower_bound = !limit || *limit == Limit::loadgen;
@@ -176,7 +188,8 @@ json::object ceiling_json(const CeilingResult& result) {
       {"loadgen_cpu_fraction", top ? json::value(round4(top->loadgen_cpu_fraction)) : json::value(nullptr)},
       {"limited_by", limit ? json::value(limit_name(*limit)) : json::value(nullptr)},
       {"lower_bound", lower_bound},
-      {"first_failed_rate_per_client", limit ? json::value(result.steps[*result.first_above].rate_per_client) : json::value(nullptr)},
+      {"first_failed_rate_per_client",
+       limit ? json::value(result.steps[*result.first_above].rate_per_client) : json::value(nullptr)},
       {"server_died", result.server_died},
       {"steps", steps},
   };

@@ -1,12 +1,15 @@
 #include "engine.hpp"
 
 #include <arpa/inet.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
 #include <cerrno>
 #include <cstring>
 #include <future>
 #include <stdexcept>
-#include <sys/socket.h>
-#include <unistd.h>
+
+#include "protocol.hpp"
 
 namespace loadgen {
 
@@ -57,7 +60,8 @@ void Worker::start_connects(std::vector<std::uint32_t> ids) {
 
 void Worker::launch_connects() {
   const Options& options = engine_.options();
-  const unsigned max_in_flight = std::max(1u, options.connect_concurrency / static_cast<unsigned>(engine_.workers().size()));
+  const unsigned max_in_flight =
+      std::max(1u, options.connect_concurrency / static_cast<unsigned>(engine_.workers().size()));
   while (in_flight_ < max_in_flight && !to_connect_.empty()) {
     if (engine_.stop_connecting()) {
       to_connect_.clear();
@@ -95,7 +99,8 @@ void Worker::launch_connects() {
 void Worker::on_connected(Connection& connection, int error) {
   --in_flight_;
   if (error) {
-    if (connection.state == ConnectionState::connecting && error != ECANCELED) engine_.hit_limit(describe_connect_error(error));
+    if (connection.state == ConnectionState::connecting && error != ECANCELED)
+      engine_.hit_limit(describe_connect_error(error));
     connection.state = ConnectionState::failed;
     release(connection, false);
   } else if (connection.state == ConnectionState::connecting) {
@@ -128,16 +133,9 @@ void Worker::on_bytes(Connection& connection, std::string_view data, std::int64_
       connection.partial.append(line);
       line = connection.partial;
     }
-    lines_received.add();
-    if (line.starts_with("/error")) {
-      if (line == "/error server-full") {
-        server_full.add();
-        engine_.hit_limit("server full: the server answered /error server-full");
-      } else {
-        other_errors.add();
-      }
-    }
-    if (line_handler_) line_handler_(*this, connection, line, now);
+    if (reply_kind(line) == Reply::server_full)
+      engine_.hit_limit("server full: the server answered /error server-full");
+    if (line_handler_) line_handler_(connection, line, now);
     connection.partial.clear();
     data.remove_prefix(end + 1);
   }
@@ -203,7 +201,8 @@ Engine::Engine(const Options& options) : options_(options) {
   kind_ = options.engine == EngineKind::epoll ? EngineKind::epoll : EngineKind::uring;
   if (kind_ == EngineKind::uring) {
     if (auto why = uring_unavailable()) {
-      if (options.engine == EngineKind::uring) throw std::runtime_error("--engine uring: io_uring is not available here: " + *why);
+      if (options.engine == EngineKind::uring)
+        throw std::runtime_error("--engine uring: io_uring is not available here: " + *why);
       kind_ = EngineKind::epoll;
       fallback_ = std::move(why);
     }
@@ -256,13 +255,16 @@ void Engine::ramp_to(std::uint32_t target, const std::function<void()>& progress
   hand_out(allowed());
   // The deadline is for the connects, so a paced ramp gets the time its pacing takes.
   const double pacing_s = options_.connect_rate > 0 ? (target - first) / options_.connect_rate : 0;
-  const auto deadline = started + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(options_.connect_timeout_s + pacing_s));
-  const bool finished = wait_until(deadline, [&] { return handed == target && sum(&Worker::connects_pending) == 0; }, [&] {
-    if (stop_connecting())
-      handed = target;  // a limit stopped the ramp: the clients not handed out are not attempted
-    hand_out(allowed());
-    if (progress) progress();
-  });
+  const auto deadline = started + std::chrono::duration_cast<Clock::duration>(
+                                      std::chrono::duration<double>(options_.connect_timeout_s + pacing_s));
+  const bool finished = wait_until(
+      deadline, [&] { return handed == target && sum(&Worker::connects_pending) == 0; },
+      [&] {
+        if (stop_connecting())
+          handed = target;  // a limit stopped the ramp: the clients not handed out are not attempted
+        hand_out(allowed());
+        if (progress) progress();
+      });
   if (!finished) {
     const auto pending = sum(&Worker::connects_pending);
     hit_limit("connect deadline: " + std::to_string(pending) + " connects still pending after " +
@@ -292,7 +294,8 @@ std::vector<in_addr_t> parse_address_range(const std::string& text) {
   const auto dash = text.find('-');
   auto parse = [&](const std::string& part) {
     in_addr address{};
-    if (::inet_pton(AF_INET, part.c_str(), &address) != 1) throw std::runtime_error("--source-ips: not an IPv4 address: " + part);
+    if (::inet_pton(AF_INET, part.c_str(), &address) != 1)
+      throw std::runtime_error("--source-ips: not an IPv4 address: " + part);
     return ntohl(address.s_addr);
   };
   const std::uint32_t first = parse(text.substr(0, dash));

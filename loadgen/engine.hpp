@@ -1,26 +1,31 @@
 // The connection engine: worker threads, each owning its connections and its counters
 // (the wrk shape: nothing shared on the hot path). The main thread drives phases by
-// posting work to every worker and polling their counters.
+// posting work to every worker, polling their counters, and adding up what they own with
+// Engine::reduce.
 //
 // Worker holds what is the same for every I/O model: the connections, the connect pacing,
-// line parsing and the counters the scenarios read. An engine per I/O model derives from
-// it and does the I/O: engine_epoll.cpp (Asio on epoll, a system call per operation) and
-// engine_uring.cpp (io_uring, one submission per wake-up). The scenarios see only Worker.
+// line parsing and the engine's own counters; what a scenario counts is the scenario's
+// (scenario_common.hpp). An engine per I/O model derives from it and does the I/O:
+// engine_epoll.cpp (Asio on epoll, a system call per operation) and engine_uring.cpp
+// (io_uring, one submission per wake-up). The scenarios see only Worker.
 #pragma once
+
+#include <netinet/in.h>
+#include <sys/socket.h>
 
 #include <atomic>
 #include <cstdint>
+#include <ctime>
 #include <deque>
 #include <functional>
 #include <memory>
 #include <mutex>
-#include <ctime>
-#include <netinet/in.h>
-#include <sys/socket.h>
 #include <optional>
 #include <string>
 #include <string_view>
 #include <thread>
+#include <type_traits>
+#include <utility>
 #include <vector>
 
 #include "metrics.hpp"
@@ -49,11 +54,13 @@ struct Connection {
 
   std::uint32_t id;  // global client index, 0..clients-1
   ConnectionState state = ConnectionState::connecting;
-  std::string partial;   // the start of a line not yet complete
-  std::string queued;    // output waiting for the write in flight
-  std::string writing;   // output of the write in flight; empty: no write in flight
-  bool joined = false;   // chat: got "/joined"; broadcast: got a sync line
+  std::string partial;  // the start of a line not yet complete
+  std::string queued;   // output waiting for the write in flight
+  std::string writing;  // output of the write in flight; empty: no write in flight
 
+  // The traffic modes' state of this client (broadcast, chat), kept here rather than in a
+  // table of the scenario's, which would cost a lookup per line received.
+  bool joined = false;  // chat: got "/joined"; broadcast: got a sync line
   // Sender side (chat: every joined client; broadcast: client 0 only).
   bool sender = false;     // sends in this run
   std::uint64_t sent = 0;  // lines handed to the socket, also the next sequence number
@@ -68,7 +75,7 @@ class Engine;
 class Worker {
  public:
   // A complete line (without its LF) received on a connection, with the time of the read.
-  using LineHandler = std::function<void(Worker&, Connection&, std::string_view, std::int64_t now_ns)>;
+  using LineHandler = std::function<void(Connection&, std::string_view, std::int64_t now_ns)>;
 
   Worker(Engine& engine, unsigned index);
   virtual ~Worker() = default;
@@ -108,31 +115,8 @@ class Worker {
   OwnedCounter connects_pending;  // queued or in flight
   OwnedCounter connected;         // ever reached the open state
   OwnedCounter closed;            // open connections that closed since (server or error)
-  OwnedCounter server_full;       // "/error server-full" lines received
-  OwnedCounter other_errors;      // any other "/error" line
-  OwnedCounter joined;            // connections that completed their scenario's handshake
-  OwnedCounter lines_received;    // every line, replies included
-  OwnedCounter unique_deliveries; // chat lines counted once per (receiver, sender, sequence)
-
-  // Per-worker measurements, merged by the main thread after the workers are idle.
-  LatencyRecorder latency;
-  std::uint64_t window_deliveries = 0;  // deliveries whose intended send time is in the window
-  ArrivalWindow window_arrivals;        // chat: deliveries that arrived during the window
-  std::uint64_t late_sends = 0;         // sends made more than 1 ms after their intended time
-  std::uint64_t late_sends_stalled = 0; // of those, late only because the thread was kept off its core
-  std::uint64_t unknown_lines = 0;      // lines that were neither ours nor a known reply
-  std::uint64_t untimed_reads = 0;      // reads without a kernel receive time (timed at the read)
-  std::uint64_t cross_slice_deliveries = 0;  // chat lines from another process's senders, untimed
-  // Chat lines from another process timed on the run's reference clock (measured offsets,
-  // docs/distributed.md "Clocks") in the current window, and the least of their latencies.
-  std::uint64_t cross_slice_samples = 0;
-  std::int64_t cross_slice_min_ns = INT64_MAX;
-  std::vector<std::int64_t> message_max_latency_ns;   // broadcast: per message, its slowest timed receiver (INT64_MIN: none)
-  std::uint64_t sync_lines = 0;                       // broadcast: sync lines received (the server counts them out)
-  std::vector<std::uint32_t> message_receivers;       // broadcast: per message, receivers that had it
-  std::string last_stats_reply;                       // chat: the last "/stats ..." line
-  OwnedCounter stats_replies;
-  std::string scratch;  // line formatting without allocation
+  // Read through Engine::reduce.
+  std::uint64_t untimed_reads = 0;  // reads without a kernel receive time (timed at the read)
 
  protected:
   // What an engine implements. A connect that completes calls on_connected; bytes read
@@ -147,11 +131,12 @@ class Worker {
   // Close the socket and give up whatever is in flight on it; idempotent. reset: SO_LINGER 0.
   virtual void release(Connection& connection, bool reset) = 0;
 
-  // Receive times come from the kernel (docs/loadgen.md, "Receive times"): when a line
-  // reached the socket, not when this thread got round to reading it. The kernel stamps
-  // CLOCK_REALTIME; lines carry the steady clock. sync_clocks() before each batch of reads
-  // takes the offset between the two; receive_time() maps a read's control messages (the
-  // first, and a function to the next) onto the steady clock, or gives read_ns without one.
+  // Receive times come from the kernel (docs/loadgen.md, "The tick and receive times"):
+  // when a line reached the socket, not when this thread got round to reading it. The
+  // kernel stamps CLOCK_REALTIME; lines carry the steady clock. sync_clocks() before each
+  // batch of reads takes the offset between the two; receive_time() maps a read's control
+  // messages (the first, and a function to the next) onto the steady clock, or gives
+  // read_ns without one.
   void sync_clocks();
   template <typename Next>
   std::int64_t receive_time(cmsghdr* cmsg, Next next, std::int64_t read_ns) {
@@ -182,6 +167,14 @@ class Worker {
   LineHandler line_handler_;
 };
 
+// reduce()'s default: adds a worker's share to the total.
+struct AddTo {
+  template <class Total, class Share>
+  void operator()(Total& total, Share&& share) const {
+    total += std::forward<Share>(share);
+  }
+};
+
 class Engine {
  public:
   // Picks the engine (options.engine; auto: io_uring where the kernel allows it, else
@@ -199,6 +192,21 @@ class Engine {
 
   // Run fn(worker) on every worker's thread at once; wait for all.
   void for_each_worker(const std::function<void(Worker&)>& fn);
+
+  // Combines what the workers own, the wrk way: part(worker) runs on each worker's own
+  // thread, where its state may be read (and changed) while lines still arrive, and
+  // returns that worker's share, a copy; the shares are then combined here, on the
+  // calling thread, with nothing locked: combine(total, share), by default total += share.
+  // part runs on every worker at once, so it only reads what it shares with the others.
+  template <class Part, class Combine = AddTo>
+  auto reduce(const Part& part, Combine combine = {}) {
+    using Share = std::invoke_result_t<const Part&, Worker&>;
+    std::vector<std::optional<Share>> shares(workers_.size());
+    for_each_worker([&](Worker& worker) { shares[worker.index()].emplace(part(worker)); });
+    Share total = std::move(*shares.front());
+    for (std::size_t i = 1; i < shares.size(); ++i) combine(total, std::move(*shares[i]));
+    return total;
+  }
 
   // Open connections for clients [attempted, target). Returns when all are open or
   // failed, or a limit stopped the ramp, or the deadline passed.

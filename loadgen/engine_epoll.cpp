@@ -1,9 +1,10 @@
 // The epoll engine (--engine epoll): Asio's reactor, one io_context per worker. Every
 // read, write and connect is its own system call; portable to any Linux.
+#include <sys/socket.h>
+
 #include <boost/asio.hpp>
 #include <cerrno>
 #include <future>
-#include <sys/socket.h>
 
 #include "engine.hpp"
 
@@ -48,7 +49,8 @@ class EpollWorker final : public Worker {
     // A wait already completed but not yet run cannot be cancelled; the generation tells
     // its handler it is stale.
     const std::uint64_t generation = ++timer_generation_;
-    timer_.expires_at(Clock::time_point(std::chrono::duration_cast<Clock::duration>(std::chrono::nanoseconds(when_ns))));
+    timer_.expires_at(
+        Clock::time_point(std::chrono::duration_cast<Clock::duration>(std::chrono::nanoseconds(when_ns))));
     timer_.async_wait([this, generation](const boost::system::error_code& error) {
       if (error || generation != timer_generation_) return;
       auto fn = std::move(timer_fn_);
@@ -64,14 +66,18 @@ class EpollWorker final : public Worker {
   }
 
  protected:
-  std::unique_ptr<Connection> make_connection(std::uint32_t id) override { return std::make_unique<EpollConnection>(io_, id); }
+  std::unique_ptr<Connection> make_connection(std::uint32_t id) override {
+    return std::make_unique<EpollConnection>(io_, id);
+  }
 
   void begin_connect(Connection& connection, int fd) override {
     auto& socket = of(connection).socket;
     socket.assign(tcp::v4(), fd);
     const sockaddr_in& server = engine_.server();
     const tcp::endpoint endpoint(asio::ip::address_v4(ntohl(server.sin_addr.s_addr)), ntohs(server.sin_port));
-    socket.async_connect(endpoint, [this, &connection](const boost::system::error_code& error) { on_connected(connection, error.value()); });
+    socket.async_connect(endpoint, [this, &connection](const boost::system::error_code& error) {
+      on_connected(connection, error.value());
+    });
   }
 
   void on_open(Connection& connection) override {
@@ -90,7 +96,8 @@ class EpollWorker final : public Worker {
                           close(connection);
                           return;
                         }
-                        if (!connection.queued.empty() && connection.state == ConnectionState::open) write_queued(connection);
+                        if (!connection.queued.empty() && connection.state == ConnectionState::open)
+                          write_queued(connection);
                       });
   }
 
@@ -106,13 +113,14 @@ class EpollWorker final : public Worker {
   // Readiness first, then a non-blocking read into the worker's buffer: an idle connection
   // holds no read buffer at all, only the bytes of a line it has not completed.
   void wait_readable(Connection& connection) {
-    of(connection).socket.async_wait(tcp::socket::wait_read, [this, &connection](const boost::system::error_code& error) {
-      if (error) {
-        close(connection);
-        return;
-      }
-      on_readable(connection);
-    });
+    of(connection)
+        .socket.async_wait(tcp::socket::wait_read, [this, &connection](const boost::system::error_code& error) {
+          if (error) {
+            close(connection);
+            return;
+          }
+          on_readable(connection);
+        });
   }
 
   void on_readable(Connection& connection) {
@@ -132,7 +140,8 @@ class EpollWorker final : public Worker {
     }
     const std::int64_t now = to_ns(Clock::now());
     sync_clocks();
-    const std::int64_t arrived = receive_time(CMSG_FIRSTHDR(&header), [&](cmsghdr* cmsg) { return CMSG_NXTHDR(&header, cmsg); }, now);
+    const std::int64_t arrived = receive_time(
+        CMSG_FIRSTHDR(&header), [&](cmsghdr* cmsg) { return CMSG_NXTHDR(&header, cmsg); }, now);
     on_bytes(connection, std::string_view(read_buffer_.data(), static_cast<std::size_t>(n)), arrived);
     if (connection.state == ConnectionState::open) wait_readable(connection);
   }
@@ -148,6 +157,8 @@ class EpollWorker final : public Worker {
 
 }  // namespace
 
-std::unique_ptr<Worker> make_epoll_worker(Engine& engine, unsigned index) { return std::make_unique<EpollWorker>(engine, index); }
+std::unique_ptr<Worker> make_epoll_worker(Engine& engine, unsigned index) {
+  return std::make_unique<EpollWorker>(engine, index);
+}
 
 }  // namespace loadgen

@@ -14,20 +14,21 @@
 //   buffers ran out, ENOBUFS, or for its own reasons) the connection is re-armed after
 //   its last completion; the bytes stay in the socket meanwhile, so none is lost or
 //   reordered.
+#include <liburing.h>
+#include <netinet/tcp.h>
+#include <sched.h>
+#include <sys/eventfd.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
 #include <algorithm>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
 #include <fstream>
 #include <future>
-#include <liburing.h>
 #include <mutex>
 #include <stdexcept>
-#include <netinet/tcp.h>
-#include <sched.h>
-#include <sys/eventfd.h>
-#include <sys/mman.h>
-#include <unistd.h>
 
 #include "engine.hpp"
 
@@ -86,7 +87,8 @@ struct BufferRing {
     reg.ring_addr = reinterpret_cast<std::uintptr_t>(memory);
     reg.ring_entries = count;
     reg.bgid = buffer_group;
-    if (const int r = io_uring_register_buf_ring(&uring, &reg, 0); r < 0) return errno_text("io_uring_register_buf_ring", -r);
+    if (const int r = io_uring_register_buf_ring(&uring, &reg, 0); r < 0)
+      return errno_text("io_uring_register_buf_ring", -r);
     io_uring_buf_ring_init(ring);
     buffers = new char[static_cast<std::size_t>(count) * bytes];
     for (unsigned i = 0; i < count; ++i)
@@ -105,7 +107,7 @@ struct UringConnection : Connection {
   using Connection::Connection;
   int fd = -1;
   bool connecting = false, receiving = false, sending = false;  // requests in flight
-  std::size_t write_offset = 0;                                // bytes of writing already sent
+  std::size_t write_offset = 0;                                 // bytes of writing already sent
 };
 
 UringConnection& of(Connection& connection) { return static_cast<UringConnection&>(connection); }
@@ -157,7 +159,9 @@ class UringWorker final : public Worker {
   }
 
  protected:
-  std::unique_ptr<Connection> make_connection(std::uint32_t id) override { return std::make_unique<UringConnection>(id); }
+  std::unique_ptr<Connection> make_connection(std::uint32_t id) override {
+    return std::make_unique<UringConnection>(id);
+  }
 
   void begin_connect(Connection& connection, int fd) override {
     auto& c = of(connection);
@@ -300,10 +304,17 @@ class UringWorker final : public Worker {
           c->connecting = false;
           on_connected(*c, cqe->res < 0 ? -cqe->res : 0);
           break;
-        case op_recv: on_receive(*c, cqe->res, cqe->flags, now); break;
-        case op_send: on_sent(*c, cqe->res); break;
-        case op_wake: run_posted(); break;
-        default: break;
+        case op_recv:
+          on_receive(*c, cqe->res, cqe->flags, now);
+          break;
+        case op_send:
+          on_sent(*c, cqe->res);
+          break;
+        case op_wake:
+          run_posted();
+          break;
+        default:
+          break;
       }
     }
     io_uring_cq_advance(&ring_, seen);
@@ -318,12 +329,15 @@ class UringWorker final : public Worker {
       if (out && out->payloadlen > 0 && c.state == ConnectionState::open) {
         auto next = [&](cmsghdr* cmsg) { return io_uring_recvmsg_cmsg_nexthdr(out, &receive_header_, cmsg); };
         const std::int64_t arrived = receive_time(io_uring_recvmsg_cmsg_firsthdr(out, &receive_header_), next, now);
-        on_bytes(c, std::string_view(static_cast<char*>(io_uring_recvmsg_payload(out, &receive_header_)), out->payloadlen), arrived);
+        on_bytes(c,
+                 std::string_view(static_cast<char*>(io_uring_recvmsg_payload(out, &receive_header_)), out->payloadlen),
+                 arrived);
       }
       if (out && out->payloadlen == 0) res = 0;  // end of stream: no bytes, only the header
-      if (res > 0 && !out) res = -EPROTO;       // not what recvmsg writes: give up on it
+      if (res > 0 && !out) res = -EPROTO;        // not what recvmsg writes: give up on it
       // Parsed (a partial line was copied), so the buffer goes straight back.
-      io_uring_buf_ring_add(buffers_.ring, buffer, buffer_bytes, static_cast<unsigned short>(id), io_uring_buf_ring_mask(buffer_count_), 0);
+      io_uring_buf_ring_add(buffers_.ring, buffer, buffer_bytes, static_cast<unsigned short>(id),
+                            io_uring_buf_ring_mask(buffer_count_), 0);
       io_uring_buf_ring_advance(buffers_.ring, 1);
     }
     const bool more = flags & IORING_CQE_F_MORE;
@@ -380,7 +394,9 @@ class UringWorker final : public Worker {
 
 }  // namespace
 
-std::unique_ptr<Worker> make_uring_worker(Engine& engine, unsigned index) { return std::make_unique<UringWorker>(engine, index); }
+std::unique_ptr<Worker> make_uring_worker(Engine& engine, unsigned index) {
+  return std::make_unique<UringWorker>(engine, index);
+}
 
 std::optional<std::string> uring_unavailable() {
   std::ifstream disabled_file("/proc/sys/kernel/io_uring_disabled");

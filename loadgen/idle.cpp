@@ -1,5 +1,5 @@
-// idle mode (SPEC §3): ramp in --steps, memory per connection at each step, and the
-// client's end of the connections measured at the end.
+// idle mode (docs/loadgen.md, "What each mode does"): ramp in --steps, memory per
+// connection at each step, and the client's end of the connections measured at the end.
 #include <algorithm>
 #include <cmath>
 #include <csignal>
@@ -55,57 +55,98 @@ std::optional<ClientEnd> measure_client_end(Engine& engine, const std::vector<Me
   return end;
 }
 
+// Step s of step_count ramps to this many clients: s / step_count of --clients, rounded up.
+std::uint32_t step_target(const Options& options, unsigned step, unsigned step_count) {
+  return static_cast<std::uint32_t>((static_cast<std::uint64_t>(options.clients) * step + step_count - 1) / step_count);
+}
+
+// Ramps to the step's target; the seconds it took.
+double ramp_step(Engine& engine, unsigned step, unsigned step_count, std::uint32_t target, Progress& progress) {
+  const auto start = Clock::now();
+  engine.ramp_to(target, [&] {
+    progress.show("step " + std::to_string(step) + "/" + std::to_string(step_count) + ": " +
+                  std::to_string(engine.open_connections()) + "/" + std::to_string(target) + " connected");
+  });
+  return std::chrono::duration<double>(Clock::now() - start).count();
+}
+
+// Holds until the server's memory settles: two equal readings of its RSS 250 ms apart, or --hold-s.
+void hold_until_settled(const Options& options) {
+  const auto hold_end = Clock::now() + seconds(options.hold_s);
+  std::optional<std::uint64_t> previous;
+  while (Clock::now() < hold_end) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(250));
+    const auto reading = options.server_pid > 0 ? sample_memory(options.server_pid).rss_bytes : std::nullopt;
+    if (reading && previous && *reading == *previous) break;
+    previous = reading;
+  }
+}
+
+// A slice's idle steps on the steady clock: step s ramps from start + (s-1) span + lead,
+// must be connected ramp after that, and is sampled at start + s span.
+struct SliceSchedule {
+  std::int64_t start_ns, lead_ns, ramp_ns, span_ns;
+};
+
+SliceSchedule slice_schedule(const Options& options, unsigned step_count, double ahead_ms) {
+  // The deadline of one step's ramp: --connect-timeout-s, plus its pacing at --connect-rate
+  // for the largest step of any slice, so every slice lays out the same times.
+  const double pacing_s =
+      options.connect_rate > 0
+          ? std::ceil(static_cast<double>(options.clients_total) / step_count) / options.connect_rate
+          : 0;
+  const std::int64_t ramp_ns = static_cast<std::int64_t>((options.connect_timeout_s + pacing_s) * 1e9);
+  const std::int64_t lead_ns = 500'000'000;  // between a sample and the next step's connects
+  return {steady_ns_at_unix_ms(options.start_at_ms, ahead_ms), lead_ns, ramp_ns,
+          lead_ns + ramp_ns + static_cast<std::int64_t>(options.hold_s * 1e9)};
+}
+
 // Idle as a slice of a run over many hosts (docs/distributed.md): the baseline and every
 // step are sampled at times laid out from --start-at, the same on every slice, since the
 // server's memory is read on its own host at those times (scripts/run_distributed.sh).
 // Step s ramps from T + (s-1) span + 0.5 s, must be connected by its ramp deadline, holds,
 // and is sampled at T + s span; span = 0.5 s + the ramp's deadline + --hold-s.
-json::array run_idle_slice(Engine& engine, unsigned step_count, json::object& report, Progress& progress, double& ramp_seconds) {
+json::array run_idle_slice(Engine& engine, unsigned step_count, json::object& report, Progress& progress,
+                           double& ramp_seconds) {
   const Options& options = engine.options();
-  Phase clock;
-  const double ahead_ms = set_line_clock(clock, options);  // this UNIX clock less the reference clock
+  const double ahead_ms = reference_ahead_ms(options);  // this UNIX clock less the reference clock
   report["ready_at_unix_ms"] = unix_ms_now(ahead_ms);
   const bool measured = options.clock_offset_bound_ns > 0;
-  report["clock"] = json::object{{"clock_offset_ms", options.clock_offset_ms},
-                                 {"measured_offset_ns", measured ? json::value(options.clock_offset_ns) : json::value(nullptr)},
-                                 {"measured_offset_bound_ns", measured ? json::value(options.clock_offset_bound_ns) : json::value(nullptr)}};
-  // The deadline of one step's ramp: --connect-timeout-s, plus its pacing at --connect-rate
-  // for the largest step of any slice, so every slice lays out the same times.
-  const double pacing_s = options.connect_rate > 0 ? std::ceil(static_cast<double>(options.clients_total) / step_count) / options.connect_rate : 0;
-  const std::int64_t ramp_ns = static_cast<std::int64_t>((options.connect_timeout_s + pacing_s) * 1e9);
-  const std::int64_t lead_ns = 500'000'000;  // between a sample and the next step's connects
-  const std::int64_t span_ns = lead_ns + ramp_ns + static_cast<std::int64_t>(options.hold_s * 1e9);
-  const std::int64_t start_ns = steady_ns_at_unix_ms(options.start_at_ms, ahead_ms);
-  auto unix_ms = [&](std::int64_t offset_ns) { return options.start_at_ms + offset_ns / 1'000'000; };
-  auto late_ms = [](std::int64_t due_ns) { return std::round(static_cast<double>(to_ns(Clock::now()) - due_ns) / 1e5) / 10; };
+  report["clock"] = json::object{
+      {"clock_offset_ms", options.clock_offset_ms},
+      {"measured_offset_ns", measured ? json::value(options.clock_offset_ns) : json::value(nullptr)},
+      {"measured_offset_bound_ns", measured ? json::value(options.clock_offset_bound_ns) : json::value(nullptr)}};
+  const SliceSchedule at = slice_schedule(options, step_count, ahead_ms);
+  auto late_ms = [](std::int64_t due_ns) {
+    return std::round(static_cast<double>(to_ns(Clock::now()) - due_ns) / 1e5) / 10;
+  };
   json::array steps;
   auto sample_at = [&](unsigned step, std::uint32_t target, json::object entry) {
-    wait_until(from_ns(start_ns + step * span_ns), [] { return false; }, [&] { progress.show("holding until step " + std::to_string(step) + "'s sample"); });
+    wait_until(
+        from_ns(at.start_ns + step * at.span_ns), [] { return false; },
+        [&] { progress.show("holding until step " + std::to_string(step) + "'s sample"); });
     entry["phase"] = step == 0 ? std::string("baseline") : "step " + std::to_string(step);
-    entry["sample_at_unix_ms"] = unix_ms(step * span_ns);
+    entry["sample_at_unix_ms"] = options.start_at_ms + step * at.span_ns / 1'000'000;
     entry["target"] = target;
     entry["connected"] = engine.open_connections();
     steps.push_back(std::move(entry));
   };
-  const double baseline_late = late_ms(start_ns);
-  sample_at(0, 0, json::object{{"start_late_ms", baseline_late}});
+  sample_at(0, 0, json::object{{"start_late_ms", late_ms(at.start_ns)}});
   for (unsigned step = 1; step <= step_count; ++step) {
-    const auto target = static_cast<std::uint32_t>((static_cast<std::uint64_t>(options.clients) * step + step_count - 1) / step_count);
-    const std::int64_t ramp_start_ns = start_ns + (step - 1) * span_ns + lead_ns;
+    const std::uint32_t target = step_target(options, step, step_count);
+    const std::int64_t ramp_start_ns = at.start_ns + (step - 1) * at.span_ns + at.lead_ns;
     const double start_late = late_ms(ramp_start_ns);
-    wait_until(from_ns(ramp_start_ns), [] { return false; }, nullptr);
-    const auto ramp_start = Clock::now();
-    engine.ramp_to(target, [&] {
-      progress.show("step " + std::to_string(step) + "/" + std::to_string(step_count) + ": " + std::to_string(engine.open_connections()) + "/" +
-                    std::to_string(target) + " connected");
-    });
-    ramp_seconds += std::chrono::duration<double>(Clock::now() - ramp_start).count();
+    wait_until(
+        from_ns(ramp_start_ns), [] { return false; }, nullptr);
+    ramp_seconds += ramp_step(engine, step, step_count, target, progress);
     // Connected after the ramp's deadline: the step's sample may have come before them.
-    const double ready_late = late_ms(ramp_start_ns + ramp_ns);
+    const double ready_late = late_ms(ramp_start_ns + at.ramp_ns);
     if (start_late > 1 || ready_late > 1)
-      warn(report, "step " + std::to_string(step) + ": " + (start_late > 1 ? "started " + std::to_string(std::lround(start_late)) + " ms late" :
-                                                             "connected " + std::to_string(std::lround(ready_late)) + " ms after its deadline") +
-                       " (--start-at): the server's sample may not hold all of this slice's clients");
+      warn(report,
+           "step " + std::to_string(step) + ": " +
+               (start_late > 1 ? "started " + std::to_string(std::lround(start_late)) + " ms late"
+                               : "connected " + std::to_string(std::lround(ready_late)) + " ms after its deadline") +
+               " (--start-at): the server's sample may not hold all of this slice's clients");
     sample_at(step, target, json::object{{"start_late_ms", start_late}, {"ready_late_ms", ready_late}});
     if (engine.limit_hit()) break;
   }
@@ -123,22 +164,8 @@ void run_idle(Engine& engine, json::object& report, Progress& progress) {
   double ramp_seconds = 0;
   if (sliced(options)) report["idle_steps"] = run_idle_slice(engine, step_count, report, progress, ramp_seconds);
   for (unsigned step = 1; step <= step_count && !sliced(options); ++step) {
-    const auto target = static_cast<std::uint32_t>((static_cast<std::uint64_t>(options.clients) * step + step_count - 1) / step_count);
-    const auto step_start = Clock::now();
-    engine.ramp_to(target, [&] {
-      progress.show("step " + std::to_string(step) + "/" + std::to_string(step_count) + ": " +
-                    std::to_string(engine.open_connections()) + "/" + std::to_string(target) + " connected");
-    });
-    ramp_seconds += std::chrono::duration<double>(Clock::now() - step_start).count();
-    // Hold until memory settles: two equal readings 250 ms apart, or --hold-s.
-    const auto hold_end = Clock::now() + seconds(options.hold_s);
-    std::optional<std::uint64_t> previous;
-    while (Clock::now() < hold_end) {
-      std::this_thread::sleep_for(std::chrono::milliseconds(250));
-      const auto reading = options.server_pid > 0 ? sample_memory(options.server_pid).rss_bytes : std::nullopt;
-      if (reading && previous && *reading == *previous) break;
-      previous = reading;
-    }
+    ramp_seconds += ramp_step(engine, step, step_count, step_target(options, step, step_count), progress);
+    hold_until_settled(options);
     sample_step(engine, steps, report);
     if (engine.limit_hit()) break;
   }
@@ -149,16 +176,15 @@ void run_idle(Engine& engine, json::object& report, Progress& progress) {
   const auto closed = engine.sum(&Worker::closed);
   report["closed_by_server"] = closed;
   if (closed > 0)
-    warn(report, std::to_string(closed) + " connections were closed by the server (or failed) during the ramp and holds");
-  const auto connected = engine.open_connections();
-  report["ramp"] = json::object{{"seconds", ramp_seconds}, {"connected", connected},
-                                {"connects_per_s", ramp_seconds > 0 ? static_cast<double>(connected) / ramp_seconds : 0.0}};
+    warn(report,
+         std::to_string(closed) + " connections were closed by the server (or failed) during the ramp and holds");
+  report["ramp"] = ramp_json(ramp_seconds, engine.open_connections());
   fill_cpu(report, cpu_start, CpuWindow::now(options.server_pid), options.server_pid);
   finish_common(engine, report);
   const auto client_end = measure_client_end(engine, steps);
   auto& memory = report["memory"].as_object();
   memory["client_end"] = client_end_json(client_end);
-  memory["server_host"] = server_host_json(steps, client_end, kernel_stack_per_task());
+  memory["server_host"] = server_host_json(server_host(steps, client_end, kernel_stack_per_task()));
 }
 
 }  // namespace loadgen

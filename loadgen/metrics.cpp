@@ -1,16 +1,17 @@
 #include "metrics.hpp"
 
+#include <sched.h>
+#include <sys/resource.h>
+#include <time.h>
+#include <unistd.h>
+
 #include <algorithm>
 #include <bit>
 #include <cmath>
 #include <cstdlib>
 #include <fstream>
-#include <sched.h>
 #include <sstream>
 #include <stdexcept>
-#include <sys/resource.h>
-#include <time.h>
-#include <unistd.h>
 
 namespace loadgen {
 
@@ -88,7 +89,8 @@ std::vector<std::pair<std::size_t, std::uint64_t>> LatencyRecorder::nonempty_buc
 }
 
 void LatencyRecorder::add_bucket(std::size_t bucket, std::uint64_t count) {
-  if (bucket >= buckets_.size()) throw std::out_of_range("latency histogram bucket " + std::to_string(bucket) + " out of range");
+  if (bucket >= buckets_.size())
+    throw std::out_of_range("latency histogram bucket " + std::to_string(bucket) + " out of range");
   buckets_[bucket] += count;
   count_ += count;
 }
@@ -134,7 +136,8 @@ ChatLossCounter::ChatLossCounter(std::map<std::uint32_t, std::uint64_t> sent_by,
   for (const auto& [room, n] : room_sent) expected += (room_members[room] - 1) * n;
 }
 
-void ChatLossCounter::add_receiver(std::uint32_t id, bool open, std::uint32_t track_base, const std::vector<SenderTrack>& tracks) {
+void ChatLossCounter::add_receiver(std::uint32_t id, bool open, std::uint32_t track_base,
+                                   const std::vector<SenderTrack>& tracks) {
   ++receivers;
   if (!open) ++receivers_disconnected;
   SenderTrack::Missing missing;
@@ -151,6 +154,19 @@ void ChatLossCounter::add_receiver(std::uint32_t id, bool open, std::uint32_t tr
     missing.outstanding += m.outstanding;
   }
   loss.add_receiver(missing);
+}
+
+BroadcastCompletion broadcast_completion(std::uint64_t messages, std::uint64_t receivers,
+                                         const std::vector<std::uint64_t>& had,
+                                         const std::vector<std::int64_t>& slowest_ns) {
+  BroadcastCompletion completion;
+  for (std::uint64_t m = 0; m < messages; ++m) {
+    if (receivers > 0 && had[m] == receivers && slowest_ns[m] != INT64_MIN)
+      completion.latency.record(slowest_ns[m]);
+    else
+      ++completion.incomplete;
+  }
+  return completion;
 }
 
 std::optional<double> least_squares_slope(const std::vector<double>& x, const std::vector<double>& y) {
@@ -246,7 +262,8 @@ std::optional<std::uint64_t> kernel_stack_per_task() {
   const auto stacks = proc_field("/proc/meminfo", "KernelStack");
   std::ifstream in("/proc/loadavg");
   std::string field;
-  for (int i = 0; i < 4 && in >> field; ++i) {}  // the fourth field: running/total tasks
+  for (int i = 0; i < 4 && in >> field; ++i) {
+  }  // the fourth field: running/total tasks
   const auto slash = field.find('/');
   if (!stacks || slash == std::string::npos) return std::nullopt;
   const std::uint64_t tasks = std::strtoull(field.c_str() + slash + 1, nullptr, 10);
@@ -382,7 +399,8 @@ std::int64_t cgroup_throttled_ns() {
     mount = "/sys/fs/cgroup", key = "throttled_usec", unit = 1000;
   } else {
     std::ifstream mounts("/proc/mounts");
-    for (std::string device, dir, type, options, rest; mounts >> device >> dir >> type >> options && std::getline(mounts, rest);)
+    for (std::string device, dir, type, options, rest;
+         mounts >> device >> dir >> type >> options && std::getline(mounts, rest);)
       if (type == "cgroup" && has_word(options, "cpu")) mount = dir;
     key = "throttled_time";  // ns
   }
@@ -415,7 +433,8 @@ std::vector<CoreTicks> read_core_ticks() {
   return cores;
 }
 
-std::vector<CoreBusy> core_busy(const std::vector<CoreTicks>& before, const std::vector<CoreTicks>& after, double window_s) {
+std::vector<CoreBusy> core_busy(const std::vector<CoreTicks>& before, const std::vector<CoreTicks>& after,
+                                double window_s) {
   std::vector<CoreBusy> result;
   const double ticks = window_s * static_cast<double>(sysconf(_SC_CLK_TCK));
   if (ticks <= 0) return result;
@@ -423,7 +442,8 @@ std::vector<CoreBusy> core_busy(const std::vector<CoreTicks>& before, const std:
     const auto a = std::find_if(before.begin(), before.end(), [&](const CoreTicks& t) { return t.cpu == b.cpu; });
     if (a == before.end() || b.idle < a->idle || b.steal < a->steal) continue;  // came online during the window
     // Each reading is whole ticks, so a fraction may stray past [0, 1] by a tick or two.
-    const double idle = static_cast<double>(b.idle - a->idle) / ticks, steal = static_cast<double>(b.steal - a->steal) / ticks;
+    const double idle = static_cast<double>(b.idle - a->idle) / ticks,
+                 steal = static_cast<double>(b.steal - a->steal) / ticks;
     result.push_back({b.cpu, std::clamp(1 - idle - steal, 0.0, 1.0), std::clamp(steal, 0.0, 1.0)});
   }
   return result;

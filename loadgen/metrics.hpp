@@ -2,13 +2,14 @@
 // tracking, the least-squares slope and /proc sampling. No I/O except /proc reads.
 #pragma once
 
+#include <sys/types.h>
+
 #include <array>
 #include <chrono>
 #include <cstdint>
 #include <map>
 #include <optional>
 #include <string>
-#include <sys/types.h>
 #include <utility>
 #include <vector>
 
@@ -26,8 +27,9 @@ inline std::int64_t to_ns(Clock::time_point t) {
 // sends before it, so a stalled server shows up as latency and not as a lower send rate.
 // With a tick, each time is rounded up to the next multiple of the tick on the steady
 // clock: every sender's sends fall on one shared grid, so a worker wakes once per tick
-// for all of them instead of once per send (docs/loadgen.md, "The tick"). The rounded
-// time is the intended time: the line carries it and latency starts from it.
+// for all of them instead of once per send (docs/loadgen.md, "The tick and receive
+// times"). The rounded time is the intended time: the line carries it and latency starts
+// from it.
 class OpenLoopSchedule {
  public:
   OpenLoopSchedule(std::int64_t start_ns, double rate_per_s, std::int64_t tick_ns = 0)
@@ -38,7 +40,9 @@ class OpenLoopSchedule {
   std::uint64_t due_by(std::int64_t now_ns) const;
 
  private:
-  std::int64_t exact_ns(std::uint64_t k) const { return start_ns_ + static_cast<std::int64_t>(static_cast<double>(k) * 1e9 / rate_); }
+  std::int64_t exact_ns(std::uint64_t k) const {
+    return start_ns_ + static_cast<std::int64_t>(static_cast<double>(k) * 1e9 / rate_);
+  }
   std::int64_t on_grid(std::int64_t t) const {
     if (tick_ns_ <= 0) return t;
     const std::int64_t r = t % tick_ns_;  // steady-clock times are positive
@@ -117,6 +121,17 @@ struct LossTotals {
     if (missing.lost > 0) ++receivers_with_loss;
     if (missing.outstanding > 0) ++receivers_with_outstanding;
   }
+  // Adds the totals of other receivers (another thread's).
+  LossTotals& operator+=(const LossTotals& other) {
+    received += other.received;
+    duplicated += other.duplicated;
+    reordered += other.reordered;
+    lost += other.lost;
+    outstanding += other.outstanding;
+    receivers_with_loss += other.receivers_with_loss;
+    receivers_with_outstanding += other.receivers_with_outstanding;
+    return *this;
+  }
 };
 
 // Chat loss over rooms of room_size consecutive client ids (room r: ids [r*K, (r+1)*K)).
@@ -130,6 +145,12 @@ class ChatLossCounter {
   // One receiver: tracks[i] is its track of sender track_base + i; open: the server had not
   // closed it. duplicated and reordered are the receiver's totals over its tracks.
   void add_receiver(std::uint32_t id, bool open, std::uint32_t track_base, const std::vector<SenderTrack>& tracks);
+  // Adds the receivers another counter of the same senders counted (another thread's).
+  void add_receivers_of(const ChatLossCounter& other) {
+    loss += other.loss;
+    receivers += other.receivers;
+    receivers_disconnected += other.receivers_disconnected;
+  }
 
   LossTotals loss;
   std::uint64_t sent = 0, expected = 0, receivers = 0, receivers_disconnected = 0;
@@ -154,6 +175,18 @@ struct ArrivalWindow {
   }
 };
 
+// Broadcast completion: per message, the time until its last receiver had it. One
+// definition for a single process (broadcast.cpp) and for merged reports (merge.cpp).
+struct BroadcastCompletion {
+  LatencyRecorder latency;       // per complete message: its slowest receiver's latency
+  std::uint64_t incomplete = 0;  // messages some receiver lacks, or none of whose receivers was timed
+};
+// Messages [0, messages): message m is complete when all `receivers` had it (had[m]) and
+// one of them was timed (slowest_ns[m] is not INT64_MIN).
+BroadcastCompletion broadcast_completion(std::uint64_t messages, std::uint64_t receivers,
+                                         const std::vector<std::uint64_t>& had,
+                                         const std::vector<std::int64_t>& slowest_ns);
+
 // Least-squares slope of y over x; nullopt when x has fewer than two distinct values.
 std::optional<double> least_squares_slope(const std::vector<double>& x, const std::vector<double>& y);
 
@@ -174,7 +207,9 @@ struct MemorySample {
   std::optional<std::uint64_t> mem_available_bytes, kernel_stack_bytes, slab_bytes, sock_mem_bytes;
   std::optional<std::uint64_t> mem_free_bytes, anon_pages_bytes, page_tables_bytes, slab_reclaimable_bytes;
   std::optional<std::uint64_t> page_cache_bytes;
-  std::optional<std::uint64_t> per_cpu_free_bytes;  // free pages in the per-CPU lists, which MemFree leaves out  // Cached + Buffers: file pages, which come and go with the rest of the machine
+  std::optional<std::uint64_t>
+      per_cpu_free_bytes;  // free pages in the per-CPU lists, which MemFree leaves out  // Cached + Buffers: file
+                           // pages, which come and go with the rest of the machine
   std::optional<std::uint64_t> loadgen_rss_bytes, loadgen_pte_bytes;  // the client's process
   SlabCaches slab_caches;  // kept for the per-cache slopes; not written per step
 };
@@ -218,7 +253,9 @@ double cpu_fraction(double cpu_seconds, double window_s, pid_t pid);
 
 // THE definition of loadgen's own CPU fraction (cpu_fraction of this process): the
 // saturation warning, cpu.loadgen_saturated and the ceiling search all use it.
-inline double loadgen_cpu_fraction(double cpu_seconds, double window_s) { return cpu_fraction(cpu_seconds, window_s, 0); }
+inline double loadgen_cpu_fraction(double cpu_seconds, double window_s) {
+  return cpu_fraction(cpu_seconds, window_s, 0);
+}
 // Above this, a measured window may measure loadgen itself: warning and loadgen_saturated.
 constexpr double loadgen_saturated_fraction = 0.9;
 
@@ -247,7 +284,8 @@ struct CoreBusy {
   int cpu = -1;
   double busy = 0, steal = 0;  // busy: not idle and not stolen, softirq and irq included
 };
-std::vector<CoreBusy> core_busy(const std::vector<CoreTicks>& before, const std::vector<CoreTicks>& after, double window_s);
+std::vector<CoreBusy> core_busy(const std::vector<CoreTicks>& before, const std::vector<CoreTicks>& after,
+                                double window_s);
 
 // Value of "key:" in a /proc file of "key: value [kB]" lines, in bytes if it had kB.
 std::optional<std::uint64_t> proc_field(const std::string& path, const std::string& key);

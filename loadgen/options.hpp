@@ -1,9 +1,10 @@
 // The command line of loadgen, parsed once in main.cpp and read everywhere else.
 #pragma once
 
+#include <sys/types.h>
+
 #include <cstdint>
 #include <string>
-#include <sys/types.h>
 #include <vector>
 
 namespace loadgen {
@@ -14,7 +15,7 @@ enum class EngineKind { automatic, uring, epoll };
 
 struct Options {
   Mode mode = Mode::idle;
-  // Common to every mode (SPEC §3).
+  // Common to every mode (docs/loadgen.md, "Running it").
   std::string host = "127.0.0.1";
   std::uint16_t port = 3000;
   std::uint32_t clients = 100;
@@ -23,13 +24,13 @@ struct Options {
   unsigned threads = 1;
   unsigned connect_concurrency = 256;
   double connect_rate = 0;  // connects started per second; 0: as fast as --connect-concurrency allows
-  std::string source_ips;  // "A.B.C.D" or "A.B.C.D-A.B.C.E"; empty: let the kernel choose
+  std::string source_ips;   // "A.B.C.D" or "A.B.C.D-A.B.C.E"; empty: let the kernel choose
   double connect_timeout_s = 10;
   double drain_s = 5;
   bool quiet = false;
   EngineKind engine = EngineKind::automatic;
   unsigned uring_buffers = 2048;  // io_uring engine: receive buffers (4 KiB) per worker
-  unsigned tick_us = 250;  // chat sends on this grid; io_uring workers sleep at most this long (0: neither)
+  unsigned tick_us = 250;         // chat sends on this grid; io_uring workers sleep at most this long (0: neither)
   // idle
   unsigned steps = 5;
   double hold_s = 2;
@@ -45,7 +46,7 @@ struct Options {
   double warmup_s = 1;
   // chat --find-ceiling (docs/loadgen.md, "Finding the ceiling"): rates[0] is where it starts.
   bool find_ceiling = false;
-  double ceiling_growth = 2;      // factor between rates until a bracket is found
+  double ceiling_growth = 2;        // factor between rates until a bracket is found
   double ceiling_precision = 1.05;  // stop once failed rate / passed rate <= this
   unsigned ceiling_max_steps = 14;  // measured windows in the whole search
   double p99_bar_ms = 100;

@@ -1,5 +1,5 @@
-// The JSON document and the human summary. Every key of SPEC §3 is created null by
-// make_report_skeleton(); a scenario fills what it measured.
+// The JSON document and the human summary. Every key of docs/loadgen.md, "The JSON
+// report", is created null by make_report_skeleton(); a scenario fills what it measured.
 #pragma once
 
 #include <boost/json.hpp>
@@ -8,6 +8,7 @@
 
 #include "metrics.hpp"
 #include "options.hpp"
+#include "server_host.hpp"
 
 namespace loadgen {
 
@@ -24,6 +25,9 @@ boost::json::value histogram_json(const LatencyRecorder& recorder);
 // Reads histogram_json() back (null: an empty recorder); throws std::runtime_error on a
 // histogram of another layout or one whose counts do not add up.
 LatencyRecorder histogram_from_json(const boost::json::value& histogram);
+// broadcast_completion_us: {p50, p95, p99, max, count, incomplete_messages} in microseconds;
+// null when no message completed.
+boost::json::value completion_json(const BroadcastCompletion& completion);
 // [{cpu, busy, steal}] fractions of a window, one per online core (/proc/stat).
 boost::json::array cores_json(const std::vector<CoreBusy>& cores);
 boost::json::object memory_sample_json(const MemorySample& sample);
@@ -34,8 +38,7 @@ boost::json::value client_end_json(const std::optional<ClientEnd>& client_end);
 // memory.server_host: the server host's cost per connection as named parts, the whole of
 // the same scope they are checked against, and the flags of a point that does not add up
 // (docs/methodology.md, "Memory per connection").
-boost::json::object server_host_json(const std::vector<MemorySample>& steps, const std::optional<ClientEnd>& client_end,
-                                     std::optional<std::uint64_t> stack_per_task);
+boost::json::object server_host_json(const ServerHost& host);
 
 template <class T>
 boost::json::value optional_json(const std::optional<T>& value) {

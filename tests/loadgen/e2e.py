@@ -18,7 +18,7 @@ import sys
 import tempfile
 import time
 
-# Every key SPEC §3 requires in every report (values may be null when a mode cannot measure them).
+# Every key docs/loadgen.md ("The JSON report") requires in every report (values may be null when a mode cannot measure them).
 REQUIRED = {
     "mode": None, "clients_requested": None, "clients_connected": None, "limit_hit": None,
     "machine": ["cpu", "cores", "kernel", "compiler", "boost", "git_commit", "limits"],

@@ -1,13 +1,14 @@
 // Unit tests of loadgen's measurement primitives: the open-loop schedule, the latency
 // recorder against exact percentiles, loss tracking (gaps vs lines not arrived yet),
-// throughput by arrival time, the least-squares slope, the chat line format, and the server
-// host's memory parts against their whole.
+// throughput by arrival time, the least-squares slope, the chat protocol and line format,
+// and the server host's memory parts against their whole.
 #include <algorithm>
 #include <cmath>
 #include <gtest/gtest.h>
 #include <random>
 
 #include "metrics.hpp"
+#include "protocol.hpp"
 #include "scenario_common.hpp"
 #include "scenarios.hpp"
 
@@ -184,6 +185,25 @@ TEST(ChatLine, RoundTripsAndPadsToSize) {
   EXPECT_FALSE(parse_chat_line("/stats x=1").has_value());
 }
 
+// What loadgen reads from the server (docs/protocol.md): a line starting with a single '/'
+// is a reply, told apart by its word; a "//" line and anything else is a chat line.
+TEST(ChatProtocol, TellsRepliesFromChatLines) {
+  EXPECT_EQ(reply_kind("/joined r3"), Reply::joined);
+  EXPECT_EQ(reply_kind("/stats variant=asio lines_out=7"), Reply::stats);
+  EXPECT_EQ(reply_kind("/error server-full"), Reply::server_full);
+  EXPECT_EQ(reply_kind("/error bad-room"), Reply::error);
+  EXPECT_EQ(reply_kind("/error server-full-ish"), Reply::error);
+  EXPECT_EQ(reply_kind("/joinedx"), Reply::other);
+  EXPECT_EQ(reply_kind("//joined r3"), Reply::none);
+  EXPECT_EQ(reply_kind("0 1 2 xxxx"), Reply::none);
+  EXPECT_EQ(reply_kind(sync_line), Reply::none);
+  EXPECT_EQ(join_command(12), "/join r12\n");
+  const auto stats = parse_stats_reply("/stats variant=asio lines_out=7 odd");
+  EXPECT_EQ(stats.size(), 2u);
+  EXPECT_EQ(stats.at("variant"), "asio");
+  EXPECT_EQ(stats.at("lines_out"), "7");
+}
+
 // A slice with a measured clock offset marks its times as the reference clock's; a line
 // without the mark, padded or not, is on the sender's own clock.
 TEST(ChatLine, SaysWhichClockItsTimeIsOn) {
@@ -239,7 +259,7 @@ static loadgen::ClientEnd client_end_of_2000() {
 }
 
 TEST(ServerHost, PartsLeaveOutTheClientEndAndAddUpToTheWhole) {
-  const auto host = loadgen::server_host_json(memory_steps(1.0), client_end_of_2000(), 16384);
+  const auto host = loadgen::server_host_json(loadgen::server_host(memory_steps(1.0), client_end_of_2000(), 16384));
   EXPECT_DOUBLE_EQ(host.at("rss_bytes").as_double(), 1000);
   EXPECT_DOUBLE_EQ(host.at("pte_bytes").as_double(), 10);
   EXPECT_DOUBLE_EQ(host.at("kernel_stack_bytes").as_double(), 0);
@@ -260,17 +280,18 @@ TEST(ServerHost, PartsLeaveOutTheClientEndAndAddUpToTheWhole) {
 TEST(ServerHost, FlagsAWholeBelowRssOrFarFromTheParts) {
   // MemFree dropped by a fifth of what was allocated: the whole (1000 B less the client
   // side) is below the server's RSS and far from the parts.
-  const auto host = loadgen::server_host_json(memory_steps(0.2), client_end_of_2000(), 16384);
+  const auto host = loadgen::server_host_json(loadgen::server_host(memory_steps(0.2), client_end_of_2000(), 16384));
   const auto flags = boost::json::serialize(host.at("flags"));
   EXPECT_NE(flags.find("smaller than the server's own RSS"), std::string::npos) << flags;
   // 30% more than allocated: parts and whole disagree by more than 20%, the whole is above RSS.
-  const auto more = boost::json::serialize(loadgen::server_host_json(memory_steps(1.3), client_end_of_2000(), 16384).at("flags"));
+  const auto more_host = loadgen::server_host_json(loadgen::server_host(memory_steps(1.3), client_end_of_2000(), 16384));
+  const auto more = boost::json::serialize(more_host.at("flags"));
   EXPECT_NE(more.find("disagree"), std::string::npos) << more;
   EXPECT_EQ(more.find("RSS"), std::string::npos) << more;
 }
 
 TEST(ServerHost, WithoutTheClientEndThePointIsFlagged) {
-  const auto host = loadgen::server_host_json(memory_steps(1.0), std::nullopt, 16384);
+  const auto host = loadgen::server_host_json(loadgen::server_host(memory_steps(1.0), std::nullopt, 16384));
   EXPECT_TRUE(host.at("client_end_bytes").is_null());
   EXPECT_NE(boost::json::serialize(host.at("flags")).find("client end not measured"), std::string::npos);
 }
