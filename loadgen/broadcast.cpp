@@ -236,9 +236,9 @@ void send_messages(BroadcastRun& run, const OpenLoopSchedule& schedule, double r
   });
   const auto send_end = from_ns(schedule.intended_ns(messages)) + std::chrono::seconds(1);
   wait_until(
-      send_end, [&] { return traffic.lines_sent.get() >= messages || run.engine.open_connections() == 0; },
+      send_end, [&] { return traffic.lines_sent.value() >= messages || run.engine.open_connections() == 0; },
       [&] {
-        run.progress.show("broadcast: " + std::to_string(traffic.lines_sent.get()) + "/" + std::to_string(messages) +
+        run.progress.show("broadcast: " + std::to_string(traffic.lines_sent.value()) + "/" + std::to_string(messages) +
                           " sent");
       });
 }
@@ -254,11 +254,11 @@ void drain_messages(BroadcastRun& run, const OpenLoopSchedule& schedule, std::ui
         [] { return false; },
         [&] { run.progress.show("draining: " + std::to_string(run.traffic.delivered()) + " delivered"); });
   } else if (run.sender) {
-    drain(run.engine, run.traffic, traffic.lines_sent.get() * receivers_at_start, run.progress);
+    drain(run.engine, run.traffic, traffic.lines_sent.value() * receivers_at_start, run.progress);
   }
   if (run.sender) {
     run.sender_worker.call([&] { stop_sending(run.sender_worker, traffic); });
-    run.sends_done = traffic.lines_sent.get();
+    run.sends_done = traffic.lines_sent.value();
   }
 }
 

@@ -16,7 +16,7 @@ namespace {
 
 // The /stats replies a worker's line handler received, beside its WorkerTraffic.
 struct StatsReplies {
-  OwnedCounter count;
+  OwnedCount count;
   std::string last;
 };
 
@@ -32,7 +32,7 @@ void on_line(WorkerTraffic& traffic, StatsReplies& stats, Connection& connection
       return;
     case Reply::stats:
       stats.last.assign(line);
-      stats.count.add();
+      ++stats.count;
       return;
     default:
       return;  // nothing else of the server's is counted here; an /error is the engine's
@@ -48,7 +48,7 @@ ServerStats query_server_stats(Engine& engine, std::vector<StatsReplies>& replie
     std::uint64_t replies_before = 0;
     bool sent = false;
     worker->call([&] {
-      replies_before = stats.count.get();
+      replies_before = stats.count.value();
       for (auto& connection : worker->connections())
         if (connection->state == ConnectionState::open && connection->joined) {
           sent = worker->send(*connection, stats_command);
@@ -57,7 +57,7 @@ ServerStats query_server_stats(Engine& engine, std::vector<StatsReplies>& replie
     });
     if (!sent) continue;
     if (!wait_until(
-            Clock::now() + std::chrono::seconds(2), [&] { return stats.count.get() > replies_before; }, nullptr))
+            Clock::now() + std::chrono::seconds(2), [&] { return stats.count.value() > replies_before; }, nullptr))
       return std::nullopt;
     std::string reply;
     worker->call([&] { reply = stats.last; });

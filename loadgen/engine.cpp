@@ -93,7 +93,7 @@ void Worker::launch_connects() {
     ++in_flight_;
     begin_connect(*connections_.back(), fd);
   }
-  connects_pending.set(to_connect_.size() + in_flight_);
+  connects_pending = to_connect_.size() + in_flight_;
 }
 
 void Worker::on_connected(Connection& connection, int error) {
@@ -105,7 +105,7 @@ void Worker::on_connected(Connection& connection, int error) {
     release(connection, false);
   } else if (connection.state == ConnectionState::connecting) {
     connection.state = ConnectionState::open;
-    connected.add();
+    ++connected;
     on_open(connection);
   }  // else: aborted after completing; abort_connects released it
   launch_connects();
@@ -118,7 +118,7 @@ void Worker::abort_connects() {
     connection->state = ConnectionState::failed;
     release(*connection, false);
   }
-  connects_pending.set(to_connect_.size() + in_flight_);
+  connects_pending = to_connect_.size() + in_flight_;
 }
 
 void Worker::on_bytes(Connection& connection, std::string_view data, std::int64_t now) {
@@ -176,7 +176,7 @@ void Worker::close(Connection& connection) {
   if (connection.state != ConnectionState::open) return;
   connection.state = ConnectionState::closed;
   release(connection, false);
-  closed.add();
+  ++closed;
 }
 
 void Worker::close_all() {
@@ -184,7 +184,7 @@ void Worker::close_all() {
   for (auto& connection : connections_) {
     if (connection->state == ConnectionState::open) {
       connection->state = ConnectionState::closed;
-      closed.add();
+      ++closed;
     } else if (connection->state == ConnectionState::connecting) {
       connection->state = ConnectionState::failed;
     }
@@ -273,9 +273,9 @@ void Engine::ramp_to(std::uint32_t target, const std::function<void()>& progress
   }
 }
 
-std::uint64_t Engine::sum(OwnedCounter Worker::*counter) const {
+std::uint64_t Engine::sum(OwnedCount Worker::*counter) const {
   std::uint64_t total = 0;
-  for (const auto& worker : workers_) total += ((*worker).*counter).get();
+  for (const auto& worker : workers_) total += ((*worker).*counter).value();
   return total;
 }
 

@@ -28,22 +28,14 @@
 #include <utility>
 #include <vector>
 
+#include "chatbench/owned_count.hpp"
 #include "metrics.hpp"
 #include "options.hpp"
 
 namespace loadgen {
 
-// A counter written only by its worker's thread and read by the main thread. A relaxed
-// load and store (not a locked read-modify-write): the cost of a plain increment.
-class OwnedCounter {
- public:
-  void add(std::uint64_t n = 1) { value_.store(value_.load(std::memory_order_relaxed) + n, std::memory_order_relaxed); }
-  std::uint64_t get() const { return value_.load(std::memory_order_relaxed); }
-  void set(std::uint64_t v) { value_.store(v, std::memory_order_relaxed); }
-
- private:
-  std::atomic<std::uint64_t> value_{0};
-};
+// A worker's tallies: written by its thread only, read by the main thread.
+using chatbench::OwnedCount;
 
 enum class ConnectionState { connecting, open, closed, failed };
 
@@ -112,9 +104,9 @@ class Worker {
   void set_line_handler(LineHandler handler) { line_handler_ = std::move(handler); }
 
   // Read by the main thread while the worker runs.
-  OwnedCounter connects_pending;  // queued or in flight
-  OwnedCounter connected;         // ever reached the open state
-  OwnedCounter closed;            // open connections that closed since (server or error)
+  OwnedCount connects_pending;  // queued or in flight
+  OwnedCount connected;         // ever reached the open state
+  OwnedCount closed;            // open connections that closed since (server or error)
   // Read through Engine::reduce.
   std::uint64_t untimed_reads = 0;  // reads without a kernel receive time (timed at the read)
 
@@ -213,7 +205,7 @@ class Engine {
   void ramp_to(std::uint32_t target, const std::function<void()>& progress);
   std::uint32_t attempted() const { return attempted_; }
 
-  std::uint64_t sum(OwnedCounter Worker::*counter) const;
+  std::uint64_t sum(OwnedCount Worker::*counter) const;
   std::uint64_t open_connections() const { return sum(&Worker::connected) - sum(&Worker::closed); }
 
   // The first limit that stopped the run; later ones are ignored. Thread-safe.

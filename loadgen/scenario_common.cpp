@@ -35,7 +35,7 @@ bool send_due(Worker& worker, WorkerTraffic& traffic, const Phase& phase, Sender
                      phase.reference_clock);
     if (!worker.send(connection, traffic.scratch)) return false;
     ++connection.sent;
-    traffic.lines_sent.add();
+    ++traffic.lines_sent;
   }
   sender.next_ns = schedule.intended_ns(sender.done);
   return sender.done < sender.plan.total;
@@ -96,9 +96,9 @@ Traffic::~Traffic() {
   });
 }
 
-std::uint64_t Traffic::sum(OwnedCounter WorkerTraffic::*counter) const {
+std::uint64_t Traffic::sum(OwnedCount WorkerTraffic::*counter) const {
   std::uint64_t total = 0;
-  for (const WorkerTraffic& traffic : workers_) total += (traffic.*counter).get();
+  for (const WorkerTraffic& traffic : workers_) total += (traffic.*counter).value();
   return total;
 }
 
@@ -127,7 +127,7 @@ void stop_sending(Worker& worker, WorkerTraffic& traffic) {
 void mark_joined(WorkerTraffic& traffic, Connection& connection) {
   if (connection.joined) return;
   connection.joined = true;
-  traffic.joined.add();
+  ++traffic.joined;
 }
 
 std::optional<Delivery> count_chat_line(WorkerTraffic& traffic, Connection& connection, std::string_view line,
@@ -142,7 +142,7 @@ std::optional<Delivery> count_chat_line(WorkerTraffic& traffic, Connection& conn
   const std::uint64_t duplicates_before = track.duplicated;
   track.on_sequence(chat->seq);
   if (track.duplicated != duplicates_before) return std::nullopt;
-  traffic.unique_deliveries.add();
+  ++traffic.unique_deliveries;
   traffic.window.arrivals.on_arrival(now);
   // Another process's line is timed only if both clocks were measured against the run's
   // reference (its line says so, and this process's offset is known): then the sample is

@@ -82,14 +82,14 @@ struct WindowCounts {
 struct WorkerTraffic {
   // The send loop of the current phase.
   std::vector<Sender> senders;  // a heap, earliest next send first
-  OwnedCounter lines_sent;
+  OwnedCount lines_sent;
   // The last wake-up of the send loop: its time and the thread's CPU time then.
   std::int64_t woke_ns = -1, woke_cpu_ns = 0;
   std::string scratch;  // line formatting without allocation
 
   // What the line handler counted.
-  OwnedCounter joined;                       // connections that completed the mode's handshake
-  OwnedCounter unique_deliveries;            // chat lines counted once per (receiver, sender, sequence)
+  OwnedCount joined;                         // connections that completed the mode's handshake
+  OwnedCount unique_deliveries;              // chat lines counted once per (receiver, sender, sequence)
   std::uint64_t unknown_lines = 0;           // lines that were neither a room member's chat line nor a reply
   std::uint64_t cross_slice_deliveries = 0;  // chat lines from another process's senders, untimed
 
@@ -108,7 +108,7 @@ class Traffic {
 
   WorkerTraffic& of(const Worker& worker) { return workers_[worker.index()]; }
   // A counter summed over the workers, read while they run.
-  std::uint64_t sum(OwnedCounter WorkerTraffic::*counter) const;
+  std::uint64_t sum(OwnedCount WorkerTraffic::*counter) const;
   std::uint64_t delivered() const { return sum(&WorkerTraffic::unique_deliveries); }
 
   Phase phase;
