@@ -52,12 +52,13 @@ class Config:
     """One server configuration: a variant, possibly with a non-default stack size, on
     `threads` server cores (loadgen on as many): variants.config_name names it."""
 
-    def __init__(self, variant, stack="", threads=1, cores=None):
+    def __init__(self, variant, stack="", threads=1, cores=None, pinning=None):
         self.variant, self.stack, self.threads = variant, stack, threads
         self.name = config_name(variant, stack, threads)
         # One core: as before --server-threads, also on a one-core machine (with a warning).
-        self.server_cpus, self.loadgen_cpus = (SERVER_CPU, LOADGEN_CPU) if threads == 1 \
-            else server_cores(threads, cores or os.cpu_count() or 1)
+        # pinning: (server CPUs, loadgen CPUs) chosen by the caller (capacity_cores).
+        self.server_cpus, self.loadgen_cpus = pinning or ((SERVER_CPU, LOADGEN_CPU) if threads == 1
+                                                          else server_cores(threads, cores or os.cpu_count() or 1))
 
     def command(self, build_dir):
         v = BY_NAME[self.variant]
@@ -71,21 +72,38 @@ class Config:
             cmd += ["--threads", str(self.threads)]
         return ["taskset", "-c", self.server_cpus] + cmd
 
-    def server(self, build_dir, log_path):
-        return Server(self, build_dir, log_path)
+    def server(self, build_dir, log_path, quota=None):
+        return Server(self, build_dir, log_path, quota)
+
+
+def capacity_cores(n, cores):
+    """(server CPUs, loadgen CPUs) for a server on n cores under a CPU quota
+    (docs/methodology.md "Capacity per server core", on several cores), or (None, why):
+    the server on CPUs 0..n-1, loadgen on every CPU. A server held to a quota leaves
+    most of its cores' time free, and that is loadgen's."""
+    if n > cores:
+        return None, f"{n} server cores; this machine has {cores}"
+    span = lambda first, count: str(first) if count == 1 else f"{first}-{first + count - 1}"  # noqa: E731
+    return span(0, n), span(0, cores)
 
 
 class Server:
-    """A fresh server process; start() waits for its `listening on` line."""
+    """A fresh server process; start() waits for its `listening on` line. With a quota
+    (chatbench.cpu_quota.CpuQuota, created), the server runs in its cgroup from its start."""
 
-    def __init__(self, config, build_dir, log_path):
-        self.config, self.build_dir, self.log_path = config, build_dir, log_path
+    def __init__(self, config, build_dir, log_path, quota=None):
+        self.config, self.build_dir, self.log_path, self.quota = config, build_dir, log_path, quota
         self.proc, self.port = None, None
+
+    def _preexec(self):
+        raise_nofile()
+        if self.quota:
+            self.quota.join()
 
     def start(self, timeout_s=10):
         self.log = open(self.log_path, "wb")
         self.proc = subprocess.Popen(self.config.command(self.build_dir), stdout=subprocess.PIPE,
-                                     stderr=self.log, preexec_fn=raise_nofile)
+                                     stderr=self.log, preexec_fn=self._preexec)
         sel = selectors.DefaultSelector()
         sel.register(self.proc.stdout, selectors.EVENT_READ)
         line = b""
