@@ -27,7 +27,7 @@ def parse_args():
     p = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--mounts", default=MOUNTS, help=argparse.SUPPRESS)  # test knob: a mount table to read
-    sub = p.add_subparsers(dest="action", required=True)
+    sub = p.add_subparsers(dest="action")
     sub.add_parser("check", help="say whether a CPU quota can be set here (exit 0) or why not (exit 1)")
     run = sub.add_parser("run", help="run COMMAND under a CPU quota",
                          usage=f"{PROG} run --quota Q --period-ms P [--cores N] [--name NAME] -- COMMAND ...")
@@ -39,7 +39,11 @@ def parse_args():
                      help="cores the command is given (e.g. by taskset); the cgroup's quota is cores × quota")
     run.add_argument("--name", default=None, help="the cgroup is chatbench-quota-NAME (default: this pid)")
     run.add_argument("command", nargs=argparse.REMAINDER, help="-- COMMAND ...")
-    a = p.parse_args()
+    a, unknown = p.parse_known_args()  # an unknown option is named before a missing action
+    if unknown:
+        p.error("unrecognized arguments: " + " ".join(unknown))
+    if a.action is None:
+        p.error("an action is needed: check or run")
     if a.action == "run":
         if a.command[:1] == ["--"]:
             a.command = a.command[1:]
