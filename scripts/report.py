@@ -225,6 +225,27 @@ def efficiency_section(rows):
     return "".join(out) + "\n"
 
 
+def method_of_one_core(plan):
+    """The Method bullets of the efficiency and capacity modes, as run."""
+    out = []
+    eff, cap = plan.get("efficiency"), plan.get("capacity")
+    if eff:
+        out.append(f"- **efficiency**: chat at {', '.join(f'{r:g}' for r in eff['rates'])} lines/s per client "
+                   f"({eff['clients']} clients in rooms of {eff['room_size']}, {eff['duration_s']} s per rate), "
+                   f"{eff['repeats']} repeat(s), repeat-major after the rest.\n")
+    if cap:
+        grid = cap.get("validate")
+        out.append(f"- **capacity**: ceiling searches with the server under a CPU quota of {cap['quota']:g} of a core "
+                   f"per {cap['period_ms']:g} ms period, p99 bar {cap['p99_bar_ms']:g} ms plus the quota's stall, "
+                   f"{cap['repeats']} repeat(s)"
+                   + (f"; validation grid: quotas {', '.join(f'{q:g}' for q in grid['quotas'])} × periods "
+                      f"{', '.join(f'{p:g}' for p in grid['periods_ms'])} ms for {', '.join(grid['variants'])}"
+                      if grid else "; no validation grid")
+                   + (f"; server cores {', '.join(str(n) for n in cap['threads'])}" if cap.get("threads") else "")
+                   + ".\n")
+    return "".join(out)
+
+
 def fmt_cell(c):
     return f"{c[0]:g} of {c[1]:g} ms"
 
@@ -674,6 +695,7 @@ def main():
       f"- Extra stack sizes (idle only): threads `{plan.get('stacks', {}).get('threads')}`, "
       f"fibers `{plan.get('stacks', {}).get('fibers')}`.\n"
       "- **microbench**: `build/bin/microbench` once (docs/microbench.md).\n")
+    w(method_of_one_core(plan))
     w(noise_rule(rows, plan))
 
     w("## Idle memory\n")
