@@ -42,7 +42,11 @@ def check(ok, what):
 
 
 DEFAULT = (0.3, 5.0)
-PLAN = {"capacity": {"quota": DEFAULT[0], "period_ms": DEFAULT[1]}, "repeats": 4}
+PLAN = {"repeats": 4,  # as run_matrix.py writes plan.json
+        "efficiency": {"rates": [20.0], "repeats": 5, "clients": 1000, "room_size": 10, "duration_s": 2.0},
+        "capacity": {"quota": DEFAULT[0], "period_ms": DEFAULT[1], "repeats": 4, "p99_bar_ms": 100.0,
+                     "validate": {"quotas": [0.2, 0.3, 0.4], "periods_ms": [5.0, 20.0],
+                                  "variants": ["asio", "fibers", "threads", "eventlet"]}, "threads": [1]}}
 
 
 def row(config, mode, repeat, **values):
@@ -240,7 +244,7 @@ def check_report_and_compare(source, rows):
                              capture_output=True, text=True)
         check(run.returncode == 0, f"report.py exited {run.returncode}: {run.stderr[-500:]}")
         report = (Path(out) / "report.md").read_text() if run.returncode == 0 else ""
-        for text in ["## Efficiency", "## Capacity per server core", "### Validation", "does not scale linearly",
+        for text in ["## Efficiency", "## Capacity per server core", "- **capacity**: ceiling searches", "### Validation", "does not scale linearly",
                      "### Cross-check", "The method transfers", "2,000,000 per core-s (capacity)",
                      "per core-s (efficiency at 20/s)", "**flagged** ×5"]:
             check(text in report, f"report.md lacks {text!r}")
