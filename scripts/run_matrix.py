@@ -135,6 +135,12 @@ def parse_args():
     read_capacity_options(p, a)
     if not a.server_threads or min(a.server_threads) < 1 or len(set(a.server_threads)) != len(a.server_threads):
         p.error("--server-threads: distinct core counts of 1 or more, e.g. 1,2,4")
+    if "capacity" in a.modes:  # not a bad command line, but nothing to run it on: exit 1 before setup and build
+        try:
+            cpu_quota.require_root()
+            cpu_quota.find_controller()
+        except cpu_quota.QuotaError as e:
+            sys.exit(f"run_matrix: --modes capacity: {e}")
     if a.check_args:
         sys.exit(0)
     return a

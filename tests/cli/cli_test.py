@@ -479,11 +479,12 @@ def script_period_too_short(args, script):
     quota_refused(args, script, 2, r"--period-ms 2000 is outside", "run", "--quota", "0.2", "--period-ms", "2000")
 
 
-def script_not_root(args, script):
+def not_root(args):
+    """(preexec, uid): a preexec that drops root to nobody, or None when not root; skips
+    (77) where nobody cannot reach the scripts."""
     if os.geteuid() != 0:
-        quota_refused(args, script, 1, r"needs root", "run", "--quota", "0.3", "--period-ms", "10")
-        return
-    for d in [args.root.resolve(), *args.root.resolve().parents]:  # nobody must reach the script
+        return None, os.geteuid()
+    for d in [args.root.resolve(), *args.root.resolve().parents]:
         if d.stat().st_mode & 0o005 != 0o005:
             print(f"nobody may not enter {d}")
             sys.exit(SKIP)
@@ -492,8 +493,24 @@ def script_not_root(args, script):
         os.setgroups([])
         os.setgid(65534)
         os.setuid(65534)
-    quota_refused(args, script, 1, r"^cpu_quota: a CPU quota needs root to create a cgroup \(running as uid 65534\)$",
-                  "run", "--quota", "0.3", "--period-ms", "10", preexec=as_nobody)
+    return as_nobody, 65534
+
+
+def script_not_root(args, script):
+    preexec, uid = not_root(args)
+    quota_refused(args, script, 1, rf"^cpu_quota: a CPU quota needs root to create a cgroup \(running as uid {uid}\)$",
+                  "run", "--quota", "0.3", "--period-ms", "10", preexec=preexec)
+
+
+def script_capacity_not_root(args, script):
+    """run_matrix.py --capacity without root: exit 1 with the reason at once, before run_all.sh's
+    setup and build, not a failed row per search after them."""
+    preexec, uid = not_root(args)
+    run = Run(script_command(args, script) + ["--check-args", "--capacity"], preexec=preexec)
+    check(run.status == 1, f"exit status {run.status}, expected 1")
+    check(run.err.strip().endswith(f"run_matrix: --modes capacity: a CPU quota needs root to create a cgroup "
+                                   f"(running as uid {uid})"), "stderr does not say root is needed")
+    run.left_nothing()
 
 
 def script_no_controller(args, script):
