@@ -218,10 +218,15 @@ def efficiency_section(rows):
                            fmt_us)
         if sentence:
             out.append(f"- At {rate:g}/s per client: {sentence}.\n")
-    flags = sorted({f for c in configs for rate in rates for fl in capacity.efficiency(rows, c, rate)[1]
-                    for f in fl.split("; ")})
-    if flags:
-        out.append("\nFlags in this run: " + "; ".join(flags) + ".\n")
+    kinds = {}  # each flag's kind, its text before the detail in parentheses
+    for c in configs:
+        for rate in rates:
+            for flags in capacity.efficiency(rows, c, rate)[1]:
+                for flag in flags.split("; "):
+                    kinds[flag.split(" (")[0]] = kinds.get(flag.split(" (")[0], 0) + 1
+    if kinds:
+        out.append("\nFlags in this run (points; `efficiency_flags` in the CSV has each one's figure): "
+                   + "; ".join(f"{k} ×{n}" for k, n in sorted(kinds.items())) + ".\n")
     return "".join(out) + "\n"
 
 

@@ -168,9 +168,8 @@ def capacity_measurement(args, c, r, quota, curve):
 def capacity_cells(args, configs):
     """[(config, (quota, period_ms))] the capacity mode measures each repeat: every
     configuration at --capacity-quota/--capacity-period-ms; with --capacity-validate, the
-    --capacity-validate-variants at every quota x period of the grid too; with
-    --capacity-threads N > 1, each variant that runs on N cores at the default cell too
-    (server on CPUs 0..N-1 under N x the quota, loadgen on every CPU)."""
+    --capacity-validate-variants at every quota x period of the grid too. (The
+    configurations --capacity-threads adds are measured at the default cell only.)"""
     default = (args.capacity_quota, args.capacity_period_ms)
     cells = [(c, default) for c in configs]
     if args.capacity_validate:
@@ -492,13 +491,14 @@ def measure(args, build_dir, out):
 
     # --server-threads: what runs on how many cores, and what cannot run here (and why).
     planned, skipped = server_configs(args.variants, args.server_threads, desc["cores"] or 1)
-    capacity_configs = []
+    capacity_configs, capacity_skipped = [], []
     if "capacity" in args.modes:
         desc["cpu_quota"] = probe_quota(args)
         capacity_configs, capacity_skipped = capacity_core_configs(
             args, [c for c in planned if "ceiling" in BY_NAME[c.variant].modes], desc["cores"] or 1)
         planned += capacity_configs
-        skipped += capacity_skipped
+        for v, n, why in capacity_skipped:
+            print(f"skip   {config_name(v, '', n):9s} capacity: {why}", flush=True)
     by_n = desc["pinning"]["server_threads"] = {}
     for n in args.server_threads:
         cpus, loadgen = server_cores(n, desc["cores"] or 1) if n > 1 else (SERVER_CPU, LOADGEN_CPU)
@@ -547,6 +547,7 @@ def measure(args, build_dir, out):
     for v, n, why in skipped:
         rows += [results_csv.skipped_row(config_name(v, "", n), v, n, mode, why)
                  for mode in modes_of(v)]
+    rows += [results_csv.skipped_row(config_name(v, "", n), v, n, "capacity", why) for v, n, why in capacity_skipped]
     # A point a configuration could not reach is not retried in later repeats: it would
     # cost another deadline to learn the same thing.
     unreachable = {}

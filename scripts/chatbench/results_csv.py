@@ -255,7 +255,8 @@ EFFICIENCY_P99_BAR_US = 100_000
 
 
 def efficiency_flags(row):
-    """Why an efficiency row does not measure the server's cost per line; [] when it does."""
+    """Why an efficiency row does not measure the server's cost per line, each flag "KIND
+    (DETAIL)"; [] when it does."""
     flags = []
     busy, loadgen = num(row.get("server_cpu_fraction")), num(row.get("loadgen_cpu_fraction"))
     offered, delivered = num(row.get("offered_deliveries_per_s")), num(row.get("deliveries_per_s"))
@@ -263,13 +264,13 @@ def efficiency_flags(row):
     if busy is None:
         flags.append("no server CPU figure")
     elif busy >= EFFICIENCY_MAX_SERVER_BUSY:
-        flags.append(f"server cores {busy:.0%} busy: the figure measures the rate")
+        flags.append(f"server cores ≥ {EFFICIENCY_MAX_SERVER_BUSY:.0%} busy ({busy:.0%}: the figure measures the rate)")
     if loadgen is not None and loadgen > EFFICIENCY_MAX_LOADGEN:
-        flags.append(f"loadgen {loadgen:.0%} busy, over its {EFFICIENCY_MAX_LOADGEN:.0%} bar")
+        flags.append(f"loadgen over {EFFICIENCY_MAX_LOADGEN:.0%} ({loadgen:.0%})")
     if offered and (delivered or 0) < EFFICIENCY_MIN_DELIVERED * offered:
-        flags.append(f"server did not keep up: {(delivered or 0) / offered:.1%} of offered delivered")
+        flags.append(f"server did not keep up ({(delivered or 0) / offered:.1%} of offered delivered)")
     elif p99 is None or p99 > EFFICIENCY_P99_BAR_US:
-        flags.append("server did not keep up: p99 over 100 ms" if p99 else "nothing delivered")
+        flags.append("server did not keep up (p99 over 100 ms)" if p99 else "nothing delivered")
     return flags
 
 

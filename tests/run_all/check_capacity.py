@@ -79,7 +79,7 @@ def check_efficiency_flags():
     base = dict(offered_deliveries_per_s=180000, deliveries_per_s=180000, latency_p99_us=5000,
                 server_cpu_fraction=0.6, loadgen_cpu_fraction=0.5)
     check(results_csv.efficiency_flags(base) == [], f"a point with room flagged: {results_csv.efficiency_flags(base)}")
-    for change, word in [({"server_cpu_fraction": 0.93}, "93% busy"), ({"loadgen_cpu_fraction": 0.75}, "loadgen"),
+    for change, word in [({"server_cpu_fraction": 0.93}, "busy (93%"), ({"loadgen_cpu_fraction": 0.75}, "loadgen"),
                          ({"deliveries_per_s": 150000}, "did not keep up"), ({"latency_p99_us": 250000}, "p99"),
                          ({"server_cpu_fraction": None}, "no server CPU")]:
         flags = "; ".join(results_csv.efficiency_flags(dict(base, **change)))
