@@ -322,15 +322,17 @@ def run_measurement(m, build_dir, raw):
             quota.create()
         except QuotaError as e:
             return "failed", f"no CPU quota: {e}", None
-    server = m.config.server(build_dir, raw / f"{m.label}.server.log", quota)
+    server = m.config.server(build_dir, raw / f"{m.label}.server.log")
     why = ""
     try:
         server.start()
-    except (OSError, RuntimeError, subprocess.SubprocessError) as e:
+        if quota:  # the whole process, every thread it has started and will start (cgroup.procs)
+            quota.add(server.proc.pid)
+    except (OSError, RuntimeError) as e:
         server.stop()
         if quota:
             quota.remove()
-        return "failed", f"server did not start: {e}", None
+        return "failed", f"server did not start{' under its quota' if server.port else ''}: {e}", None
     cmd = ["taskset", "-c", m.config.loadgen_cpus, str(Path(build_dir) / "bin" / "loadgen")]
     cmd += [str(x() if callable(x) else x) for x in m.loadgen_args]  # callables: learnt so far
     cmd += ["--port", str(server.port), "--server-pid", str(server.proc.pid),

@@ -72,8 +72,8 @@ class Config:
             cmd += ["--threads", str(self.threads)]
         return ["taskset", "-c", self.server_cpus] + cmd
 
-    def server(self, build_dir, log_path, quota=None):
-        return Server(self, build_dir, log_path, quota)
+    def server(self, build_dir, log_path):
+        return Server(self, build_dir, log_path)
 
 
 def capacity_cores(n, cores):
@@ -88,22 +88,16 @@ def capacity_cores(n, cores):
 
 
 class Server:
-    """A fresh server process; start() waits for its `listening on` line. With a quota
-    (chatbench.cpu_quota.CpuQuota, created), the server runs in its cgroup from its start."""
+    """A fresh server process; start() waits for its `listening on` line."""
 
-    def __init__(self, config, build_dir, log_path, quota=None):
-        self.config, self.build_dir, self.log_path, self.quota = config, build_dir, log_path, quota
+    def __init__(self, config, build_dir, log_path):
+        self.config, self.build_dir, self.log_path = config, build_dir, log_path
         self.proc, self.port = None, None
-
-    def _preexec(self):
-        raise_nofile()
-        if self.quota:
-            self.quota.join()
 
     def start(self, timeout_s=10):
         self.log = open(self.log_path, "wb")
         self.proc = subprocess.Popen(self.config.command(self.build_dir), stdout=subprocess.PIPE,
-                                     stderr=self.log, preexec_fn=self._preexec)
+                                     stderr=self.log, preexec_fn=raise_nofile)
         sel = selectors.DefaultSelector()
         sel.register(self.proc.stdout, selectors.EVENT_READ)
         line = b""
