@@ -140,9 +140,29 @@ CeilingResult find_ceiling(const CeilingOptions& options, const std::function<St
   return result;
 }
 
+PerCoreCapacity per_server_core(const CeilingResult& result) {
+  if (result.server_died) return {std::nullopt, "the server died during the search"};
+  if (!result.ceiling) return {std::nullopt, "no rate passed"};
+  if (!result.first_above) return {std::nullopt, "no rate failed within the step budget: the server's limit is higher"};
+  const Limit limit = result.verdicts[*result.first_above].limit;
+  if (limit == Limit::loadgen)
+    return {std::nullopt, "limited by loadgen: the search measured loadgen, not the server"};
+  if (limit == Limit::loss) return {std::nullopt, "limited by loss: the server lost lines"};
+  if (limit != Limit::server && limit != Limit::latency)
+    return {std::nullopt, std::string("limited by ") + limit_name(limit)};
+  const StepResult& top = result.steps[*result.ceiling];
+  if (!top.server_cores) return {std::nullopt, "no server CPU figure (no --server-pid)"};
+  if (*top.server_cores <= 0) return {std::nullopt, "the server used no CPU time at its ceiling"};
+  return {top.deliveries_per_s / *top.server_cores, ""};
+}
+
 namespace {
 
 double round4(double x) { return std::round(x * 1e4) / 1e4; }
+
+json::value throttling_or_null(const std::optional<CgroupThrottling>& t) {
+  return t ? json::value(throttling_json(*t)) : json::value(nullptr);
+}
 
 json::value fraction_json(const std::optional<double>& x) { return x ? json::value(round4(*x)) : json::value(nullptr); }
 
@@ -168,6 +188,7 @@ json::object ceiling_json(const CeilingResult& result) {
         {"loadgen_cpu_fraction", round4(s.loadgen_cpu_fraction)},
         {"others_on_loadgen_cores", round4(s.others_on_loadgen_cores)},
         {"loadgen_throttled_s", s.loadgen_throttled_s},
+        {"server_cgroup", throttling_or_null(s.server_cgroup)},
         {"cores", cores_json(s.cores)},
         {"passed", v.passed},
         {"limit", v.passed || v.limit == Limit::none ? json::value(nullptr) : json::value(limit_name(v.limit))},
@@ -180,12 +201,20 @@ json::object ceiling_json(const CeilingResult& result) {
   // Only a bracket whose failing side is the server's (or loss) gives the server's ceiling;
   // anything else is a floor under it.
   const bool lower_bound = !limit || *limit == Limit::loadgen;
+  const PerCoreCapacity per_core = per_server_core(result);
   return json::object{
       {"deliveries_per_s", top ? json::value(std::round(top->deliveries_per_s)) : json::value(nullptr)},
       {"rate_per_client", top ? json::value(top->rate_per_client) : json::value(nullptr)},
       {"p99_us", top && top->p99_us ? json::value(*top->p99_us) : json::value(nullptr)},
       {"server_cpu_fraction", top ? fraction_json(top->server_cpu_fraction) : json::value(nullptr)},
       {"loadgen_cpu_fraction", top ? json::value(round4(top->loadgen_cpu_fraction)) : json::value(nullptr)},
+      {"server_cores", top ? fraction_json(top->server_cores) : json::value(nullptr)},
+      {"server_cgroup", top ? throttling_or_null(top->server_cgroup) : json::value(nullptr)},
+      {"deliveries_per_server_core_s", per_core.deliveries_per_core_s
+                                           ? json::value(std::round(*per_core.deliveries_per_core_s))
+                                           : json::value(nullptr)},
+      {"deliveries_per_server_core_s_withheld",
+       per_core.withheld.empty() ? json::value(nullptr) : json::value(per_core.withheld)},
       {"limited_by", limit ? json::value(limit_name(*limit)) : json::value(nullptr)},
       {"lower_bound", lower_bound},
       {"first_failed_rate_per_client",

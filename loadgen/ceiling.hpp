@@ -28,6 +28,8 @@ struct StepResult {
   std::uint64_t lost = 0;                     // lines that became lost during this step
   std::uint64_t outstanding = 0;              // lines still missing after the drain
   std::optional<double> server_cpu_fraction;  // nullopt without --server-pid
+  std::optional<double> server_cores;         // the server's CPU s per s of window; nullopt without --server-pid
+  std::optional<CgroupThrottling> server_cgroup;  // what its cgroup's quota did; nullopt without --server-cgroup
   double loadgen_cpu_fraction = 0;
   double others_on_loadgen_cores = 0;  // CpuUse::others_on_loadgen_cores
   double loadgen_throttled_s = 0;      // CpuUse::loadgen_throttled_s
@@ -87,6 +89,17 @@ struct CeilingResult {
 // before every step and returns false if the server is gone, which ends the search.
 CeilingResult find_ceiling(const CeilingOptions& options, const std::function<StepResult(double rate)>& measure,
                            const std::function<bool()>& settle);
+
+// Deliveries per second per core the server used at its ceiling: the ceiling's
+// deliveries/s over the server's CPU seconds per second there (docs/loadgen.md, "Capacity
+// per server core"). Published only where the search was stopped by the server (it fell
+// behind, or its p99 went over the bar): a search stopped by loadgen measured loadgen, one
+// stopped by loss measured a broken server, and neither says what a core of it delivers.
+struct PerCoreCapacity {
+  std::optional<double> deliveries_per_core_s;
+  std::string withheld;  // why there is no figure; "" when there is one
+};
+PerCoreCapacity per_server_core(const CeilingResult& result);
 
 // The report's "ceiling" object.
 boost::json::object ceiling_json(const CeilingResult& result);

@@ -297,10 +297,10 @@ std::pair<CpuWindow, CpuWindow> measure_window(ChatRun& run, double rate) {
   const Phase& phase = run.traffic.phase;
   wait_until(
       from_ns(phase.window_start_ns), [] { return false; }, [&] { show_step(run, rate); });
-  const auto cpu_start = CpuWindow::now(run.options.server_pid);
+  const auto cpu_start = CpuWindow::now(run.options.server_pid, run.options.server_cgroup);
   wait_until(
       from_ns(phase.window_end_ns), [] { return false; }, [&] { show_step(run, rate); });
-  return {cpu_start, CpuWindow::now(run.options.server_pid)};
+  return {cpu_start, CpuWindow::now(run.options.server_pid, run.options.server_cgroup)};
 }
 
 // Senders that fell behind finish their last sends; then the lines on their way arrive.
@@ -357,6 +357,8 @@ StepResult step_result(ChatRun& run, double rate, const WindowCounts& counts, co
   result.lost = loss.loss.lost - std::min(loss.loss.lost, run.lost_so_far);
   result.outstanding = loss.loss.outstanding;
   result.server_cpu_fraction = cpu.server_fraction;
+  result.server_cores = cpu.server_cores;
+  result.server_cgroup = cpu.server_cgroup;
   result.loadgen_cpu_fraction = cpu.loadgen_fraction;
   result.cores = cpu.cores;
   result.others_on_loadgen_cores = cpu.others_on_loadgen_cores;

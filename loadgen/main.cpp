@@ -64,6 +64,15 @@ const CLI::Validator address_range(
     },
     "A.B.C.D[-A.B.C.E]");
 
+// --server-cgroup: a directory of a cgroup with the CPU controller (cpu.stat and a quota file).
+const CLI::Validator cpu_cgroup(
+    [](std::string& dir) {
+      return read_cgroup_cpu(dir) ? std::string()
+                                  : "'" + dir + "' is not a cgroup of the CPU controller (no cpu.stat with "
+                                                "cpu.max or cpu.cfs_quota_us)";
+    },
+    "DIR");
+
 // Ceilings far above any use, low enough that no count or deadline overflows.
 constexpr std::int64_t most_clients = 1'000'000;
 constexpr double most_seconds = 86'400;  // a day
@@ -173,6 +182,9 @@ void add_ceiling_options(CLI::App& chat, Options& options) {
   chat.add_option("--p99-bar-ms", options.p99_bar_ms, "a rate passes only with p99 latency at most this")
       ->capture_default_str()
       ->check(cli::number(0, false, most_seconds * 1000));
+  chat.add_option("--server-cgroup", options.server_cgroup,
+                  "the server's cgroup directory: each window records how its CPU quota held the server back")
+      ->check(cpu_cgroup);
   chat.add_option("--late-bar-pct", options.late_bar_pct,
                   "a rate passes only with at most this % of its sends late (> 1 ms)")
       ->capture_default_str()

@@ -414,6 +414,40 @@ std::int64_t cgroup_throttled_ns() {
   return total;
 }
 
+std::optional<CgroupCpu> read_cgroup_cpu(const std::string& dir) {
+  std::ifstream stat(dir + "/cpu.stat");
+  if (!stat) return std::nullopt;
+  CgroupCpu cpu;
+  std::int64_t throttled_usec = -1, throttled_time = -1;
+  for (std::string name; stat >> name;) {
+    std::int64_t value = 0;
+    if (!(stat >> value)) break;
+    if (name == "nr_periods") cpu.periods = static_cast<std::uint64_t>(value);
+    if (name == "nr_throttled") cpu.throttled_periods = static_cast<std::uint64_t>(value);
+    if (name == "throttled_usec") throttled_usec = value;
+    if (name == "throttled_time") throttled_time = value;
+  }
+  cpu.throttled_ns = throttled_usec >= 0 ? throttled_usec * 1000 : std::max<std::int64_t>(0, throttled_time);
+  std::string quota;
+  if (std::ifstream max(dir + "/cpu.max"); max >> quota >> cpu.period_us) {  // v2: "max 100000" or "30000 100000"
+    if (quota != "max" && cpu.period_us > 0) cpu.quota_cores = std::stod(quota) / static_cast<double>(cpu.period_us);
+    return cpu;
+  }
+  std::int64_t quota_us = 0;
+  std::ifstream v1_quota(dir + "/cpu.cfs_quota_us"), v1_period(dir + "/cpu.cfs_period_us");
+  if (!(v1_quota >> quota_us) || !(v1_period >> cpu.period_us)) return std::nullopt;
+  if (quota_us > 0 && cpu.period_us > 0)
+    cpu.quota_cores = static_cast<double>(quota_us) / static_cast<double>(cpu.period_us);
+  return cpu;
+}
+
+CgroupThrottling cgroup_throttling(const CgroupCpu& before, const CgroupCpu& after) {
+  auto minus = [](auto a, auto b) { return a > b ? a - b : decltype(a){0}; };  // counters only grow
+  return {minus(after.periods, before.periods), minus(after.throttled_periods, before.throttled_periods),
+          static_cast<double>(minus(after.throttled_ns, before.throttled_ns)) / 1e9, after.quota_cores,
+          after.period_us};
+}
+
 std::vector<CoreTicks> read_core_ticks() {
   std::vector<CoreTicks> cores;
   std::ifstream in("/proc/stat");

@@ -266,6 +266,29 @@ std::int64_t thread_cpu_ns();
 // process's cgroup or any of its ancestors, in ns, summed over them; 0 without one.
 std::int64_t cgroup_throttled_ns();
 
+// A cgroup's CPU controller, read from its directory: its quota and the cumulative
+// throttling counters of its cpu.stat. Both cgroup versions: v2 (cpu.max "QUOTA PERIOD",
+// cpu.stat throttled_usec) and v1 (cpu.cfs_quota_us, cpu.cfs_period_us, cpu.stat
+// throttled_time in ns).
+struct CgroupCpu {
+  std::uint64_t periods = 0, throttled_periods = 0;  // nr_periods, nr_throttled
+  std::int64_t throttled_ns = 0;
+  std::optional<double> quota_cores;  // quota / period; nullopt: no quota ("max", -1)
+  std::int64_t period_us = 0;
+};
+// nullopt when dir holds no cpu.stat or no quota file: not a cgroup of the CPU controller.
+std::optional<CgroupCpu> read_cgroup_cpu(const std::string& dir);
+
+// What a cgroup's quota did between two readings: periods in which the cgroup ran, those
+// in which the quota ran out and held it back, and for how long it was held back.
+struct CgroupThrottling {
+  std::uint64_t periods = 0, throttled_periods = 0;
+  double throttled_s = 0;
+  std::optional<double> quota_cores;  // the later reading's
+  std::int64_t period_us = 0;
+};
+CgroupThrottling cgroup_throttling(const CgroupCpu& before, const CgroupCpu& after);
+
 // One core's cumulative idle and stolen time from a "cpuN" line of /proc/stat, in clock
 // ticks. Busy time is the rest of the wall clock: the busy fields themselves are sampled at
 // the scheduler tick on kernels with tick-based accounting (this one), which aliases with

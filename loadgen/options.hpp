@@ -51,6 +51,9 @@ struct Options {
   unsigned ceiling_max_steps = 14;  // measured windows in the whole search
   double p99_bar_ms = 100;
   double late_bar_pct = 1;  // a rate passes with at most this % of its sends late
+  // The server's cgroup directory (docs/loadgen.md, "Capacity per server core"): every
+  // window records what its CPU quota did (cpu.server_cgroup). Empty: not read.
+  std::string server_cgroup;
   // chat, many hosts (docs/distributed.md): this process runs clients client_offset ..
   // client_offset + clients - 1 of clients_total (0: a whole run of --clients).
   std::uint32_t clients_total = 0, client_offset = 0;

@@ -154,6 +154,7 @@ json::object options_json(const Options& options) {
       opts["warmup_s"] = options.warmup_s;
       opts["size"] = options.size;
       opts["find_ceiling"] = options.find_ceiling;
+      opts["server_cgroup"] = options.server_cgroup;
       if (options.find_ceiling)
         opts["ceiling"] = json::object{{"growth", options.ceiling_growth},
                                        {"precision", options.ceiling_precision},
@@ -194,6 +195,7 @@ json::object make_report_skeleton(const Options& options) {
                                {"loadgen_saturated", nullptr},
                                {"loadgen_cpu_fraction", nullptr},
                                {"server_cpu_fraction", nullptr},
+                               {"server_cgroup", nullptr},
                                {"cores", nullptr}};
   report["ceiling"] = nullptr;  // chat --find-ceiling only
   report["broadcast_completion_us"] = nullptr;
@@ -261,6 +263,14 @@ json::array cores_json(const std::vector<CoreBusy>& cores) {
   for (const CoreBusy& c : cores)
     out.push_back(json::object{{"cpu", c.cpu}, {"busy", r4(c.busy)}, {"steal", r4(c.steal)}});
   return out;
+}
+
+json::object throttling_json(const CgroupThrottling& t) {
+  return {{"periods", t.periods},
+          {"throttled_periods", t.throttled_periods},
+          {"throttled_s", std::round(t.throttled_s * 1e6) / 1e6},
+          {"quota_cores", optional_json(t.quota_cores)},
+          {"period_us", t.period_us}};
 }
 
 json::object memory_sample_json(const MemorySample& s) {
@@ -481,6 +491,11 @@ void summarize_ceiling(std::ostream& out, const json::object& c) {
                                              : ", no rate failed within the step budget");
   if (at(c, {"lower_bound"}).as_bool()) out << " (a lower bound, not the server's ceiling)";
   out << ", " << at(c, {"steps"}).as_array().size() << " steps\n";
+  if (const auto& per_core = at(c, {"deliveries_per_server_core_s"}); !per_core.is_null())
+    out << "  per server core: " << show(per_core) << " deliveries/s per core-second the server used ("
+        << show(at(c, {"server_cores"})) << " cores' worth at the ceiling)\n";
+  else
+    out << "  per server core: withheld, " << show(at(c, {"deliveries_per_server_core_s_withheld"})) << "\n";
 }
 
 }  // namespace

@@ -30,6 +30,8 @@ LatencyRecorder histogram_from_json(const boost::json::value& histogram);
 boost::json::value completion_json(const BroadcastCompletion& completion);
 // [{cpu, busy, steal}] fractions of a window, one per online core (/proc/stat).
 boost::json::array cores_json(const std::vector<CoreBusy>& cores);
+// cpu.server_cgroup: {periods, throttled_periods, throttled_s, quota_cores, period_us}.
+boost::json::object throttling_json(const CgroupThrottling& throttling);
 boost::json::object memory_sample_json(const MemorySample& sample);
 // memory.per_connection from the steps: least-squares slopes in bytes per connection.
 boost::json::object per_connection_json(const std::vector<MemorySample>& steps);

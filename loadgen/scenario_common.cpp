@@ -200,9 +200,12 @@ CpuUse fill_cpu(json::object& report, const CpuWindow& a, const CpuWindow& b, pi
   if (a.server && b.server) {
     cpu["server_user_s"] = b.server->user_s - a.server->user_s;
     cpu["server_sys_s"] = b.server->sys_s - a.server->sys_s;
-    use.server_fraction =
-        cpu_fraction(b.server->user_s - a.server->user_s + b.server->sys_s - a.server->sys_s, window, server_pid);
+    const double server_s = b.server->user_s - a.server->user_s + b.server->sys_s - a.server->sys_s;
+    use.server_fraction = cpu_fraction(server_s, window, server_pid);
+    if (window > 0) use.server_cores = server_s / window;
   }
+  if (a.server_cgroup && b.server_cgroup) use.server_cgroup = cgroup_throttling(*a.server_cgroup, *b.server_cgroup);
+  cpu["server_cgroup"] = use.server_cgroup ? json::value(throttling_json(*use.server_cgroup)) : json::value(nullptr);
   const double user = b.self.user_s - a.self.user_s, sys = b.self.sys_s - a.self.sys_s;
   use.loadgen_fraction = loadgen_cpu_fraction(user + sys, window);
   use.cores = core_busy(a.cores, b.cores, window);

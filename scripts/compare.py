@@ -15,7 +15,7 @@ import statistics
 import sys
 from pathlib import Path
 
-from chatbench import aggregate, results_csv, stats, variants
+from chatbench import aggregate, capacity, results_csv, stats, variants
 from chatbench.results_csv import num
 
 
@@ -49,14 +49,22 @@ FIGURES = [
     ("ceiling", "deliveries_per_s", "chat ceiling, deliveries/s", False, fmt_num, "rate"),
     ("ceiling", "server_cpu_per_delivery_us", "server CPU per delivered line at the ceiling", True,
      fmt_us, "time"),
+    # docs/methodology.md "Efficiency", "Capacity per server core": flagged efficiency points
+    # and withheld per-core figures are not figures of the server, and are left out
+    ("efficiency", "server_cpu_per_delivery_us", "server CPU per delivered line (efficiency)", True, fmt_us,
+     "time"),
+    ("capacity", "deliveries_per_server_core_s", "deliveries per server core-second (capacity)", False, fmt_num,
+     "rate"),
 ]
 
 
 def point_label(mode, point):
     if mode == "broadcast":
         return f" at {point:,.0f} clients"
-    if mode == "chat":
+    if mode in ("chat", "efficiency"):
         return f" at {point:g}/s per client"
+    if mode == "capacity":
+        return f" at quota {point[0]:g} of {point[1]:g} ms"
     return ""
 
 
@@ -69,8 +77,12 @@ def repeats(rows):
                 continue
             if column == "host_whole_bytes" and not results_csv.memory_result(r):
                 continue  # flagged: its parts and whole do not add up
-            # idle: the slopes are on every step row of a repeat; one value per repeat
-            point = None if mode in ("idle", "ceiling") else num(r["point"])
+            if mode == "efficiency" and r["efficiency_flags"]:
+                continue  # the point measures the rate, loadgen, or a server that fell behind
+            # idle: the slopes are on every step row of a repeat; one value per repeat;
+            # capacity: one figure per quota and period
+            point = None if mode in ("idle", "ceiling") else capacity.cell_of(r) if mode == "capacity" \
+                else num(r["point"])
             cell = out.setdefault((mode, column, point), {}).setdefault(r["config"], {})
             cell[r["repeat"]] = num(r[column])
     return out

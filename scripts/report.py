@@ -4,7 +4,7 @@ scripts/report.py RESULTS_DIR. docs/methodology.md defines every number it shows
 import json
 import statistics
 
-from chatbench import aggregate, results_csv, stats, variants
+from chatbench import aggregate, capacity, results_csv, stats, variants
 from chatbench.results_csv import num
 
 KIB = 1024
@@ -179,6 +179,205 @@ def ceiling_section(rows):
                       "server CPU / delivered line", "server core busy", "loadgen core busy",
                       "limited by"], lines))
     return "".join(out) + "\n"
+
+
+# ---------------------------------------------------------------------------------------
+# What one core does: efficiency at a fixed load, capacity under a CPU quota
+
+def efficiency_section(rows):
+    rates = capacity.efficiency_rates(rows)
+    if not rates:
+        return ""
+    configs = [c for c in aggregate.configs_in(rows) if aggregate.ok_rows(rows, c, "efficiency")]
+    offered = {num(r["point"]): num(r["offered_deliveries_per_s"]) for r in rows
+               if r["mode"] == "efficiency" and r["status"] == "ok"}
+    out = ["## Efficiency: server CPU per delivered line at a fixed load\n\n",
+           "Chat at fixed rates every server should sustain (docs/methodology.md *Efficiency*): the "
+           "server's user + system CPU over the lines it delivered in the window, all its threads. "
+           "Where a server's cores are nearly full, CPU per line is only the window divided by the "
+           "rate, and every variant ties; so a point is **flagged**, and not ranked, where the "
+           "server's cores were ≥ 90% busy, loadgen's over 70%, or the server did not keep up "
+           "(under 99% of offered delivered, or p99 over 100 ms). A variant flagged at a rate is "
+           "ranked there by its own ceiling instead (*Chat ceilings*).\n\n"]
+    lines = []
+    for c in configs:
+        line = [label(rows, c)]
+        for rate in rates:
+            values, flagged = capacity.efficiency(rows, c, rate)
+            text = cell(values, fmt_us) if values else "–"
+            if flagged:
+                text += f" **flagged** ×{len(flagged)}"
+            busy = [num(r["server_cpu_fraction"]) for r in aggregate.ok_rows(rows, c, "efficiency")
+                    if num(r["point"]) == rate]
+            line.append(f"{text}; server {cell(busy, fmt_fraction)}")
+        lines.append(line)
+    out.append(table(["variant"] + [f"{r:g}/s per client ({fmt_num(offered.get(r))} deliveries/s)" for r in rates],
+                     lines) + "\n")
+    for rate in rates:
+        sentence = ranking(capacity.efficiency_ranked(rows, configs, rate), "the least server CPU per delivered line",
+                           fmt_us)
+        if sentence:
+            out.append(f"- At {rate:g}/s per client: {sentence}.\n")
+    kinds = {}  # each flag's kind, its text before the detail in parentheses
+    for c in configs:
+        for rate in rates:
+            for flags in capacity.efficiency(rows, c, rate)[1]:
+                for flag in flags.split("; "):
+                    kinds[flag.split(" (")[0]] = kinds.get(flag.split(" (")[0], 0) + 1
+    if kinds:
+        out.append("\nFlags in this run (points; `efficiency_flags` in the CSV has each one's figure): "
+                   + "; ".join(f"{k} ×{n}" for k, n in sorted(kinds.items())) + ".\n")
+    return "".join(out) + "\n"
+
+
+def method_of_one_core(plan):
+    """The Method bullets of the efficiency and capacity modes, as run."""
+    out = []
+    eff, cap = plan.get("efficiency"), plan.get("capacity")
+    if eff:
+        out.append(f"- **efficiency**: chat at {', '.join(f'{r:g}' for r in eff['rates'])} lines/s per client "
+                   f"({eff['clients']} clients in rooms of {eff['room_size']}, {eff['duration_s']} s per rate), "
+                   f"{eff['repeats']} repeat(s), repeat-major after the rest.\n")
+    if cap:
+        grid = cap.get("validate")
+        out.append(f"- **capacity**: ceiling searches with the server under a CPU quota of {cap['quota']:g} of a core "
+                   f"per {cap['period_ms']:g} ms period, p99 bar {cap['p99_bar_ms']:g} ms plus the quota's stall, "
+                   f"{cap['repeats']} repeat(s)"
+                   + (f"; validation grid: quotas {', '.join(f'{q:g}' for q in grid['quotas'])} × periods "
+                      f"{', '.join(f'{p:g}' for p in grid['periods_ms'])} ms for {', '.join(grid['variants'])}"
+                      if grid else "; no validation grid")
+                   + (f"; server cores {', '.join(str(n) for n in cap['threads'])}" if cap.get("threads") else "")
+                   + ".\n")
+    return "".join(out)
+
+
+def fmt_cell(c):
+    return f"{c[0]:g} of {c[1]:g} ms"
+
+
+def capacity_section(rows, plan):
+    if not any(r["mode"] == "capacity" for r in rows):
+        return ""
+    default = capacity.default_cell(plan)
+    configs = [c for c in aggregate.configs_in(rows) if capacity.capacity_rows(rows, c, default)
+               and aggregate.threads_of(rows, c) == 1]
+    transfers, transfer_why = capacity.method_transfers(capacity.cross_check(rows, plan))
+    out = ["## Capacity per server core\n\n",
+           "`loadgen chat --find-ceiling` with the server held to a CPU quota (a cgroup of its own; "
+           "docs/methodology.md *Capacity per server core*), so that it falls behind within loadgen's "
+           "reach. **Per server core** = the ceiling's deliveries/s ÷ the server's CPU seconds per "
+           "second there, given only where the server stopped the search (`server` or `latency`), "
+           "never `loadgen` or `loss` (loadgen withholds it and says why). The quota adds its own "
+           "stall: a server that used its quota waits up to period × (1 − quota) before it runs again, "
+           "so each search's p99 bar is the run's bar plus that stall. A figure is **published** only "
+           "for a variant whose figure this run validated across quotas and periods, and only while "
+           "the cross-check below holds; otherwise it is shown in parentheses, with why.\n\n"]
+    lines = []
+    for c in configs:
+        rs = capacity.capacity_rows(rows, c, default)
+        col = lambda k: [num(r[k]) for r in rs]  # noqa: E731
+        limits = {}
+        for r in rs:
+            limits[r["limited_by"] or "none"] = limits.get(r["limited_by"] or "none", 0) + 1
+        held = [num(r["server_throttled_periods"]) / num(r["server_periods"]) for r in rs
+                if num(r["server_periods"])]
+        figure, why = capacity.published(rows, c, plan)
+        measured = capacity.per_core_values(rs)
+        shown = fmt_num(figure) if figure else (f"({cell(measured, fmt_num)})" if measured else "–")
+        withheld = sorted({r["per_core_withheld"] for r in rs if r["per_core_withheld"]})
+        lines.append([c, fmt_cell(cell_of_rows(rs)), cell(col("quota_stall_ms"), lambda v: f"{v:g} ms"),
+                      cell(col("deliveries_per_s"), fmt_num), cell(col("latency_p99_us"), fmt_us),
+                      ", ".join(f"{k} ×{n}" for k, n in sorted(limits.items())),
+                      cell(col("server_cores"), lambda v: f"{v:.3g}"), cell(held, fmt_fraction), shown,
+                      (why + ("; withheld: " + "; ".join(withheld) if withheld else "")).replace("|", "/")])
+    out.append(table(["variant", "quota of period", "quota's stall", "ceiling deliveries/s", "p99 at ceiling",
+                      "limited by", "server cores used", "periods held back", "deliveries / server core-s",
+                      "why"], lines) + "\n")
+    out.append(validation_table(rows, configs))
+    out.append(cross_check_table(rows, plan, transfers, transfer_why))
+    return "".join(out)
+
+
+def cell_of_rows(rs):
+    return capacity.cell_of(rs[0])
+
+
+def validation_table(rows, configs):
+    checked = {c: capacity.validation(rows, c) for c in configs}
+    checked = {c: v for c, v in checked.items() if len(v["cells"]) > 1}
+    if not checked:
+        return ("No validation grid in this run (`--capacity-validate`): no per-core figure is "
+                "published.\n\n")
+    cells = sorted({k for v in checked.values() for k in v["cells"]})
+    lines = []
+    for c, v in checked.items():
+        separated = [f"{fmt_cell(a)} vs {fmt_cell(b)}" for a, b, verdict, _p in v["pairs"] if verdict in ("a", "b")]
+        lines.append([c] + [cell(v["cells"].get(k, []), fmt_num) if k in v["cells"] else "·" for k in cells]
+                     + [f"{v['ratio']:.2f}" if v["ratio"] else "–",
+                        v["verdict"] + (" (" + "; ".join(separated) + ")" if separated else "")])
+    return ("### Validation: per-core capacity across quotas and periods\n\n"
+            "Deliveries per server core-second at each quota and period (median (min–max) of the "
+            "searches that gave one). It agrees when the noise test (*Method*) separates no two "
+            "cells; max/min is the largest cell median over the smallest. A variant that does not "
+            "agree does not scale linearly with its share of a core here: its row is the curve.\n\n"
+            + table(["variant"] + [fmt_cell(k) for k in cells] + ["max/min", "verdict"], lines) + "\n")
+
+
+def cross_check_table(rows, plan, transfers, why):
+    if not capacity.cross_check(rows, plan):
+        return ("### Cross-check against ceilings without a quota\n\nNo `threads` or `eventlet` search in this run: "
+                "the method is not cross-checked, so no per-core figure is published.\n\n")
+    lines = []
+    for entry in capacity.cross_check(rows, plan):
+        verdict = ("within 20%" if entry["within"] else "**not within 20%**") if entry["within"] is not None \
+            else entry["why"]
+        lines.append([entry["variant"], cell(entry["per_core"], fmt_num), cell(entry["ceiling"], fmt_num),
+                      f"{entry['ratio']:.2f}" if entry["ratio"] else "–", verdict])
+    conclusion = {True: "The method transfers: ", False: "**The method does not transfer**, so no per-core "
+                  "figure is published: ", None: "Not cross-checked, so no per-core figure is published: "}[transfers]
+    return ("### Cross-check against ceilings without a quota\n\n"
+            "`threads` and `eventlet` fall behind within loadgen's reach without a quota, so their "
+            "ceilings there are the server's, on one whole core: the per-core figure under the quota "
+            "× 1.0 must predict them within 20%.\n\n"
+            + table(["variant", "per server core (quota)", "ceiling without a quota", "ratio", "verdict"], lines)
+            + f"\n{conclusion}{why}.\n\n")
+
+
+def several_cores_section(rows, plan):
+    entries = capacity.several_cores(rows, plan)
+    if not entries:
+        return ""
+    lines = []
+    for e in entries:
+        verdict = {"tied": f"grows {e['n']}-fold within the noise", "a": f"more than {e['n']}-fold",
+                   "b": f"less than {e['n']}-fold", "too few": "not enough repeats to tell",
+                   None: "–"}[e["verdict"]]
+        lines.append([variants.config_label(e["config"]), e["n"], cell(e["ceilings"], fmt_num),
+                      cell(e["base_ceilings"], fmt_num), f"{e['ratio']:.2f}" if e["ratio"] else "–",
+                      verdict if e["valid"] else f"not judged: {e['why']}"])
+    return ("### On several cores, under the same quota per core\n\n"
+            "`--capacity-threads N`: the server on CPUs 0..N−1 under N × the quota, loadgen on every "
+            "CPU with `--threads N` (it uses what the quota leaves), against the same variant on one "
+            "core under the quota (loadgen then on CPU 1). Judged only where the server stopped "
+            "every search on both sides; the verdict is the noise test of the N-core ceilings "
+            "against N × the one-core ones.\n\n"
+            + table(["variant", "server cores", "ceiling deliveries/s", "one core", "ratio", "verdict"], lines)
+            + "\n")
+
+
+def headline(rows, config, plan):
+    """A variant's throughput headline: its published capacity per server core, else
+    deliveries per server core-second at the first efficiency rate (1 ÷ CPU per line)
+    where that point measures the server; '' without either."""
+    figure, _why = capacity.published(rows, config, plan)
+    if figure:
+        return f"{fmt_num(figure)} per core-s (capacity)"
+    rates = capacity.efficiency_rates(rows)
+    if rates:
+        values, flagged = capacity.efficiency(rows, config, rates[0])
+        if values and not flagged:
+            return f"{fmt_num(1e6 / statistics.median(values))} per core-s (efficiency at {rates[0]:g}/s)"
+    return "–"
 
 
 def server_threads_section(rows, machine, plan, best_dps, rss):
@@ -504,6 +703,7 @@ def main():
       f"- Extra stack sizes (idle only): threads `{plan.get('stacks', {}).get('threads')}`, "
       f"fibers `{plan.get('stacks', {}).get('fibers')}`.\n"
       "- **microbench**: `build/bin/microbench` once (docs/microbench.md).\n")
+    w(method_of_one_core(plan))
     w(noise_rule(rows, plan))
 
     w("## Idle memory\n")
@@ -563,6 +763,9 @@ def main():
         w(loadgen_busy_section(rows, per_client))
         w("![latency spectrum](latency_spectrum.png)\n\n![chat throughput](chat_throughput.png)\n")
     w(ceiling_section(rows))
+    w(efficiency_section(rows))
+    w(capacity_section(rows, plan))
+    w(several_cores_section(rows, plan))
 
     best_dps, measured = {}, aggregate.measured_ceilings(rows)
     for c in configs:
@@ -619,11 +822,11 @@ def main():
     for c in configs:
         v = aggregate.variant_of(rows, c)
         lines.append([label(rows, c), fmt_bytes(rss.get(c)), fmt_bytes(mem.get(c)),
-                      fmt_us(p99.get(c)),
+                      fmt_us(p99.get(c)), headline(rows, c, plan),
                       ("≥ " if measured.get(c, {}).get("lower_bound") else "") + fmt_num(best_dps.get(c)), f"{cpu[c]:.3g} µs" if cpu.get(c) else "–",
                       code_size(loc.get(v, {}))])
     w(table(["variant", "RSS / idle conn", "server host / idle conn",
-             f"broadcast p99 at {fmt_num(top_bc)} clients",
+             f"broadcast p99 at {fmt_num(top_bc)} clients", "deliveries per server core-s",
              "chat ceiling deliveries/s" if measured else "best sustained deliveries/s",
              f"CPU / delivery at {fmt_num(common_chat)}/s per client", "lines of code"], lines))
     shared = loc.get("shared", {})

@@ -20,7 +20,7 @@ import socket
 import sys
 from pathlib import Path
 
-from chatbench import matrix, variants
+from chatbench import cpu_quota, matrix, variants
 from chatbench.variants import PEER_NAMES, ROOT
 
 
@@ -91,8 +91,10 @@ def parse_args():
     p.add_argument("--quiet-wait-s", type=float, default=env_default("QUIET_WAIT_S", None),
                    help="longest wait before an idle point for TIME_WAIT sockets to go and "
                         "memory to settle (default 60, quick 5)")
-    p.add_argument("--modes", default=env_default("MODES", "idle,broadcast,chat,ceiling,microbench"),
-                   help="ceiling runs only where loadgen has --find-ceiling")
+    p.add_argument("--modes", default=env_default("MODES", "idle,broadcast,chat,ceiling,efficiency,microbench"),
+                   help="ceiling runs only where loadgen has --find-ceiling; capacity (not a default: "
+                        "root, and long) is also --capacity")
+    add_capacity_options(p)
     p.add_argument("--server-threads", default=env_default("SERVER_THREADS", "1"),
                    help="server core counts N, comma-separated (default 1): at each N the "
                         "server runs on CPUs 0..N-1 (asio, coro, fibers and their uring "
@@ -130,11 +132,91 @@ def parse_args():
         p.error("unknown peer(s): " + ",".join(sorted(unknown)) + " (known: "
                 + ",".join(PEER_NAMES) + ", or all)")
     a.modes = [m for m in a.modes.split(",") if m]
+    read_capacity_options(p, a)
     if not a.server_threads or min(a.server_threads) < 1 or len(set(a.server_threads)) != len(a.server_threads):
         p.error("--server-threads: distinct core counts of 1 or more, e.g. 1,2,4")
+    if "capacity" in a.modes:  # not a bad command line, but nothing to run it on: exit 1 before setup and build
+        try:
+            cpu_quota.require_root()
+            cpu_quota.find_controller()
+        except cpu_quota.QuotaError as e:
+            sys.exit(f"run_matrix: --modes capacity: {e}")
     if a.check_args:
         sys.exit(0)
     return a
+
+
+def add_capacity_options(p):
+    """The efficiency and capacity modes (docs/methodology.md "Efficiency", "Capacity per
+    server core")."""
+    p.add_argument("--efficiency-rates", default=env_default("EFFICIENCY_RATES", None),
+                   help="efficiency: chat lines/s per client, each a step of one run (default 20,40: "
+                        "below every server's and loadgen's limits here; quick 20)")
+    p.add_argument("--efficiency-repeats", default=env_default("EFFICIENCY_REPEATS", None),
+                   help="efficiency: repeats, interleaved across variants (default 5, quick 1)")
+    p.add_argument("--capacity", action="store_true", default=env_default("CAPACITY", "") != "",
+                   help="add the capacity mode: a ceiling search with the server under a CPU quota "
+                        "(needs root and a cgroup CPU controller)")
+    p.add_argument("--capacity-quota", default=env_default("CAPACITY_QUOTA", "0.3"),
+                   help="capacity: the server's CPU quota per core, in (0, 1] (default 0.3)")
+    p.add_argument("--capacity-period-ms", default=env_default("CAPACITY_PERIOD_MS", "5"),
+                   help="capacity: the quota's period in ms (default 5; quota x period ≥ 1 ms)")
+    p.add_argument("--capacity-repeats", default=env_default("CAPACITY_REPEATS", None),
+                   help="capacity: repeats of each search (default 4, quick 1)")
+    p.add_argument("--capacity-validate", action="store_true",
+                   default=env_default("CAPACITY_VALIDATE", "") != "",
+                   help="capacity: also measure the grid of --capacity-validate-quotas x "
+                        "--capacity-validate-periods for --capacity-validate-variants (implies --capacity)")
+    p.add_argument("--capacity-validate-quotas", default=env_default("CAPACITY_VALIDATE_QUOTAS", "0.2,0.3,0.4"))
+    p.add_argument("--capacity-validate-periods", default=env_default("CAPACITY_VALIDATE_PERIODS", "5,20"),
+                   help="ms (default 5,20: the kernel takes no quota under 1 ms, so a 1 ms period "
+                        "allows only a quota of 1.0)")
+    p.add_argument("--capacity-validate-variants",
+                   default=env_default("CAPACITY_VALIDATE_VARIANTS", "asio,fibers,threads,eventlet"),
+                   help="default asio,fibers,threads,eventlet (threads and eventlet also for the "
+                        "cross-check against their ceilings without a quota)")
+    p.add_argument("--capacity-threads", default=env_default("CAPACITY_THREADS", "1"),
+                   help="capacity: server core counts N (default 1); each N > 1 runs every variant "
+                        "that can on CPUs 0..N-1 under N x the quota, loadgen on every CPU")
+
+
+def read_capacity_options(p, a):
+    """Reads and checks the efficiency and capacity options (a usage error: exit 2)."""
+    q = a.quick
+    try:
+        a.efficiency_rates = float_list(a.efficiency_rates or ("20" if q else "20,40"))
+        a.efficiency_repeats = int(a.efficiency_repeats or (1 if q else 5))
+        a.capacity_quota = float(a.capacity_quota)
+        a.capacity_period_ms = float(a.capacity_period_ms)
+        a.capacity_repeats = int(a.capacity_repeats or (1 if q else 4))
+        a.capacity_validate_quotas = float_list(a.capacity_validate_quotas)
+        a.capacity_validate_periods = float_list(a.capacity_validate_periods)
+        a.capacity_threads = int_list(a.capacity_threads)
+    except ValueError as e:
+        p.error(f"not a number (in a capacity or efficiency option): {e}")
+    if not a.efficiency_rates or min(a.efficiency_rates) <= 0:
+        p.error("--efficiency-rates: rates above 0, e.g. 20,40")
+    if a.efficiency_repeats < 1 or a.capacity_repeats < 1:
+        p.error("--efficiency-repeats, --capacity-repeats: at least 1")
+    if a.capacity or a.capacity_validate:
+        a.modes += [] if "capacity" in a.modes else ["capacity"]
+    a.capacity_validate_variants = [v for v in a.capacity_validate_variants.split(",") if v]
+    unknown = set(a.capacity_validate_variants) - set(variants.NAMES)
+    if unknown:
+        p.error("--capacity-validate-variants: unknown variant(s): " + ",".join(sorted(unknown)))
+    if not a.capacity_threads or min(a.capacity_threads) < 1:
+        p.error("--capacity-threads: core counts of 1 or more, e.g. 1,2")
+    cells = [(a.capacity_quota, a.capacity_period_ms)]
+    if a.capacity_validate:
+        if len(a.capacity_validate_quotas) < 2 or len(a.capacity_validate_periods) < 2:
+            p.error("--capacity-validate: at least 2 quotas and 2 periods, e.g. 0.2,0.3,0.4 and 5,20")
+        cells += [(x, y) for x in a.capacity_validate_quotas for y in a.capacity_validate_periods]
+    for quota, period in cells:
+        for n in a.capacity_threads:
+            try:
+                cpu_quota.check_quota(quota, period, n)
+            except cpu_quota.UsageError as e:
+                p.error(str(e).replace("--quota", "--capacity-quota").replace("--period-ms", "--capacity-period-ms"))
 
 
 def default_variants():

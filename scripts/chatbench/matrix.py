@@ -8,6 +8,7 @@ Each measurement starts a fresh server pinned to CPU 0 and loadgen pinned to CPU
 passed, loadgen error, limit hit before the point) is a row with status "failed" and its
 reason; the run goes on."""
 import json
+import os
 import shutil
 import signal
 import subprocess
@@ -16,9 +17,10 @@ import time
 from pathlib import Path
 
 from chatbench import machine, raw_files, results_csv
+from chatbench.cpu_quota import CpuQuota, QuotaError
 from chatbench.machine import FD_MARGIN, LOADGEN_CPU, SERVER_CPU, meminfo, read, run_text
 from chatbench.peers import PeerConfig, peer_config, peer_missing, peer_version
-from chatbench.server_process import Config, raise_nofile, server_configs, server_cores, verify
+from chatbench.server_process import Config, capacity_cores, raise_nofile, server_configs, server_cores, verify
 from chatbench.variants import BY_NAME, NAMES, PEER_BY_NAME, ROOT, config_name
 
 # What loadgen's exit statuses mean (docs/exit-status.md), for a failed row's reason.
@@ -27,13 +29,22 @@ LOADGEN_STATUS = {1: "loadgen error", 2: "bad loadgen command line", 3: "no clie
 
 
 class Measurement:
-    def __init__(self, config, mode, point, repeat, estimate_s, loadgen_args, deadline_s):
+    """One loadgen run against a fresh server; with a quota (quota per server core,
+    period in ms), the server runs under that CPU quota (chatbench.cpu_quota)."""
+
+    def __init__(self, config, mode, point, repeat, estimate_s, loadgen_args, deadline_s, quota=None):
         self.config, self.mode, self.point, self.repeat = config, mode, point, repeat
         self.estimate_s, self.loadgen_args, self.deadline_s = estimate_s, loadgen_args, deadline_s
+        self.quota = quota
+
+    @property
+    def cell(self):
+        """The quota's part of the label and of what is not retried: "-q0.3-p5", or ""."""
+        return f"-q{self.quota[0]:g}-p{self.quota[1]:g}" if self.quota else ""
 
     @property
     def label(self):
-        return f"{self.config.name}-{self.mode}-{self.point}-r{self.repeat}"
+        return f"{self.config.name}-{self.mode}-{self.point}{self.cell}-r{self.repeat}"
 
 
 class Curve:
@@ -99,16 +110,109 @@ def ceiling_measurement(args, c, r, curve):
                        deadline_s=60 + 30 * step)
 
 
+def efficiency_measurement(args, c, r):
+    """Chat at the fixed --efficiency-rates, stepped up in one run (docs/methodology.md
+    "Efficiency"): the server's CPU per delivered line where its cores have room."""
+    warm = 0.5
+    rates = args.efficiency_rates
+    return Measurement(c, "efficiency", args.chat_clients, r, 2 + len(rates) * (args.chat_duration_s + warm) + 2,
+                       ["chat", "--clients", args.chat_clients, "--room-size", args.room_size,
+                        "--rate", ",".join(f"{x:g}" for x in rates), "--duration-s", args.chat_duration_s,
+                        "--warmup-s", warm, "--size", 64],
+                       deadline_s=60 + (4 + len(rates) * (args.chat_duration_s + warm)) * 2)
+
+
+class CapacityCurve:
+    """Where each capacity search starts: half the first ceiling of the same configuration
+    and quota; else a prediction from the configuration's per-core figure so far (its
+    quota's share of it, halved); else --ceiling-start-rate. Each saves the steps an earlier
+    search climbed; the search's result does not depend on where it starts."""
+
+    def __init__(self, args):
+        self.args, self.ceilings, self.per_core = args, {}, {}
+
+    def found(self, config, quota, rows):
+        for r in rows:
+            if r.get("status") == "ok" and r.get("rate_per_client"):
+                self.ceilings.setdefault((config.name, quota), []).append(float(r["rate_per_client"]))
+            if r.get("status") == "ok" and r.get("deliveries_per_server_core_s"):
+                self.per_core.setdefault(config.name, []).append(float(r["deliveries_per_server_core_s"]))
+
+    def start_rate(self, config, quota):
+        a = self.args
+        if (config.name, quota) in self.ceilings:
+            return f"{self.ceilings[(config.name, quota)][0] / 2:g}"
+        if config.name in self.per_core:
+            fan_out = a.chat_clients * (min(a.room_size, a.chat_clients) - 1)
+            return f"{max(1.0, self.per_core[config.name][0] * quota[0] * config.threads / fan_out / 2):.3g}"
+        return f"{a.ceiling_start_rate:g}"
+
+
+def capacity_measurement(args, c, r, quota, curve):
+    """loadgen's ceiling search with the server under a CPU quota (quota per server core,
+    period in ms) and its cgroup named to loadgen (docs/methodology.md "Capacity per server
+    core"). The p99 bar is --p99-bar-ms plus the stall the quota adds at worst per period:
+    the latency the quota itself causes is not held against the server."""
+    warm = 0.5
+    step = args.chat_duration_s + warm + 1.5
+    stall_ms = quota[1] * (1 - quota[0])
+    return Measurement(c, "capacity", args.chat_clients, r, 2 + 8 * step,
+                       ["chat", "--find-ceiling", "--clients", args.chat_clients,
+                        "--room-size", args.room_size, "--rate", lambda: curve.start_rate(c, quota),
+                        "--p99-bar-ms", f"{args.p99_bar_ms + stall_ms:g}", "--duration-s", args.chat_duration_s,
+                        "--warmup-s", warm, "--size", 64]
+                       + (["--ceiling-max-steps", 6] if args.quick else []),
+                       deadline_s=60 + 30 * step, quota=quota)
+
+
+def capacity_cells(args, configs):
+    """[(config, (quota, period_ms))] the capacity mode measures each repeat: every
+    configuration at --capacity-quota/--capacity-period-ms; with --capacity-validate, the
+    --capacity-validate-variants at every quota x period of the grid too. (The
+    configurations --capacity-threads adds are measured at the default cell only.)"""
+    default = (args.capacity_quota, args.capacity_period_ms)
+    cells = [(c, default) for c in configs]
+    if args.capacity_validate:
+        grid = [(q, p) for q in args.capacity_validate_quotas for p in args.capacity_validate_periods]
+        cells += [(c, cell) for c in configs if c.variant in args.capacity_validate_variants
+                  for cell in grid if cell != default]
+    return cells
+
+
+def capacity_core_configs(args, configs, cores):
+    """The configurations --capacity-threads adds (N > 1), and [(variant, N, why)] of
+    those that cannot run here."""
+    out, skipped = [], []
+    for n in [n for n in args.capacity_threads if n > 1]:
+        pinning = capacity_cores(n, cores)
+        for c in configs:
+            if c.threads != 1:
+                continue
+            if BY_NAME[c.variant].one_core:
+                skipped.append((c.variant, n, f"{BY_NAME[c.variant].one_core}: runs on one core only"))
+            elif pinning[0] is None:
+                skipped.append((c.variant, n, pinning[1]))
+            else:
+                out.append(Config(c.variant, threads=n, pinning=pinning))
+    return out, skipped
+
+
 def loadgen_finds_ceilings(build_dir):
     """Whether this loadgen has the ceiling search (`chat --find-ceiling`)."""
     text = run_text([str(Path(build_dir) / "bin" / "loadgen"), "chat", "--help"])
     return "--find-ceiling" in text
 
 
-def plan(args, target, configs, curve, peers=()):
+# The modes a variant must have (variants.Variant.modes) for the modes built on them.
+MODE_BASE = {"efficiency": "chat", "capacity": "ceiling"}
+
+
+def plan(args, target, configs, curve, peers=(), capacity=((), None)):
     """The matrix, repeat-major so that drift of the machine spreads over all variants.
     Within a repeat the ceiling searches come before the fixed-rate chat curve, whose top
-    rates follow from the ceilings. The extra stack sizes run on one server core only."""
+    rates follow from the ceilings; then the efficiency runs and the capacity searches,
+    which have their own repeat counts. The extra stack sizes run on one server core only.
+    capacity: ([(config, cell)], CapacityCurve) from capacity_cells."""
     one_core = {c.variant for c in configs if c.threads == 1}
     stacks = {"threads": args.thread_small_stack, "fibers": args.fiber_big_stack}
     extra = [Config(v, stacks[v]) for v in NAMES  # in the registry's order: threads, fibers
@@ -122,7 +226,7 @@ def plan(args, target, configs, curve, peers=()):
         return ["--connect-rate", variant(c).connect_rate] if variant(c) and variant(c).connect_rate else []
 
     def runs(mode):
-        return [c for c in configs if mode in variant(c).modes]
+        return [c for c in configs if MODE_BASE.get(mode, mode) in variant(c).modes]
 
     out = []
     for r in range(1, args.repeats + 1):
@@ -149,6 +253,19 @@ def plan(args, target, configs, curve, peers=()):
             out += [ceiling_measurement(args, c, r, curve) for c in runs("ceiling")]
         if "chat" in args.modes:
             out += [chat_measurement(args, c, r, curve) for c in runs("chat")]
+    return out + efficiency_and_capacity_plan(args, runs("efficiency"), *capacity)
+
+
+def efficiency_and_capacity_plan(args, chat_configs, cells, capacity_curve):
+    """After the main matrix, the efficiency runs and capacity searches, each with its
+    own repeat count, repeat-major: every configuration's (and cell's) repeat r before any
+    repeat r + 1, so that drift of the machine spreads over them all."""
+    out = []
+    for r in range(1, max(args.efficiency_repeats, args.capacity_repeats) + 1):
+        if "efficiency" in args.modes and r <= args.efficiency_repeats:
+            out += [efficiency_measurement(args, c, r) for c in chat_configs]
+        if "capacity" in args.modes and r <= args.capacity_repeats:
+            out += [capacity_measurement(args, c, r, cell, capacity_curve) for c, cell in cells]
     return out
 
 
@@ -198,17 +315,30 @@ def wait_quiet(bound_s):
 def run_measurement(m, build_dir, raw):
     """One fresh server, one loadgen run. Returns (status, why, json_path)."""
     json_path = raw / f"{m.label}.json"
+    quota = None
+    if m.quota:  # the server's own cgroup, made before it starts and removed after it stops
+        quota = CpuQuota(*m.quota, cores=m.config.threads, name=f"{os.getpid()}-{m.label}")
+        try:
+            quota.create()
+        except QuotaError as e:
+            return "failed", f"no CPU quota: {e}", None
     server = m.config.server(build_dir, raw / f"{m.label}.server.log")
     why = ""
     try:
         server.start()
+        if quota:  # the whole process, every thread it has started and will start (cgroup.procs)
+            quota.add(server.proc.pid)
     except (OSError, RuntimeError) as e:
         server.stop()
-        return "failed", f"server did not start: {e}", None
+        if quota:
+            quota.remove()
+        return "failed", f"server did not start{' under its quota' if server.port else ''}: {e}", None
     cmd = ["taskset", "-c", m.config.loadgen_cpus, str(Path(build_dir) / "bin" / "loadgen")]
     cmd += [str(x() if callable(x) else x) for x in m.loadgen_args]  # callables: learnt so far
     cmd += ["--port", str(server.port), "--server-pid", str(server.proc.pid),
             "--threads", str(m.config.threads), "--quiet", "--json", str(json_path)]
+    if quota:
+        cmd += ["--server-cgroup", str(quota.path)]
     try:
         with open(raw / f"{m.label}.loadgen.log", "wb") as log:
             log.write((" ".join(cmd) + "\n").encode())
@@ -220,8 +350,10 @@ def run_measurement(m, build_dir, raw):
                     why = f"loadgen exited {rc}: {LOADGEN_STATUS.get(rc, 'see the log')}"
             except subprocess.TimeoutExpired:
                 why = f"deadline of {m.deadline_s:.0f} s passed"
-    finally:  # also when the run is interrupted: no server outlives it
+    finally:  # also when the run is interrupted: no server outlives it, nor its cgroup
         note = server.stop()
+        if quota:
+            quota.remove()
     if why or not json_path.exists():
         return "failed", why or "loadgen wrote no report", None
     report = json.loads(json_path.read_text())
@@ -361,6 +493,14 @@ def measure(args, build_dir, out):
 
     # --server-threads: what runs on how many cores, and what cannot run here (and why).
     planned, skipped = server_configs(args.variants, args.server_threads, desc["cores"] or 1)
+    capacity_configs, capacity_skipped = [], []
+    if "capacity" in args.modes:
+        desc["cpu_quota"] = probe_quota(args)
+        capacity_configs, capacity_skipped = capacity_core_configs(
+            args, [c for c in planned if "ceiling" in BY_NAME[c.variant].modes], desc["cores"] or 1)
+        planned += capacity_configs
+        for v, n, why in capacity_skipped:
+            print(f"skip   {config_name(v, '', n):9s} capacity: {why}", flush=True)
     by_n = desc["pinning"]["server_threads"] = {}
     for n in args.server_threads:
         cpus, loadgen = server_cores(n, desc["cores"] or 1) if n > 1 else (SERVER_CPU, LOADGEN_CPU)
@@ -386,8 +526,12 @@ def measure(args, build_dir, out):
         args.modes.remove("ceiling")
         desc["ceiling_search"] = "not run: this loadgen has no `chat --find-ceiling`"
         print("  note: " + desc["ceiling_search"])
-    curve = Curve(args)
-    measurements = plan(args, target, configs, curve, peers)
+    curve, capacity_curve = Curve(args), CapacityCurve(args)
+    # The configurations --capacity-threads added are measured in the capacity mode only.
+    main = [c for c in configs if c not in capacity_configs]
+    cells = capacity_cells(args, [c for c in main if c.threads == 1 and "ceiling" in BY_NAME[c.variant].modes])
+    cells += [(c, (args.capacity_quota, args.capacity_period_ms)) for c in configs if c in capacity_configs]
+    measurements = plan(args, target, main, curve, peers, (cells, capacity_curve))
     micro_estimate = (20 if args.quick else 60) if "microbench" in args.modes else 0
     write_plan(out, args, target, configs, skipped, peers, measurements)
     (out / "machine.json").write_text(json.dumps(desc, indent=1))
@@ -396,7 +540,7 @@ def measure(args, build_dir, out):
                         + ([("microbench", micro_estimate)] if micro_estimate else []))
 
     def modes_of(variant):
-        return [m for m in args.modes if m != "microbench" and m in BY_NAME[variant].modes]
+        return [m for m in args.modes if m != "microbench" and MODE_BASE.get(m, m) in BY_NAME[variant].modes]
     rows = []
     for c, why in failures.items():
         for mode in modes_of(c.variant):
@@ -405,11 +549,12 @@ def measure(args, build_dir, out):
     for v, n, why in skipped:
         rows += [results_csv.skipped_row(config_name(v, "", n), v, n, mode, why)
                  for mode in modes_of(v)]
+    rows += [results_csv.skipped_row(config_name(v, "", n), v, n, "capacity", why) for v, n, why in capacity_skipped]
     # A point a configuration could not reach is not retried in later repeats: it would
     # cost another deadline to learn the same thing.
     unreachable = {}
     for i, m in enumerate(measurements, 1):
-        key = (m.config.name, m.mode, m.point)
+        key = (m.config.name, m.mode, m.point, m.cell)
         progress.line(f"{i}/{len(measurements)} {m.config.name} {m.mode} {m.point} repeat {m.repeat}")
         begin = time.monotonic()
         quiet = None
@@ -431,6 +576,9 @@ def measure(args, build_dir, out):
                                            m.point, m.repeat, status, why, path, out,
                                            server_threads=m.config.threads)
         results_csv.add_quiet(new, quiet)
+        if m.quota:
+            results_csv.add_quota(new, *m.quota, p99_bar_ms=args.p99_bar_ms + m.quota[1] * (1 - m.quota[0]))
+            capacity_curve.found(m.config, m.quota, new)
         rows.extend(new)
         if m.mode == "ceiling":
             curve.found(m.config.name, new)
@@ -453,6 +601,18 @@ def measure(args, build_dir, out):
     (out / "machine.json").write_text(json.dumps(desc, indent=1))
     progress.line(f"measurements done: {out / 'results.csv'} ({len(rows)} rows)")
     return progress
+
+
+def probe_quota(args):
+    """Whether this machine can hold a server to a CPU quota (root, a cgroup CPU
+    controller that takes the quota asked for): a cgroup made and removed at once. Exits
+    with the reason (status 1) before anything is measured if not; returns where the
+    controller is, for machine.json."""
+    try:
+        with CpuQuota(args.capacity_quota, args.capacity_period_ms, name=f"{os.getpid()}-probe") as quota:
+            return str(quota.controller)
+    except QuotaError as e:
+        sys.exit(f"run_matrix: --modes capacity: {e}")
 
 
 def idle_target(args, desc, build_dir):
@@ -527,6 +687,21 @@ def write_plan(out, args, target, configs, skipped, peers, measurements):
                  "size": 64, "extends_past_ceilings": "ceiling" in args.modes},
         "ceiling": {"start_rate": args.ceiling_start_rate, "p99_bar_ms": args.p99_bar_ms}
         if "ceiling" in args.modes else None,
+        "efficiency": {"rates": args.efficiency_rates, "repeats": args.efficiency_repeats,
+                       "clients": args.chat_clients, "room_size": args.room_size,
+                       "duration_s": args.chat_duration_s}
+        if "efficiency" in args.modes else None,
+        "capacity": {"quota": args.capacity_quota, "period_ms": args.capacity_period_ms,
+                     "repeats": args.capacity_repeats, "p99_bar_ms": args.p99_bar_ms,
+                     "p99_bar": "p99_bar_ms + the quota's stall, period x (1 - quota)",
+                     "validate": {"quotas": args.capacity_validate_quotas,
+                                  "periods_ms": args.capacity_validate_periods,
+                                  "variants": args.capacity_validate_variants}
+                     if args.capacity_validate else None,
+                     "threads": args.capacity_threads,
+                     "threads_pinning": "server on CPUs 0..N-1 under N x quota, loadgen on every CPU "
+                                        "with --threads N"}
+        if "capacity" in args.modes else None,
         "stacks": {"threads": args.thread_small_stack, "fibers": args.fiber_big_stack},
         "modes": args.modes, "quick": args.quick,
         "measurements": [m.label for m in measurements],

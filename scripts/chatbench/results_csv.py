@@ -51,6 +51,18 @@ COLUMNS = [
     # chat and ceiling: loadgen's CPU s / (window x its one pinned core); ceiling: the
     # server's the same way, what stopped the search, whether the figure is a lower bound
     "loadgen_cpu_fraction", "server_cpu_fraction", "limited_by", "lower_bound",
+    # efficiency (a chat step at a fixed rate, docs/methodology.md "Efficiency"): why the
+    # point measures the rate rather than the server, "; "-separated; empty when it does not
+    "efficiency_flags",
+    # capacity (a ceiling search with the server under a CPU quota, "Capacity per server
+    # core"); ceiling rows carry the per-core columns too. The quota per server core and its
+    # period; the stall the quota adds at worst (period - quota x period); the p99 bar the
+    # search judged by; at the ceiling: the server's CPU s per s (cores' worth used), the
+    # periods its cgroup ran and was held back in, and for how long; the ceiling over the
+    # cores used, or why it is withheld
+    "capacity_quota", "capacity_period_ms", "quota_stall_ms", "p99_bar_ms", "server_cores",
+    "server_periods", "server_throttled_periods", "server_throttled_s",
+    "deliveries_per_server_core_s", "per_core_withheld",
 ]
 
 
@@ -97,6 +109,7 @@ def _cpu(row, cpu, deliveries_per_s, cores):
     row["window_s"] = cpu.get("window_s")
     row["loadgen_saturated"] = cpu.get("loadgen_saturated")
     row["loadgen_cpu_fraction"] = loadgen_fraction(cpu, cores)
+    row["server_cpu_fraction"] = cpu.get("server_cpu_fraction")
     delivered = (deliveries_per_s or 0) * (cpu.get("window_s") or 0)
     if row["server_cpu_s"] is not None and delivered > 0:
         row["server_cpu_per_delivery_us"] = row["server_cpu_s"] / delivered * 1e6
@@ -194,7 +207,7 @@ def rows_from_report(config, variant, stack, mode, point, repeat, status, why, p
         row["late_sends"] = _get(report, "lines", "late_sends")
         _lines(row, report.get("lines"))
         return [row]
-    if mode == "ceiling":
+    if mode in ("ceiling", "capacity"):
         return [ceiling_row(base, point, report, why)]
     # chat: one row per rate step
     clients = report.get("clients_connected") or 0
@@ -210,6 +223,8 @@ def rows_from_report(config, variant, stack, mode, point, repeat, status, why, p
         _cpu(row, step.get("cpu"), row["deliveries_per_s"], server_threads)
         row["late_sends"] = step.get("late_sends")
         _lines(row, report.get("lines"))
+        if mode == "efficiency":
+            row["efficiency_flags"] = "; ".join(efficiency_flags(row))
         rows.append(row)
     if not rows:
         rows.append(dict(base, point=point, status="failed", why=why or "no rate step in the report"))
@@ -230,6 +245,45 @@ def loadgen_fraction(cpu, cores):
     return used / (window * cores)
 
 
+# An efficiency point measures the server only while its cores have room and loadgen
+# has headroom, and the server keeps up: past that, CPU per line is the window over the
+# rate (a full core divided among whatever arrived), or loadgen's limit.
+EFFICIENCY_MAX_SERVER_BUSY = 0.9
+EFFICIENCY_MAX_LOADGEN = 0.7          # the ceiling search's bar on loadgen
+EFFICIENCY_MIN_DELIVERED = 0.99       # the ceiling search's: deliveries/s over offered
+EFFICIENCY_P99_BAR_US = 100_000
+
+
+def efficiency_flags(row):
+    """Why an efficiency row does not measure the server's cost per line, each flag "KIND
+    (DETAIL)"; [] when it does."""
+    flags = []
+    busy, loadgen = num(row.get("server_cpu_fraction")), num(row.get("loadgen_cpu_fraction"))
+    offered, delivered = num(row.get("offered_deliveries_per_s")), num(row.get("deliveries_per_s"))
+    p99 = num(row.get("latency_p99_us"))
+    if busy is None:
+        flags.append("no server CPU figure")
+    elif busy >= EFFICIENCY_MAX_SERVER_BUSY:
+        flags.append(f"server cores ≥ {EFFICIENCY_MAX_SERVER_BUSY:.0%} busy ({busy:.0%}: the figure measures the rate)")
+    if loadgen is not None and loadgen > EFFICIENCY_MAX_LOADGEN:
+        flags.append(f"loadgen over {EFFICIENCY_MAX_LOADGEN:.0%} ({loadgen:.0%})")
+    if offered and (delivered or 0) < EFFICIENCY_MIN_DELIVERED * offered:
+        flags.append(f"server did not keep up ({(delivered or 0) / offered:.1%} of offered delivered)")
+    elif p99 is None or p99 > EFFICIENCY_P99_BAR_US:
+        flags.append("server did not keep up (p99 over 100 ms)" if p99 else "nothing delivered")
+    return flags
+
+
+def add_quota(rows, quota, period_ms, p99_bar_ms):
+    """The CPU quota a capacity search ran under, into its rows: quota per server core,
+    period, the stall it adds at worst per period, and the p99 bar the search judged by."""
+    for row in rows:
+        row["capacity_quota"] = quota
+        row["capacity_period_ms"] = period_ms
+        row["quota_stall_ms"] = round(period_ms * (1 - quota), 3)
+        row["p99_bar_ms"] = p99_bar_ms
+
+
 def ceiling_row(base, point, report, why):
     """The row of one `loadgen chat --find-ceiling` run (docs/loadgen.md): the highest
     rate at which every condition held, what failed above it, and the server's CPU per
@@ -246,6 +300,16 @@ def ceiling_row(base, point, report, why):
     if row["server_cpu_fraction"] is not None and row["deliveries_per_s"]:
         row["server_cpu_per_delivery_us"] = (row["server_cpu_fraction"] * base["server_threads"]
                                              / row["deliveries_per_s"] * 1e6)
+    # The per-core figure as loadgen computed and withheld it (docs/loadgen.md); a report
+    # of a loadgen before it has neither key, and then no figure.
+    row["server_cores"] = c.get("server_cores")
+    row["deliveries_per_server_core_s"] = c.get("deliveries_per_server_core_s")
+    row["per_core_withheld"] = c.get("deliveries_per_server_core_s_withheld") or (
+        "" if "deliveries_per_server_core_s" in c else "this loadgen reports no per-core figure")
+    cgroup = c.get("server_cgroup") or {}
+    row["server_periods"] = cgroup.get("periods")
+    row["server_throttled_periods"] = cgroup.get("throttled_periods")
+    row["server_throttled_s"] = cgroup.get("throttled_s")
     return row
 
 

@@ -52,12 +52,13 @@ class Config:
     """One server configuration: a variant, possibly with a non-default stack size, on
     `threads` server cores (loadgen on as many): variants.config_name names it."""
 
-    def __init__(self, variant, stack="", threads=1, cores=None):
+    def __init__(self, variant, stack="", threads=1, cores=None, pinning=None):
         self.variant, self.stack, self.threads = variant, stack, threads
         self.name = config_name(variant, stack, threads)
         # One core: as before --server-threads, also on a one-core machine (with a warning).
-        self.server_cpus, self.loadgen_cpus = (SERVER_CPU, LOADGEN_CPU) if threads == 1 \
-            else server_cores(threads, cores or os.cpu_count() or 1)
+        # pinning: (server CPUs, loadgen CPUs) chosen by the caller (capacity_cores).
+        self.server_cpus, self.loadgen_cpus = pinning or ((SERVER_CPU, LOADGEN_CPU) if threads == 1
+                                                          else server_cores(threads, cores or os.cpu_count() or 1))
 
     def command(self, build_dir):
         v = BY_NAME[self.variant]
@@ -73,6 +74,17 @@ class Config:
 
     def server(self, build_dir, log_path):
         return Server(self, build_dir, log_path)
+
+
+def capacity_cores(n, cores):
+    """(server CPUs, loadgen CPUs) for a server on n cores under a CPU quota
+    (docs/methodology.md "Capacity per server core", on several cores), or (None, why):
+    the server on CPUs 0..n-1, loadgen on every CPU. A server held to a quota leaves
+    most of its cores' time free, and that is loadgen's."""
+    if n > cores:
+        return None, f"{n} server cores; this machine has {cores}"
+    span = lambda first, count: str(first) if count == 1 else f"{first}-{first + count - 1}"  # noqa: E731
+    return span(0, n), span(0, cores)
 
 
 class Server:

@@ -366,6 +366,12 @@ def loadgen_no_such_process(args):
     loadgen(args, "idle", "--server-pid", str(pid_max + 1)).usage_error(r"--server-pid")
 
 
+def loadgen_not_a_cgroup(args):
+    with tempfile.TemporaryDirectory() as directory:  # a directory, but no cgroup's cpu.stat
+        loadgen(args, "chat", "--server-cgroup", directory).usage_error(
+            r"--server-cgroup: '.*' is not a cgroup of the CPU controller")
+
+
 def loadgen_json_directory_missing(args):
     loadgen(args, "idle", "--json", "/nonexistent-dir/report.json").usage_error(
         r"--json: no directory /nonexistent-dir")
@@ -438,6 +444,83 @@ def script_help(args, script):
     others = {"run_all.sh": "run_matrix.py"}
     if script in others:
         check(others[script] not in run.out.splitlines()[0], f"the usage names {others[script]}")
+
+
+# ---- scripts/cpu_quota.py (docs/methodology.md "Capacity per server core") -----------------
+
+def quota_refused(args, script, status, pattern, *options, preexec=None):
+    """cpu_quota.py run with these options refuses before running anything: the status,
+    one line naming what is wrong (plus argparse's usage line for a bad command line), and
+    no cgroup made."""
+    marker = Path(tempfile.mkdtemp(prefix="cli-quota-")) / "ran"
+    try:
+        run = Run(script_command(args, script) + [*options, "--", "/bin/touch", str(marker)], preexec=preexec)
+        check(run.status == status, f"exit status {run.status}, expected {status}")
+        check(re.search(pattern, run.err), f"stderr does not match {pattern!r}")
+        lines = [line for line in run.err.strip().splitlines() if not line.startswith("usage:")]
+        check(len(lines) == 1, f"{len(lines)} lines on stderr besides the usage, expected one")
+        check(not marker.exists(), "the command ran")
+        check(not list(Path("/sys/fs/cgroup").glob(f"*/chatbench-quota-{run.session}*")), "a cgroup was made")
+        run.left_nothing()
+    finally:
+        shutil.rmtree(marker.parent)
+
+
+def script_quota_out_of_range(args, script):
+    for quota in ["1.5", "0", "-0.2"]:
+        quota_refused(args, script, 2, r"--quota .* is not a fraction of a core in \(0, 1\]",
+                      "run", "--quota", quota, "--period-ms", "10")
+
+
+def script_period_too_short(args, script):
+    # The kernel takes no quota under 1 ms: 0.2 of a 1 ms period is 200 µs.
+    quota_refused(args, script, 2, r"under the kernel's 1 ms minimum: use --period-ms 5 or more",
+                  "run", "--quota", "0.2", "--period-ms", "1")
+    quota_refused(args, script, 2, r"--period-ms 2000 is outside", "run", "--quota", "0.2", "--period-ms", "2000")
+
+
+def not_root(args):
+    """(preexec, uid): a preexec that drops root to nobody, or None when not root; skips
+    (77) where nobody cannot reach the scripts."""
+    if os.geteuid() != 0:
+        return None, os.geteuid()
+    for d in [args.root.resolve(), *args.root.resolve().parents]:
+        if d.stat().st_mode & 0o005 != 0o005:
+            print(f"nobody may not enter {d}")
+            sys.exit(SKIP)
+
+    def as_nobody():
+        os.setgroups([])
+        os.setgid(65534)
+        os.setuid(65534)
+    return as_nobody, 65534
+
+
+def script_not_root(args, script):
+    preexec, uid = not_root(args)
+    quota_refused(args, script, 1, rf"^cpu_quota: a CPU quota needs root to create a cgroup \(running as uid {uid}\)$",
+                  "run", "--quota", "0.3", "--period-ms", "10", preexec=preexec)
+
+
+def script_capacity_not_root(args, script):
+    """run_matrix.py --capacity without root: exit 1 with the reason at once, before run_all.sh's
+    setup and build, not a failed row per search after them."""
+    preexec, uid = not_root(args)
+    run = Run(script_command(args, script) + ["--check-args", "--capacity"], preexec=preexec)
+    check(run.status == 1, f"exit status {run.status}, expected 1")
+    check(run.err.strip().endswith(f"run_matrix: --modes capacity: a CPU quota needs root to create a cgroup "
+                                   f"(running as uid {uid})"), "stderr does not say root is needed")
+    run.left_nothing()
+
+
+def script_no_controller(args, script):
+    with tempfile.TemporaryDirectory() as root:
+        mounts = Path(root) / "mounts"
+        (Path(root) / "unified").mkdir()
+        (Path(root) / "unified" / "cgroup.controllers").write_text("memory pids\n")
+        mounts.write_text(f"cgroup2 {root}/unified cgroup2 rw 0 0\ncgroup {root}/memory cgroup rw,memory 0 0\n")
+        quota_refused(args, script, 1, r"no cgroup CPU controller.*looked in .*unified/cgroup.controllers lists memory pids",
+                      "--mounts", str(mounts), "run", "--quota", "0.3", "--period-ms", "10")
 
 
 # ---- main --------------------------------------------------------------------------------

@@ -1,6 +1,9 @@
 // Unit tests of the ceiling search (loadgen/ceiling.*) against simulated servers, and of
 // the CPU figures it judges by: the one loadgen CPU fraction and per-core busy time.
 #include <algorithm>
+#include <cmath>
+#include <filesystem>
+#include <fstream>
 #include <gtest/gtest.h>
 #include <sched.h>
 #include <thread>
@@ -18,6 +21,8 @@ namespace {
 // loadgen that runs out of CPU above `loadgen_limit`.
 struct Simulated {
   double capacity = 1e9, loadgen_limit = 1e9, lose_above = 1e9;
+  std::optional<double> server_cores = 0.25;  // a server held to a quarter of a core; nullopt: no --server-pid
+  bool keeps_up_late = false;  // above capacity it still delivers everything, with p99 over the bar
   int die_at_step = -1;
   std::vector<int> late_at_steps;  // 1-based steps whose window has 5% of its sends late
   std::vector<double> rates;
@@ -27,12 +32,13 @@ struct Simulated {
     StepResult s;
     s.rate_per_client = rate;
     s.offered_per_s = rate * 90;  // ten rooms of ten... any constant will do
-    s.deliveries_per_s = std::min(rate, capacity) * 90;
+    s.deliveries_per_s = (keeps_up_late ? rate : std::min(rate, capacity)) * 90;
     s.p99_us = rate <= capacity ? 500.0 : 250'000.0;
     s.sends = static_cast<std::uint64_t>(rate * 100);
     s.late_sends = std::count(late_at_steps.begin(), late_at_steps.end(), static_cast<int>(rates.size())) ? s.sends / 20 : 0;
     s.lost = rate > lose_above ? 3 : 0;
     s.loadgen_cpu_fraction = rate > loadgen_limit ? 0.95 : 0.3;
+    s.server_cores = server_cores;
     s.server_died = static_cast<int>(rates.size()) == die_at_step;
     return s;
   }
@@ -168,6 +174,125 @@ TEST(CeilingSearch, AServerThatDiesEndsTheSearch) {
   const auto gone = find_ceiling(CeilingOptions{}, [&](double rate) { return Simulated{}(rate); }, [&] { return ++settles < 3; });
   EXPECT_TRUE(gone.server_died);
   EXPECT_EQ(gone.steps.size(), 2u);
+}
+
+TEST(PerServerCore, IsTheCeilingsDeliveriesOverTheCoresTheServerUsedThere) {
+  for (const bool latency : {false, true}) {  // stopped by the server falling behind, or by its p99
+    Simulated sim;
+    sim.capacity = 137;
+    sim.keeps_up_late = latency;
+    const auto r = search(sim, 10);
+    ASSERT_TRUE(r.ceiling && r.first_above);
+    EXPECT_EQ(r.verdicts[*r.first_above].limit, latency ? Limit::latency : Limit::server);
+    const auto figure = per_server_core(r);
+    const StepResult& top = r.steps[*r.ceiling];
+    ASSERT_TRUE(figure.deliveries_per_core_s) << figure.withheld;
+    EXPECT_DOUBLE_EQ(*figure.deliveries_per_core_s, top.deliveries_per_s / 0.25);
+    EXPECT_EQ(figure.withheld, "");
+    const auto json = ceiling_json(r);
+    EXPECT_EQ(json.at("deliveries_per_server_core_s").as_double(), std::round(top.deliveries_per_s * 4));
+    EXPECT_TRUE(json.at("deliveries_per_server_core_s_withheld").is_null());
+    EXPECT_EQ(json.at("server_cores").as_double(), 0.25);
+  }
+}
+
+TEST(PerServerCore, IsWithheldFromASearchLoadgenStopped) {
+  Simulated sim;
+  sim.capacity = 500;
+  sim.loadgen_limit = 100;
+  const auto r = search(sim, 10);
+  ASSERT_TRUE(r.ceiling && r.first_above);
+  ASSERT_EQ(r.verdicts[*r.first_above].limit, Limit::loadgen);
+  const auto figure = per_server_core(r);
+  EXPECT_FALSE(figure.deliveries_per_core_s);
+  EXPECT_NE(figure.withheld.find("loadgen"), std::string::npos) << figure.withheld;
+  const auto json = ceiling_json(r);
+  EXPECT_TRUE(json.at("deliveries_per_server_core_s").is_null());
+  EXPECT_NE(std::string(json.at("deliveries_per_server_core_s_withheld").as_string()).find("loadgen"),
+            std::string::npos);
+}
+
+TEST(PerServerCore, IsWithheldFromASearchLossStopped) {
+  Simulated sim;
+  sim.lose_above = 50;
+  const auto r = search(sim, 10);
+  ASSERT_TRUE(r.ceiling && r.first_above);
+  ASSERT_EQ(r.verdicts[*r.first_above].limit, Limit::loss);
+  const auto figure = per_server_core(r);
+  EXPECT_FALSE(figure.deliveries_per_core_s);
+  EXPECT_NE(figure.withheld.find("loss"), std::string::npos) << figure.withheld;
+  EXPECT_TRUE(ceiling_json(r).at("deliveries_per_server_core_s").is_null());
+}
+
+TEST(PerServerCore, IsWithheldWithoutTheServersCpuOrAnUpperBracket) {
+  Simulated blind;
+  blind.capacity = 137;
+  blind.server_cores.reset();  // no --server-pid
+  auto figure = per_server_core(search(blind, 10));
+  EXPECT_FALSE(figure.deliveries_per_core_s);
+  EXPECT_NE(figure.withheld.find("--server-pid"), std::string::npos) << figure.withheld;
+
+  Simulated endless;  // never fails: the server's limit was not reached
+  figure = per_server_core(search(endless, 10, 6));
+  EXPECT_FALSE(figure.deliveries_per_core_s);
+  EXPECT_NE(figure.withheld.find("step budget"), std::string::npos) << figure.withheld;
+
+  Simulated dies;
+  dies.capacity = 137;
+  dies.die_at_step = 3;
+  figure = per_server_core(search(dies, 10));
+  EXPECT_FALSE(figure.deliveries_per_core_s);
+  EXPECT_NE(figure.withheld.find("died"), std::string::npos) << figure.withheld;
+}
+
+// A cgroup directory of either version, written by hand: what read_cgroup_cpu() reads.
+struct FakeCgroup {
+  std::string dir;
+  FakeCgroup() {
+    char path[] = "/tmp/ceiling-unit-cgroup-XXXXXX";
+    dir = mkdtemp(path);
+  }
+  ~FakeCgroup() { std::filesystem::remove_all(dir); }
+  void write(const std::string& name, const std::string& text) const { std::ofstream(dir + "/" + name) << text; }
+};
+
+TEST(CgroupCpu, ReadsAVersion2QuotaAndThrottling) {
+  FakeCgroup cgroup;
+  EXPECT_FALSE(read_cgroup_cpu(cgroup.dir));  // no cpu.stat: not a cgroup of the CPU controller
+  cgroup.write("cpu.stat", "usage_usec 900\nnr_periods 40\nnr_throttled 30\nthrottled_usec 250000\n");
+  EXPECT_FALSE(read_cgroup_cpu(cgroup.dir));  // nor without a quota file
+  cgroup.write("cpu.max", "3000 10000\n");
+  const auto before = read_cgroup_cpu(cgroup.dir);
+  ASSERT_TRUE(before);
+  EXPECT_EQ(before->periods, 40u);
+  EXPECT_EQ(before->throttled_periods, 30u);
+  EXPECT_EQ(before->throttled_ns, 250'000'000);
+  ASSERT_TRUE(before->quota_cores);
+  EXPECT_DOUBLE_EQ(*before->quota_cores, 0.3);
+  EXPECT_EQ(before->period_us, 10000);
+  cgroup.write("cpu.stat", "usage_usec 1900\nnr_periods 240\nnr_throttled 220\nthrottled_usec 1650000\n");
+  const auto window = cgroup_throttling(*before, *read_cgroup_cpu(cgroup.dir));
+  EXPECT_EQ(window.periods, 200u);
+  EXPECT_EQ(window.throttled_periods, 190u);
+  EXPECT_DOUBLE_EQ(window.throttled_s, 1.4);
+  EXPECT_DOUBLE_EQ(*window.quota_cores, 0.3);
+  cgroup.write("cpu.max", "max 100000\n");
+  EXPECT_FALSE(read_cgroup_cpu(cgroup.dir)->quota_cores);  // no quota
+}
+
+TEST(CgroupCpu, ReadsAVersion1QuotaAndThrottling) {
+  FakeCgroup cgroup;
+  cgroup.write("cpu.stat", "nr_periods 10\nnr_throttled 4\nthrottled_time 7000000\n");
+  cgroup.write("cpu.cfs_period_us", "5000\n");
+  cgroup.write("cpu.cfs_quota_us", "1000\n");
+  const auto cpu = read_cgroup_cpu(cgroup.dir);
+  ASSERT_TRUE(cpu);
+  EXPECT_EQ(cpu->throttled_ns, 7'000'000);  // v1 counts in ns
+  EXPECT_EQ(cpu->throttled_periods, 4u);
+  EXPECT_DOUBLE_EQ(*cpu->quota_cores, 0.2);
+  EXPECT_EQ(cpu->period_us, 5000);
+  cgroup.write("cpu.cfs_quota_us", "-1\n");
+  EXPECT_FALSE(read_cgroup_cpu(cgroup.dir)->quota_cores);
 }
 
 TEST(CeilingJudge, EveryCriterionFailsARate) {

@@ -92,6 +92,10 @@ def check_seed_and_ceilings(build, rows, report, measured):
                   f"no measured {v} ceiling row")
         check("## Chat ceilings" in report, "report.md has no chat ceilings")
     check("not enough repeats to rank" in report, "report.md ranks with one repeat")
+    for v in measured:  # a default mode of run_all.sh (docs/methodology.md "Efficiency")
+        check(any(r["variant"] == v and r["mode"] == "efficiency" and r["status"] == "ok" for r in rows),
+              f"no measured {v} efficiency row")
+    check("## Efficiency" in report, "report.md has no efficiency section")
 
 
 def main():
