@@ -145,8 +145,7 @@ PerCoreCapacity per_server_core(const CeilingResult& result) {
   if (!result.ceiling) return {std::nullopt, "no rate passed"};
   if (!result.first_above) return {std::nullopt, "no rate failed within the step budget: the server's limit is higher"};
   const Limit limit = result.verdicts[*result.first_above].limit;
-  if (limit == Limit::loadgen)
-    return {std::nullopt, "limited by loadgen: the search measured loadgen, not the server"};
+  if (limit == Limit::loadgen) return {std::nullopt, "limited by loadgen: the search measured loadgen, not the server"};
   if (limit == Limit::loss) return {std::nullopt, "limited by loss: the server lost lines"};
   if (limit != Limit::server && limit != Limit::latency)
     return {std::nullopt, std::string("limited by ") + limit_name(limit)};

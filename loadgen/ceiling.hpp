@@ -22,13 +22,13 @@ struct StepResult {
   // The deliveries one send makes (its room's fan-out), per second of window: whether a
   // send falls just inside or outside the window moves deliveries_per_s by this much.
   double granularity_per_s = 0;
-  std::optional<double> p99_us;               // nullopt: nothing of the window was delivered
-  std::uint64_t sends = 0, late_sends = 0;    // sends of the window; late: > 1 ms behind schedule
-  std::uint64_t late_sends_stalled = 0;       // late only because loadgen's thread was off its core
-  std::uint64_t lost = 0;                     // lines that became lost during this step
-  std::uint64_t outstanding = 0;              // lines still missing after the drain
-  std::optional<double> server_cpu_fraction;  // nullopt without --server-pid
-  std::optional<double> server_cores;         // the server's CPU s per s of window; nullopt without --server-pid
+  std::optional<double> p99_us;                   // nullopt: nothing of the window was delivered
+  std::uint64_t sends = 0, late_sends = 0;        // sends of the window; late: > 1 ms behind schedule
+  std::uint64_t late_sends_stalled = 0;           // late only because loadgen's thread was off its core
+  std::uint64_t lost = 0;                         // lines that became lost during this step
+  std::uint64_t outstanding = 0;                  // lines still missing after the drain
+  std::optional<double> server_cpu_fraction;      // nullopt without --server-pid
+  std::optional<double> server_cores;             // the server's CPU s per s of window; nullopt without --server-pid
   std::optional<CgroupThrottling> server_cgroup;  // what its cgroup's quota did; nullopt without --server-cgroup
   double loadgen_cpu_fraction = 0;
   double others_on_loadgen_cores = 0;  // CpuUse::others_on_loadgen_cores

@@ -68,8 +68,9 @@ const CLI::Validator address_range(
 const CLI::Validator cpu_cgroup(
     [](std::string& dir) {
       return read_cgroup_cpu(dir) ? std::string()
-                                  : "'" + dir + "' is not a cgroup of the CPU controller (no cpu.stat with "
-                                                "cpu.max or cpu.cfs_quota_us)";
+                                  : "'" + dir +
+                                        "' is not a cgroup of the CPU controller (no cpu.stat with "
+                                        "cpu.max or cpu.cfs_quota_us)";
     },
     "DIR");
 

@@ -164,8 +164,12 @@ struct CpuWindow {
   std::int64_t throttled_ns = 0;           // cgroup_throttled_ns()
   std::optional<CgroupCpu> server_cgroup;  // chat --server-cgroup; nullopt without it
   static CpuWindow now(pid_t pid, const std::string& server_cgroup = {}) {
-    return {Clock::now(), pid > 0 ? process_cpu(pid) : std::nullopt, self_cpu(), read_core_ticks(),
-            cgroup_throttled_ns(), server_cgroup.empty() ? std::nullopt : read_cgroup_cpu(server_cgroup)};
+    return {Clock::now(),
+            pid > 0 ? process_cpu(pid) : std::nullopt,
+            self_cpu(),
+            read_core_ticks(),
+            cgroup_throttled_ns(),
+            server_cgroup.empty() ? std::nullopt : read_cgroup_cpu(server_cgroup)};
   }
 };
 
@@ -178,7 +182,7 @@ struct CpuUse {
   // How busy loadgen's own cores were with anything but loadgen (other processes, kernel
   // threads such as ksoftirqd, interrupts in idle), as a fraction of those cores.
   double others_on_loadgen_cores = 0;
-  double loadgen_throttled_s = 0;  // a CPU quota held loadgen back this long
+  double loadgen_throttled_s = 0;                 // a CPU quota held loadgen back this long
   std::optional<CgroupThrottling> server_cgroup;  // what the server's cgroup quota did (--server-cgroup)
 };
 
