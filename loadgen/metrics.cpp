@@ -235,8 +235,8 @@ static std::optional<std::uint64_t> per_cpu_free_pages() {
   return pages * static_cast<std::uint64_t>(sysconf(_SC_PAGESIZE));
 }
 
-SlabCaches read_slab_caches() {
-  SlabCaches caches;
+SlabInfo read_slab_info() {
+  SlabInfo info;
   std::ifstream in("/proc/slabinfo");
   std::string line;
   const auto page = static_cast<std::uint64_t>(sysconf(_SC_PAGESIZE));
@@ -247,9 +247,10 @@ SlabCaches read_slab_caches() {
     std::string name;
     std::uint64_t active = 0, total = 0, objsize = 0, per_slab = 0, pages = 0;
     if (!(fields >> name >> active >> total >> objsize >> per_slab >> pages) || per_slab == 0) continue;
-    caches[name] += active * pages * page / per_slab;
+    info.active[name] += active * pages * page / per_slab;
+    if (total > active) info.slack_bytes += (total - active) * pages * page / per_slab;
   }
-  return caches;
+  return info;
 }
 
 bool slab_cache_reclaimable(const std::string& name) {
@@ -297,7 +298,9 @@ MemorySample sample_memory(pid_t pid) {
   s.slab_reclaimable_bytes = proc_field("/proc/meminfo", "SReclaimable");
   s.loadgen_rss_bytes = proc_field("/proc/self/status", "VmRSS");
   s.loadgen_pte_bytes = proc_field("/proc/self/status", "VmPTE");
-  s.slab_caches = read_slab_caches();
+  auto slabs = read_slab_info();
+  if (!slabs.active.empty()) s.slab_slack_bytes = slabs.slack_bytes;
+  s.slab_caches = std::move(slabs.active);
   return s;
 }
 

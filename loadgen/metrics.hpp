@@ -194,8 +194,14 @@ std::optional<double> least_squares_slope(const std::vector<double>& x, const st
 // active objects, each counted at its share of its slab (pages per slab x page size /
 // objects per slab), so that the caches add up to what /proc/meminfo counts as Slab.
 using SlabCaches = std::map<std::string, std::uint64_t>;
-// Empty when /proc/slabinfo cannot be read.
-SlabCaches read_slab_caches();
+struct SlabInfo {
+  SlabCaches active;  // empty when /proc/slabinfo cannot be read
+  // Slots of allocated slabs that hold no object, at the same share: memory already taken
+  // from the free pool that new objects fill before any new slab is allocated.
+  std::uint64_t slack_bytes = 0;
+};
+SlabInfo read_slab_info();
+inline SlabCaches read_slab_caches() { return read_slab_info().active; }
 // Whether the kernel accounts a cache as reclaimable (SReclaimable): SLUB's
 // /sys/kernel/slab/NAME/reclaim_account. False when the kernel does not say.
 bool slab_cache_reclaimable(const std::string& name);
@@ -206,10 +212,9 @@ struct MemorySample {
   std::optional<std::uint64_t> rss_bytes, pss_bytes, anonymous_bytes, vsz_bytes, threads, pte_bytes;
   std::optional<std::uint64_t> mem_available_bytes, kernel_stack_bytes, slab_bytes, sock_mem_bytes;
   std::optional<std::uint64_t> mem_free_bytes, anon_pages_bytes, page_tables_bytes, slab_reclaimable_bytes;
-  std::optional<std::uint64_t> page_cache_bytes;
-  std::optional<std::uint64_t>
-      per_cpu_free_bytes;  // free pages in the per-CPU lists, which MemFree leaves out  // Cached + Buffers: file
-                           // pages, which come and go with the rest of the machine
+  std::optional<std::uint64_t> page_cache_bytes;    // Cached + Buffers: file pages, which come and go with the machine
+  std::optional<std::uint64_t> per_cpu_free_bytes;  // free pages in the per-CPU lists, which MemFree leaves out
+  std::optional<std::uint64_t> slab_slack_bytes;    // SlabInfo::slack_bytes; nullopt without /proc/slabinfo
   std::optional<std::uint64_t> loadgen_rss_bytes, loadgen_pte_bytes;  // the client's process
   SlabCaches slab_caches;  // kept for the per-cache slopes; not written per step
 };

@@ -375,6 +375,7 @@ json::object server_host_json(const ServerHost& host) {
           {"whole_meminfo_bytes", rounded(host.whole_meminfo)},
           {"page_cache_bytes", rounded(host.page_cache)},
           {"per_cpu_free_bytes", rounded(host.per_cpu_free)},
+          {"slab_slack_used_bytes", rounded(host.slab_slack_used)},
           {"mem_available_bytes", rounded(host.mem_available)},
           {"client_end_bytes", host.have_client ? json::value(std::round(host.client_end)) : json::value(nullptr)},
           {"loadgen_bytes", rounded(host.loadgen)},

@@ -31,9 +31,12 @@ struct ServerHost {
   std::optional<double> whole_meminfo;             // from AnonPages + Slab + KernelStack + PageTables
   std::optional<double> mem_available;             // from the drop of MemAvailable: beside, not a result
   std::optional<double> page_cache, per_cpu_free;  // the corrections within `whole`, shown
-  bool have_client = false;                        // the client's end was measured: client_end is known
-  double client_end = 0;                           // the client's end in the kernel
-  std::optional<double> loadgen;                   // loadgen's own growth (its RSS and page tables)
+  // Empty slab slots the connections filled (the slope of the slack, negated): their objects
+  // took no new page, so free memory did not drop by them. Added back to both wholes.
+  std::optional<double> slab_slack_used;
+  bool have_client = false;       // the client's end was measured: client_end is known
+  double client_end = 0;          // the client's end in the kernel
+  std::optional<double> loadgen;  // loadgen's own growth (its RSS and page tables)
 
   std::optional<double> disagreement;  // |parts - whole| / whole
   std::vector<std::string> flags;      // why the point is not a result; empty when it adds up

@@ -597,10 +597,11 @@ def server_host_section(rows, configs):
         good = [r for r in last if results_csv.memory_result(r)]
         if not good:
             continue
-        col = lambda k: [num(r[k]) for r in good]  # noqa: E731
+        col = lambda k: [num(r.get(k)) for r in good]  # noqa: E731
         lines.append([c, len(good)] + [cell(col(f"host_{k}_bytes"), fmt_bytes) for k in results_csv.HOST_PARTS]
                      + [cell(col("host_parts_bytes"), fmt_bytes), cell(col("host_whole_bytes"), fmt_bytes),
                         cell(col("host_whole_meminfo_bytes"), fmt_bytes),
+                        cell(col("host_slab_slack_used_bytes"), fmt_bytes),
                         cell(col("host_reclaimable_slab_bytes"), fmt_bytes),
                         cell(col("host_mem_available_bytes"), fmt_bytes),
                         cell(col("client_end_bytes"), fmt_bytes)])
@@ -612,13 +613,16 @@ def server_host_section(rows, configs):
            "end, measured apart (server stopped, loadgen's sockets reset, slab drop read), is taken "
            "out of every column but the last: it is not on the server in a deployment. **Whole** = "
            "the drop of free memory (MemFree plus the per-CPU page lists, less the page cache's own change), less the client's end and loadgen's own growth; **meminfo sum** = "
-           "the same for AnonPages + Slab + KernelStack + PageTables. Reclaimable slab is part of "
+           "the same for AnonPages + Slab + KernelStack + PageTables. Both count back the **slack filled**: "
+           "objects the ramp put into empty slots of slabs allocated before it (what earlier work "
+           "freed), which took no free memory; at a few hundred connections it can be most of a "
+           "connection's kernel objects. Reclaimable slab is part of "
            "the kernel parts, shown apart. **MemAvailable drop** counts reclaimable slab as free "
            "although a socket's inode and dentry stay pinned while it is open: beside, not a "
            "result.\n\n"]
     if lines:
         out.append(table(["variant", "runs", "RSS", "page tables", "kernel stacks", "sockets",
-                          "other kernel", "parts", "whole", "meminfo sum", "reclaimable slab",
+                          "other kernel", "parts", "whole", "meminfo sum", "slack filled", "reclaimable slab",
                           "MemAvailable drop", "client end"], lines))
         out.append("\n![server host per connection](server_host_memory.png)\n\n")
         out.append("The kernel parts by slab cache, bytes per connection, of each configuration's "

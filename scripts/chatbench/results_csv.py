@@ -29,7 +29,7 @@ COLUMNS = [
     # step row; docs/methodology.md "Memory per connection")
     "host_rss_bytes", "host_pte_bytes", "host_kernel_stack_bytes", "host_socket_bytes",
     "host_other_kernel_bytes", "host_kernel_caches", "host_reclaimable_slab_bytes",
-    "host_parts_bytes", "host_whole_bytes", "host_whole_meminfo_bytes",
+    "host_parts_bytes", "host_whole_bytes", "host_whole_meminfo_bytes", "host_slab_slack_used_bytes",
     "host_mem_available_bytes", "client_end_bytes", "loadgen_slope_bytes", "memory_flags",
     # idle: the matrix's quiet-machine check before the point (scripts/run_matrix.py)
     "quiet_time_wait", "quiet_wait_s", "quiet_settled",
@@ -121,7 +121,7 @@ HOST_PARTS = ["rss", "pte", "kernel_stack", "socket", "other_kernel"]
 def _server_host(row, memory):
     """The idle run's server-host breakdown (loadgen's memory.server_host) into row."""
     host = memory.get("server_host") or {}
-    for k in HOST_PARTS + ["reclaimable_slab", "parts", "whole", "whole_meminfo", "mem_available"]:
+    for k in HOST_PARTS + ["reclaimable_slab", "parts", "whole", "whole_meminfo", "slab_slack_used", "mem_available"]:
         row[f"host_{k}_bytes"] = host.get(f"{k}_bytes")
     caches = {**(host.get("socket_caches") or {}), **(host.get("other_caches") or {})}
     row["host_kernel_caches"] = " ".join(f"{name}={caches[name]:.0f}" for name in
