@@ -29,6 +29,12 @@ std::string describe_connect_error(int error) {
   }
 }
 
+// Ask the kernel to stamp every read on fd with its receive time.
+void request_receive_times(int fd) {
+  int on = 1;
+  ::setsockopt(fd, SOL_SOCKET, SO_TIMESTAMPNS, &on, sizeof on);
+}
+
 }  // namespace
 
 Worker::Worker(Engine& engine, unsigned index) : engine_(engine), wire_(engine.wire()), index_(index) {}
@@ -67,6 +73,8 @@ void Worker::launch_connects() {
     int error = 0;
     const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (fd < 0) error = errno;
+    // Before connecting: a server may send first (a broker's greeting), before on_open.
+    if (!error) request_receive_times(fd);
     const auto& sources = engine_.source_ips();
     if (!error && !sources.empty()) {
       // Without IP_BIND_ADDRESS_NO_PORT, bind() would pick the port now, unique per
@@ -152,11 +160,6 @@ std::int64_t Worker::steady_from_kernel(const cmsghdr& cmsg) const {
   return stamp.tv_sec * std::int64_t{1'000'000'000} + stamp.tv_nsec - realtime_minus_steady_ns_;
 }
 
-void request_receive_times(int fd) {
-  int on = 1;
-  ::setsockopt(fd, SOL_SOCKET, SO_TIMESTAMPNS, &on, sizeof on);
-}
-
 bool Worker::send(Connection& connection, std::string_view bytes) {
   if (connection.state != ConnectionState::open) return false;
   connection.queued.append(bytes);
@@ -191,6 +194,11 @@ void Worker::close_all() {
 }
 
 Engine::Engine(const Options& options) : options_(options), wire_(make_wire(options.protocol, options.client_offset)) {
+  // The kernel stamps received packets only while some socket asks for it, and the first
+  // one to ask switches that on only once a deferred work item has run: a server that
+  // greets first (NATS's INFO) would beat it. One socket asks for the engine's lifetime.
+  timestamps_on_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (timestamps_on_ >= 0) request_receive_times(timestamps_on_);
   server_.sin_family = AF_INET;
   server_.sin_port = htons(options.port);
   if (::inet_pton(AF_INET, options.host.c_str(), &server_.sin_addr) != 1)
@@ -214,6 +222,7 @@ Engine::~Engine() {
   for_each_worker([](Worker& worker) { worker.close_all(); });
   for (auto& worker : workers_) worker->stop();
   workers_.clear();
+  if (timestamps_on_ >= 0) ::close(timestamps_on_);
 }
 
 void Engine::for_each_worker(const std::function<void(Worker&)>& fn) {

@@ -258,6 +258,7 @@ class Engine {
   std::atomic<bool> stop_connecting_{false};
   mutable std::mutex limit_mutex_;
   std::optional<std::string> limit_hit_;
+  int timestamps_on_ = -1;  // a socket that keeps the kernel's receive timestamps on
   std::atomic<bool> server_error_noted_{false};
   std::optional<std::string> server_error_;  // under limit_mutex_
 };
@@ -269,9 +270,8 @@ std::unique_ptr<Worker> make_uring_worker(Engine& engine, unsigned index);
 // without a feature it needs); nullopt when it can. Tries the real setup once.
 std::optional<std::string> uring_unavailable();
 
-// Ask the kernel to stamp every read on fd with its receive time (SO_TIMESTAMPNS).
-void request_receive_times(int fd);
-// Room for that control message in a read.
+// Room in a read for the control message of its receive time (SO_TIMESTAMPNS, which
+// every socket has from its creation).
 constexpr std::size_t receive_time_control_bytes = CMSG_SPACE(sizeof(timespec));
 
 // "127.0.0.1-127.0.0.8" or "127.0.0.1": the addresses in that range, inclusive, in
