@@ -408,7 +408,7 @@ int run_mode(const Options& options) {
 
 int main(int argc, char** argv) {
   Options options;
-  CLI::App app{"loadgen: drives a chat server and measures it (idle | broadcast | chat)", "loadgen"};
+  CLI::App app{"loadgen: drives a chat server or a broker and measures it (idle | broadcast | chat)", "loadgen"};
   app.require_subcommand(1);
   add_idle_command(app, options);  // the mode when neither of the others is parsed
   auto* broadcast = add_broadcast_command(app, options);
