@@ -33,7 +33,7 @@ json::object phase_start_json(json::object& report, const char* name, std::int64
           {"start_late_ms", std::round(static_cast<double>(late_ns) / 1e5) / 10}};
 }
 
-// What a worker's line handler counts of the messages, beside its WorkerTraffic.
+// What a worker's message handler counts of the messages, beside its WorkerTraffic.
 struct MessageTally {
   std::uint64_t sync_lines = 0;              // sync lines received (the server counts them out)
   std::vector<std::uint32_t> receivers;      // per message, receivers that had it
@@ -41,10 +41,14 @@ struct MessageTally {
 };
 
 // A broadcast receiver's line: the sender's sync line (it has joined), or a message.
-void on_line(WorkerTraffic& traffic, MessageTally& tally, Connection& connection, std::string_view line,
-             std::int64_t now, const Phase& phase) {
-  if (reply_kind(line) != Reply::none) return;  // no command is sent; an /error is the engine's
+void on_message(WorkerTraffic& traffic, MessageTally& tally, Connection& connection, const Message& message,
+                std::int64_t now, const Phase& phase) {
+  // No command is sent (a broker's subscription is acknowledged, but the sync line is what
+  // says its lines arrive); an error is the engine's.
+  if (message.kind != Reply::none) return;
+  const std::string_view line = message.text;
   if (line == sync_line) {
+    if (phase.own_first + connection.id == 0) return;  // the sender's own, from a broker that echoes (Redis)
     ++tally.sync_lines;
     mark_joined(traffic, connection);
     return;
@@ -120,7 +124,10 @@ struct BroadcastRun {
   // Receivers that heard the sender; the sender's own flag is set by hand, uncounted.
   std::uint64_t receivers_joined() const { return traffic.sum(&WorkerTraffic::joined); }
   void send_sync() {
-    sender_worker.post([this] { sender_worker.send(*sender, sync_message); });
+    sender_worker.post([this] {
+      std::string frame;
+      sender_worker.send(*sender, sender_worker.wire().publish(frame, room, sync_message));
+    });
     ++sync_sent;
   }
 
@@ -136,13 +143,15 @@ struct BroadcastRun {
   Worker& sender_worker;
   Connection* sender = nullptr;  // null: not here, or not connected
   std::uint64_t sync_sent = 0;
-  json::array phases;         // with --start-at: each phase's start as this process saw it
-  std::int64_t start_ns = 0;  // the first message's intended time
+  static constexpr std::uint32_t room = 0;  // everyone's: the chat protocol's lobby, a broker's r0
+  json::array phases;                       // with --start-at: each phase's start as this process saw it
+  std::int64_t start_ns = 0;                // the first message's intended time
   std::uint64_t sends_done = 0;
 };
 
-// Every client tracks the sender's lines and every worker tallies the messages; the sender
-// is found and, since it never hears itself, marked joined.
+// Every client tracks the sender's lines and every worker tallies the messages; on a
+// broker, every client (the sender too, as in a chat room) subscribes to the one room. The
+// sender is found and, since it never hears itself, marked joined.
 void listen(BroadcastRun& run) {
   const Options& options = run.options;
   run.ahead_ms = set_line_clock(run.traffic.phase, options);
@@ -150,11 +159,16 @@ void listen(BroadcastRun& run) {
     MessageTally& tally = run.tallies[worker.index()];
     tally.receivers.assign(options.messages, 0);
     tally.max_latency_ns.assign(options.messages, INT64_MIN);
-    for (auto& connection : worker.connections())
+    worker.set_message_handler([&traffic = run.traffic.of(worker), &tally, &phase = run.traffic.phase](
+                                   Connection& c, const Message& message, std::int64_t now) {
+      on_message(traffic, tally, c, message, now, phase);
+    });
+    std::string join;
+    if (!worker.wire().has_lobby()) worker.wire().join(join, BroadcastRun::room);
+    for (auto& connection : worker.connections()) {
       connection->tracks.assign(global_id(options, *connection) == 0 ? 0 : 1, SenderTrack{});
-    worker.set_line_handler(
-        [&traffic = run.traffic.of(worker), &tally, &phase = run.traffic.phase](
-            Connection& c, std::string_view line, std::int64_t now) { on_line(traffic, tally, c, line, now, phase); });
+      if (!join.empty()) worker.send(*connection, join);
+    }
   });
   run.report["ready_at_unix_ms"] = unix_ms_now(run.ahead_ms);
   run.has_sender = options.client_offset == 0;
@@ -232,7 +246,8 @@ void send_messages(BroadcastRun& run, const OpenLoopSchedule& schedule, double r
   const SendPlan plan{run.start_ns, rate, messages, run.start_ns, 0};  // exact times: one send per interval
   run.sender_worker.call([&] {
     run.sender->sender = true;
-    start_sending(run.sender_worker, traffic, run.traffic.phase, {Sender{run.sender, plan}}, run.options.size);
+    start_sending(run.sender_worker, traffic, run.traffic.phase, {Sender{run.sender, plan, 0, 0, 0, run.room}},
+                  run.options.size);
   });
   const auto send_end = from_ns(schedule.intended_ns(messages)) + std::chrono::seconds(1);
   wait_until(

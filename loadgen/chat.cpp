@@ -14,35 +14,38 @@ namespace json = boost::json;
 
 namespace {
 
-// The /stats replies a worker's line handler received, beside its WorkerTraffic.
+// The /stats replies a worker's message handler received, beside its WorkerTraffic.
 struct StatsReplies {
   OwnedCount count;
   std::string last;
 };
 
-// A room member's line: its /joined, a /stats reply, or a chat line.
-void on_line(WorkerTraffic& traffic, StatsReplies& stats, Connection& connection, std::string_view line,
-             std::int64_t now, const Phase& phase) {
-  switch (reply_kind(line)) {
+// A room member's message: its /joined (a broker's acknowledged subscription), a /stats
+// reply, or a chat line.
+void on_message(WorkerTraffic& traffic, StatsReplies& stats, Connection& connection, const Message& message,
+                std::int64_t now, const Phase& phase) {
+  switch (message.kind) {
     case Reply::none:
-      count_chat_line(traffic, connection, line, now, phase);
+      count_chat_line(traffic, connection, message.text, now, phase);
       return;
     case Reply::joined:
       mark_joined(traffic, connection);
       return;
     case Reply::stats:
-      stats.last.assign(line);
+      stats.last.assign(message.text);
       ++stats.count;
       return;
     default:
-      return;  // nothing else of the server's is counted here; an /error is the engine's
+      return;  // nothing else of the server's is counted here; an error is the engine's
   }
 }
 
 using ServerStats = std::optional<std::map<std::string, std::string>>;
 
-// Ask the server for its counters on one open connection; nullopt if no reply in time.
+// Ask the server for its counters on one open connection; nullopt if no reply in time, or
+// if the server speaks a broker's protocol, which has no /stats.
 ServerStats query_server_stats(Engine& engine, std::vector<StatsReplies>& replies) {
+  if (engine.options().protocol != Protocol::chat) return std::nullopt;
   for (auto& worker : engine.workers()) {
     StatsReplies& stats = replies[worker->index()];
     std::uint64_t replies_before = 0;
@@ -174,20 +177,24 @@ bool server_gone(Engine& engine) {
   return engine.open_connections() == 0 || (pid > 0 && !process_alive(pid));
 }
 
-// Every client joins its room (/join rROOM) and waits for /joined, at most --connect-timeout-s.
+// Every client joins its room (/join rROOM, or the broker's subscription) and waits for
+// /joined (the broker's acknowledgement), at most --connect-timeout-s.
 void join_rooms(ChatRun& run) {
   const Options& options = run.options;
   Phase& phase = run.traffic.phase;
   run.ahead_ms = set_line_clock(phase, options);
   run.engine.for_each_worker([&](Worker& worker) {
-    worker.set_line_handler(
-        [&traffic = run.traffic.of(worker), &stats = run.stats[worker.index()], &phase](
-            Connection& c, std::string_view line, std::int64_t now) { on_line(traffic, stats, c, line, now, phase); });
+    worker.set_message_handler([&traffic = run.traffic.of(worker), &stats = run.stats[worker.index()], &phase](
+                                   Connection& c, const Message& message, std::int64_t now) {
+      on_message(traffic, stats, c, message, now, phase);
+    });
+    std::string join;
     for (auto& connection : worker.connections()) {
       const std::uint32_t room = global_id(options, *connection) / run.room_size;
       connection->track_base = room * run.room_size;
       connection->tracks.assign(std::min(run.room_size, run.total - connection->track_base), SenderTrack{});
-      worker.send(*connection, join_command(room));
+      worker.wire().join(join, room);
+      worker.send(*connection, join);
     }
   });
   auto joined = [&] { return run.traffic.sum(&WorkerTraffic::joined); };
@@ -196,7 +203,10 @@ void join_rooms(ChatRun& run) {
       [&] {
         run.progress.show("joining: " + std::to_string(joined()) + "/" + std::to_string(run.engine.open_connections()));
       });
-  if (!all_joined) warn(run.report, "not every client got /joined before the deadline; those are left out");
+  if (!all_joined)
+    warn(run.report,
+         "not every client got /joined (a broker: its subscription acknowledged) before the deadline; "
+         "those are left out");
 }
 
 // When this process was ready, and with --start-at when the steps start: on the reference
@@ -249,7 +259,7 @@ std::uint64_t start_step_sends(ChatRun& run, Worker& worker, double rate, std::i
     const std::int64_t tick_ns = std::int64_t{options.tick_us} * 1000;
     const OpenLoopSchedule schedule(start_ns + offset, rate, tick_ns);
     SendPlan plan{start_ns + offset, rate, schedule.due_by(phase.window_end_ns - 1), phase.window_start_ns, tick_ns};
-    senders.push_back(Sender{connection.get(), plan, 0, 0, id});
+    senders.push_back(Sender{connection.get(), plan, 0, 0, id, id / run.room_size});
     planned += plan.total;
   }
   start_sending(worker, traffic, phase, std::move(senders), options.size);
@@ -560,6 +570,7 @@ json::object lines_json(const ChatRun& run, const ChatTotals& totals) {
 }
 
 void report_server_stats(ChatRun& run, const ChatTotals& totals, const ServerStats& after) {
+  if (run.options.protocol != Protocol::chat) return;  // a broker has no /stats
   if (!after) {
     warn(run.report, "the server did not answer /stats at the end; server_lines_out is null");
     return;

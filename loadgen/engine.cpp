@@ -9,14 +9,9 @@
 #include <future>
 #include <stdexcept>
 
-#include "protocol.hpp"
-
 namespace loadgen {
 
 namespace {
-
-// A server line longer than this is not one of ours; stop carrying it rather than grow.
-constexpr std::size_t max_partial_bytes = 1 << 20;
 
 std::string describe_connect_error(int error) {
   const std::string text = std::strerror(error);
@@ -34,9 +29,15 @@ std::string describe_connect_error(int error) {
   }
 }
 
+// Ask the kernel to stamp every read on fd with its receive time.
+void request_receive_times(int fd) {
+  int on = 1;
+  ::setsockopt(fd, SOL_SOCKET, SO_TIMESTAMPNS, &on, sizeof on);
+}
+
 }  // namespace
 
-Worker::Worker(Engine& engine, unsigned index) : engine_(engine), index_(index) {}
+Worker::Worker(Engine& engine, unsigned index) : engine_(engine), wire_(engine.wire()), index_(index) {}
 
 void Worker::call(const std::function<void()>& fn) {
   std::promise<void> done;
@@ -72,6 +73,8 @@ void Worker::launch_connects() {
     int error = 0;
     const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (fd < 0) error = errno;
+    // Before connecting: a server may send first (a broker's greeting), before on_open.
+    if (!error) request_receive_times(fd);
     const auto& sources = engine_.source_ips();
     if (!error && !sources.empty()) {
       // Without IP_BIND_ADDRESS_NO_PORT, bind() would pick the port now, unique per
@@ -107,6 +110,8 @@ void Worker::on_connected(Connection& connection, int error) {
     connection.state = ConnectionState::open;
     ++connected;
     on_open(connection);
+    wire_.hello(hello_, engine_.options().client_offset + connection.id);
+    if (!hello_.empty()) send(connection, hello_);
   }  // else: aborted after completing; abort_connects released it
   launch_connects();
 }
@@ -121,24 +126,25 @@ void Worker::abort_connects() {
   connects_pending = to_connect_.size() + in_flight_;
 }
 
-void Worker::on_bytes(Connection& connection, std::string_view data, std::int64_t now) {
-  while (!data.empty() && connection.state == ConnectionState::open) {
-    const auto end = data.find('\n');
-    if (end == std::string_view::npos) {
-      if (connection.partial.size() + data.size() <= max_partial_bytes) connection.partial.append(data);
-      break;
-    }
-    std::string_view line = data.substr(0, end);
-    if (!connection.partial.empty()) {
-      connection.partial.append(line);
-      line = connection.partial;
-    }
-    if (reply_kind(line) == Reply::server_full)
-      engine_.hit_limit("server full: the server answered /error server-full");
-    if (line_handler_) line_handler_(connection, line, now);
-    connection.partial.clear();
-    data.remove_prefix(end + 1);
+bool Worker::keep_reply(const Message& message) {
+  switch (message.kind) {
+    case Reply::own_line:
+      ++own_copies;  // not a delivery: the server handed the sender its own line
+      return false;
+    case Reply::server_full:
+      engine_.hit_limit("server full: the server answered " + std::string(message.text));
+      return true;
+    case Reply::error:
+      engine_.note_server_error(message.text);
+      return true;
+    default:
+      return true;
   }
+}
+
+void Worker::garbled(Connection& connection, std::string_view why) {
+  engine_.note_server_error(why);
+  close(connection);  // what follows cannot be read either
 }
 
 void Worker::sync_clocks() {
@@ -152,11 +158,6 @@ std::int64_t Worker::steady_from_kernel(const cmsghdr& cmsg) const {
   timespec stamp{};
   std::memcpy(&stamp, CMSG_DATA(&cmsg), sizeof stamp);
   return stamp.tv_sec * std::int64_t{1'000'000'000} + stamp.tv_nsec - realtime_minus_steady_ns_;
-}
-
-void request_receive_times(int fd) {
-  int on = 1;
-  ::setsockopt(fd, SOL_SOCKET, SO_TIMESTAMPNS, &on, sizeof on);
 }
 
 bool Worker::send(Connection& connection, std::string_view bytes) {
@@ -192,7 +193,12 @@ void Worker::close_all() {
   }
 }
 
-Engine::Engine(const Options& options) : options_(options) {
+Engine::Engine(const Options& options) : options_(options), wire_(make_wire(options.protocol, options.client_offset)) {
+  // The kernel stamps received packets only while some socket asks for it, and the first
+  // one to ask switches that on only once a deferred work item has run: a server that
+  // greets first (NATS's INFO) would beat it. One socket asks for the engine's lifetime.
+  timestamps_on_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (timestamps_on_ >= 0) request_receive_times(timestamps_on_);
   server_.sin_family = AF_INET;
   server_.sin_port = htons(options.port);
   if (::inet_pton(AF_INET, options.host.c_str(), &server_.sin_addr) != 1)
@@ -216,6 +222,7 @@ Engine::~Engine() {
   for_each_worker([](Worker& worker) { worker.close_all(); });
   for (auto& worker : workers_) worker->stop();
   workers_.clear();
+  if (timestamps_on_ >= 0) ::close(timestamps_on_);
 }
 
 void Engine::for_each_worker(const std::function<void(Worker&)>& fn) {
@@ -288,6 +295,17 @@ void Engine::hit_limit(const std::string& reason) {
 std::optional<std::string> Engine::limit_hit() const {
   std::lock_guard lock(limit_mutex_);
   return limit_hit_;
+}
+
+void Engine::note_server_error(std::string_view text) {
+  if (server_error_noted_.exchange(true, std::memory_order_relaxed)) return;  // no lock after the first
+  std::lock_guard lock(limit_mutex_);
+  server_error_ = std::string(text);
+}
+
+std::optional<std::string> Engine::server_error() const {
+  std::lock_guard lock(limit_mutex_);
+  return server_error_;
 }
 
 std::vector<in_addr_t> parse_address_range(const std::string& text) {

@@ -4,8 +4,9 @@
 // Engine::reduce.
 //
 // Worker holds what is the same for every I/O model: the connections, the connect pacing,
-// line parsing and the engine's own counters; what a scenario counts is the scenario's
-// (scenario_common.hpp). An engine per I/O model derives from it and does the I/O:
+// the engine's own counters, and the protocol's side of each connection through the
+// engine's Wire (wire.hpp): its handshake on connecting, its decoder on every read. What a
+// scenario counts is the scenario's (scenario_common.hpp). An engine per I/O model derives from it and does the I/O:
 // engine_epoll.cpp (Asio on epoll, a system call per operation) and engine_uring.cpp
 // (io_uring, one submission per wake-up). The scenarios see only Worker.
 #pragma once
@@ -31,6 +32,7 @@
 #include "chatbench/owned_count.hpp"
 #include "metrics.hpp"
 #include "options.hpp"
+#include "wire.hpp"
 
 namespace loadgen {
 
@@ -46,7 +48,7 @@ struct Connection {
 
   std::uint32_t id;  // global client index, 0..clients-1
   ConnectionState state = ConnectionState::connecting;
-  std::string partial;  // the start of a line not yet complete
+  std::string partial;  // the start of a line (a broker's frame) not yet complete
   std::string queued;   // output waiting for the write in flight
   std::string writing;  // output of the write in flight; empty: no write in flight
 
@@ -64,10 +66,14 @@ struct Connection {
 
 class Engine;
 
-class Worker {
+// The messages the wire decodes from a connection's bytes come back to its worker, which
+// keeps what the engine itself answers to (a server that is full, an error, a NATS PING, a
+// Redis copy of a client's own line) and hands the rest to the scenario's handler.
+class Worker : private MessageSink {
  public:
-  // A complete line (without its LF) received on a connection, with the time of the read.
-  using LineHandler = std::function<void(Connection&, std::string_view, std::int64_t now_ns)>;
+  // A message received on a connection (a chat line without its LF, or a reply), with the
+  // time of the read.
+  using MessageHandler = std::function<void(Connection&, const Message&, std::int64_t now_ns)>;
 
   Worker(Engine& engine, unsigned index);
   virtual ~Worker() = default;
@@ -101,7 +107,9 @@ class Worker {
 
   std::vector<std::unique_ptr<Connection>>& connections() { return connections_; }
   Connection* find(std::uint32_t id);
-  void set_line_handler(LineHandler handler) { line_handler_ = std::move(handler); }
+  void set_message_handler(MessageHandler handler) { message_handler_ = std::move(handler); }
+  // The protocol the connections speak.
+  const Wire& wire() const { return wire_; }
 
   // Read by the main thread while the worker runs.
   OwnedCount connects_pending;  // queued or in flight
@@ -109,6 +117,7 @@ class Worker {
   OwnedCount closed;            // open connections that closed since (server or error)
   // Read through Engine::reduce.
   std::uint64_t untimed_reads = 0;  // reads without a kernel receive time (timed at the read)
+  std::uint64_t own_copies = 0;     // chat lines the server handed back to their sender (Reply::own_line)
 
  protected:
   // What an engine implements. A connect that completes calls on_connected; bytes read
@@ -138,10 +147,13 @@ class Worker {
     return read_ns;
   }
 
-  // error: 0 or an errno value (ECANCELED after abort_connects).
+  // error: 0 or an errno value (ECANCELED after abort_connects). An open connection sends
+  // the protocol's handshake, if it has one.
   void on_connected(Connection& connection, int error);
-  // Bytes read from an open connection at now_ns: complete lines go to the line handler.
-  void on_bytes(Connection& connection, std::string_view data, std::int64_t now_ns);
+  // Bytes read from an open connection at now_ns: the wire decodes them into messages.
+  void on_bytes(Connection& connection, std::string_view data, std::int64_t now_ns) {
+    wire_.decode(connection, data, now_ns, *this);
+  }
   void write_queued(Connection& connection);
 
   Engine& engine_;
@@ -149,14 +161,27 @@ class Worker {
  private:
   void launch_connects();
 
+  // MessageSink: what the wire decoded.
+  void on_message(Connection& connection, const Message& message, std::int64_t now_ns) override {
+    if (message.kind != Reply::none && !keep_reply(message)) return;  // a chat line: one comparison
+    if (message_handler_) message_handler_(connection, message, now_ns);
+  }
+  void answer(Connection& connection, std::string_view bytes) override { send(connection, bytes); }
+  void garbled(Connection& connection, std::string_view why) override;
+  // What the engine takes from a reply: a full server's limit, the first error, an own
+  // line's count. False if the reply goes no further.
+  bool keep_reply(const Message& message);
+
   std::int64_t steady_from_kernel(const cmsghdr& cmsg) const;
 
+  const Wire& wire_;
   unsigned index_;
   std::int64_t realtime_minus_steady_ns_ = 0;
   std::vector<std::unique_ptr<Connection>> connections_;
   std::deque<std::uint32_t> to_connect_;
   unsigned in_flight_ = 0;
-  LineHandler line_handler_;
+  MessageHandler message_handler_;
+  std::string hello_;  // the handshake being sent
 };
 
 // reduce()'s default: adds a worker's share to the total.
@@ -176,6 +201,7 @@ class Engine {
   ~Engine();
 
   const Options& options() const { return options_; }
+  const Wire& wire() const { return *wire_; }
   std::vector<std::unique_ptr<Worker>>& workers() { return workers_; }
   Worker& worker_of(std::uint32_t id) { return *workers_[id % workers_.size()]; }
   const char* name() const { return kind_ == EngineKind::uring ? "uring" : "epoll"; }
@@ -211,6 +237,10 @@ class Engine {
   // The first limit that stopped the run; later ones are ignored. Thread-safe.
   void hit_limit(const std::string& reason);
   std::optional<std::string> limit_hit() const;
+  // The first error the server sent, or the first of its bytes that could not be parsed;
+  // later ones are ignored. Thread-safe.
+  void note_server_error(std::string_view text);
+  std::optional<std::string> server_error() const;
   bool stop_connecting() const { return stop_connecting_.load(std::memory_order_relaxed); }
 
   const sockaddr_in& server() const { return server_; }
@@ -218,6 +248,7 @@ class Engine {
 
  private:
   const Options& options_;
+  std::unique_ptr<Wire> wire_;
   EngineKind kind_ = EngineKind::epoll;
   std::optional<std::string> fallback_;
   sockaddr_in server_{};
@@ -227,6 +258,9 @@ class Engine {
   std::atomic<bool> stop_connecting_{false};
   mutable std::mutex limit_mutex_;
   std::optional<std::string> limit_hit_;
+  int timestamps_on_ = -1;  // a socket that keeps the kernel's receive timestamps on
+  std::atomic<bool> server_error_noted_{false};
+  std::optional<std::string> server_error_;  // under limit_mutex_
 };
 
 // The engines (engine_epoll.cpp, engine_uring.cpp).
@@ -236,9 +270,8 @@ std::unique_ptr<Worker> make_uring_worker(Engine& engine, unsigned index);
 // without a feature it needs); nullopt when it can. Tries the real setup once.
 std::optional<std::string> uring_unavailable();
 
-// Ask the kernel to stamp every read on fd with its receive time (SO_TIMESTAMPNS).
-void request_receive_times(int fd);
-// Room for that control message in a read.
+// Room in a read for the control message of its receive time (SO_TIMESTAMPNS, which
+// every socket has from its creation).
 constexpr std::size_t receive_time_control_bytes = CMSG_SPACE(sizeof(timespec));
 
 // "127.0.0.1-127.0.0.8" or "127.0.0.1": the addresses in that range, inclusive, in

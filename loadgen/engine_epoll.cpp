@@ -84,7 +84,6 @@ class EpollWorker final : public Worker {
     boost::system::error_code ignored;
     of(connection).socket.set_option(tcp::no_delay(true), ignored);
     of(connection).socket.non_blocking(true, ignored);
-    request_receive_times(of(connection).socket.native_handle());
     wait_readable(connection);
   }
 

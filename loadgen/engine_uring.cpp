@@ -176,7 +176,6 @@ class UringWorker final : public Worker {
   void on_open(Connection& connection) override {
     int on = 1;
     ::setsockopt(of(connection).fd, IPPROTO_TCP, TCP_NODELAY, &on, sizeof on);
-    request_receive_times(of(connection).fd);
     arm_receive(of(connection));
   }
 

@@ -1,4 +1,5 @@
-// loadgen: drives a chat server (docs/protocol.md) and reports what it measured (docs/loadgen.md).
+// loadgen: drives a chat server (docs/protocol.md), or a broker in its own protocol, and
+// reports what it measured (docs/loadgen.md).
 #include <arpa/inet.h>
 #include <sys/resource.h>
 
@@ -20,6 +21,7 @@
 #include "merge.hpp"
 #include "report.hpp"
 #include "scenarios.hpp"
+#include "wire.hpp"
 
 namespace {
 
@@ -115,6 +117,16 @@ void add_common_options(CLI::App& command, Options& o) {
           [&o](const std::string& name) { o.engine = name == "uring" ? EngineKind::uring : EngineKind::epoll; },
           "I/O engine: uring or epoll (default: uring where the kernel allows it, else epoll)")
       ->check(CLI::IsMember({"uring", "epoll"}));
+  command
+      .add_option_function<std::string>(
+          "--protocol",
+          [&o](const std::string& name) {
+            for (const Protocol protocol : {Protocol::chat, Protocol::nats, Protocol::redis, Protocol::mqtt})
+              if (name == protocol_name(protocol)) o.protocol = protocol;
+          },
+          "what the server speaks: chat (docs/protocol.md), or a broker's: nats, redis (pub/sub, RESP3), mqtt "
+          "(MQTT 5, QoS 0) (default chat; docs/loadgen.md, Protocols)")
+      ->check(CLI::IsMember({"chat", "nats", "redis", "mqtt"}));
   command
       .add_option("--uring-buffers", o.uring_buffers,
                   "io_uring engine: 4 KiB receive buffers per thread, a power of two")
@@ -409,7 +421,7 @@ int run_mode(const Options& options) {
 
 int main(int argc, char** argv) {
   Options options;
-  CLI::App app{"loadgen: drives a chat server and measures it (idle | broadcast | chat)", "loadgen"};
+  CLI::App app{"loadgen: drives a chat server or a broker and measures it (idle | broadcast | chat)", "loadgen"};
   app.require_subcommand(1);
   add_idle_command(app, options);  // the mode when neither of the others is parsed
   auto* broadcast = add_broadcast_command(app, options);

@@ -26,10 +26,10 @@ std::uint64_t count_of(const json::value& v) { return v.is_null() ? 0 : v.to_num
 // The options every slice of one run must share, by mode: anything that changes what a
 // line is, who is in which room, when and how often it is sent, or when a phase starts.
 const std::vector<const char*>& shared_options(std::string_view mode) {
-  static const std::vector<const char*> chat{"room_size", "rate",    "duration_s",  "warmup_s",
-                                             "size",      "tick_us", "start_at_ms", "find_ceiling"},
-      broadcast{"messages", "interval_ms", "size", "drain_s", "start_at_ms"},
-      idle{"steps", "hold_s", "connect_timeout_s", "start_at_ms"};
+  static const std::vector<const char*> chat{"room_size", "rate",        "duration_s",   "warmup_s", "size",
+                                             "tick_us",   "start_at_ms", "find_ceiling", "protocol"},
+      broadcast{"messages", "interval_ms", "size", "drain_s", "start_at_ms", "protocol"},
+      idle{"steps", "hold_s", "connect_timeout_s", "start_at_ms", "protocol"};
   return mode == "chat" ? chat : mode == "broadcast" ? broadcast : idle;
 }
 
@@ -244,8 +244,11 @@ json::object merge_rate_step(const std::vector<Slice>& ranges, std::size_t i, js
 // Chat: loss over every slice, and the rate steps, index by index.
 void merge_chat(const std::vector<Slice>& ranges, bool complete, json::object& merged, json::array& warnings) {
   const ChatLossCounter counter = merge_chat_loss(ranges);
-  std::uint64_t unknown = 0;
-  for (const Slice& range : ranges) unknown += count_of(at(range.source->report, {"lines", "unknown"}));
+  std::uint64_t unknown = 0, own_copies = 0;
+  for (const Slice& range : ranges) {
+    unknown += count_of(at(range.source->report, {"lines", "unknown"}));
+    own_copies += count_of(at(range.source->report, {"lines", "own_copies"}));
+  }
   auto if_complete = [&](std::uint64_t value) { return complete ? json::value(value) : json::value(nullptr); };
   merged["lines"] = json::object{{"sent", counter.sent},
                                  {"delivered", counter.loss.received},
@@ -259,7 +262,8 @@ void merge_chat(const std::vector<Slice>& ranges, bool complete, json::object& m
                                  {"receivers_with_outstanding", if_complete(counter.loss.receivers_with_outstanding)},
                                  {"receivers_disconnected", counter.receivers_disconnected},
                                  {"unknown", unknown},
-                                 {"server_lines_out", nullptr}};
+                                 {"server_lines_out", nullptr},
+                                 {"own_copies", own_copies}};
   json::array steps;
   const std::size_t step_count = at(ranges.front().source->report, {"rate_steps"}).as_array().size();
   for (std::size_t i = 0; i < step_count; ++i) steps.push_back(merge_rate_step(ranges, i, warnings));
@@ -366,7 +370,7 @@ BroadcastReceivers merge_broadcast_receivers(const std::vector<Slice>& ranges, s
 void merge_broadcast(const std::vector<Slice>& ranges, bool complete, const ClockTotals& clocks, json::object& merged,
                      json::array& warnings) {
   std::optional<std::uint64_t> sent;
-  std::uint64_t sync_sent = 0, sync_received = 0, unknown = 0, late = 0, late_stalled = 0;
+  std::uint64_t sync_sent = 0, sync_received = 0, unknown = 0, late = 0, late_stalled = 0, own_copies = 0;
   for (const Slice& range : ranges) {
     const json::object& r = range.source->report;
     const json::object& senders = at(r, {"loss_detail", "senders"}).as_object();
@@ -376,6 +380,7 @@ void merge_broadcast(const std::vector<Slice>& ranges, bool complete, const Cloc
     unknown += count_of(at(r, {"lines", "unknown"}));
     late += count_of(at(r, {"lines", "late_sends"}));
     late_stalled += count_of(at(r, {"lines", "late_sends_stalled"}));
+    own_copies += count_of(at(r, {"lines", "own_copies"}));
   }
   // The slice at offset 0 ran the sender: without its report nothing is known of what was sent.
   const bool known = complete && sent.has_value();
@@ -400,7 +405,8 @@ void merge_broadcast(const std::vector<Slice>& ranges, bool complete, const Cloc
                                  {"late_sends_stalled", late_stalled},
                                  {"sync_sent", sync_sent},
                                  {"sync_received", sync_received},
-                                 {"server_lines_out", nullptr}};
+                                 {"server_lines_out", nullptr},
+                                 {"own_copies", own_copies}};
 
   merged["broadcast_completion_us"] = merge_completion(ranges, sends, receivers, known, clocks, warnings);
   merged["phases"] = merge_phases(ranges, "phases", warnings);

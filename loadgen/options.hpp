@@ -12,6 +12,8 @@ namespace loadgen {
 enum class Mode { idle, broadcast, chat };
 // automatic: io_uring where the kernel allows it, else epoll (docs/loadgen.md, Engines).
 enum class EngineKind { automatic, uring, epoll };
+// What the server speaks (docs/loadgen.md, "Protocols"): the chat protocol, or a broker's.
+enum class Protocol { chat, nats, redis, mqtt };
 
 struct Options {
   Mode mode = Mode::idle;
@@ -29,6 +31,7 @@ struct Options {
   double drain_s = 5;
   bool quiet = false;
   EngineKind engine = EngineKind::automatic;
+  Protocol protocol = Protocol::chat;
   unsigned uring_buffers = 2048;  // io_uring engine: receive buffers (4 KiB) per worker
   unsigned tick_us = 250;         // chat sends on this grid; io_uring workers sleep at most this long (0: neither)
   // idle

@@ -16,8 +16,10 @@ std::string join_command(std::uint32_t room);
 inline constexpr std::string_view stats_command = "/stats\n";
 
 // What a received line is. A line that starts with a single '/' is a reply (a chat line
-// may start with "//"); everything else is a chat line.
-enum class Reply { none, joined, stats, server_full, error, other };
+// may start with "//"); everything else is a chat line. The brokers' wires (wire.hpp) sort
+// their messages into the same kinds, and one more: own_line, a chat line handed back to
+// the client that sent it (Redis pub/sub delivers the publisher's own copy).
+enum class Reply { none, joined, stats, server_full, error, other, own_line };
 Reply reply_kind(std::string_view line);
 
 // The counters of a "/stats key=value ..." reply, by key.

@@ -13,6 +13,7 @@
 #include <thread>
 
 #include "git_commit.hpp"  // generated at build time: CHATBENCH_GIT_COMMIT, CHATBENCH_GIT_DIRTY
+#include "wire.hpp"
 
 namespace loadgen {
 
@@ -129,6 +130,7 @@ json::object options_json(const Options& options) {
                     {"connect_timeout_s", options.connect_timeout_s},
                     {"drain_s", options.drain_s},
                     {"uring_buffers", options.uring_buffers},
+                    {"protocol", protocol_name(options.protocol)},
                     {"tick_us", options.tick_us}};
   // Many hosts (docs/distributed.md): which slice of which run this process ran.
   opts["clients_total"] = options.clients_total;

@@ -33,7 +33,7 @@ bool send_due(Worker& worker, WorkerTraffic& traffic, const Phase& phase, Sender
     if (intended >= sender.plan.window_start_ns) ++traffic.window.sent;
     format_chat_line(traffic.scratch, sender.line_id, connection.sent, intended + phase.line_clock_offset_ns, size,
                      phase.reference_clock);
-    if (!worker.send(connection, traffic.scratch)) return false;
+    if (!worker.send(connection, worker.wire().publish(traffic.frame, sender.room, traffic.scratch))) return false;
     ++connection.sent;
     ++traffic.lines_sent;
   }
@@ -92,7 +92,7 @@ Traffic::Traffic(Engine& engine) : engine_(engine), workers_(engine.workers().si
 Traffic::~Traffic() {
   engine_.for_each_worker([](Worker& worker) {
     worker.cancel_timer();
-    worker.set_line_handler(nullptr);
+    worker.set_message_handler(nullptr);
   });
 }
 
@@ -238,6 +238,13 @@ CpuUse fill_cpu(json::object& report, const CpuWindow& a, const CpuWindow& b, pi
 void finish_common(Engine& engine, json::object& report) {
   report["clients_connected"] = engine.open_connections();
   if (const auto limit = engine.limit_hit()) report["limit_hit"] = *limit;
+  if (const auto error = engine.server_error())
+    warn(report,
+         "the server answered with an error, or sent bytes loadgen could not parse (the first of them): " + *error);
+  // Broadcast and chat: copies of a client's own lines that the server handed back to it,
+  // dropped (Redis pub/sub delivers them; docs/loadgen.md, "Protocols").
+  if (auto* lines = report["lines"].if_object())
+    (*lines)["own_copies"] = engine.reduce([](Worker& worker) { return worker.own_copies; });
   const std::uint64_t untimed = engine.reduce([](Worker& worker) { return worker.untimed_reads; });
   if (untimed > 0)
     warn(report, std::to_string(untimed) +

@@ -1,5 +1,5 @@
 // What the three modes (idle.cpp, broadcast.cpp, chat.cpp) share: the traffic modes'
-// per-worker state and send loop, the common part of their line handlers, ramp and memory
+// per-worker state and send loop, the common part of their message handlers, ramp and memory
 // steps, the CPU window, drain and the clock. Internal to the scenarios and their tests:
 // main.cpp includes scenarios.hpp.
 #pragma once
@@ -37,7 +37,7 @@ struct SendPlan {
 };
 
 // Worker-side state of the phase in progress, set by the main thread between phases
-// (never while traffic flows), read by the send loops and line handlers.
+// (never while traffic flows), read by the send loops and message handlers.
 struct Phase {
   std::int64_t window_start_ns = 0, window_end_ns = INT64_MAX;
   // The senders of this process (global ids): their lines are timed exactly; another
@@ -56,6 +56,7 @@ struct Sender {
   std::uint64_t done = 0;     // sends made so far
   std::int64_t next_ns = 0;   // intended time of send `done`
   std::uint32_t line_id = 0;  // the sender id its lines carry: the global client id
+  std::uint32_t room = 0;     // the room its lines go to (a broker's subject, channel or topic)
 };
 
 // What a worker counted of the measured window (chat: the rate step's, cleared when it
@@ -76,7 +77,7 @@ struct WindowCounts {
   WindowCounts& operator+=(const WindowCounts& other);
 };
 
-// One worker's share of a broadcast or chat run: what its send loop and its line handler
+// One worker's share of a broadcast or chat run: what its send loop and its message handler
 // keep, written on that worker's thread only. The main thread reads the counters while
 // traffic flows, and the rest through Engine::reduce.
 struct WorkerTraffic {
@@ -86,8 +87,9 @@ struct WorkerTraffic {
   // The last wake-up of the send loop: its time and the thread's CPU time then.
   std::int64_t woke_ns = -1, woke_cpu_ns = 0;
   std::string scratch;  // line formatting without allocation
+  std::string frame;    // a broker's frame around the line (Wire::publish), likewise
 
-  // What the line handler counted.
+  // What the message handler counted.
   OwnedCount joined;                         // connections that completed the mode's handshake
   OwnedCount unique_deliveries;              // chat lines counted once per (receiver, sender, sequence)
   std::uint64_t unknown_lines = 0;           // lines that were neither a room member's chat line nor a reply
@@ -97,7 +99,7 @@ struct WorkerTraffic {
 };
 
 // The traffic of one broadcast or chat run, owned by its scenario: the phase in progress
-// and one WorkerTraffic per worker. The workers' send loops and line handlers refer to it
+// and one WorkerTraffic per worker. The workers' send loops and message handlers refer to it
 // (and to what the scenario keeps beside it), so it ends them before it goes.
 class Traffic {
  public:
@@ -131,7 +133,7 @@ void start_sending(Worker& worker, WorkerTraffic& traffic, const Phase& phase, s
 // Ends the send loop of one worker: no further sends in this phase.
 void stop_sending(Worker& worker, WorkerTraffic& traffic);
 
-// The line handlers' common part (broadcast.cpp, chat.cpp each have their own handler).
+// The message handlers' common part (broadcast.cpp, chat.cpp each have their own handler).
 // A connection completed its mode's handshake: it takes part from now on.
 void mark_joined(WorkerTraffic& traffic, Connection& connection);
 // A new chat line of a room member: its sequence number, and its latency if it was timed.

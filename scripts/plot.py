@@ -154,7 +154,7 @@ def plot_server_memory(rows, out, note):
 def plot_broadcast(rows, out, note):
     fig, axes = plt.subplots(1, 3, figsize=(15, 5), sharey=True)
     for ax, p in zip(axes, ["p50", "p95", "max"]):
-        for c in aggregate.configs_in(rows):
+        for c in aggregate.configs_in(rows) + aggregate.brokers_in(rows):
             errorbar(ax, positive(aggregate.series(rows, c, "broadcast", f"completion_{p}_us")), rows, c)
         ax.set_xscale("log")
         ax.set_yscale("log")
@@ -164,7 +164,8 @@ def plot_broadcast(rows, out, note):
     axes[0].set_ylabel("send → last receiver has it (µs, log)")
     axes[0].legend(fontsize=8)
     finish(fig, out, "broadcast_latency.png",
-           "One sender, everyone else receives; per message, intended send time to the last arrival. " + note)
+           "One sender, everyone else receives; per message, intended send time to the last arrival. "
+           + ("Grey: brokers, in their own protocol. " if aggregate.brokers_in(rows) else "") + note)
 
 
 def plot_spectrum(rows, out, note):
@@ -199,7 +200,7 @@ def plot_spectrum(rows, out, note):
 def plot_throughput(rows, out, note):
     fig, axes = plt.subplots(1, 3, figsize=(18, 5.2))
     top, bottom = 0, float("inf")
-    for c in aggregate.configs_in(rows):
+    for c in aggregate.configs_in(rows) + aggregate.brokers_in(rows):
         x = "offered_deliveries_per_s"
         errorbar(axes[0], positive(aggregate.series(rows, c, "chat", "latency_p99_us", x=x)), rows, c)
         # Filled: steps the server kept up with; hollow: steps it fell behind on, where
@@ -233,7 +234,8 @@ def plot_throughput(rows, out, note):
     axes[0].legend(fontsize=8)
     axes[1].legend(fontsize=8)
     finish(fig, out, "chat_throughput.png",
-           "Rooms of 10; offered deliveries = clients × rate × 9. Server on one core, loadgen on the other. " + note)
+           "Rooms of 10; offered deliveries = clients × rate × 9. Server on one core, loadgen on the other. "
+           + ("Grey: brokers, in their own protocol. " if aggregate.brokers_in(rows) else "") + note)
 
 
 def best_deliveries(rows, config):
@@ -249,18 +251,19 @@ def best_deliveries(rows, config):
 def plot_ceiling(rows, out, note):
     ceiling, name = aggregate.write_ceiling(rows)
     fig, ax = plt.subplots(figsize=(9, 5))
-    configs = [c for c in aggregate.configs_in(rows) if best_deliveries(rows, c)[0]]
+    configs = [c for c in aggregate.configs_in(rows) + aggregate.brokers_in(rows) if best_deliveries(rows, c)[0]]
     if ceiling and configs:
         values = [best_deliveries(rows, c) for c in configs]
         bars = ax.bar(range(len(configs)), [v / ceiling for v, _ in values],
-                      color=[plot_style.COLOURS[aggregate.variant_of(rows, c)] for c in configs],
+                      color=[plot_style.style(rows, c)["color"] for c in configs],
                       hatch=["//" if bound else "" for _, bound in values], edgecolor="black")
         for b, (v, bound) in zip(bars, values):
             ax.annotate(("≥ " if bound else "") + f"{v:,.0f}/s", (b.get_x() + b.get_width() / 2, b.get_height()),
                         ha="center", va="bottom", fontsize=8)
         ax.axhline(1, color="black", linestyle=":", label=f"{name}: {ceiling:,.0f} lines/s")
         ax.set_xticks(range(len(configs)))
-        ax.set_xticklabels([variants.config_label(c) for c in configs])
+        ax.set_xticklabels([variants.config_label(c) + ("\n(broker)" if c in aggregate.brokers_in(rows) else "")
+                            for c in configs])
         ax.legend(fontsize=8)
     else:
         ax.text(0.5, 0.5, "no microbench syscall ceiling or no chat/broadcast results",

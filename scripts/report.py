@@ -76,9 +76,14 @@ def points(rows, mode):
     return sorted({num(r["point"]) for r in rows if r["mode"] == mode and r["status"] == "ok"})
 
 
+def shown(rows, mode):
+    """The configurations a mode's tables show: the variants', then the brokers' (marked)."""
+    return [c for c in aggregate.configs_in(rows) + aggregate.brokers_in(rows) if aggregate.ok_rows(rows, c, mode)]
+
+
 def metric_table(rows, mode, column, fmt, label_point):
     pts = points(rows, mode)
-    configs = [c for c in aggregate.configs_in(rows) if aggregate.ok_rows(rows, c, mode)]
+    configs = shown(rows, mode)
     lines = [[label(rows, c)] + [cell(point_values(rows, c, mode, column, p), fmt) for p in pts]
              for c in configs]
     return table(["variant"] + [label_point(p) for p in pts], lines)
@@ -93,9 +98,11 @@ def best(candidates, lower_is_better=True):
 
 
 def label(rows, config):
-    """A configuration's name in tables: the seed's row says what it is."""
+    """A configuration's name in tables: the seed's row and a broker's say what they are."""
     if aggregate.variant_of(rows, config) == variants.SEED:
         return f"{config} ({variants.SEED_NOTE})"
+    if config in aggregate.brokers_in(rows):
+        return f"{config} ({variants.BROKER_NOTE})"
     return config
 
 
@@ -161,7 +168,7 @@ def ceiling_section(rows):
            "per delivered line at the ceiling = its cores' busy fraction × its cores ÷ deliveries/s "
            "(one core unless *Server threads*).\n\n"]
     lines = []
-    for c in aggregate.configs_in(rows):
+    for c in aggregate.configs_in(rows) + aggregate.brokers_in(rows):
         if c not in measured:
             continue
         e = measured[c]
@@ -169,7 +176,7 @@ def ceiling_section(rows):
         limits = {}
         for r in e["rows"]:
             limits[r["limited_by"] or "?"] = limits.get(r["limited_by"] or "?", 0) + 1
-        lines.append([c, ("≥ " if e["lower_bound"] else "") + cell(e["values"], fmt_num),
+        lines.append([label(rows, c), ("≥ " if e["lower_bound"] else "") + cell(e["values"], fmt_num),
                       cell(col("rate_per_client"), fmt_num), cell(col("latency_p99_us"), fmt_us),
                       cell(col("server_cpu_per_delivery_us"), fmt_us),
                       cell(col("server_cpu_fraction"), fmt_fraction),
@@ -446,7 +453,7 @@ def loadgen_busy_section(rows, per_client):
     loadgen reported itself saturated: there the step measured loadgen as much as the server."""
     pts = points(rows, "chat")
     lines = []
-    for c in [c for c in aggregate.configs_in(rows) if aggregate.ok_rows(rows, c, "chat")]:
+    for c in shown(rows, "chat"):
         line = [label(rows, c)]
         for p in pts:
             step = [r for r in aggregate.ok_rows(rows, c, "chat") if num(r["point"]) == p]
@@ -538,9 +545,10 @@ def peers_section(rows, machine):
                       cell(col("rss_zero_bytes"), fmt_bytes), i.get("setting")])
     return ("### Reference servers\n\n"
             f"{variants.PEER_NOTE[0].upper() + variants.PEER_NOTE[1:]}: Debian's builds, one process, loopback, "
-            "the same ramp and pinning as the variants (docs/methodology.md *Peers*). They never "
-            "rank as a variant to deploy. RSS at 0 connections is the intercept, set largely by "
-            "the setting beside it.\n\n"
+            "the same ramp and pinning as the variants (docs/methodology.md *Peers*). nginx's connections "
+            "send nothing; a broker's have made its handshake (NATS `CONNECT`, Redis `HELLO 3`, MQTT "
+            "`CONNECT`): each is a connected client. They never rank as a variant to deploy. RSS at 0 "
+            "connections is the intercept, set largely by the setting beside it.\n\n"
             + table(["server", "Debian version", "connections reached", "RSS / conn",
                      "RSS at 0 connections", "setting"], lines) + "\n")
 
@@ -561,6 +569,28 @@ def among_peers(rows, rss, configs):
         below = [x for x, pv in peer_rss.items() if v < pv]
         parts.append(f"`{c}` {fmt_bytes(v)} (less than {len(below)} of the {len(peer_rss)})")
     return (f"- **Among the reference servers** ({order}; {variants.PEER_NOTE}): " + "; ".join(parts) + ".")
+
+
+def brokers_section(rows, machine):
+    """What the brokers' rows in the tables above are, and where their protocols do not do
+    what the chat protocol does (run_all.sh --peers nats,redis,mosquitto)."""
+    brokers = [x for x in aggregate.brokers_in(rows)
+               if any(aggregate.ok_rows(rows, x, m) for m in ("broadcast", "chat", "ceiling"))]
+    if not brokers:
+        return ""
+    info = machine.get("peers") or {}
+    lines = [[x, (info.get(x) or {}).get("version") or "–", f"`{variants.PEER_BY_NAME[x].protocol}`",
+              variants.BROKER_DIFFERENCES.get(x, "–")] for x in brokers]
+    return ("## Brokers beside the chat servers\n\n"
+            "The rows marked *broker* above are Debian's builds of brokers people deploy instead of writing a "
+            "chat server, under the same load: `loadgen --protocol` speaks each one's protocol (docs/loadgen.md "
+            "*Protocols*) with the same chat line as payload (sender, sequence number, intended send time), "
+            "one subject, channel or topic per room, and judges latency, loss, duplicates and order as for "
+            "the variants. Each runs on the server's one core (`nats-server` with `GOMAXPROCS=1`), so the "
+            "ceilings compare deliveries per server core. They are not chat servers (no commands, no "
+            "`/stats`, none of the limits of docs/protocol.md) and never rank as a variant to deploy. "
+            "Where their protocols differ (docs/methodology.md *Peers*, docs/reliability.md *Brokers*):\n\n"
+            + table(["broker", "Debian version", "loadgen --protocol", "what differs"], lines) + "\n")
 
 
 def chat_rates(rows, chat):
@@ -770,6 +800,7 @@ def main():
     w(efficiency_section(rows))
     w(capacity_section(rows, plan))
     w(several_cores_section(rows, plan))
+    w(brokers_section(rows, machine))
 
     best_dps, measured = {}, aggregate.measured_ceilings(rows)
     for c in configs:

@@ -52,9 +52,10 @@ def parse_args():
                    help="comma-separated subset of " + ",".join(variants.NAMES)
                         + " (seed: idle and broadcast only)")
     p.add_argument("--peers", default=env_default("PEERS", ""),
-                   help="reference servers measured in idle beside the variants: a "
-                        "comma-separated subset of " + ",".join(PEER_NAMES)
-                        + ", or all (Debian's packages: scripts/setup.sh --peers)")
+                   help="reference servers measured beside the variants, never ranked with them: "
+                        "nginx in idle, the brokers (nats, redis, mosquitto) in every mode, in their "
+                        "own protocol (loadgen --protocol); a comma-separated subset of "
+                        + ",".join(PEER_NAMES) + ", or all (Debian's packages: scripts/setup.sh --peers)")
     p.add_argument("--out", default=env_default("OUT", ""),
                    help="results directory (default results/<date>-<host>)")
     p.add_argument("--repeats", type=int, default=env_default("REPEATS", None),

@@ -4,7 +4,7 @@ chat ceilings and the rates kept up with, as the plots, the report and compare.p
 import statistics
 
 from chatbench.results_csv import num, server_threads_of
-from chatbench.variants import BY_NAME, NAMES, PEER_NAMES
+from chatbench.variants import BY_NAME, NAMES, PEER_BY_NAME, PEER_NAMES
 
 
 def configs_in(rows):
@@ -20,6 +20,12 @@ def peers_in(rows):
     """The reference servers measured, in the registry's order."""
     seen = {r["config"] for r in rows if r["variant"] in PEER_NAMES}
     return [x for x in PEER_NAMES if x in seen]
+
+
+def brokers_in(rows):
+    """The brokers measured (the peers that speak a protocol of their own), in the
+    registry's order: beside the variants in every mode, never ranked with them."""
+    return [x for x in peers_in(rows) if PEER_BY_NAME[x].broker]
 
 
 def variant_of(rows, config):
@@ -134,9 +140,11 @@ def sustained(rows, config):
 
 
 def common_rate(rows):
-    """The highest chat rate per client that every configuration with chat results kept
-    up with (median p99), else the lowest rate: where variants are compared at one load."""
-    configs = {r["config"] for r in rows if r["mode"] == "chat" and r["status"] == "ok"}
+    """The highest chat rate per client that every variant's configuration with chat
+    results kept up with (median p99), else the lowest rate: where variants are compared at
+    one load. The brokers are shown beside the variants, not asked to keep up."""
+    configs = {r["config"] for r in rows
+               if r["mode"] == "chat" and r["status"] == "ok" and r["variant"] in BY_NAME}
     rates = sorted({num(r["point"]) for r in rows if r["mode"] == "chat" and r["status"] == "ok"})
 
     def kept(config, rate):

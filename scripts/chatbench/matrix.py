@@ -23,6 +23,11 @@ from chatbench.peers import PeerConfig, peer_config, peer_missing, peer_version
 from chatbench.server_process import Config, capacity_cores, raise_nofile, server_configs, server_cores, verify
 from chatbench.variants import BY_NAME, NAMES, PEER_BY_NAME, ROOT, config_name
 
+
+def registered(config):
+    """A configuration's entry in the registry: its variant's, or its peer's."""
+    return BY_NAME.get(config.variant) or PEER_BY_NAME[config.variant]
+
 # What loadgen's exit statuses mean (docs/exit-status.md), for a failed row's reason.
 LOADGEN_STATUS = {1: "loadgen error", 2: "bad loadgen command line", 3: "no client connected",
                   4: "server died during the ceiling search"}
@@ -212,11 +217,13 @@ def plan(args, target, configs, curve, peers=(), capacity=((), None)):
     Within a repeat the ceiling searches come before the fixed-rate chat curve, whose top
     rates follow from the ceilings; then the efficiency runs and the capacity searches,
     which have their own repeat counts. The extra stack sizes run on one server core only.
-    capacity: ([(config, cell)], CapacityCurve) from capacity_cells."""
+    The peers follow the variants in each mode they measure: nginx idle, the brokers every
+    one. capacity: ([(config, cell)], CapacityCurve) from capacity_cells."""
     one_core = {c.variant for c in configs if c.threads == 1}
     stacks = {"threads": args.thread_small_stack, "fibers": args.fiber_big_stack}
     extra = [Config(v, stacks[v]) for v in NAMES  # in the registry's order: threads, fibers
              if stacks.get(v) and v in one_core and BY_NAME[v].stack_size]
+    peer_configs = [PeerConfig(x) for x in peers]
     hold = 1 if args.quick else 2
 
     def variant(c):  # None for a peer
@@ -225,13 +232,17 @@ def plan(args, target, configs, curve, peers=(), capacity=((), None)):
     def pacing(c):
         return ["--connect-rate", variant(c).connect_rate] if variant(c) and variant(c).connect_rate else []
 
-    def runs(mode):
-        return [c for c in configs if MODE_BASE.get(mode, mode) in variant(c).modes]
+    def runs(mode, extra=()):
+        """The variants that measure mode (or the mode it is built on), then extra
+        configurations, then the peers that do."""
+        base = MODE_BASE.get(mode, mode)
+        return ([c for c in configs if base in variant(c).modes] + list(extra)
+                + [c for c in peer_configs if base in registered(c).modes])
 
     out = []
     for r in range(1, args.repeats + 1):
         if "idle" in args.modes:
-            for c in runs("idle") + extra + [PeerConfig(x) for x in peers]:
+            for c in runs("idle", extra):
                 slow = 3 if variant(c) and variant(c).script else 1  # a Python server
                 est = (2 + args.idle_steps * 0.6 + target / 4000) * slow
                 out.append(Measurement(c, "idle", target, r, est,
@@ -239,7 +250,7 @@ def plan(args, target, configs, curve, peers=(), capacity=((), None)):
                                         "--hold-s", hold] + pacing(c),
                                        deadline_s=60 + args.idle_steps * (hold + 12)))
         if "broadcast" in args.modes:
-            for c in runs("broadcast"):  # the seed included: its model's fan-out is the comparison
+            for c in runs("broadcast"):  # the seed included (its model's fan-out is the comparison), the brokers
                 for n in args.broadcast_clients:
                     send_s = args.broadcast_messages * args.broadcast_interval_ms / 1000
                     est = 1.5 + send_s + n / 3000
@@ -335,6 +346,8 @@ def run_measurement(m, build_dir, raw):
         return "failed", f"server did not start{' under its quota' if server.port else ''}: {e}", None
     cmd = ["taskset", "-c", m.config.loadgen_cpus, str(Path(build_dir) / "bin" / "loadgen")]
     cmd += [str(x() if callable(x) else x) for x in m.loadgen_args]  # callables: learnt so far
+    if getattr(m.config, "protocol", ""):  # a broker: loadgen speaks its protocol, in every mode
+        cmd += ["--protocol", m.config.protocol]
     cmd += ["--port", str(server.port), "--server-pid", str(server.proc.pid),
             "--threads", str(m.config.threads), "--quiet", "--json", str(json_path)]
     if quota:
@@ -529,7 +542,9 @@ def measure(args, build_dir, out):
     curve, capacity_curve = Curve(args), CapacityCurve(args)
     # The configurations --capacity-threads added are measured in the capacity mode only.
     main = [c for c in configs if c not in capacity_configs]
-    cells = capacity_cells(args, [c for c in main if c.threads == 1 and "ceiling" in BY_NAME[c.variant].modes])
+    searched = [c for c in main if c.threads == 1 and "ceiling" in BY_NAME[c.variant].modes]
+    searched += [PeerConfig(p) for p in peers if "ceiling" in PEER_BY_NAME[p].modes]  # the brokers
+    cells = capacity_cells(args, searched)
     cells += [(c, (args.capacity_quota, args.capacity_period_ms)) for c in configs if c in capacity_configs]
     measurements = plan(args, target, main, curve, peers, (cells, capacity_curve))
     micro_estimate = (20 if args.quick else 60) if "microbench" in args.modes else 0
@@ -654,18 +669,23 @@ def idle_target(args, desc, build_dir):
 
 
 def peers_to_run(args, raw):
-    """The peers to measure, and what machine.json says of each: idle only, no verification
-    (they speak no chat protocol); one whose package is missing is skipped, and the report
-    says why."""
+    """The peers to measure, and what machine.json says of each: no relay verification (a
+    peer answers no /stats); nginx in idle only, a broker in every mode asked for, in its
+    own protocol. One whose package is missing is skipped, and the report says why, with
+    the command that installs it."""
     peers, info = [], {}
-    if args.peers and "idle" not in args.modes:
-        print("  note: --peers run in idle only, and --modes has no idle: no peer measured")
-    for x in args.peers if "idle" in args.modes else []:
+    for x in args.peers:
+        peer = PEER_BY_NAME[x]
+        modes = [m for m in args.modes if m in peer.modes]
+        if not modes:
+            print(f"peer   {x:9s} not run: it measures {', '.join(peer.modes)} only, and --modes has none of them",
+                  flush=True)
+            continue
         why = peer_missing(x)
-        info[x] = {"package": PEER_BY_NAME[x].package, "version": peer_version(x),
-                   "setting": peer_config(x, 0, raw)[2], "skipped": why or ""}
-        print(f"peer   {x:9s} " + (f"skipped: {why}" if why else f"{info[x]['package']} {info[x]['version']}"),
-              flush=True)
+        info[x] = {"package": peer.package, "version": peer_version(x), "protocol": peer.protocol or None,
+                   "modes": modes, "setting": peer_config(x, 0, raw)[2], "skipped": why or ""}
+        print(f"peer   {x:9s} " + (f"skipped: {why}" if why else f"{peer.package} {info[x]['version']}, "
+                                    + ", ".join(modes)), flush=True)
         if not why:
             peers.append(x)
     return peers, info

@@ -90,6 +90,8 @@ def capacity_cores(n, cores):
 class Server:
     """A fresh server process; start() waits for its `listening on` line."""
 
+    stop_signal = signal.SIGTERM  # how it is stopped: as a service manager would
+
     def __init__(self, config, build_dir, log_path):
         self.config, self.build_dir, self.log_path = config, build_dir, log_path
         self.proc, self.port = None, None
@@ -120,22 +122,22 @@ class Server:
         return self
 
     def stop(self):
-        """SIGTERM, as a service manager would; returns a note if it did not exit 0 in 2 s."""
+        """stop_signal; returns a note if it did not exit 0 in 5 s."""
         if not self.proc:
             return ""
-        note = ""
+        note, name = "", self.stop_signal.name
         if self.proc.poll() is not None:
             note = f"server had exited with {self.proc.returncode}"
         else:
-            self.proc.send_signal(signal.SIGTERM)
+            self.proc.send_signal(self.stop_signal)
             try:
                 rc = self.proc.wait(timeout=5)
                 if rc != 0:
-                    note = f"server exited {rc} on SIGTERM"
+                    note = f"server exited {rc} on {name}"
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
-                note = "server did not exit within 5 s of SIGTERM (killed)"
+                note = f"server did not exit within 5 s of {name} (killed)"
         if self.proc.stdout:
             self.proc.stdout.close()
         self.log.close()

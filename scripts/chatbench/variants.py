@@ -82,23 +82,49 @@ SEED_NOTE = "the seed as written: no protocol limits"
 @dataclass(frozen=True)
 class Peer:
     """A reference server (run_all.sh --peers): Debian's build of a server a reader knows,
-    measured in idle only, beside the variants and never ranked as one to deploy."""
+    beside the variants and never ranked as one to deploy. nginx holds idle connections
+    only; a broker (with a protocol) is what people deploy instead of writing a chat server,
+    measured in every mode through loadgen --protocol (docs/methodology.md "Peers")."""
     name: str
     package: str   # Debian's package (scripts/setup.sh --peers installs the same)
     binary: str
     colour: str    # greys, told apart by their dashes: muted beside the variants' colours
     dashes: object
+    protocol: str = ""  # loadgen --protocol of a broker; "": no bytes sent, idle only
+    env: tuple = ()     # (NAME, VALUE) pairs set on every start
+    stop_signal: str = "SIGTERM"  # its graceful stop, the one that exits 0
+
+    @property
+    def broker(self):
+        return bool(self.protocol)
+
+    @property
+    def modes(self):
+        return MODES if self.broker else ("idle",)
 
 
 PEERS = (
     Peer("nginx", "nginx", "/usr/sbin/nginx", "#6e6e6e", ":"),
-    Peer("mosquitto", "mosquitto", "/usr/sbin/mosquitto", "#8c8c8c", "--"),
-    Peer("redis", "redis-server", "/usr/bin/redis-server", "#a8a8a8", "-."),
-    Peer("nats", "nats-server", "/usr/sbin/nats-server", "#7a7a7a", (0, (1, 4))),
+    Peer("mosquitto", "mosquitto", "/usr/sbin/mosquitto", "#8c8c8c", "--", protocol="mqtt"),
+    Peer("redis", "redis-server", "/usr/bin/redis-server", "#a8a8a8", "-.", protocol="redis"),
+    # One Go processor: the one server core the variants get (go's GOMAXPROCS=1 likewise).
+    # nats-server shuts down alike on SIGTERM and SIGINT, but exits 1 on SIGTERM.
+    Peer("nats", "nats-server", "/usr/sbin/nats-server", "#7a7a7a", (0, (1, 4)), protocol="nats",
+         env=(("GOMAXPROCS", "1"),), stop_signal="SIGINT"),
 )
 PEER_NAMES = [p.name for p in PEERS]
 PEER_BY_NAME = {p.name: p for p in PEERS}
-PEER_NOTE = "reference servers: no chat protocol, idle only"
+PEER_NOTE = "reference servers, not chat servers: nginx idle only, the brokers in their own protocol"
+BROKER_NOTE = "broker, not a chat server"
+# Where a broker's protocol does not do what the chat protocol does (docs/methodology.md "Peers").
+BROKER_DIFFERENCES = {
+    "redis": "Redis delivers a line to its sender too: K writes per line in a room of K where the others "
+             "make K − 1 (loadgen drops the copy, lines.own_copies)",
+    "mosquitto": "MQTT QoS 0: a subscriber more than max_queued_messages (1000) behind loses lines silently, "
+                 "counted lost; the others disconnect a slow subscriber",
+    "nats": "NATS slows a publisher whose subscriber falls behind, then disconnects that subscriber after its "
+            "10 s write deadline (or 64 MiB pending)",
+}
 
 
 def available(bin_dir):

@@ -82,11 +82,12 @@ json::object slice_report(std::uint32_t offset, std::uint32_t clients, std::uint
       {"limit_hit", nullptr},
       {"machine", json::object{{"git_commit", "abc"}, {"git_dirty", false}, {"hostname", "h" + std::to_string(offset)}}},
       {"options", json::object{{"room_size", room_size}, {"rate", json::array{5.0}}, {"duration_s", 1.0}, {"warmup_s", 0.0}, {"size", 64},
-                               {"tick_us", 250}, {"start_at_ms", 1}, {"find_ceiling", false}, {"clock_offset_ms", 0.0}}},
+                               {"tick_us", 250}, {"start_at_ms", 1}, {"find_ceiling", false}, {"clock_offset_ms", 0.0},
+                               {"protocol", "chat"}}},
       {"slice", json::object{{"clients_total", total}, {"client_offset", offset}, {"clients", clients}}},
       {"latency_histogram", histogram_json(latency)},
       {"rate_steps", json::array{step}},
-      {"lines", json::object{{"unknown", 0}}},
+      {"lines", json::object{{"unknown", 0}, {"own_copies", 0}}},
       {"clock", json::object{{"cross_slice_deliveries_untimed", 0}, {"measured_offset_ns", nullptr}, {"measured_offset_bound_ns", nullptr},
                              {"cross_slice_samples", 0}, {"cross_slice_min_latency_us", nullptr}}},
       {"cpu", json::object{{"loadgen_cpu_fraction", 0.1}, {"loadgen_saturated", false}}},
@@ -114,8 +115,12 @@ TEST(MergeReports, CountsOverEverySliceWithRoomsSpanningThem) {
   receiver(slices[0].report, 3)["gaps"].as_array()[1] = 1;
   receiver(slices[0].report, 3)["next"].as_array()[2] = 17;
   receiver(slices[2].report, 8)["duplicated"] = 1;
+  // Copies of their own lines a broker handed back (Redis) are summed, apart from deliveries.
+  slices[0].report["lines"].as_object()["own_copies"] = 80;
+  slices[1].report["lines"].as_object()["own_copies"] = 80;
   const json::object merged = merge_reports(slices);
   const json::object& lines = merged.at("lines").as_object();
+  EXPECT_EQ(lines.at("own_copies"), 160);
   // Expected: rooms of 3 -> 3 x 2 x 20 each, the room of one -> 0.
   EXPECT_EQ(lines.at("sent"), 200);
   EXPECT_EQ(lines.at("expected"), 3 * 3 * 2 * 20);
@@ -167,6 +172,9 @@ TEST(MergeReports, RefusesOverlapsOtherVersionsOtherOptionsAndOtherModes) {
   auto other_rooms = slice_report(5, 5, 10, 3, 20, 1);
   other_rooms["options"].as_object()["room_size"] = 4;
   refused({{"a.json", slice_report(0, 5, 10, 3, 20, 1)}, {"b.json", other_rooms}}, "option room_size differs");
+  auto other_protocol = slice_report(5, 5, 10, 3, 20, 1);
+  other_protocol["options"].as_object()["protocol"] = "nats";
+  refused({{"a.json", slice_report(0, 5, 10, 3, 20, 1)}, {"b.json", other_protocol}}, "option protocol differs");
   auto broadcast = slice_report(5, 5, 10, 3, 20, 1);
   broadcast["mode"] = "broadcast";
   refused({{"a.json", slice_report(0, 5, 10, 3, 20, 1)}, {"b.json", broadcast}}, "different modes: a.json is a \"chat\" report, b.json is \"broadcast\"");
@@ -246,10 +254,12 @@ json::object broadcast_slice(std::uint32_t offset, std::uint32_t clients, std::u
       {"clients_connected", clients},
       {"limit_hit", nullptr},
       {"machine", json::object{{"git_commit", "abc"}, {"git_dirty", false}, {"hostname", "h" + std::to_string(offset)}}},
-      {"options", json::object{{"messages", messages}, {"interval_ms", 10.0}, {"size", 64}, {"drain_s", 1.0}, {"start_at_ms", 1000}, {"clock_offset_ms", 0.0}}},
+      {"options", json::object{{"messages", messages}, {"interval_ms", 10.0}, {"size", 64}, {"drain_s", 1.0}, {"start_at_ms", 1000}, {"clock_offset_ms", 0.0},
+                               {"protocol", "chat"}}},
       {"slice", json::object{{"clients_total", total}, {"client_offset", offset}, {"clients", clients}}},
       {"latency_histogram", histogram_json(latency)},
-      {"lines", json::object{{"unknown", 0}, {"sync_sent", sender ? 18 : 0}, {"sync_received", 18 * here}, {"late_sends", 0}, {"late_sends_stalled", 0}}},
+      {"lines", json::object{{"unknown", 0}, {"sync_sent", sender ? 18 : 0}, {"sync_received", 18 * here}, {"late_sends", 0}, {"late_sends_stalled", 0},
+                             {"own_copies", 0}}},
       {"clock", json::object{{"cross_slice_deliveries_untimed", 0}, {"measured_offset_ns", 0}, {"measured_offset_bound_ns", 20'000},
                              {"cross_slice_samples", sender ? 0 : sent * here}, {"cross_slice_min_latency_us", nullptr}}},
       {"cpu", json::object{{"loadgen_cpu_fraction", 0.1}, {"loadgen_saturated", false}}},
