@@ -115,7 +115,7 @@ asan_options=$asan_base run_sanitized "$fuzz" fuzz -R '^fuzz\.' "$@" || failed=1
 # (docs/reliability.md); ASan+UBSan cover it below.
 tsan=$root/build-tsan
 cmake -S "$root" -B "$tsan" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCHATBENCH_SANITIZE=thread \
-  -DCHATBENCH_SKIP="bench;servers/fibers;servers/uring" >/dev/null
+  -DCHATBENCH_SKIP="bench;fibers;uring;asio-uring;coro-uring;go;eventlet;seed" >/dev/null
 cmake --build "$tsan" -j 2 --target protocol_unit_test relay_unit_test conformance faults chat-threads chat-asio chat-coro
 run_sanitized "$tsan" tsan -R '^(unit|threads|asio-t2|coro-t2)\.' \
   -E '\.Soak\.|^threads\.(Storm|Exhaustion)\.|^threads\.LingeringClose\.Thousand' "$@" || failed=1
