@@ -1,4 +1,4 @@
-// The conformance suite: every rule of docs/protocol.md (SPEC §1), checked against one
+// The conformance suite: every rule of docs/protocol.md, checked against one
 // server executable over real sockets. tests/conformance/CMakeLists.txt runs it once per
 // variant; each test starts its own server on --port 0.
 

@@ -1,4 +1,4 @@
-// The fault suite (issue 8, SPEC §1.5–§1.7): each test abuses one server executable the
+// The fault suite (docs/reliability.md): each test abuses one server executable the
 // way a hostile or unlucky network would, and checks that the server keeps its promises:
 // bounded memory, nothing lost that it accepted, only the offender pays. Real processes,
 // real sockets on loopback. tests/faults/CMakeLists.txt runs it once per variant;
@@ -569,7 +569,7 @@ TEST(Exhaustion, OutOfThreadsRefusesTheExtraClients) {
   EXPECT_EQ(clients[0].read_line(), "in again");
 }
 
-// ---- lingering close (issue 16) -----------------------------------------------------
+// ---- lingering close (docs/reliability.md, "Lingering close") ----------------------
 
 // What a client gets once the server has closed on it: every byte up to the end, and
 // whether that end was a clean EOF (error 0) or a reset (ECONNRESET); read raw, so that
