@@ -67,6 +67,10 @@ fi
 # -fsanitize=address (-Wmaybe-uninitialized inside libstdc++'s <regex>), and the
 # normal build already holds the same code to -Werror.
 werror=()
+# ThreadSanitizer's and AddressSanitizer's trees at -O1, as both sanitizers' documentation
+# suggests for reasonable speed: about a third less compile time than -O2 (chat-asio under
+# ASan+UBSan: 26 s of CPU instead of 41).
+sanitized_build=(-DCMAKE_BUILD_TYPE=RelWithDebInfo "-DCMAKE_CXX_FLAGS_RELWITHDEBINFO=-O1 -g -DNDEBUG")
 
 # Runs ctest in build dir $1 with sanitizer reports logged to files in
 # $1/sanitizer-logs/$2 (one directory per pass, so none overwrites another); fails if a
@@ -128,7 +132,7 @@ asan_options=$asan_base timed fuzz run_sanitized "$fuzz" fuzz -R '^fuzz\.' "$@" 
 # ThreadSanitizer cannot follow Boost.Context's assembly stack switches
 # (docs/reliability.md); ASan+UBSan cover it below.
 tsan=$root/build-tsan
-cmake -S "$root" -B "$tsan" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCHATBENCH_SANITIZE=thread \
+cmake -S "$root" -B "$tsan" "${sanitized_build[@]}" -DCHATBENCH_SANITIZE=thread \
   -DCHATBENCH_SKIP="bench;fibers;uring;asio-uring;coro-uring;go;eventlet;seed" >/dev/null
 timed tsan-build cmake --build "$tsan" -j "$(nproc)" \
   --target protocol_unit_test relay_unit_test conformance faults chat-threads chat-asio chat-coro
@@ -147,7 +151,7 @@ timed tsan run_sanitized "$tsan" tsan -R '^(unit|threads|asio-t2|coro-t2)\.' \
 # distributed.* (Python and shell driving the same executables), the scripts' command
 # lines, and what is not C++ (eventlet, seed; go has its race detector, go-race.*).
 asan=$root/build-asan
-cmake -S "$root" -B "$asan" -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+cmake -S "$root" -B "$asan" "${sanitized_build[@]}" \
   -DCHATBENCH_SANITIZE=address,undefined -DCMAKE_CXX_FLAGS=-fno-sanitize-recover=all \
   -DCHATBENCH_SKIP="bench;coro-uring;go;eventlet;seed" >/dev/null
 timed asan-build cmake --build "$asan" -j "$(nproc)"
