@@ -10,8 +10,9 @@
 #                  once, loadgen's on both engines, the unit and command-line tests
 #
 # Either way the last thing run is ctest, so the last line is its summary when all pass.
-# ctest runs two tests per core (CTEST_PARALLEL overrides): most wait on round trips and
-# timers half the time, and those that keep a core busy take two slots (PROCESSORS).
+# ctest runs two tests per core, one under ThreadSanitizer (CTEST_PARALLEL overrides):
+# most wait on round trips and timers half the time, and those that keep a core busy take
+# two slots (PROCESSORS).
 # With PASS_TIMES naming a file, each build and each ctest run appends "NAME SECONDS" to
 # it (.ci/run prints them).
 # Sanitizer reports are also written under <build dir>/sanitizer-logs/: a server that a
@@ -72,13 +73,13 @@ werror=()
 # ASan+UBSan: 26 s of CPU instead of 41).
 sanitized_build=(-DCMAKE_BUILD_TYPE=RelWithDebInfo "-DCMAKE_CXX_FLAGS_RELWITHDEBINFO=-O1 -g -DNDEBUG")
 
-# Runs ctest in build dir $1 with sanitizer reports logged to files in
+# Runs ctest in build dir $1 with $3 slots and sanitizer reports logged to files in
 # $1/sanitizer-logs/$2 (one directory per pass, so none overwrites another); fails if a
 # report was written even though every test passed. A report ends with a "SUMMARY:"
 # line; other lines there are warnings (e.g. ASan's note on fiber stack switches).
 run_sanitized() {
-  local build=$1 logs=$1/sanitizer-logs/$2
-  shift 2
+  local build=$1 logs=$1/sanitizer-logs/$2 slots=$3
+  shift 3
   rm -rf "$logs" && mkdir -p "$logs"
   local rc=0
   (cd "$build" &&
@@ -86,7 +87,7 @@ run_sanitized() {
     UBSAN_OPTIONS="log_path=$logs/ubsan:print_stacktrace=1:halt_on_error=1" \
     CHATBENCH_SANITIZED=1 \
     TSAN_OPTIONS="log_path=$logs/tsan:halt_on_error=1:second_deadlock_stack=1" \
-    ctest --output-on-failure -j "$parallel" "$@") || rc=$?
+    ctest --output-on-failure -j "$slots" "$@") || rc=$?
   local reports
   reports=$(grep -l 'SUMMARY: ' "$logs"/* 2>/dev/null || true)
   if [ -n "$reports" ]; then
@@ -121,7 +122,7 @@ CC=clang CXX=clang++ cmake -S "$root" -B "$fuzz" -DCMAKE_BUILD_TYPE=RelWithDebIn
 # Every suite runs even if one before it failed; the exit status says if any did.
 failed=0
 timed fuzz-build cmake --build "$fuzz" -j "$(nproc)" --target protocol_fuzz
-asan_options=$asan_base timed fuzz run_sanitized "$fuzz" fuzz -R '^fuzz\.' "$@" || failed=1
+asan_options=$asan_base timed fuzz run_sanitized "$fuzz" fuzz "$parallel" -R '^fuzz\.' "$@" || failed=1
 
 # ThreadSanitizer: the variants whose threads share state (chat-threads, and chat-asio and
 # chat-coro on two threads: asio-t2.*, coro-t2.*; conformance and faults but the soak)
@@ -130,13 +131,15 @@ asan_options=$asan_base timed fuzz run_sanitized "$fuzz" fuzz -R '^fuzz\.' "$@" 
 # ThreadSanitizer's cost per thread outlast the tests' deadlines (measured: 2 768 of
 # 5 000 connects admitted in 30 s beside another sanitized test). chat-fibers on several threads is not here:
 # ThreadSanitizer cannot follow Boost.Context's assembly stack switches
-# (docs/reliability.md); ASan+UBSan cover it below.
+# (docs/reliability.md); ASan+UBSan cover it below. One test per core: the servers' own
+# work costs several times more under ThreadSanitizer (chat-threads' /stats behind 200
+# connects took over 5 s with two tests per core).
 tsan=$root/build-tsan
 cmake -S "$root" -B "$tsan" "${sanitized_build[@]}" -DCHATBENCH_SANITIZE=thread \
   -DCHATBENCH_SKIP="bench;fibers;uring;asio-uring;coro-uring;go;eventlet;seed" >/dev/null
 timed tsan-build cmake --build "$tsan" -j "$(nproc)" \
   --target protocol_unit_test relay_unit_test conformance faults chat-threads chat-asio chat-coro
-timed tsan run_sanitized "$tsan" tsan -R '^(unit|threads|asio-t2|coro-t2)\.' \
+timed tsan run_sanitized "$tsan" tsan "${CTEST_PARALLEL:-$(nproc)}" -R '^(unit|threads|asio-t2|coro-t2)\.' \
   -E '\.Soak\.|^threads\.(Storm|Exhaustion)\.|^threads\.LingeringClose\.Thousand' "$@" || failed=1
 
 # AddressSanitizer + UndefinedBehaviorSanitizer; any undefined behaviour stops the
@@ -156,7 +159,7 @@ cmake -S "$root" -B "$asan" "${sanitized_build[@]}" \
   -DCHATBENCH_SKIP="bench;coro-uring;go;eventlet;seed" >/dev/null
 timed asan-build cmake --build "$asan" -j "$(nproc)"
 normal_only='^(asio|coro)-t2\.|^run_all\.|^distributed\.|^cli\.[^.]*\.(sh|py)\.'
-asan_options=$asan_base timed asan run_sanitized "$asan" asan -E "$normal_only|$rss_tests" "$@" || failed=1
+asan_options=$asan_base timed asan run_sanitized "$asan" asan "$parallel" -E "$normal_only|$rss_tests" "$@" || failed=1
 asan_options="$asan_base:quarantine_size_mb=0" \
-  timed asan-rss run_sanitized "$asan" asan-rss -R "$rss_tests" -E "$normal_only" "$@" || failed=1
+  timed asan-rss run_sanitized "$asan" asan-rss "$parallel" -R "$rss_tests" -E "$normal_only" "$@" || failed=1
 exit $failed
