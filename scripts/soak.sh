@@ -1,10 +1,12 @@
 #!/bin/sh
 # Long soak outside CI: the fault suite's Soak test (loadgen chat at a modest rate, no
-# line lost, RSS flat) for SECONDS per variant (default 600).
-#   scripts/soak.sh [BUILD_DIR] [VARIANT...]     e.g. CHAT_SOAK_S=3600 scripts/soak.sh build asio
+# line lost, RSS flat) for CHAT_SOAK_S seconds (default 600; ctest's runs are 15 s), one
+# server after another: every one the suites run against (`ctest -N -L soak` in the build
+# tree lists them, from the registry in CMakeLists.txt), or those named.
+#   scripts/soak.sh [BUILD_DIR] [NAME...]     e.g. CHAT_SOAK_S=3600 scripts/soak.sh build asio asio-t2
 set -eu
 root=$(cd "$(dirname "$0")/.." && pwd)
-usage="usage: scripts/soak.sh [BUILD_DIR] [VARIANT...]   (VARIANT: threads fibers asio coro eventlet)"
+usage="usage: scripts/soak.sh [BUILD_DIR] [NAME...]   (NAME: a variant, or VARIANT-t2; default all)"
 bad() {
   echo "soak.sh: $1" >&2
   echo "$usage" >&2
@@ -14,24 +16,32 @@ case ${1-} in -h|--help) echo "$usage"; exit 0 ;; esac
 [ $# -eq 0 ] || [ -d "$1" ] || bad "no directory '$1' (BUILD_DIR)"
 build=$(cd "${1:-$root/build}" && pwd)
 [ $# -gt 0 ] && shift
-variants=${*:-threads fibers asio coro eventlet}
-for variant in $variants; do
-  case $variant in threads|fibers|asio|coro|eventlet) ;; *) bad "no variant '$variant'" ;; esac
-done
 export CHAT_SOAK_S="${CHAT_SOAK_S:-600}"
 case $CHAT_SOAK_S in '' | *[!0-9]*) bad "CHAT_SOAK_S must be whole seconds, not '$CHAT_SOAK_S'" ;; esac
 [ -x "$build/bin/faults" ] || { echo "soak.sh: no $build/bin/faults: build first (scripts/build.sh)" >&2; exit 1; }
+
+# NAME and the command of each soak test ctest has, one per line, tab-separated; run
+# directly, without ctest's timeout.
+tests=$(cd "$build" && ctest --show-only=json-v1 -L soak | /usr/bin/python3 -c '
+import json, shlex, sys
+for test in json.load(sys.stdin)["tests"]:
+    print(test["name"].split(".")[0], shlex.join(test["command"]), sep="\t")
+')
+for name in "$@"; do
+  printf '%s\n' "$tests" | cut -f1 | grep -qxF -- "$name" ||
+    bad "no soak test for '$name' in $build ($(printf '%s\n' "$tests" | cut -f1 | paste -sd ' '))"
+done
 ulimit -n "$(ulimit -Hn)"
 
 status=0
-for variant in $variants; do
-  if [ "$variant" = eventlet ]; then
-    server="/usr/bin/python3 $root/servers/eventlet/chat_server.py"
-  else
-    server="$build/bin/chat-$variant"
+tab=$(printf '\t')
+while IFS=$tab read -r name command; do
+  if [ $# -gt 0 ]; then
+    case " $* " in *" $name "*) ;; *) continue ;; esac
   fi
-  echo "== $variant: ${CHAT_SOAK_S} s"
-  # shellcheck disable=SC2086  # the server command is split into its words on purpose
-  "$build/bin/faults" --gtest_filter='Soak.*' --variant "$variant" -- $server || status=1
-done
+  echo "== $name: ${CHAT_SOAK_S} s"
+  eval "$command" || status=1
+done <<EOF_TESTS
+$tests
+EOF_TESTS
 exit $status

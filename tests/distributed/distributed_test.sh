@@ -154,8 +154,8 @@ chat)
   # 3 x 600 clients in rooms of 7: 600 is no multiple of 7, so rooms span the hosts. The
   # start is 20 s ahead: GNU parallel's and ssh's start-up and the joins took up to 11.5 s
   # on this loaded machine, and a slice still joining misses lines sent to its rooms.
-  # DISTRIBUTED_CLIENTS_PER_HOST=6000 DISTRIBUTED_DURATION_S=5 is the measurement
-  # (docs/distributed.md), with DISTRIBUTED_START_DELAY_S and DISTRIBUTED_CONNECT_TIMEOUT_S
+  # DISTRIBUTED_CLIENTS_PER_HOST=6000 DISTRIBUTED_DURATION_S=5 is the measurement that
+  # docs/distributed.md reports, with DISTRIBUTED_START_DELAY_S and DISTRIBUTED_CONNECT_TIMEOUT_S
   # longer where 18 000 clients connect slowly; ctest runs the defaults.
   clients=$(( 3 * ${DISTRIBUTED_CLIENTS_PER_HOST:-600} ))
   chat_args=(--room-size 7 --rate 5 --duration-s "${DISTRIBUTED_DURATION_S:-3}" --warmup-s 0.5 --tick-us 0 --drain-s 5

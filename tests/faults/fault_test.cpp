@@ -1,4 +1,4 @@
-// The fault suite (issue 8, SPEC §1.5–§1.7): each test abuses one server executable the
+// The fault suite (docs/reliability.md): each test abuses one server executable the
 // way a hostile or unlucky network would, and checks that the server keeps its promises:
 // bounded memory, nothing lost that it accepted, only the offender pays. Real processes,
 // real sockets on loopback. tests/faults/CMakeLists.txt runs it once per variant;
@@ -497,7 +497,9 @@ TEST(Exhaustion, OutOfDescriptorsBacksOffAndRecovers) {
   auto first = connect_all(server, 3);
   Crowd crowd(server.port(), 400, "127.0.4.1");
   crowd.wait_connected(5s);  // the kernel completes them; the server cannot take all
-  std::this_thread::sleep_for(1s);
+  // It has accepted until its descriptor table is full (ulimit -n 256: descriptors 0 to 255).
+  EXPECT_TRUE(eventually([&] { return open_descriptors(server.pid()) >= 256; }, 10s))
+      << open_descriptors(server.pid()) << " descriptors open";
   first[0].send_line("still chatting");
   EXPECT_EQ(first[1].read_line(), "still chatting");
   EXPECT_EQ(first[2].read_line(), "still chatting");
@@ -569,7 +571,7 @@ TEST(Exhaustion, OutOfThreadsRefusesTheExtraClients) {
   EXPECT_EQ(clients[0].read_line(), "in again");
 }
 
-// ---- lingering close (issue 16) -----------------------------------------------------
+// ---- lingering close (docs/reliability.md, "Lingering close") ----------------------
 
 // What a client gets once the server has closed on it: every byte up to the end, and
 // whether that end was a clean EOF (error 0) or a reset (ECONNRESET); read raw, so that
@@ -812,6 +814,7 @@ TEST(Abrupt, SigtermDuringLoadLosesNothingUncounted) {
   constexpr int kClients = 4;
   auto c = connect_all(server, kClients);
   std::atomic<bool> sending{true};
+  std::atomic<int> deliveries{0};
   std::vector<std::thread> threads;
   std::vector<std::vector<int>> next(kClients, std::vector<int>(kClients, 0));  // [receiver][sender]
   std::vector<bool> in_order(kClients, true);
@@ -831,10 +834,12 @@ TEST(Abrupt, SigtermDuringLoadLosesNothingUncounted) {
         std::istringstream(*line) >> sender >> seq;
         if (sender < 0 || sender >= kClients || seq != next[i][sender]) in_order[i] = false;
         if (sender >= 0 && sender < kClients) next[i][sender] = seq + 1;
+        ++deliveries;
       }
     });
   }
-  std::this_thread::sleep_for(1500ms);
+  // Load flowing before the signal: 200 lines in at least (each reaches the 3 others).
+  EXPECT_TRUE(eventually([&] { return deliveries >= 600; }, 10s)) << deliveries.load() << " lines delivered";
   const auto start = Clock::now();
   server.signal(SIGTERM);
   const auto status = server.wait_exit(2s);
@@ -861,11 +866,16 @@ TEST(Abrupt, SigtermDuringLoadLosesNothingUncounted) {
 
 // ---- soak ----------------------------------------------------------------------------
 
-// loadgen chat at a modest rate (CHAT_SOAK_S seconds, default 60): no line lost and RSS
-// flat (the second half's peak within 5% + 1 MiB of the first half's).
+// loadgen chat at a modest rate for CHAT_SOAK_S seconds: no line lost and RSS flat (the
+// second half's peak within 5% + 1 MiB of the first half's). 15 s by default, the window
+// of every ctest run; scripts/soak.sh runs it for 10 min or more. chat-go's window is 60 s
+// at least: its heap grows towards its first collections for about half a minute at this
+// load (docs/servers.md, "Memory given back"; measured: 4.9 -> 6.5 MiB in 15 s, 6.5 ->
+// 7.3 in 30 s, 7.3 -> 7.4 in 60 s), which a shorter window would take for a leak.
 TEST(Soak, ChatAtModerateLoad) {
   const char* seconds_text = std::getenv("CHAT_SOAK_S");
-  const int seconds = seconds_text ? std::atoi(seconds_text) : 60;
+  int seconds = seconds_text ? std::atoi(seconds_text) : 15;
+  if (server_command().variant == "go") seconds = std::max(seconds, 60);
   ServerProcess server;
   const std::string json = "/tmp/chatbench-soak-" + std::to_string(::getpid()) + ".json";
   std::vector<std::string> args = {CHAT_LOADGEN,       "chat",        "--port",     std::to_string(server.port()),

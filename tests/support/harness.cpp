@@ -305,9 +305,9 @@ bool Client::silent_for(std::chrono::milliseconds window) {
   return !fill(Clock::now() + window) && !eof_;
 }
 
-std::map<std::string, std::string> Client::stats() {
+std::map<std::string, std::string> Client::stats(std::chrono::milliseconds timeout) {
   send_line("/stats");
-  const auto line = read_line();
+  const auto line = read_line(timeout);
   if (!line || !line->starts_with("/stats ")) {
     throw std::runtime_error("no /stats reply; got: " + line.value_or("(nothing)"));
   }

@@ -115,8 +115,9 @@ class Client {
   // True if nothing at all arrives within `window`.
   bool silent_for(std::chrono::milliseconds window);
 
-  // Round trip: sends /stats and returns its key=value pairs (with "variant").
-  std::map<std::string, std::string> stats();
+  // Round trip: sends /stats and returns its key=value pairs (with "variant"); throws if
+  // no reply comes within `timeout`.
+  std::map<std::string, std::string> stats(std::chrono::milliseconds timeout = 5s);
 
   void shutdown_write();
   // Closes with SO_LINGER 0: the peer gets a reset instead of a FIN.
