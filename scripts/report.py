@@ -318,14 +318,15 @@ def validation_table(rows, configs):
     cells = sorted({k for v in checked.values() for k in v["cells"]})
     lines = []
     for c, v in checked.items():
-        separated = [f"{fmt_cell(a)} vs {fmt_cell(b)}" for a, b, verdict, _p in v["pairs"] if verdict in ("a", "b")]
+        separated = [f"{a} vs {b}, p = {p:.2g}" for a, b, verdict, p in v["pairs"] if verdict in ("a", "b")]
         lines.append([c] + [cell(v["cells"].get(k, []), fmt_num) if k in v["cells"] else "·" for k in cells]
                      + [f"{v['ratio']:.2f}" if v["ratio"] else "–",
                         v["verdict"] + (" (" + "; ".join(separated) + ")" if separated else "")])
     return ("### Validation: per-core capacity across quotas and periods\n\n"
             "Deliveries per server core-second at each quota and period (median (min–max) of the "
-            "searches that gave one). It agrees when the noise test (*Method*) separates no two "
-            "cells; max/min is the largest cell median over the smallest. A variant that does not "
+            "searches that gave one). It agrees when the noise test (*Method*) separates neither the "
+            "smallest quota from the largest (each pooled over the periods) nor the shortest period "
+            "from the longest (each pooled over the quotas), at p < 0.025 each; max/min is the largest cell median over the smallest. A variant that does not "
             "agree does not scale linearly with its share of a core here: its row is the curve.\n\n"
             + table(["variant"] + [fmt_cell(k) for k in cells] + ["max/min", "verdict"], lines) + "\n")
 

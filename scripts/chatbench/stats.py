@@ -60,20 +60,21 @@ def smallest_p(n, m):
     return 2 / math.comb(n + m, n) if n and m else 1.0
 
 
-def can_rank(n, m):
-    return smallest_p(n, m) < ALPHA
+def can_rank(n, m, alpha=ALPHA):
+    return smallest_p(n, m) < alpha
 
 
-def rank(a, b, lower_is_better=True):
+def rank(a, b, lower_is_better=True, alpha=ALPHA):
     """Whether a is better than b beyond the noise of their repeats: (verdict, p) with
-    verdict 'a', 'b', 'tied' (the test cannot tell them apart at ALPHA) or 'too few'
-    (too few repeats for any outcome to reach ALPHA)."""
+    verdict 'a', 'b', 'tied' (the test cannot tell them apart at alpha) or 'too few'
+    (too few repeats for any outcome to reach alpha). A caller that makes k tests of one
+    question passes ALPHA / k (Bonferroni)."""
     a = [v for v in a if v is not None]
     b = [v for v in b if v is not None]
-    if not can_rank(len(a), len(b)):
+    if not can_rank(len(a), len(b), alpha):
         return "too few", None
     p = mann_whitney_p(a, b)
-    if p >= ALPHA:
+    if p >= alpha:
         return "tied", p
     a_lower = statistics.median(a) < statistics.median(b)
     return ("a" if a_lower == lower_is_better else "b"), p

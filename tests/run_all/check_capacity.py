@@ -131,8 +131,16 @@ def check_validation_and_publication():
     withheld = grid("asio", {**ASIO, (0.4, 20.0): [None] * 4})
     check(capacity.validation(withheld, "asio")["verdict"].startswith("not validated"),
           "a cell whose searches withheld the figure still validates")
-    few = grid("asio", {cell: v[:3] for cell, v in ASIO.items()})
-    check("too few" in capacity.validation(few, "asio")["verdict"], "3 repeats a cell validate")
+    few = grid("asio", {cell: v[:2] for cell, v in ASIO.items()})
+    check("too few" in capacity.validation(few, "asio")["verdict"], "2 repeats a cell validate")
+    # One trend, not fifteen pairs: a cell off by chance among cells that agree does not
+    # separate the pooled sides; a trend with the period does.
+    odd = grid("asio", {**ASIO, (0.3, 5.0): [2.2e6, 2.21e6, 2.19e6, 2.2e6]})
+    check(capacity.validation(odd, "asio")["verdict"] == "agrees", "one odd middle cell fails a linear server")
+    longer = {(q, p): [v * (1.15 if p == 20.0 else 1) for v in values] for (q, p), values in ASIO.items()}
+    trend = capacity.validation(grid("asio", longer), "asio")
+    check(trend["verdict"] == "does not scale linearly" and trend["pairs"][1][2] == "b",
+          f"15% more per core at the longer period: {trend['verdict']} {trend['pairs']}")
 
     # Not published without the cross-check; published once threads and eventlet hold.
     figure, why = capacity.published(rows, "asio", PLAN)
