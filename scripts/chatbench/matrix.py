@@ -88,6 +88,13 @@ class Curve:
         return ",".join(f"{x:g}" for x in self.rates)
 
 
+def pacing(c):
+    """loadgen --connect-rate for a server whose accept queue needs its connects paced
+    (the registry's connect_rate), in every mode."""
+    rate = registered(c).connect_rate
+    return ["--connect-rate", rate] if rate else []
+
+
 def chat_measurement(args, c, r, curve):
     warm = 0.5
     rates = len(args.chat_rates) + Curve.MAX_DOUBLINGS
@@ -95,7 +102,7 @@ def chat_measurement(args, c, r, curve):
     return Measurement(c, "chat", args.chat_clients, r, est,
                        ["chat", "--clients", args.chat_clients, "--room-size", args.room_size,
                         "--rate", curve.chat_rates, "--duration-s", args.chat_duration_s,
-                        "--warmup-s", warm, "--size", 64],
+                        "--warmup-s", warm, "--size", 64] + pacing(c),
                        deadline_s=60 + (4 + rates * (args.chat_duration_s + warm)) * 2)
 
 
@@ -109,7 +116,7 @@ def ceiling_measurement(args, c, r, curve):
                        ["chat", "--find-ceiling", "--clients", args.chat_clients,
                         "--room-size", args.room_size, "--rate", lambda: curve.start_rate(c.name),
                         "--p99-bar-ms", f"{args.p99_bar_ms:g}", "--duration-s", args.chat_duration_s,
-                        "--warmup-s", warm, "--size", 64]
+                        "--warmup-s", warm, "--size", 64] + pacing(c)
                        # A smoke run brackets coarsely: ten variants' searches must fit in minutes.
                        + (["--ceiling-max-steps", 6] if args.quick else []),
                        deadline_s=60 + 30 * step)
@@ -123,7 +130,7 @@ def efficiency_measurement(args, c, r):
     return Measurement(c, "efficiency", args.chat_clients, r, 2 + len(rates) * (args.chat_duration_s + warm) + 2,
                        ["chat", "--clients", args.chat_clients, "--room-size", args.room_size,
                         "--rate", ",".join(f"{x:g}" for x in rates), "--duration-s", args.chat_duration_s,
-                        "--warmup-s", warm, "--size", 64],
+                        "--warmup-s", warm, "--size", 64] + pacing(c),
                        deadline_s=60 + (4 + len(rates) * (args.chat_duration_s + warm)) * 2)
 
 
@@ -165,7 +172,7 @@ def capacity_measurement(args, c, r, quota, curve):
                        ["chat", "--find-ceiling", "--clients", args.chat_clients,
                         "--room-size", args.room_size, "--rate", lambda: curve.start_rate(c, quota),
                         "--p99-bar-ms", f"{args.p99_bar_ms + stall_ms:g}", "--duration-s", args.chat_duration_s,
-                        "--warmup-s", warm, "--size", 64]
+                        "--warmup-s", warm, "--size", 64] + pacing(c)
                        + (["--ceiling-max-steps", 6] if args.quick else []),
                        deadline_s=60 + 30 * step, quota=quota)
 
@@ -228,9 +235,6 @@ def plan(args, target, configs, curve, peers=(), capacity=((), None)):
 
     def variant(c):  # None for a peer
         return BY_NAME.get(c.variant)
-
-    def pacing(c):
-        return ["--connect-rate", variant(c).connect_rate] if variant(c) and variant(c).connect_rate else []
 
     def runs(mode, extra=()):
         """The variants that measure mode (or the mode it is built on), then extra

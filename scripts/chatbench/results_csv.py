@@ -30,7 +30,7 @@ COLUMNS = [
     "host_rss_bytes", "host_pte_bytes", "host_kernel_stack_bytes", "host_socket_bytes",
     "host_other_kernel_bytes", "host_kernel_caches", "host_reclaimable_slab_bytes",
     "host_parts_bytes", "host_whole_bytes", "host_whole_meminfo_bytes", "host_slab_slack_used_bytes",
-    "host_mem_available_bytes", "client_end_bytes", "loadgen_slope_bytes", "memory_flags",
+    "host_whole_resolution_bytes", "host_within_resolution", "host_mem_available_bytes", "client_end_bytes", "loadgen_slope_bytes", "memory_flags",
     # idle: the matrix's quiet-machine check before the point (scripts/run_matrix.py)
     "quiet_time_wait", "quiet_wait_s", "quiet_settled",
     # broadcast and chat: delivery latency (chat: this rate step's window), microseconds
@@ -121,8 +121,10 @@ HOST_PARTS = ["rss", "pte", "kernel_stack", "socket", "other_kernel"]
 def _server_host(row, memory):
     """The idle run's server-host breakdown (loadgen's memory.server_host) into row."""
     host = memory.get("server_host") or {}
-    for k in HOST_PARTS + ["reclaimable_slab", "parts", "whole", "whole_meminfo", "slab_slack_used", "mem_available"]:
+    for k in HOST_PARTS + ["reclaimable_slab", "parts", "whole", "whole_meminfo", "slab_slack_used", "whole_resolution",
+              "mem_available"]:
         row[f"host_{k}_bytes"] = host.get(f"{k}_bytes")
+    row["host_within_resolution"] = host.get("within_resolution")
     caches = {**(host.get("socket_caches") or {}), **(host.get("other_caches") or {})}
     row["host_kernel_caches"] = " ".join(f"{name}={caches[name]:.0f}" for name in
                                          sorted(caches, key=lambda n: -abs(caches[n])))
@@ -163,6 +165,16 @@ def rows_from_report(config, variant, stack, mode, point, repeat, status, why, p
             "repeat": repeat, "status": status, "why": why,
             "json": str(Path(path).relative_to(out_dir))}
     rows = []
+    # Load on fewer clients than asked is another point, not this one: clients the server
+    # reset or refused after their connect completed (an accept queue that overflowed, a
+    # limit) fail the run, with why. Receivers it disconnected later, slow at saturation,
+    # are part of the measurement (lines.receivers_disconnected).
+    stayed, requested = report.get("clients_connected"), report.get("clients_requested")
+    dropped = _get(report, "lines", "receivers_disconnected") or 0
+    if mode != "idle" and stayed is not None and requested and stayed + dropped < requested:
+        return [dict(base, point=point, clients=stayed, status="failed",
+                     why=f"{requested - stayed - dropped} of {requested} clients were reset or refused before "
+                         f"they joined" + (f"; {why}" if why else ""))]
     if mode == "idle":
         steps = _get(report, "memory", "steps") or []
         slope = _get(report, "memory", "per_connection") or {}

@@ -4,7 +4,8 @@
   check_capacity.py SOURCE_DIR               the figures, from results.csv rows made here (no
                                              server runs): which efficiency points are flagged,
                                              a capacity row's per-core columns from loadgen's
-                                             ceiling object, the validation across quotas and
+                                             ceiling object (and a run short of clients
+                                             failing its point), the validation across quotas and
                                              periods, the cross-check, the rule that publishes a
                                              figure, several cores, cgroup setup against a fake
                                              cgroup tree of either version, report.py and
@@ -119,6 +120,28 @@ ASIO = {(q, p): [2.00e6 + d for d in (-3e4, -1e4, 1e4, 3e4)] for q in (0.2, 0.3,
 ASIO[(0.2, 5.0)] = [1.99e6, 2.02e6, 1.98e6, 2.03e6]
 FIBERS = {(q, p): [v * (1 + (0.4 - q)) for v in (2.5e6, 2.52e6, 2.48e6, 2.51e6)] for q in (0.2, 0.3, 0.4)
           for p in (5.0, 20.0)}
+
+
+def check_short_of_clients():
+    """A run whose server reset or refused some clients (mosquitto's accept queue did, at a
+    thousand connects a second) is not the point asked for: one failed row, with why."""
+    with tempfile.TemporaryDirectory() as out:
+        for connected, mode, slow in [(904, "chat", 0), (1000, "chat", 0), (9950, "broadcast", 0),
+                                      (904, "ceiling", 0), (900, "chat", 100)]:
+            requested = 10000 if mode == "broadcast" else 1000
+            report = {"mode": mode, "clients_requested": requested, "clients_connected": connected,
+                      "lines": {"receivers_disconnected": slow},  # slow receivers: measured, not a failure
+                      "options": {"room_size": 10}, "rate_steps": [{"rate": 1.0}, {"rate": 5.0}],
+                      "ceiling": {"deliveries_per_s": 9000.0, "limited_by": "server"}}
+            path = Path(out) / f"{mode}-{connected}-{slow}.json"
+            path.write_text(json.dumps(report))
+            rows = results_csv.rows_from_report(mode, mode, "", mode, requested, 1, "ok", "", str(path), Path(out))
+            if connected + slow < requested:
+                check(len(rows) == 1 and rows[0]["status"] == "failed"
+                      and f"{requested - connected} of {requested} clients were reset" in rows[0]["why"],
+                      f"{mode} on {connected} of {requested} clients: {rows}")
+            else:
+                check(len(rows) == 2 and all(r["status"] == "ok" for r in rows), f"{mode} on every client: {rows}")
 
 
 def check_validation_and_publication():
@@ -367,6 +390,7 @@ def main():
         return finish()
     check_efficiency_flags()
     check_ceiling_row()
+    check_short_of_clients()
     rows = check_validation_and_publication()
     check_several_cores()
     check_fake_cgroups()
