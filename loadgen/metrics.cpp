@@ -249,6 +249,9 @@ SlabInfo read_slab_info() {
     if (!(fields >> name >> active >> total >> objsize >> per_slab >> pages) || per_slab == 0) continue;
     info.active[name] += active * pages * page / per_slab;
     if (total > active) info.slack_bytes += (total - active) * pages * page / per_slab;
+    std::ifstream cpu("/sys/kernel/slab/" + name + "/cpu_slabs");  // "COUNT N0=COUNT ..."
+    std::uint64_t cpu_slabs = 0;
+    if (cpu >> cpu_slabs) info.cpu_reserve[name] += cpu_slabs * pages * page;
   }
   return info;
 }
@@ -301,6 +304,7 @@ MemorySample sample_memory(pid_t pid) {
   auto slabs = read_slab_info();
   if (!slabs.active.empty()) s.slab_slack_bytes = slabs.slack_bytes;
   s.slab_caches = std::move(slabs.active);
+  s.slab_cpu_reserve = std::move(slabs.cpu_reserve);
   return s;
 }
 

@@ -199,6 +199,11 @@ struct SlabInfo {
   // Slots of allocated slabs that hold no object, at the same share: memory already taken
   // from the free pool that new objects fill before any new slab is allocated.
   std::uint64_t slack_bytes = 0;
+  // name -> bytes of the slabs each CPU holds for itself (SLUB's /sys/kernel/slab/NAME/
+  // cpu_slabs: the active slab and the per-CPU partial ones). Their free slots are counted
+  // active by /proc/slabinfo, so objects put there show in no reading: the most a ramp can
+  // add unseen. Empty where the kernel does not say.
+  SlabCaches cpu_reserve;
 };
 SlabInfo read_slab_info();
 inline SlabCaches read_slab_caches() { return read_slab_info().active; }
@@ -216,7 +221,8 @@ struct MemorySample {
   std::optional<std::uint64_t> per_cpu_free_bytes;  // free pages in the per-CPU lists, which MemFree leaves out
   std::optional<std::uint64_t> slab_slack_bytes;    // SlabInfo::slack_bytes; nullopt without /proc/slabinfo
   std::optional<std::uint64_t> loadgen_rss_bytes, loadgen_pte_bytes;  // the client's process
-  SlabCaches slab_caches;  // kept for the per-cache slopes; not written per step
+  SlabCaches slab_caches;        // kept for the per-cache slopes; not written per step
+  SlabCaches slab_cpu_reserve;  // SlabInfo::cpu_reserve
 };
 
 // Reads /proc/PID/status, /proc/PID/smaps_rollup, /proc/self/status, /proc/meminfo,

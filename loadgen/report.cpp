@@ -378,6 +378,8 @@ json::object server_host_json(const ServerHost& host) {
           {"page_cache_bytes", rounded(host.page_cache)},
           {"per_cpu_free_bytes", rounded(host.per_cpu_free)},
           {"slab_slack_used_bytes", rounded(host.slab_slack_used)},
+          {"whole_resolution_bytes", rounded(host.whole_resolution)},
+          {"within_resolution", host.within_resolution},
           {"mem_available_bytes", rounded(host.mem_available)},
           {"client_end_bytes", host.have_client ? json::value(std::round(host.client_end)) : json::value(nullptr)},
           {"loadgen_bytes", rounded(host.loadgen)},

@@ -33,6 +33,24 @@ bool socket_cache(const std::string& name) {
          name.starts_with("skbuff_") || name.starts_with("tcp_bind");
 }
 
+// The whole's resolution: the per-CPU slabs of the caches the ramp grew, at its start and
+// at its end, over the connections it added (ServerHost::whole_resolution). Objects put into
+// the free slots of the first took no free memory; the free slots of the second took free
+// memory and hold no object: either way, up to their size.
+void add_resolution(const std::vector<MemorySample>& steps, const std::vector<std::string>& grown,
+                    ServerHost& host) {
+  const MemorySample &first = steps.front(), &last = steps.back();
+  const double added = static_cast<double>(last.clients) - static_cast<double>(first.clients);
+  if (first.slab_cpu_reserve.empty() || last.slab_cpu_reserve.empty() || added <= 0) return;
+  double reserve = 0;
+  for (const auto& name : grown)
+    for (const MemorySample* s : {&first, &last}) {
+      const auto it = s->slab_cpu_reserve.find(name);
+      if (it != s->slab_cpu_reserve.end()) reserve += static_cast<double>(it->second);
+    }
+  host.whole_resolution = reserve / added;
+}
+
 // The kernel parts: per slab cache, the slope over the steps (both ends) less the client's
 // end measured apart, and their sums by kind. Also the client's end in total.
 void add_slab_parts(const std::vector<MemorySample>& steps, const std::optional<ClientEnd>& client_end,
@@ -43,6 +61,7 @@ void add_slab_parts(const std::vector<MemorySample>& steps, const std::optional<
   for (const auto& s : steps)
     for (const auto& entry : s.slab_caches) names.insert(entry.first);
   std::map<std::string, double> server_caches;
+  std::vector<std::string> grown;  // the caches the ramp grew, both ends counted
   for (const auto& name : names) {
     const auto total = slope_over(steps, [&](const MemorySample& s) -> std::optional<double> {
       if (s.slab_caches.empty()) return std::nullopt;
@@ -56,7 +75,9 @@ void add_slab_parts(const std::vector<MemorySample>& steps, const std::optional<
     }
     host.client_end += client;
     if (total) server_caches[name] = *total - client;
+    if (total && *total > 0) grown.push_back(name);
   }
+  add_resolution(steps, grown, host);
   for (const auto& [name, bytes] : server_caches) {
     (socket_cache(name) ? host.socket : host.other) += bytes;
     if (slab_cache_reclaimable(name)) host.reclaimable += bytes;
@@ -105,7 +126,7 @@ std::vector<std::string> flags_of(const ServerHost& host) {
   if (!host.kernel_stack) flags.push_back("kernel stack size unknown");
   if (host.whole && host.rss && *host.whole < *host.rss)
     flags.push_back("the whole is smaller than the server's own RSS");
-  if (host.disagreement && *host.disagreement > 0.2) {
+  if (host.disagreement && *host.disagreement > 0.2 && !host.within_resolution) {
     char text[96];
     std::snprintf(text, sizeof text, "parts and whole disagree by %.0f%% (more than 20%%)", *host.disagreement * 100);
     flags.push_back(text);
@@ -131,6 +152,8 @@ ServerHost server_host(const std::vector<MemorySample>& steps, const std::option
     host.parts = *host.rss + host.pte.value_or(0) + host.kernel_stack.value_or(0) + host.socket + host.other;
   if (host.parts && host.whole && *host.whole > 0)
     host.disagreement = std::abs(*host.parts - *host.whole) / *host.whole;
+  if (host.parts && host.whole && host.whole_resolution)
+    host.within_resolution = std::abs(*host.parts - *host.whole) <= *host.whole_resolution;
   host.flags = flags_of(host);
   return host;
 }

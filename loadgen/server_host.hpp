@@ -38,6 +38,13 @@ struct ServerHost {
   double client_end = 0;          // the client's end in the kernel
   std::optional<double> loadgen;  // loadgen's own growth (its RSS and page tables)
 
+  // How far the whole can tell: the per-CPU slabs of the caches the ramp grew, at its start
+  // and end, over the connections it added. /proc/slabinfo counts their free slots as in
+  // use, so objects can fill them unseen (or free memory go to slots no object holds); parts
+  // and whole closer than this are not a disagreement (at a few hundred connections it is
+  // kilobytes per connection; at thousands, a few per cent). nullopt where unknown.
+  std::optional<double> whole_resolution;
+  bool within_resolution = false;      // |parts - whole| <= whole_resolution: not judged, not flagged
   std::optional<double> disagreement;  // |parts - whole| / whole
   std::vector<std::string> flags;      // why the point is not a result; empty when it adds up
 };

@@ -617,6 +617,24 @@ def noise_rule(rows, plan):
 CACHE_SHOWN = 64  # bytes per connection: smaller slab-cache figures are noise on a busy machine
 
 
+def resolution_line(rows, configs):
+    """One line for the points whose parts and whole differ by more than 20% but by less than
+    the whole's resolution (loadgen's whole_resolution_bytes): not flagged, and not checked."""
+    unresolved = [r for c in configs for r in aggregate.idle_last_steps(rows, c)
+                  if results_csv.memory_result(r) and str(r.get("host_within_resolution")) in ("True", "true", "1")
+                  and num(r.get("host_parts_bytes")) and num(r.get("host_whole_bytes"))
+                  and abs(num(r["host_parts_bytes"]) - num(r["host_whole_bytes"])) > 0.2 * num(r["host_whole_bytes"])]
+    if not unresolved:
+        return ""
+    counts = sorted({int(num(r["point"])) for r in unresolved})
+    worst = max(num(r["host_whole_resolution_bytes"]) for r in unresolved)
+    return (f"\nAt {', '.join(f'{n:,}'.replace(',', ' ') for n in counts)} connections the whole cannot check the "
+            f"parts: in {len(unresolved)} point(s) they differ by more than 20% but by less than the per-CPU "
+            f"slabs of the caches the ramp grew (at its start and end), up to {fmt_bytes(worst)} per connection, "
+            "whose free slots no reading sees (docs/methodology.md, \"Memory per connection\"); "
+            "thousands of connections resolve it.\n")
+
+
 def server_host_section(rows, configs):
     """The server host's cost per idle connection as named parts, beside the whole of the
     same scope; runs whose parts and whole disagree (or that started on a machine that was
@@ -655,6 +673,7 @@ def server_host_section(rows, configs):
         out.append(table(["variant", "runs", "RSS", "page tables", "kernel stacks", "sockets",
                           "other kernel", "parts", "whole", "meminfo sum", "slack filled", "reclaimable slab",
                           "MemAvailable drop", "client end"], lines))
+        out.append(resolution_line(rows, configs))
         out.append("\n![server host per connection](server_host_memory.png)\n\n")
         out.append("The kernel parts by slab cache, bytes per connection, of each configuration's "
                    f"first run that adds up (caches under {CACHE_SHOWN} B left out here; all are in "
@@ -669,7 +688,8 @@ def server_host_section(rows, configs):
     else:
         out.append("No idle run gave a server-host figure that adds up.\n\n")
     if flagged:
-        out.append("Flagged, not given as results (parts and whole disagree by more than 20%, "
+        out.append("Flagged, not given as results (parts and whole disagree by more than 20% and by more than "
+                   "the whole's resolution, "
                    "the whole is below the server's own RSS, a part could not be measured, or "
                    "the machine was not quiet before the point):\n\n")
         out.append(table(["variant", "repeat", "why"], flagged))
