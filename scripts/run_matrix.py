@@ -151,8 +151,8 @@ def add_capacity_options(p):
     """The efficiency and capacity modes (docs/methodology.md "Efficiency", "Capacity per
     server core")."""
     p.add_argument("--efficiency-rates", default=env_default("EFFICIENCY_RATES", None),
-                   help="efficiency: chat lines/s per client, each a step of one run (default 20,40: "
-                        "below every server's and loadgen's limits here; quick 20)")
+                   help="efficiency: chat lines/s per client, each a step of one run (default 10,20: "
+                        "the highest at which the event loops' cores stay under 90%% busy here; quick 10)")
     p.add_argument("--efficiency-repeats", default=env_default("EFFICIENCY_REPEATS", None),
                    help="efficiency: repeats, interleaved across variants (default 5, quick 1)")
     p.add_argument("--capacity", action="store_true", default=env_default("CAPACITY", "") != "",
@@ -185,7 +185,7 @@ def read_capacity_options(p, a):
     """Reads and checks the efficiency and capacity options (a usage error: exit 2)."""
     q = a.quick
     try:
-        a.efficiency_rates = float_list(a.efficiency_rates or ("20" if q else "20,40"))
+        a.efficiency_rates = float_list(a.efficiency_rates or ("10" if q else "10,20"))
         a.efficiency_repeats = int(a.efficiency_repeats or (1 if q else 5))
         a.capacity_quota = float(a.capacity_quota)
         a.capacity_period_ms = float(a.capacity_period_ms)
@@ -196,7 +196,7 @@ def read_capacity_options(p, a):
     except ValueError as e:
         p.error(f"not a number (in a capacity or efficiency option): {e}")
     if not a.efficiency_rates or min(a.efficiency_rates) <= 0:
-        p.error("--efficiency-rates: rates above 0, e.g. 20,40")
+        p.error("--efficiency-rates: rates above 0, e.g. 10,20")
     if a.efficiency_repeats < 1 or a.capacity_repeats < 1:
         p.error("--efficiency-repeats, --capacity-repeats: at least 1")
     if a.capacity or a.capacity_validate:
