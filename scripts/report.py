@@ -326,8 +326,9 @@ def validation_table(rows, configs):
             "Deliveries per server core-second at each quota and period (median (min–max) of the "
             "searches that gave one). It agrees when the noise test (*Method*) separates neither the "
             "smallest quota from the largest (each pooled over the periods) nor the shortest period "
-            "from the longest (each pooled over the quotas), at p < 0.025 each; max/min is the largest cell median over the smallest. A variant that does not "
-            "agree does not scale linearly with its share of a core here: its row is the curve.\n\n"
+            "from the longest (each pooled over the quotas), at p < 0.025 each; max/min is the "
+            "largest cell median over the smallest. A variant that does not agree does not scale "
+            "linearly with its share of a core here: its row is the curve.\n\n"
             + table(["variant"] + [fmt_cell(k) for k in cells] + ["max/min", "verdict"], lines) + "\n")
 
 

@@ -30,7 +30,8 @@ COLUMNS = [
     "host_rss_bytes", "host_pte_bytes", "host_kernel_stack_bytes", "host_socket_bytes",
     "host_other_kernel_bytes", "host_kernel_caches", "host_reclaimable_slab_bytes",
     "host_parts_bytes", "host_whole_bytes", "host_whole_meminfo_bytes", "host_slab_slack_used_bytes",
-    "host_whole_resolution_bytes", "host_within_resolution", "host_mem_available_bytes", "client_end_bytes", "loadgen_slope_bytes", "memory_flags",
+    "host_whole_resolution_bytes", "host_within_resolution", "host_mem_available_bytes", "client_end_bytes",
+    "loadgen_slope_bytes", "memory_flags",
     # idle: the matrix's quiet-machine check before the point (scripts/run_matrix.py)
     "quiet_time_wait", "quiet_wait_s", "quiet_settled",
     # broadcast and chat: delivery latency (chat: this rate step's window), microseconds
@@ -121,8 +122,8 @@ HOST_PARTS = ["rss", "pte", "kernel_stack", "socket", "other_kernel"]
 def _server_host(row, memory):
     """The idle run's server-host breakdown (loadgen's memory.server_host) into row."""
     host = memory.get("server_host") or {}
-    for k in HOST_PARTS + ["reclaimable_slab", "parts", "whole", "whole_meminfo", "slab_slack_used", "whole_resolution",
-              "mem_available"]:
+    wholes = ["parts", "whole", "whole_meminfo", "slab_slack_used", "whole_resolution", "mem_available"]
+    for k in HOST_PARTS + ["reclaimable_slab"] + wholes:
         row[f"host_{k}_bytes"] = host.get(f"{k}_bytes")
     row["host_within_resolution"] = host.get("within_resolution")
     caches = {**(host.get("socket_caches") or {}), **(host.get("other_caches") or {})}
