@@ -735,6 +735,8 @@ def main():
         ["pinning", f"server `taskset -c {machine.get('pinning', {}).get('server_cpus')}`, loadgen "
                     f"`taskset -c {machine.get('pinning', {}).get('loadgen_cpus')}`; microbench on both"],
         ["load average", f"start {machine.get('loadavg_start')}; end {machine.get('loadavg_end')}"],
+        ["CPU busy at start", "not recorded" if machine.get("cpu_busy_start") is None else
+         f"{machine['cpu_busy_start']:.2f} cores' worth over the 2 s before the matrix"],
         ["command", f"`{machine.get('command')}`"],
         ["duration", f"{machine.get('duration_s')} s"],
     ]))

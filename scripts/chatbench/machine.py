@@ -7,6 +7,7 @@ import re
 import resource
 import socket
 import subprocess
+import time
 from pathlib import Path
 
 from chatbench.variants import ROOT, VARIANTS
@@ -150,6 +151,7 @@ def describe_machine(args, build_dir):
         "limits": machine_limits(),
         "pinning": {"server_cpus": SERVER_CPU, "loadgen_cpus": LOADGEN_CPU, "tool": "taskset -c"},
         "loadavg_start": read("/proc/loadavg"),
+        "cpu_busy_start": cpu_busy(BUSY_WINDOW_S),
         "command": args.command,
         "code_lines": dict({v.name: {"own": code_lines(ROOT / "servers" / v.directory),
                                      "net_used": net_lines_used(ROOT / "servers" / v.directory)}
@@ -170,6 +172,32 @@ def per_cpu_free_bytes():
     memory is MemFree plus these (docs/methodology.md, "Memory per connection")."""
     counts = re.findall(r"^\s+count:\s+(\d+)$", Path("/proc/zoneinfo").read_text(), re.M)
     return sum(int(c) for c in counts) * os.sysconf("SC_PAGE_SIZE")
+
+
+# Whether other work runs when the matrix starts. The load average cannot say: it decays
+# over minutes, so it still counts run_all.sh's own build (load 2 after a fresh build) or a
+# 19 000-thread server of the run before. The CPUs' busy time over a short window can.
+BUSY_WINDOW_S = 2.0
+BUSY_WARN_CORES = 0.1  # a tenth of a core: more than this machine's daemons take
+
+
+def cpu_times():
+    """(busy, total) jiffies of all CPUs, from /proc/stat's "cpu" line (idle and iowait
+    are not busy)."""
+    fields = [int(x) for x in read("/proc/stat").splitlines()[0].split()[1:]]
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)
+    # guest and guest_nice are already counted in user and nice
+    total = sum(fields[:8])
+    return total - idle, total
+
+
+def cpu_busy(window_s):
+    """Cores' worth of CPU busy over the next window_s seconds, all processes included."""
+    busy0, total0 = cpu_times()
+    time.sleep(window_s)
+    busy1, total1 = cpu_times()
+    cores = os.cpu_count() or 1
+    return round(cores * (busy1 - busy0) / max(1, total1 - total0), 3)
 
 
 def time_wait_count():

@@ -647,7 +647,7 @@ def idle_target(args, desc, build_dir):
     biggest = max([target] + args.broadcast_clients + [args.chat_clients])
 
     print(f"machine: {desc['cpu']}, {desc['cores']} cores, {desc['kernel']}, "
-          f"load {desc['loadavg_start']}")
+          f"load {desc['loadavg_start']}, {desc['cpu_busy_start']:.2f} cores busy")
     for name, cap in sorted(caps.items(), key=lambda kv: kv[1]):
         print(f"  cap {cap:>8} connections: {name}")
     print(f"  -> idle ramp to {target} (set by {binding})")
@@ -662,9 +662,10 @@ def idle_target(args, desc, build_dir):
         warnings.append(f"ulimit -n hard {limits['ulimit_n_hard']} is below {biggest} connections")
     if desc["build_type"] != "Release":
         warnings.append(f"{build_dir} is a '{desc['build_type']}' build, not Release")
-    load1 = float(desc["loadavg_start"].split()[0] or 0)
-    if load1 >= 0.5:
-        warnings.append(f"load average {load1} at start: other work on the machine disturbs the numbers")
+    busy = desc.get("cpu_busy_start")
+    if busy is not None and busy > machine.BUSY_WARN_CORES:
+        warnings.append(f"{busy:.2f} cores busy at start ({machine.BUSY_WINDOW_S:g} s before the matrix): "
+                        "other work on the machine disturbs the numbers")
     for w in warnings:
         print("  warning: " + w)
     desc["warnings"] = warnings
