@@ -160,6 +160,10 @@ def check_validation_and_publication():
     # separate the pooled sides; a trend with the period does.
     odd = grid("asio", {**ASIO, (0.3, 5.0): [2.2e6, 2.21e6, 2.19e6, 2.2e6]})
     check(capacity.validation(odd, "asio")["verdict"] == "agrees", "one odd middle cell fails a linear server")
+    # A cell 50% off that the test, pooled, cannot separate is not agreement either.
+    wide = capacity.validation(grid("asio", {**ASIO, (0.3, 5.0): [3.0e6, 3.01e6, 2.99e6, 3.0e6]}), "asio")
+    check(wide["verdict"].startswith("not validated: cell medians") and not any(
+        v in ("a", "b") for _a, _b, v, _p in wide["pairs"]), f"a 1.5-fold cell agrees: {wide['verdict']} {wide['pairs']}")
     longer = {(q, p): [v * (1.15 if p == 20.0 else 1) for v in values] for (q, p), values in ASIO.items()}
     trend = capacity.validation(grid("asio", longer), "asio")
     check(trend["verdict"] == "does not scale linearly" and trend["pairs"][1][2] == "b",
@@ -185,6 +189,22 @@ def check_validation_and_publication():
     loadgen = [dict(r, limited_by="loadgen") if r["mode"] == "ceiling" else r for r in good]
     check(all(c["within"] is None for c in capacity.cross_check(loadgen, PLAN)),
           "cross-checked against a ceiling loadgen stopped")
+    # One search of four stopped by loadgen (a lower bound, low): left out, judged on three;
+    # two of four: too few left.
+    def stopped(n):
+        out, seen = [], {}
+        for r in good:
+            if r["mode"] == "ceiling":
+                seen[r["variant"]] = seen.get(r["variant"], 0) + 1
+                if seen[r["variant"]] <= n:
+                    r = dict(r, limited_by="loadgen", deliveries_per_s="40000")
+            out.append(r)
+        return out
+    one = capacity.cross_check(stopped(1), PLAN)
+    check([c["within"] for c in one] == [True, True] and all(c["left_out"] == ["loadgen"] for c in one)
+          and all(len(c["ceiling"]) == 3 for c in one), f"one loadgen-stopped search of four: {one}")
+    two = capacity.cross_check(stopped(2), PLAN)
+    check(all(c["within"] is None and "2 of 4" in c["why"] for c in two), f"two of four stopped: {two}")
     return good
 
 
