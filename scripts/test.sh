@@ -152,13 +152,13 @@ timed tsan run_sanitized "$tsan" tsan "${CTEST_PARALLEL:-$(nproc)}" -R '^(unit|t
 # tests, and the command-line cases of the executables. Left to the normal pass:
 # coro-uring (coro's code on asio-uring's backend), asio-t2 and coro-t2, run_all.*, broker.matrix and
 # distributed.* (Python and shell driving the same executables), the scripts' command
-# lines, and what is not C++ (eventlet, seed; go has its race detector, go-race.*).
+# lines, and what is not C++ (eventlet, seed, docs.markdown; go has its race detector, go-race.*).
 asan=$root/build-asan
 cmake -S "$root" -B "$asan" "${sanitized_build[@]}" \
   -DCHATBENCH_SANITIZE=address,undefined -DCMAKE_CXX_FLAGS=-fno-sanitize-recover=all \
   -DCHATBENCH_SKIP="bench;coro-uring;go;eventlet;seed" >/dev/null
 timed asan-build cmake --build "$asan" -j "$(nproc)"
-normal_only='^(asio|coro)-t2\.|^run_all\.|^broker\.matrix$|^distributed\.|^cli\.[^.]*\.(sh|py)\.'
+normal_only='^(asio|coro)-t2\.|^run_all\.|^docs\.|^broker\.matrix$|^distributed\.|^cli\.[^.]*\.(sh|py)\.'
 asan_options=$asan_base timed asan run_sanitized "$asan" asan "$parallel" -E "$normal_only|$rss_tests" "$@" || failed=1
 asan_options="$asan_base:quarantine_size_mb=0" \
   timed asan-rss run_sanitized "$asan" asan-rss "$parallel" -R "$rss_tests" -E "$normal_only" "$@" || failed=1
