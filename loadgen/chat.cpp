@@ -249,6 +249,8 @@ std::uint64_t start_step_sends(ChatRun& run, Worker& worker, double rate, std::i
   const Phase& phase = run.traffic.phase;
   WorkerTraffic& traffic = run.traffic.of(worker);
   traffic.window = WindowCounts{};
+  traffic.window.intended_from_ns = phase.window_start_ns;
+  traffic.window.intended_until_ns = phase.window_end_ns;
   traffic.window.arrivals = ArrivalWindow{phase.window_start_ns, phase.window_end_ns, 0};
   std::vector<Sender> senders;
   std::uint64_t planned = 0;

@@ -155,7 +155,7 @@ std::optional<Delivery> count_chat_line(WorkerTraffic& traffic, Connection& conn
   // On this process's steady clock: its own lines exactly, another's within the bounds.
   const std::int64_t intended = chat->intended_ns - phase.line_clock_offset_ns;
   const std::int64_t latency = now - intended;
-  if (intended >= phase.window_start_ns && intended < phase.window_end_ns) {
+  if (intended >= traffic.window.intended_from_ns && intended < traffic.window.intended_until_ns) {
     traffic.window.latency.record(latency);
     ++traffic.window.deliveries;
     if (cross_slice) {

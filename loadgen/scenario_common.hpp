@@ -63,6 +63,10 @@ struct Sender {
 // begins; broadcast: the whole run's). Copied on the worker's thread and added up over
 // the workers with +=.
 struct WindowCounts {
+  // The window by intended send time: the phase's bounds, copied on the worker's own thread
+  // when its step starts, so that receiving never reads what the main thread writes for the
+  // next step while the last one's late lines still arrive.
+  std::int64_t intended_from_ns = 0, intended_until_ns = INT64_MAX;
   LatencyRecorder latency;               // deliveries whose intended send time is in the window
   std::uint64_t deliveries = 0;          // the count of those
   ArrivalWindow arrivals;                // deliveries that arrived during the window
