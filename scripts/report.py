@@ -876,12 +876,21 @@ def main():
     bc_pts = points(rows, "broadcast")
     top_bc = max(bc_pts, default=None)
     p99 = {c: stats.median(point_values(rows, c, "broadcast", "completion_p99_us", top_bc)) for c in base}
-    cpu = {}
-    # CPU per delivery compared at the highest rate every variant kept up with: past its
-    # saturation a server's window CPU pays for lines of earlier steps.
-    common_chat = aggregate.common_rate([r for r in rows if r["config"] in base])
-    for c in base:
-        cpu[c] = stats.median(point_values(rows, c, "chat", "server_cpu_per_delivery_us", common_chat))
+    # CPU per delivery: the efficiency mode's first rate where it ran (its repeats are the
+    # ones made for this, and its flagged points are left out); else the chat curve at the
+    # highest rate every variant kept up with: past its saturation a server's window CPU
+    # pays for lines of earlier steps.
+    eff_rates = capacity.efficiency_rates(rows)
+    if eff_rates:
+        cpu_rate, cpu_source = eff_rates[0], "efficiency"
+        cpu_repeats = {x: capacity.efficiency(rows, x, cpu_rate)[0] for x in base}
+        cpu_ranked = capacity.efficiency_ranked(rows, base, cpu_rate)
+        cpu_flagged = [x for x in base if capacity.efficiency(rows, x, cpu_rate)[1]]
+    else:
+        cpu_rate, cpu_source = aggregate.common_rate([r for r in rows if r["config"] in base]), "chat"
+        cpu_repeats = {x: point_values(rows, x, "chat", "server_cpu_per_delivery_us", cpu_rate) for x in base}
+        cpu_ranked, cpu_flagged = cpu_repeats, []
+    cpu = {c: stats.median(v) for c, v in cpu_repeats.items() if v}
     loc = machine.get("code_lines", {})
     lines = []
     for c in configs:
@@ -893,7 +902,7 @@ def main():
     w(table(["variant", "RSS / idle conn", "server host / idle conn",
              f"broadcast p99 at {fmt_num(top_bc)} clients", "deliveries per server core-s",
              "chat ceiling deliveries/s" if measured else "best sustained deliveries/s",
-             f"CPU / delivery at {fmt_num(common_chat)}/s per client", "lines of code"], lines))
+             f"CPU / delivery at {fmt_num(cpu_rate)}/s per client ({cpu_source})", "lines of code"], lines))
     shared = loc.get("shared", {})
     w(f"\nLines of code: non-blank, non-comment lines under `servers/<variant>/`, plus (after "
       f"a +) those of the `servers/net/` headers it includes, where the Asio-based variants "
@@ -917,10 +926,10 @@ def main():
         findings.append(f"- **Fan-out latency:** at {fmt_num(top_bc)} clients, {sentence}"
                         + (f"; not reached by {', '.join(missing)}" if missing else "") + ".")
     findings.append(throughput_finding(rows, base, measured))
-    cpu_repeats = {x: point_values(rows, x, "chat", "server_cpu_per_delivery_us", common_chat) for x in base}
-    sentence = ranking(cpu_repeats, "the least server CPU per delivered line", fmt_us)
+    sentence = ranking(cpu_ranked, "the least server CPU per delivered line", fmt_us)
     if sentence:
-        findings.append(f"- **CPU per line** at {fmt_num(common_chat)} lines/s per client: {sentence}.")
+        findings.append(f"- **CPU per line** at {fmt_num(cpu_rate)} lines/s per client ({cpu_source}): {sentence}"
+                        + (f"; not ranked (a repeat flagged): {', '.join(cpu_flagged)}" if cpu_flagged else "") + ".")
     c, v = best([(c, code_total(loc.get(c, {}))) for c in base])
     if c:
         findings.append(f"- **Simplest code:** `{c}` ({code_size(loc.get(c, {}))} lines).")

@@ -301,6 +301,10 @@ def check_report_and_compare(source, rows):
             check(text in report, f"report.md lacks {text!r}")
         check("`fibers` has the least server CPU" in report or "`fibers`, `asio` are tied" in report,
               "no efficiency ranking at 20/s")
+        # Which variant to deploy: CPU per line from the efficiency mode, a flagged variant not ranked.
+        for text in ["CPU / delivery at 20/s per client (efficiency)",
+                     "**CPU per line** at 20 lines/s per client (efficiency)", "not ranked (a repeat flagged): threads"]:
+            check(text in report, f"report.md lacks {text!r}")
         run = subprocess.run(["/usr/bin/python3", str(source / "scripts/compare.py"), out, out], env=env,
                              capture_output=True, text=True)
         check(run.returncode == 0, f"compare.py exited {run.returncode}: {run.stderr[-500:]}")
