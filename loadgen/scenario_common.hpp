@@ -36,8 +36,10 @@ struct SendPlan {
   std::int64_t tick_ns = 0;      // intended times fall on this grid (OpenLoopSchedule)
 };
 
-// Worker-side state of the phase in progress, set by the main thread between phases
-// (never while traffic flows), read by the send loops and message handlers.
+// State of the phase in progress, set by the main thread. own_*, the clock fields: before
+// traffic starts, read by the send loops and message handlers. window_*: rewritten for
+// each chat step while late lines may still arrive, so workers read them only in
+// start_step_sends, on their own thread, and keep a copy (WindowCounts).
 struct Phase {
   std::int64_t window_start_ns = 0, window_end_ns = INT64_MAX;
   // The senders of this process (global ids): their lines are timed exactly; another

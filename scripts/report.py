@@ -6,6 +6,7 @@ import statistics
 
 from chatbench import aggregate, capacity, results_csv, stats, variants
 from chatbench.results_csv import num
+from chatbench.machine import BUSY_WINDOW_S
 
 KIB = 1024
 
@@ -327,7 +328,7 @@ def validation_table(rows, configs):
             "searches that gave one). It agrees when the noise test (*Method*) separates neither the "
             "smallest quota from the largest (each pooled over the periods) nor the shortest period "
             "from the longest (each pooled over the quotas), at p < 0.025 each, and every cell's "
-            "median is within ±20% of the cells' median (with three or four repeats a cell the test "
+            f"median is within ±{capacity.AGREE_WITHIN:.0%} of the cells' median (with three or four repeats a cell the test "
             "cannot separate even a twofold spread); max/min is the largest cell median over the "
             "smallest. A variant that does not agree does not scale linearly with its share of a "
             "core here, or cannot be shown to: its row is the curve.\n\n"
@@ -352,7 +353,8 @@ def cross_check_table(rows, plan, transfers, why):
     return ("### Cross-check against ceilings without a quota\n\n"
             "`threads` and `eventlet` fall behind within loadgen's reach without a quota, so their "
             "ceilings there are the server's, on one whole core: the per-core figure under the quota "
-            "× 1.0 must predict them within 20%, from the searches the server stopped (at least three): "
+            f"× 1.0 must predict them within {capacity.CROSS_CHECK_WITHIN:.0%}, from the searches the server stopped "
+            f"(at least {capacity.CROSS_CHECK_MIN_SEARCHES}): "
             "one that loadgen stopped measured loadgen, not the server, and is left out.\n\n"
             + table(["variant", "per server core (quota)", "ceiling without a quota", "ratio", "verdict"], lines)
             + f"\n{conclusion}{why}.\n\n")
@@ -742,7 +744,7 @@ def main():
                     f"`taskset -c {machine.get('pinning', {}).get('loadgen_cpus')}`; microbench on both"],
         ["load average", f"start {machine.get('loadavg_start')}; end {machine.get('loadavg_end')}"],
         ["CPU busy at start", "not recorded" if machine.get("cpu_busy_start") is None else
-         f"{machine['cpu_busy_start']:.2f} cores' worth over the 2 s before the matrix"],
+         f"{machine['cpu_busy_start']:.2f} cores' worth over the {BUSY_WINDOW_S:g} s before the matrix"],
         ["command", f"`{machine.get('command')}`"],
         ["duration", f"{machine.get('duration_s')} s"],
     ]))

@@ -168,9 +168,9 @@ def cross_check(rows, plan):
         elif not ceilings and not others:
             entry["why"] = "no ceiling without a quota (--modes ceiling)"
         elif len(ceilings) < CROSS_CHECK_MIN_SEARCHES:
+            stopped = f" (others by {', '.join(sorted(set(others)))})" if others else ""
             entry["why"] = (f"{len(ceilings)} of {len(ceilings) + len(others)} searches without a quota were "
-                            f"stopped by the server (others by {', '.join(sorted(set(others)))}); "
-                            f"at least {CROSS_CHECK_MIN_SEARCHES} are needed")
+                            f"stopped by the server{stopped}; at least {CROSS_CHECK_MIN_SEARCHES} are needed")
         else:
             entry["ratio"] = statistics.median(per_core) * 1.0 / statistics.median(ceilings)
             entry["within"] = abs(entry["ratio"] - 1) <= CROSS_CHECK_WITHIN

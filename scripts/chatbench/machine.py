@@ -183,8 +183,11 @@ BUSY_WARN_CORES = 0.1  # a tenth of a core: more than this machine's daemons tak
 
 def cpu_times():
     """(busy, total) jiffies of all CPUs, from /proc/stat's "cpu" line (idle and iowait
-    are not busy)."""
-    fields = [int(x) for x in read("/proc/stat").splitlines()[0].split()[1:]]
+    are not busy); None where it cannot be read."""
+    lines = read("/proc/stat").splitlines()
+    if not lines or not lines[0].startswith("cpu "):
+        return None
+    fields = [int(x) for x in lines[0].split()[1:]]
     idle = fields[3] + (fields[4] if len(fields) > 4 else 0)
     # guest and guest_nice are already counted in user and nice
     total = sum(fields[:8])
@@ -192,10 +195,14 @@ def cpu_times():
 
 
 def cpu_busy(window_s):
-    """Cores' worth of CPU busy over the next window_s seconds, all processes included."""
-    busy0, total0 = cpu_times()
+    """Cores' worth of CPU busy over the next window_s seconds, all processes included;
+    None where /proc/stat cannot be read."""
+    before = cpu_times()
     time.sleep(window_s)
-    busy1, total1 = cpu_times()
+    after = cpu_times()
+    if before is None or after is None:
+        return None
+    (busy0, total0), (busy1, total1) = before, after
     cores = os.cpu_count() or 1
     return round(cores * (busy1 - busy0) / max(1, total1 - total0), 3)
 

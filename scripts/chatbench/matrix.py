@@ -647,7 +647,8 @@ def idle_target(args, desc, build_dir):
     biggest = max([target] + args.broadcast_clients + [args.chat_clients])
 
     print(f"machine: {desc['cpu']}, {desc['cores']} cores, {desc['kernel']}, "
-          f"load {desc['loadavg_start']}, {desc['cpu_busy_start']:.2f} cores busy")
+          f"load {desc['loadavg_start']}, "
+          + ("CPUs busy unknown" if desc.get("cpu_busy_start") is None else f"{desc['cpu_busy_start']:.2f} cores busy"))
     for name, cap in sorted(caps.items(), key=lambda kv: kv[1]):
         print(f"  cap {cap:>8} connections: {name}")
     print(f"  -> idle ramp to {target} (set by {binding})")

@@ -13,8 +13,9 @@ LINK = re.compile(r"\[[^\]]*\]\(([^)\s]+)\)")
 
 
 def cells(row):
-    """The cells of a table row: split at | outside code spans, not at \\|."""
-    out, current, code, i = [], "", False, 0
+    """The cells of a table row: split at every | but \\| (GitHub splits inside code spans
+    too)."""
+    out, current, i = [], "", 0
     row = row.strip()
     while i < len(row):
         ch = row[i]
@@ -22,9 +23,7 @@ def cells(row):
             current += row[i:i + 2]
             i += 2
             continue
-        if ch == "`":
-            code = not code
-        if ch == "|" and not code:
+        if ch == "|":
             out.append(current)
             current = ""
         else:
